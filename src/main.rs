@@ -1,0 +1,55 @@
+//! `basalt`: one static multi-call binary for the whole node. This file only dispatches, by `argv[0]` first
+//! (`bridge`, `host-local`, `basalt-runc`, `init`) and then by subcommand; the work lives in the member crates.
+
+mod cli;
+mod logging;
+mod personality;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, NodeImageCommand};
+use personality::Personality;
+
+/// Exit status of a subcommand that exists in the CLI but whose implementation has not landed yet
+/// (EX_UNAVAILABLE from sysexits.h: scripts can tell it from a usage error, which exits 2).
+const EXIT_NOT_BUILT: u8 = 69;
+
+fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    match Personality::from_argv0(&argv0) {
+        Personality::Basalt => {}
+        other => return not_built(other.describe()),
+    }
+
+    let cli = Cli::parse();
+    let config =
+        match basalt_config::Config::load(cli.global.config.as_deref(), &cli.global.overrides()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("basalt: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    logging::init(config.log_level, config.log_format);
+    tracing::debug!(data_dir = %config.data_dir.display(), run_dir = %config.run_dir.display(), "configuration loaded");
+
+    match cli.command {
+        Command::Version => {
+            println!("basalt {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Config => {
+            print!("{}", config.to_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::NodeImage(NodeImageCommand::VmRun(args)) => cli::vm_run(args),
+        other => not_built(other.describe()),
+    }
+}
+
+fn not_built(what: &str) -> ExitCode {
+    eprintln!("basalt: {what} is not built yet");
+    ExitCode::from(EXIT_NOT_BUILT)
+}

@@ -1,0 +1,62 @@
+//! Which program this binary is, judged by the name it was started under.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personality {
+    /// `basalt` (or any unknown name): the subcommand CLI.
+    Basalt,
+    /// `bridge` or `host-local`: a CNI plugin, driven by `CNI_*` environment variables.
+    CniPlugin(&'static str),
+    /// `basalt-runc`: the runc-compatible OCI runtime CLI.
+    Runc,
+    /// `init`: PID 1 of the node image.
+    Init,
+}
+
+impl Personality {
+    pub fn from_argv0(argv0: &OsStr) -> Personality {
+        let name = Path::new(argv0)
+            .file_name()
+            .and_then(OsStr::to_str)
+            .unwrap_or("");
+        match name {
+            "bridge" => Personality::CniPlugin("bridge"),
+            "host-local" => Personality::CniPlugin("host-local"),
+            "basalt-runc" => Personality::Runc,
+            "init" => Personality::Init,
+            _ => Personality::Basalt,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Personality::Basalt => "basalt",
+            Personality::CniPlugin("bridge") => "the CNI plugin `bridge` (issue #5)",
+            Personality::CniPlugin(_) => "the CNI plugin `host-local` (issue #5)",
+            Personality::Runc => "the OCI runtime `basalt-runc` (issue #3)",
+            Personality::Init => "`init`, PID 1 of the node image (issue #8)",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_personalities() {
+        for (argv0, want) in [
+            ("/opt/cni/bin/bridge", Personality::CniPlugin("bridge")),
+            ("host-local", Personality::CniPlugin("host-local")),
+            ("/usr/local/bin/basalt-runc", Personality::Runc),
+            ("/init", Personality::Init),
+            ("/usr/bin/basalt", Personality::Basalt),
+            ("./target/debug/basalt-something", Personality::Basalt),
+            ("", Personality::Basalt),
+        ] {
+            assert_eq!(Personality::from_argv0(OsStr::new(argv0)), want, "{argv0}");
+        }
+    }
+}

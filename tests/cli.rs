@@ -1,0 +1,182 @@
+//! The `basalt` binary's surface: subcommands, argv[0] personalities, config precedence.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_basalt");
+
+fn run(argv0: &Path, args: &[&str]) -> Output {
+    Command::new(argv0)
+        .args(args)
+        .env_remove("BASALT_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = run(Path::new(BIN), &["--help"]);
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for sub in [
+        "runtime",
+        "agent",
+        "server",
+        "image",
+        "node-image",
+        "init",
+        "cni",
+        "csi",
+        "version",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{sub} "))),
+            "`{sub}` missing from --help:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn argv0_selects_the_personality() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, expect) in [
+        ("bridge", "CNI plugin `bridge`"),
+        ("host-local", "CNI plugin `host-local`"),
+        ("basalt-runc", "OCI runtime `basalt-runc`"),
+        ("init", "PID 1 of the node image"),
+    ] {
+        let link = dir.path().join(name);
+        symlink(BIN, &link).unwrap();
+        let out = run(&link, &["--help"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(69), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(err.contains("not built yet"), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: one line, got {err}");
+    }
+    // Any other name is the subcommand CLI.
+    let link = dir.path().join("basalt-copy");
+    symlink(BIN, &link).unwrap();
+    let out = run(&link, &["version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("basalt "));
+}
+
+#[test]
+fn unbuilt_subcommands_say_so_and_fail() {
+    for sub in ["runtime", "agent", "server", "image", "init", "cni", "csi"] {
+        let out = run(Path::new(BIN), &[sub, "--some-flag", "x"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(69), "{sub}: {err}");
+        assert!(
+            err.contains(&format!("`basalt {sub}`")) && err.contains("not built yet"),
+            "{sub}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{sub}: {err}");
+    }
+}
+
+#[test]
+fn flags_override_the_config_file_which_overrides_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "data-dir: /srv/basalt\nrun-dir: /run/from-file\nlog-format: json\n",
+    )
+    .unwrap();
+    let out = run(
+        Path::new(BIN),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--run-dir",
+            "/tmp/from-flag",
+            "config",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let effective: serde_yaml::Value = serde_yaml::from_str(&stdout(&out)).unwrap();
+    assert_eq!(effective["data-dir"].as_str(), Some("/srv/basalt"));
+    assert_eq!(effective["run-dir"].as_str(), Some("/tmp/from-flag"));
+    assert_eq!(effective["log-format"].as_str(), Some("json"));
+    assert_eq!(effective["log-level"].as_str(), Some("info"));
+}
+
+#[test]
+fn every_config_key_has_a_flag_that_overrides_it() {
+    let values = |key: &str| match key {
+        "data-dir" => "/d/x",
+        "run-dir" => "/r/x",
+        "log-level" => "trace",
+        "log-format" => "json",
+        "node-name" => "node-7",
+        other => {
+            panic!("config key `{other}` has no test value: add one here and a flag in src/cli.rs")
+        }
+    };
+    for key in basalt_config::Config::keys() {
+        let value = values(&key);
+        let out = run(Path::new(BIN), &[&format!("--{key}"), value, "config"]);
+        assert!(out.status.success(), "--{key}: {}", stderr(&out));
+        let effective: serde_yaml::Value = serde_yaml::from_str(&stdout(&out)).unwrap();
+        assert_eq!(effective[key.as_str()].as_str(), Some(value), "--{key}");
+    }
+}
+
+#[test]
+fn bad_config_names_the_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "data-dir: var/lib/basalt\n").unwrap();
+    let out = run(
+        Path::new(BIN),
+        &["--config", cfg.to_str().unwrap(), "version"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("data-dir") && err.contains("var/lib/basalt"),
+        "{err}"
+    );
+
+    let out = run(Path::new(BIN), &["--log-format", "xml", "version"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("xml"), "{}", stderr(&out));
+}
+
+#[test]
+fn json_logs_are_json() {
+    let out = run(
+        Path::new(BIN),
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "--data-dir",
+            "/tmp/basalt-log-test",
+            "config",
+        ],
+    );
+    assert!(out.status.success());
+    let line = stderr(&out)
+        .lines()
+        .find(|l| l.contains("configuration loaded"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no debug log line in {}", stderr(&out)));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "DEBUG");
+    assert_eq!(v["fields"]["data_dir"], "/tmp/basalt-log-test");
+}

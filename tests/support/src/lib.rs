@@ -1,0 +1,30 @@
+//! Test support shared by every Basalt test suite: real OCI images built at test time from Debian's
+//! `busybox-static` (no network), and a real local registry (Debian's `docker-registry`) to serve them.
+//!
+//! Nothing here may reach past 127.0.0.1 or leave a process behind: every helper cleans up on drop.
+
+pub mod fixtures;
+pub mod image;
+pub mod pki;
+pub mod registry;
+
+pub use fixtures::{Fixture, Fixtures};
+pub use image::{ImageBuilder, LayerBuilder, OciImage};
+pub use registry::{Registry, RegistryMode};
+
+use std::path::PathBuf;
+
+/// Absolute path of `prog` on `PATH`, or a clear error naming the Debian package that brings it.
+pub fn require_tool(prog: &str, package: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(prog))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{prog}` not found on PATH: install Debian's `{package}` (tests/deps.sh does)"
+            )
+        })
+}
