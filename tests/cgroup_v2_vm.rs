@@ -50,7 +50,9 @@ fn guest_has_a_pure_cgroup_v2_hierarchy_with_controllers() {
 #[test]
 fn guest_runs_host_binaries_in_the_callers_directory_and_writes_stay_in_the_guest() {
     let Some(vm) = vm() else { return };
-    let here = std::env::current_dir().unwrap();
+    // A directory under /tmp, where CI clones and tempdirs live: the guest must see it as the host does.
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path().to_owned();
     let marker = "basalt-vm-marker-that-must-not-reach-the-host";
     let out = vm
         .env("BASALT_VM_TEST", "it's \"quoted\"")

@@ -292,7 +292,7 @@ mkdir -p /newroot/upper /newroot/work /newroot/root
 mount -t overlay overlay -o lowerdir=/host,upperdir=/newroot/upper,workdir=/newroot/work /newroot/root || fail "overlay"
 r=/newroot/root
 mount --move /proc $r/proc; mount --move /sys $r/sys; mount --move /dev $r/dev
-mount -t tmpfs -o mode=755 tmpfs $r/run; mount -t tmpfs -o mode=1777 tmpfs $r/tmp
+mount -t tmpfs -o mode=755 tmpfs $r/run
 mount -t cgroup2 -o nsdelegate cgroup2 $r/sys/fs/cgroup || fail "cannot mount cgroup2"
 mkdir -p $r/dev/pts $r/dev/shm $r/run/testvm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts $r/dev/pts; mount -t tmpfs -o mode=1777 shm $r/dev/shm
