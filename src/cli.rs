@@ -76,14 +76,14 @@ pub enum Command {
     /// All-in-one node: control plane and agent
     Server(Pending),
     /// Container images: pull, import, export, list, inspect, remove
-    Image(Pending),
+    Image(basalt_images::cli::ImageArgs),
     /// Build and boot the node image (kernel + initramfs with basalt as PID 1)
     #[command(subcommand)]
     NodeImage(NodeImageCommand),
     /// PID 1 of the node image
     Init(Pending),
-    /// Run as a CNI plugin (bridge with host-local IPAM)
-    Cni(Pending),
+    /// Run as a CNI plugin (bridge with host-local IPAM), driven by CNI_* variables and stdin
+    Cni(CniArgs),
     /// Run the hostpath CSI plugin
     Csi(Pending),
     /// Print the effective configuration (defaults < config file < flags) as YAML
@@ -105,6 +105,28 @@ impl Command {
             Command::Csi(_) => "`basalt csi` (the hostpath CSI plugin)",
             Command::Config => "`basalt config`",
             Command::Version => "`basalt version`",
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct CniArgs {
+    /// Which plugin to act as
+    #[arg(long, value_enum, default_value = "bridge")]
+    pub plugin: CniPlugin,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CniPlugin {
+    Bridge,
+    HostLocal,
+}
+
+impl From<CniPlugin> for basalt_cni::PluginKind {
+    fn from(p: CniPlugin) -> Self {
+        match p {
+            CniPlugin::Bridge => basalt_cni::PluginKind::Bridge,
+            CniPlugin::HostLocal => basalt_cni::PluginKind::HostLocal,
         }
     }
 }

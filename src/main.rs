@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     match Personality::from_argv0(&argv0) {
         Personality::Basalt => {}
+        Personality::CniPlugin(kind) => return basalt_cni::plugin_main(kind),
         other => return not_built(other.describe()),
     }
 
@@ -45,6 +46,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::NodeImage(NodeImageCommand::VmRun(args)) => cli::vm_run(args),
+        Command::Image(args) => basalt_images::cli::run(args, &config),
+        Command::Cni(args) => basalt_cni::plugin_main(args.plugin.into()),
         other => not_built(other.describe()),
     }
 }

@@ -3,12 +3,14 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
+use basalt_cni::PluginKind;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Personality {
     /// `basalt` (or any unknown name): the subcommand CLI.
     Basalt,
     /// `bridge` or `host-local`: a CNI plugin, driven by `CNI_*` environment variables.
-    CniPlugin(&'static str),
+    CniPlugin(PluginKind),
     /// `basalt-runc`: the runc-compatible OCI runtime CLI.
     Runc,
     /// `init`: PID 1 of the node image.
@@ -22,8 +24,8 @@ impl Personality {
             .and_then(OsStr::to_str)
             .unwrap_or("");
         match name {
-            "bridge" => Personality::CniPlugin("bridge"),
-            "host-local" => Personality::CniPlugin("host-local"),
+            "bridge" => Personality::CniPlugin(PluginKind::Bridge),
+            "host-local" => Personality::CniPlugin(PluginKind::HostLocal),
             "basalt-runc" => Personality::Runc,
             "init" => Personality::Init,
             _ => Personality::Basalt,
@@ -33,8 +35,8 @@ impl Personality {
     pub fn describe(self) -> &'static str {
         match self {
             Personality::Basalt => "basalt",
-            Personality::CniPlugin("bridge") => "the CNI plugin `bridge` (issue #5)",
-            Personality::CniPlugin(_) => "the CNI plugin `host-local` (issue #5)",
+            Personality::CniPlugin(PluginKind::Bridge) => "the CNI plugin `bridge`",
+            Personality::CniPlugin(PluginKind::HostLocal) => "the CNI plugin `host-local`",
             Personality::Runc => "the OCI runtime `basalt-runc` (issue #3)",
             Personality::Init => "`init`, PID 1 of the node image (issue #8)",
         }
@@ -48,8 +50,11 @@ mod tests {
     #[test]
     fn names_map_to_personalities() {
         for (argv0, want) in [
-            ("/opt/cni/bin/bridge", Personality::CniPlugin("bridge")),
-            ("host-local", Personality::CniPlugin("host-local")),
+            (
+                "/opt/cni/bin/bridge",
+                Personality::CniPlugin(PluginKind::Bridge),
+            ),
+            ("host-local", Personality::CniPlugin(PluginKind::HostLocal)),
             ("/usr/local/bin/basalt-runc", Personality::Runc),
             ("/init", Personality::Init),
             ("/usr/bin/basalt", Personality::Basalt),

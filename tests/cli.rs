@@ -75,7 +75,7 @@ fn argv0_selects_the_personality() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["runtime", "agent", "server", "image", "init", "cni", "csi"] {
+    for sub in ["runtime", "agent", "server", "image", "init", "csi"] {
         let out = run(Path::new(BIN), &[sub, "--some-flag", "x"]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(69), "{sub}: {err}");
