@@ -67,10 +67,17 @@ pub struct Pending {
     _args: Vec<OsString>,
 }
 
+/// Arguments handed unparsed to a component with its own command line.
+#[derive(Args)]
+pub struct PassThrough {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
-    /// OCI runtime with a runc-compatible CLI (create, start, run, exec, kill, delete, …)
-    Runtime(Pending),
+    /// OCI runtime with a runc-compatible CLI (create, start, run, kill, delete, …; see `basalt runtime --help`)
+    Runtime(PassThrough),
     /// Node agent: kubelet and CRI server
     Agent(Pending),
     /// All-in-one node: control plane and agent
@@ -81,7 +88,7 @@ pub enum Command {
     #[command(subcommand)]
     NodeImage(NodeImageCommand),
     /// PID 1 of the node image
-    Init(Pending),
+    Init(PassThrough),
     /// Run as a CNI plugin (bridge with host-local IPAM), driven by CNI_* variables and stdin
     Cni(CniArgs),
     /// Run the hostpath CSI plugin
@@ -90,23 +97,6 @@ pub enum Command {
     Config,
     /// Print the version
     Version,
-}
-
-impl Command {
-    pub fn describe(&self) -> &'static str {
-        match self {
-            Command::Runtime(_) => "`basalt runtime` (the OCI runtime, issue #3)",
-            Command::Agent(_) => "`basalt agent` (kubelet and CRI server, issues #6 and #7)",
-            Command::Server(_) => "`basalt server` (control plane and agent, all-in-one)",
-            Command::Image(_) => "`basalt image` (the image store, issue #4)",
-            Command::NodeImage(_) => "`basalt node-image` (issue #8)",
-            Command::Init(_) => "`basalt init` (PID 1 of the node image, issue #8)",
-            Command::Cni(_) => "`basalt cni` (the CNI plugin, issue #5)",
-            Command::Csi(_) => "`basalt csi` (the hostpath CSI plugin)",
-            Command::Config => "`basalt config`",
-            Command::Version => "`basalt version`",
-        }
-    }
 }
 
 #[derive(Args)]
@@ -134,9 +124,9 @@ impl From<CniPlugin> for basalt_cni::PluginKind {
 #[derive(Subcommand)]
 pub enum NodeImageCommand {
     /// Build vmlinuz + initramfs from a kernel, config, manifests and preloaded images
-    Build(Pending),
+    Build(PassThrough),
     /// Boot a built node image in qemu
-    Boot(Pending),
+    Boot(PassThrough),
     /// Run one command in a throw-away qemu guest with a pure cgroup v2 hierarchy (the test VM)
     VmRun(VmRunArgs),
 }

@@ -21,7 +21,14 @@ fn main() -> ExitCode {
     match Personality::from_argv0(&argv0) {
         Personality::Basalt => {}
         Personality::CniPlugin(kind) => return basalt_cni::plugin_main(kind),
-        other => return not_built(other.describe()),
+        Personality::Runc => {
+            logging::init(
+                basalt_config::LogLevel::Warn,
+                basalt_config::LogFormat::Text,
+            );
+            return basalt_runtime::cli::main(std::env::args_os());
+        }
+        Personality::Init => return basalt_initramfs::pid1::main(std::env::args_os().collect()),
     }
 
     let cli = Cli::parse();
@@ -46,10 +53,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::NodeImage(NodeImageCommand::VmRun(args)) => cli::vm_run(args),
+        Command::NodeImage(NodeImageCommand::Build(args)) => {
+            basalt_initramfs::cli::build(with_name("basalt node-image build", args))
+        }
+        Command::NodeImage(NodeImageCommand::Boot(args)) => {
+            basalt_initramfs::cli::boot(with_name("basalt node-image boot", args))
+        }
+        Command::Init(args) => basalt_initramfs::pid1::main(with_name("basalt init", args)),
+        Command::Runtime(args) => basalt_runtime::cli::main(with_name("basalt runtime", args)),
         Command::Image(args) => basalt_images::cli::run(args, &config),
         Command::Cni(args) => basalt_cni::plugin_main(args.plugin.into()),
-        other => not_built(other.describe()),
+        Command::Agent(_) => not_built("`basalt agent` (kubelet and CRI server, issues #6 and #7)"),
+        Command::Server(_) => not_built("`basalt server` (control plane and agent, all-in-one)"),
+        Command::Csi(_) => not_built("`basalt csi` (the hostpath CSI plugin)"),
     }
+}
+
+/// The argument vector a component's own parser expects: its name, then the rest of the command line.
+fn with_name(name: &str, args: cli::PassThrough) -> Vec<std::ffi::OsString> {
+    std::iter::once(name.into()).chain(args.args).collect()
 }
 
 fn not_built(what: &str) -> ExitCode {

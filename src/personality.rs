@@ -31,16 +31,6 @@ impl Personality {
             _ => Personality::Basalt,
         }
     }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Personality::Basalt => "basalt",
-            Personality::CniPlugin(PluginKind::Bridge) => "the CNI plugin `bridge`",
-            Personality::CniPlugin(PluginKind::HostLocal) => "the CNI plugin `host-local`",
-            Personality::Runc => "the OCI runtime `basalt-runc` (issue #3)",
-            Personality::Init => "`init`, PID 1 of the node image (issue #8)",
-        }
-    }
 }
 
 #[cfg(test)]

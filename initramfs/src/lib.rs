@@ -8,6 +8,8 @@
 //! The node image builder and `basalt init` come with issue #8; the kernel/module/cpio pieces and the test VM
 //! are here now because every cgroup v2 test depends on them.
 
+pub mod cli;
 pub mod cpio;
 pub mod kernel;
+pub mod pid1;
 pub mod testvm;

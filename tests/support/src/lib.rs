@@ -1,8 +1,11 @@
 //! Test support shared by every Basalt test suite: real OCI images built at test time from Debian's
 //! `busybox-static` (no network), and a real local registry (Debian's `docker-registry`) to serve them.
 //!
+//! It also makes OCI bundles for runtime tests (`bundle`).
+//!
 //! Nothing here may reach past 127.0.0.1 or leave a process behind: every helper cleans up on drop.
 
+pub mod bundle;
 pub mod fixtures;
 pub mod image;
 pub mod pki;

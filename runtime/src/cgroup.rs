@@ -1,0 +1,228 @@
+//! The container's cgroup through cgroups-rs: v2 unified where the host has it, v1 on v1 and hybrid hosts
+//! (like the development VM). Paths in systemd's `slice:prefix:name` form are mapped onto cgroupfs.
+
+use std::path::PathBuf;
+
+use cgroups_rs::manager::{FsManager, Manager};
+use cgroups_rs::{CgroupPid, FreezerState};
+use oci_spec::runtime::LinuxResources;
+
+use crate::error::{Error, Result};
+
+pub struct Cgroup {
+    path: String,
+    mgr: FsManager,
+}
+
+/// Is `/sys/fs/cgroup` itself a cgroup2 mount (a pure v2 host)?
+pub fn unified() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The cgroupfs path for a container: `linux.cgroupsPath` as given, a systemd `slice:prefix:name` mapped to
+/// `/<slices…>/<prefix>-<name>.scope`, or `/basalt/<id>` when the spec names none.
+pub fn resolve_path(spec_path: Option<&str>, id: &str, systemd: bool) -> Result<String> {
+    match spec_path {
+        None | Some("") => Ok(format!("/basalt/{id}")),
+        Some(p) if systemd || (p.matches(':').count() == 2 && !p.starts_with('/')) => {
+            let parts: Vec<&str> = p.split(':').collect();
+            let [slice, prefix, name] = parts[..] else {
+                return Err(Error::spec(
+                    "linux.cgroupsPath",
+                    format!("{p:?} is not slice:prefix:name (as --systemd-cgroup expects)"),
+                ));
+            };
+            let slice = if slice.is_empty() {
+                "system.slice"
+            } else {
+                slice
+            };
+            let mut path = expand_slice(slice)
+                .map_err(|m| Error::spec("linux.cgroupsPath", format!("{p:?}: {m}")))?;
+            path.push('/');
+            path.push_str(&if prefix.is_empty() {
+                format!("{name}.scope")
+            } else {
+                format!("{prefix}-{name}.scope")
+            });
+            Ok(path)
+        }
+        Some(p) if p.starts_with('/') => Ok(p.to_owned()),
+        // runc treats a relative path as relative to the root of each hierarchy too.
+        Some(p) => Ok(format!("/{p}")),
+    }
+}
+
+/// Devices runc allows in every container, after the spec's own rules: the default nodes, ptys, tun, and
+/// mknod of anything (creating a node is harmless without read/write access to it).
+const DEFAULT_DEVICE_RULES: &str = r#"[
+    {"allow": true, "type": "c", "access": "m"},
+    {"allow": true, "type": "b", "access": "m"},
+    {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+    {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+    {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+    {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+    {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+    {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+    {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
+    {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+    {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+    {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}
+]"#;
+
+fn with_default_devices(resources: Option<&LinuxResources>) -> LinuxResources {
+    let mut v = resources
+        .and_then(|r| serde_json::to_value(r).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    let mut rules = v
+        .get("devices")
+        .and_then(|d| d.as_array().cloned())
+        .unwrap_or_default();
+    let defaults: Vec<serde_json::Value> =
+        serde_json::from_str(DEFAULT_DEVICE_RULES).unwrap_or_default();
+    rules.extend(defaults);
+    v["devices"] = serde_json::Value::Array(rules);
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+/// `a-b-c.slice` → `/a.slice/a-b.slice/a-b-c.slice`, as systemd nests slices.
+fn expand_slice(slice: &str) -> std::result::Result<String, &'static str> {
+    let stem = slice
+        .strip_suffix(".slice")
+        .ok_or("a slice must end in .slice")?;
+    if stem == "-" {
+        return Ok(String::new());
+    }
+    if stem.contains('/') || stem.starts_with('-') || stem.ends_with('-') || stem.contains("--") {
+        return Err("invalid slice name");
+    }
+    let mut out = String::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        out.push('/');
+        out.push_str(&prefix);
+        out.push_str(".slice");
+    }
+    Ok(out)
+}
+
+fn err(path: &str) -> impl Fn(cgroups_rs::manager::Error) -> Error + '_ {
+    move |e| Error::Cgroup {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl Cgroup {
+    /// Prepares the manager; nothing is created until [`Cgroup::apply`].
+    pub fn new(path: &str) -> Result<Cgroup> {
+        // cgroups-rs joins the path onto each mount point: it must be relative, or it would escape cgroupfs.
+        let mgr = FsManager::new(path.trim_start_matches('/')).map_err(err(path))?;
+        Ok(Cgroup {
+            path: path.to_owned(),
+            mgr,
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Creates the cgroup, moves `pid` in and applies the resource limits. The device rules always end
+    /// with the devices every container gets (as runc's defaults), so a deny-all spec still has /dev/null.
+    pub fn apply(&mut self, pid: i32, resources: Option<&LinuxResources>) -> Result<()> {
+        self.mgr
+            .add_proc(CgroupPid::from(pid as u64))
+            .map_err(err(&self.path))?;
+        let r = with_default_devices(resources);
+        self.mgr.set(&r).map_err(err(&self.path))
+    }
+
+    /// Moves `pid` into this existing cgroup (for `exec`).
+    pub fn add(&mut self, pid: i32) -> Result<()> {
+        self.mgr
+            .add_proc(CgroupPid::from(pid as u64))
+            .map_err(err(&self.path))
+    }
+
+    pub fn set(&mut self, resources: &LinuxResources) -> Result<()> {
+        self.mgr.set(resources).map_err(err(&self.path))
+    }
+
+    pub fn exists(&self) -> bool {
+        self.mgr.exists()
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        self.mgr
+            .pids()
+            .map(|v| v.into_iter().map(|p| p.pid as i32).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let state = if frozen {
+            FreezerState::Frozen
+        } else {
+            FreezerState::Thawed
+        };
+        self.mgr.freeze(state).map_err(err(&self.path))
+    }
+
+    /// Removes the cgroup (every hierarchy). Missing is fine: delete is idempotent.
+    pub fn destroy(&mut self) -> Result<()> {
+        self.mgr.destroy().map_err(err(&self.path))
+    }
+
+    /// For a v1 host: each mounted hierarchy's name and the host directory of this cgroup in it, which the
+    /// container's /sys/fs/cgroup shows.
+    pub fn v1_dirs(&self) -> Vec<(String, PathBuf)> {
+        if unified() {
+            return Vec::new();
+        }
+        // Co-mounted controllers (cpu,cpuacct) share one mount point: bind each mount point once.
+        let mut mountpoints: Vec<&String> = self.mgr.mounts().values().collect();
+        mountpoints.sort();
+        mountpoints.dedup();
+        mountpoints
+            .into_iter()
+            .filter_map(|mp| {
+                let dir = PathBuf::from(mp);
+                let name = dir.file_name()?.to_string_lossy().into_owned();
+                Some((name, dir.join(self.path.trim_start_matches('/'))))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_paths_map_to_cgroupfs() {
+        assert_eq!(
+            resolve_path(Some("system.slice:docker:abc"), "abc", true).unwrap(),
+            "/system.slice/docker-abc.scope"
+        );
+        assert_eq!(
+            resolve_path(Some("kubepods-besteffort-pod1.slice:cri-basalt:c1"), "c1", true).unwrap(),
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-basalt-c1.scope"
+        );
+        assert_eq!(resolve_path(None, "c1", false).unwrap(), "/basalt/c1");
+        assert_eq!(resolve_path(Some("/a/b"), "c1", false).unwrap(), "/a/b");
+        let e = resolve_path(Some("bad:x"), "c1", true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("linux.cgroupsPath") && e.contains("bad:x"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,395 @@
+//! Container lifecycle as the CLI and the pod monitor see it: create, start, kill, delete, state, list.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxNamespaceType;
+
+use crate::cgroup::{self, Cgroup};
+use crate::error::{Error, Result};
+use crate::init::{self, InitContext};
+use crate::namespaces::Plan;
+use crate::spec::Bundle;
+use crate::state::{self, State, StateDir, Status};
+use crate::sync;
+
+/// How to create a container (the flags of `runc create`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub systemd_cgroup: bool,
+    pub preserve_fds: i32,
+}
+
+pub struct Container {
+    dir: StateDir,
+    pub state: State,
+    /// The parent's end of the sync channel while this process created the container: after `start` it
+    /// reports an exec failure, or EOF once the program runs.
+    chan: Option<sync::Channel>,
+}
+
+impl Container {
+    /// Clones the init process into its namespaces and cgroup and leaves it waiting on the exec FIFO.
+    /// On any failure everything made so far (process, cgroup, state dir) is removed again.
+    pub fn create(opts: &CreateOptions) -> Result<Container> {
+        let bundle = Bundle::load(&opts.bundle)?;
+        let dir = StateDir::create(&opts.root, &opts.id)?;
+        let mut cleanup = Cleanup {
+            dir: Some(dir),
+            cgroup: None,
+            pid: None,
+        };
+        // On error, `cleanup` undoes everything when it drops.
+        let (state, chan) = Self::create_inner(opts, bundle, &mut cleanup)?;
+        let dir = cleanup.dir.take().expect("state dir");
+        cleanup.cgroup = None;
+        cleanup.pid = None;
+        Ok(Container {
+            dir,
+            state,
+            chan: Some(chan),
+        })
+    }
+
+    fn create_inner(
+        opts: &CreateOptions,
+        bundle: Bundle,
+        cleanup: &mut Cleanup,
+    ) -> Result<(State, sync::Channel)> {
+        let dir = cleanup.dir.as_ref().expect("state dir");
+        let spec = &bundle.spec;
+        let plan = Plan::from_spec(spec);
+        if !plan.has(LinuxNamespaceType::Mount) {
+            return Err(Error::spec(
+                "linux.namespaces",
+                "a mount namespace is required",
+            ));
+        }
+        nix::unistd::mkfifo(&dir.fifo(), Mode::from_bits_truncate(0o622))
+            .map_err(Error::sys(format!("mkfifo {}", dir.fifo().display())))?;
+        // Writable by the container's user (whoever it is), whatever our umask took away.
+        std::fs::set_permissions(
+            dir.fifo(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o622),
+        )
+        .map_err(Error::io(dir.fifo()))?;
+
+        let linux = spec.linux().clone().unwrap_or_default();
+        let cg_path = cgroup::resolve_path(
+            linux.cgroups_path().as_ref().and_then(|p| p.to_str()),
+            &opts.id,
+            opts.systemd_cgroup,
+        )?;
+        let cg = Cgroup::new(&cg_path)?;
+        let v2 = cgroup::unified();
+        let ctx = InitContext {
+            cgroup_v1: cg.v1_dirs(),
+            cgroup_v2: v2,
+            bundle: bundle.clone(),
+            plan: plan.clone(),
+            fifo: dir.fifo(),
+            no_pivot: opts.no_pivot,
+            preserve_fds: opts.preserve_fds,
+        };
+        cleanup.cgroup = Some(cg);
+
+        plan.join_pid_before_clone()?;
+        let (parent_end, child_end) = sync::pair()?;
+        let mut stack = vec![0u8; 1 << 20];
+        let flags = plan.clone_flags - nix::sched::CloneFlags::CLONE_NEWCGROUP;
+        // SAFETY: the CLI is single-threaded when it clones; the child only runs `init::run`, which ends in
+        // execve or _exit, and never returns into the parent's frames.
+        let pid = unsafe {
+            nix::sched::clone(
+                Box::new(|| {
+                    let code = init::run(&ctx, &child_end);
+                    libc::_exit(code as i32)
+                }),
+                &mut stack,
+                flags,
+                Some(libc::SIGCHLD),
+            )
+        }
+        .map_err(Error::sys("clone"))?;
+        drop(child_end);
+        cleanup.pid = Some(pid.as_raw());
+
+        if plan.new_userns() {
+            plan.write_id_maps(pid.as_raw())?;
+        }
+        let cg = cleanup.cgroup.as_mut().expect("cgroup");
+        cg.apply(pid.as_raw(), linux.resources().as_ref())?;
+        parent_end.send("go")?;
+        match parent_end.recv()? {
+            Some(m) if m == "ready" => {}
+            Some(m) => {
+                let m = m.strip_prefix("error:").unwrap_or(&m);
+                return Err(Error::Init(
+                    m.strip_prefix("container init: ").unwrap_or(m).to_owned(),
+                ));
+            }
+            None => return Err(Error::Init("init exited before it was ready".into())),
+        }
+
+        let start_time = state::proc_start_time(pid.as_raw())
+            .map(|(t, _)| t)
+            .unwrap_or(0);
+        let state = State {
+            oci_version: spec.version().clone(),
+            id: opts.id.clone(),
+            pid: pid.as_raw(),
+            status: Status::Created,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: state::now_rfc3339(),
+            owner: String::new(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            init_start_time: start_time,
+            cgroup_path: cg_path,
+        };
+        dir.write(&state)?;
+        if let Some(p) = &opts.pid_file {
+            write_pid_file(p, pid.as_raw())?;
+        }
+        Ok((state, parent_end))
+    }
+
+    pub fn load(root: &Path, id: &str) -> Result<Container> {
+        let dir = StateDir::open(root, id)?;
+        let mut state = dir.read()?;
+        state.status = current_status(&dir, &state);
+        Ok(Container {
+            dir,
+            state,
+            chan: None,
+        })
+    }
+
+    pub fn list(root: &Path) -> Result<Vec<State>> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(root)(e)),
+        };
+        for e in entries.flatten() {
+            if let Some(id) = e.file_name().to_str() {
+                if let Ok(c) = Container::load(root, id) {
+                    out.push(c.state);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Lets the init process exec the container's program.
+    pub fn start(&mut self) -> Result<()> {
+        if self.state.status != Status::Created {
+            return Err(self.wrong("start", "created"));
+        }
+        let fifo = self.dir.fifo();
+        // Non-blocking, then poll: a blocking open would hang forever if the init died before opening its end.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .map_err(Error::io(&fifo))?;
+        loop {
+            let mut fds = [nix::poll::PollFd::new(
+                f.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)) {
+                Ok(0) | Err(nix::Error::EINTR) => {}
+                Ok(_) => {
+                    let mut buf = [0u8; 1];
+                    match std::io::Read::read(&mut &f, &mut buf) {
+                        Ok(1) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        // EOF: the writer went away without a byte.
+                        _ => return Err(self.init_died()),
+                    }
+                }
+                Err(e) => return Err(Error::sys("polling the exec FIFO")(e)),
+            }
+            if !state::init_alive(&self.state) {
+                return Err(self.init_died());
+            }
+        }
+        let _ = std::fs::remove_file(&fifo);
+        // If we created it, the init tells us whether execve worked: EOF means it did.
+        if let Some(chan) = self.chan.take() {
+            if let Some(m) = chan.recv()? {
+                let m = m.strip_prefix("error:").unwrap_or(&m);
+                return Err(Error::Init(
+                    m.strip_prefix("container init: ").unwrap_or(m).to_owned(),
+                ));
+            }
+        }
+        self.state.status = Status::Running;
+        Ok(())
+    }
+
+    pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
+        match self.state.status {
+            Status::Created | Status::Running | Status::Paused => {}
+            _ => return Err(self.wrong("kill", "created, running or paused")),
+        }
+        if all {
+            let cg = Cgroup::new(&self.state.cgroup_path)?;
+            for pid in cg.pids() {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+            // A frozen process cannot act on a signal; thaw so SIGKILL/SIGTERM take effect.
+            if self.state.status == Status::Paused {
+                cg.freeze(false)?;
+            }
+            return Ok(());
+        }
+        kill(Pid::from_raw(self.state.pid), signal)
+            .map_err(Error::sys(format!("kill {} {signal}", self.state.pid)))
+    }
+
+    pub fn pause(&mut self, frozen: bool) -> Result<()> {
+        let (needs, want) = if frozen {
+            ("running", Status::Running)
+        } else {
+            ("paused", Status::Paused)
+        };
+        if self.state.status != want {
+            return Err(self.wrong(if frozen { "pause" } else { "resume" }, needs));
+        }
+        Cgroup::new(&self.state.cgroup_path)?.freeze(frozen)
+    }
+
+    /// Removes a stopped container (or, with `force`, kills it first): its processes, cgroup and state dir.
+    pub fn delete(self, force: bool) -> Result<()> {
+        if self.state.status != Status::Stopped {
+            if !force {
+                return Err(self.wrong("delete", "stopped (or --force)"));
+            }
+            let mut cg = Cgroup::new(&self.state.cgroup_path)?;
+            if self.state.status == Status::Paused {
+                let _ = cg.freeze(false);
+            }
+            let _ = kill(Pid::from_raw(self.state.pid), Signal::SIGKILL);
+            for pid in cg.pids() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            wait_gone(&self.state, Duration::from_secs(10));
+            cg.destroy()?;
+        } else {
+            let mut cg = Cgroup::new(&self.state.cgroup_path)?;
+            // Processes the init left behind (without a pid namespace) die with the container.
+            for pid in cg.pids() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            cg.destroy()?;
+        }
+        self.dir.remove()
+    }
+
+    /// The init's own last word if we still hold the channel, else a generic error.
+    fn init_died(&mut self) -> Error {
+        if let Some(Ok(Some(m))) = self.chan.take().map(|c| c.recv()) {
+            let m = m.strip_prefix("error:").unwrap_or(&m);
+            return Error::Init(m.strip_prefix("container init: ").unwrap_or(m).to_owned());
+        }
+        Error::Init("the container's init exited before start".into())
+    }
+
+    fn wrong(&self, action: &'static str, needs: &'static str) -> Error {
+        Error::WrongState {
+            id: self.state.id.clone(),
+            status: self.state.status,
+            action,
+            needs,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.state.pid
+    }
+}
+
+fn current_status(dir: &StateDir, state: &State) -> Status {
+    if !state::init_alive(state) {
+        return Status::Stopped;
+    }
+    if dir.fifo().exists() {
+        return Status::Created;
+    }
+    if is_frozen(&state.cgroup_path) {
+        return Status::Paused;
+    }
+    Status::Running
+}
+
+fn is_frozen(cgroup_path: &str) -> bool {
+    let rel = cgroup_path.trim_start_matches('/');
+    if cgroup::unified() {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(rel).join("cgroup.freeze"))
+            .map(|s| s.trim() == "1")
+            .unwrap_or(false)
+    } else {
+        std::fs::read_to_string(
+            Path::new("/sys/fs/cgroup/freezer")
+                .join(rel)
+                .join("freezer.state"),
+        )
+        .map(|s| s.trim() == "FROZEN")
+        .unwrap_or(false)
+    }
+}
+
+/// Waits (bounded) for the init to be gone after SIGKILL; it may be someone else's child, so poll /proc.
+fn wait_gone(state: &State, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while state::init_alive(state) && Instant::now() < deadline {
+        // Reap it if it is ours (foreground `run`), otherwise its parent will.
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(state.pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, pid.to_string()).map_err(Error::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(path))
+}
+
+/// Undoes a half-made container when creation fails.
+struct Cleanup {
+    dir: Option<StateDir>,
+    cgroup: Option<Cgroup>,
+    pid: Option<i32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        }
+        if let Some(cg) = &mut self.cgroup {
+            let _ = cg.destroy();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.remove();
+        }
+    }
+}

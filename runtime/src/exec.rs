@@ -1,0 +1,172 @@
+//! `exec`: a new process inside a running container. It joins the init's namespaces and cgroup and takes the
+//! same identity rules as the container's own process (capabilities, user, no_new_privs, AppArmor).
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::Process;
+
+use crate::cgroup::Cgroup;
+use crate::error::{Error, Result};
+use crate::process;
+use crate::state::State;
+use crate::sync;
+
+/// Namespaces in the order they are joined: user first (it grants the rights for the rest), mount last.
+const NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// How the exec'd process ended, or that it was left running (`--detach`).
+pub enum Outcome {
+    Exited(u8),
+    Detached(i32),
+}
+
+/// Runs `process` in the container whose state is `state`. Must be called from a single-threaded process.
+pub fn exec(state: &State, process: &Process, detach: bool) -> Result<Outcome> {
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(Error::spec("process.args", "must name a program to run"));
+    }
+    // Open every namespace of the init that differs from ours before forking, while /proc is ours.
+    let mut joins: Vec<(OwnedFd, CloneFlags, &str)> = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let theirs = format!("/proc/{}/ns/{name}", state.pid);
+        let same = match (
+            std::fs::metadata(&theirs),
+            std::fs::metadata(format!("/proc/self/ns/{name}")),
+        ) {
+            (Ok(a), Ok(b)) => {
+                std::os::unix::fs::MetadataExt::ino(&a) == std::os::unix::fs::MetadataExt::ino(&b)
+            }
+            (Err(e), _) => return Err(Error::io(&theirs)(e)),
+            _ => true,
+        };
+        if !same {
+            let f = std::fs::File::open(&theirs).map_err(Error::io(&theirs))?;
+            joins.push((f.into(), *flag, name));
+        }
+    }
+    let (parent_end, child_end) = sync::pair()?;
+    // SAFETY: the CLI is single-threaded; the child only joins, forks and execs or exits.
+    match unsafe { fork() }.map_err(Error::sys("fork"))? {
+        ForkResult::Child => {
+            drop(parent_end);
+            let code = match intermediate(state, process, &joins, &child_end, detach) {
+                Ok(code) => code,
+                Err(e) => {
+                    let _ = child_end.send(&format!("error:{e}"));
+                    1
+                }
+            };
+            // SAFETY: leaving the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(child_end);
+            drop(joins);
+            // "pid:N" first (the process inside), then EOF once it exec'd, or an error.
+            let mut inner_pid = 0;
+            while let Some(m) = parent_end.recv()? {
+                if let Some(p) = m.strip_prefix("pid:") {
+                    inner_pid = p.parse().unwrap_or(0);
+                } else if let Some(e) = m.strip_prefix("error:") {
+                    let _ = waitpid(child, None);
+                    return Err(Error::Init(
+                        e.strip_prefix("container init: ").unwrap_or(e).to_owned(),
+                    ));
+                }
+            }
+            let code = wait_code(child);
+            if detach {
+                return Ok(Outcome::Detached(inner_pid));
+            }
+            Ok(Outcome::Exited(code))
+        }
+    }
+}
+
+fn wait_code(pid: Pid) -> u8 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, c)) => return c as u8,
+            Ok(WaitStatus::Signaled(_, s, _)) => return 128u8.wrapping_add(s as u8),
+            Err(nix::Error::EINTR) | Ok(_) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+/// In the forked child: join cgroup and namespaces, then fork once more so the program is inside the PID
+/// namespace (setns on a PID namespace only applies to children). Returns the exit code to leave with.
+fn intermediate(
+    state: &State,
+    process: &Process,
+    joins: &[(OwnedFd, CloneFlags, &str)],
+    chan: &sync::Channel,
+    detach: bool,
+) -> Result<i32> {
+    Cgroup::new(&state.cgroup_path)?.add(std::process::id() as i32)?;
+    for (fd, flag, name) in joins {
+        setns(fd.as_fd(), *flag).map_err(Error::sys(format!(
+            "joining the container's {name} namespace"
+        )))?;
+    }
+    // SAFETY: still single-threaded.
+    match unsafe { fork() }.map_err(Error::sys("fork"))? {
+        ForkResult::Child => {
+            let e = match prepare(process) {
+                Ok(()) => {
+                    let args = process.args().clone().unwrap_or_default();
+                    let env = process.env().clone().unwrap_or_default();
+                    process::exec(&args, &env)
+                }
+                Err(e) => e,
+            };
+            let _ = chan.send(&format!("error:{e}"));
+            // SAFETY: as above.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            chan.send(&format!("pid:{}", child.as_raw()))?;
+            if detach {
+                return Ok(0);
+            }
+            Ok(wait_code(child) as i32)
+        }
+    }
+}
+
+fn prepare(p: &Process) -> Result<()> {
+    let cwd = p.cwd();
+    nix::unistd::chdir(cwd.as_path())
+        .map_err(|e| Error::spec("process.cwd", format!("{cwd:?}: {e}")))?;
+    process::set_rlimits(p.rlimits().as_deref().unwrap_or_default())?;
+    if let Some(profile) = p.apparmor_profile() {
+        if !profile.is_empty() {
+            process::set_apparmor(profile)?;
+        }
+    }
+    process::set_identity(p)?;
+    if p.no_new_privileges().unwrap_or(false) {
+        process::set_no_new_privs()?;
+    }
+    let args = p.args().clone().unwrap_or_default();
+    let env = p.env().clone().unwrap_or_default();
+    if process::resolve_program(&args[0], &env).is_none() {
+        return Err(Error::spec(
+            "process.args[0]",
+            format!("{:?}: executable file not found in $PATH", args[0]),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,502 @@
+//! The container's filesystem: mount option parsing (runc's table), each `mounts[]` entry, pivot_root, masked
+//! and read-only paths. Runs inside the container's mount namespace, in the init process.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use oci_spec::runtime::Mount;
+
+use crate::error::{Error, Result};
+
+/// What a mount's `options` list means for mount(2).
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub flags: MsFlags,
+    /// Propagation changes, applied one by one after the mount.
+    pub propagation: Vec<MsFlags>,
+    /// Options the kernel does not know as flags, handed to the filesystem (`mode=755`, `size=65536k`, …).
+    pub data: Vec<String>,
+    pub bind: bool,
+}
+
+enum Opt {
+    Set(MsFlags),
+    Clear(MsFlags),
+    Propagate(MsFlags),
+}
+
+impl MountOptions {
+    fn table(opt: &str) -> Option<Opt> {
+        use Opt::*;
+        Some(match opt {
+            "defaults" => Clear(MsFlags::empty()),
+            "ro" => Set(MsFlags::MS_RDONLY),
+            "rw" => Clear(MsFlags::MS_RDONLY),
+            "suid" => Clear(MsFlags::MS_NOSUID),
+            "nosuid" => Set(MsFlags::MS_NOSUID),
+            "dev" => Clear(MsFlags::MS_NODEV),
+            "nodev" => Set(MsFlags::MS_NODEV),
+            "exec" => Clear(MsFlags::MS_NOEXEC),
+            "noexec" => Set(MsFlags::MS_NOEXEC),
+            "sync" => Set(MsFlags::MS_SYNCHRONOUS),
+            "async" => Clear(MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => Set(MsFlags::MS_DIRSYNC),
+            "remount" => Set(MsFlags::MS_REMOUNT),
+            "mand" => Set(MsFlags::MS_MANDLOCK),
+            "nomand" => Clear(MsFlags::MS_MANDLOCK),
+            "atime" => Clear(MsFlags::MS_NOATIME),
+            "noatime" => Set(MsFlags::MS_NOATIME),
+            "diratime" => Clear(MsFlags::MS_NODIRATIME),
+            "nodiratime" => Set(MsFlags::MS_NODIRATIME),
+            "bind" => Set(MsFlags::MS_BIND),
+            "rbind" => Set(MsFlags::MS_BIND | MsFlags::MS_REC),
+            "relatime" => Set(MsFlags::MS_RELATIME),
+            "norelatime" => Clear(MsFlags::MS_RELATIME),
+            "strictatime" => Set(MsFlags::MS_STRICTATIME),
+            "nostrictatime" => Clear(MsFlags::MS_STRICTATIME),
+            "private" => Propagate(MsFlags::MS_PRIVATE),
+            "rprivate" => Propagate(MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            "shared" => Propagate(MsFlags::MS_SHARED),
+            "rshared" => Propagate(MsFlags::MS_SHARED | MsFlags::MS_REC),
+            "slave" => Propagate(MsFlags::MS_SLAVE),
+            "rslave" => Propagate(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            "unbindable" => Propagate(MsFlags::MS_UNBINDABLE),
+            "runbindable" => Propagate(MsFlags::MS_UNBINDABLE | MsFlags::MS_REC),
+            _ => return None,
+        })
+    }
+
+    /// Whether `opt` is a mount flag we translate (as opposed to filesystem data).
+    pub fn known(opt: &str) -> Option<()> {
+        Self::table(opt).map(|_| ())
+    }
+
+    pub fn parse<'a>(opts: impl IntoIterator<Item = &'a String>) -> MountOptions {
+        let mut o = MountOptions {
+            flags: MsFlags::empty(),
+            propagation: Vec::new(),
+            data: Vec::new(),
+            bind: false,
+        };
+        for opt in opts {
+            match Self::table(opt) {
+                Some(Opt::Set(f)) => o.flags |= f,
+                Some(Opt::Clear(f)) => o.flags &= !f,
+                Some(Opt::Propagate(p)) => o.propagation.push(p),
+                None => o.data.push(opt.clone()),
+            }
+        }
+        o.bind = o.flags.contains(MsFlags::MS_BIND);
+        o
+    }
+}
+
+/// Joins `unsafe_path` onto `root`, resolving symlinks as if `root` were `/`, so that a symlink in the image
+/// can never send a mount outside the container's root.
+pub fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
+    let mut resolved = PathBuf::new();
+    let mut pending: Vec<PathBuf> = vec![unsafe_path.to_owned()];
+    let mut links = 0;
+    while let Some(p) = pending.pop() {
+        let mut comps: Vec<Component> = p.components().collect();
+        comps.reverse();
+        while let Some(c) = comps.pop() {
+            match c {
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => {
+                    let candidate = resolved.join(name);
+                    match std::fs::read_link(root.join(&candidate)) {
+                        Ok(target) if links < 255 => {
+                            links += 1;
+                            if target.is_absolute() {
+                                resolved = PathBuf::new();
+                            }
+                            let rest: PathBuf = comps.iter().rev().collect();
+                            comps.clear();
+                            pending.push(rest);
+                            pending.push(target);
+                            break;
+                        }
+                        _ => resolved = candidate,
+                    }
+                }
+            }
+        }
+    }
+    root.join(resolved)
+}
+
+fn sys(what: impl FnOnce() -> String) -> impl FnOnce(nix::Error) -> Error {
+    move |e| Error::Sys {
+        what: what(),
+        source: e,
+    }
+}
+
+/// Makes `/` of the new mount namespace a slave (or what `rootfsPropagation` says) so nothing we mount leaks
+/// back to the host, and turns the rootfs into a mount point that pivot_root accepts.
+pub fn prepare_rootfs(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
+    let prop = match propagation {
+        Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
+        Some("private") | Some("rprivate") => MsFlags::MS_PRIVATE,
+        Some("unbindable") | Some("runbindable") => MsFlags::MS_UNBINDABLE,
+        _ => MsFlags::MS_SLAVE,
+    };
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | prop,
+        None::<&str>,
+    )
+    .map_err(sys(|| "making / a slave mount".into()))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(sys(|| {
+        format!("bind-mounting the rootfs {}", rootfs.display())
+    }))
+}
+
+/// Context a mount may need beyond its own entry.
+pub struct MountContext<'a> {
+    pub new_netns: bool,
+    /// v1 hierarchies: (mount name in the container, host directory of the container's cgroup).
+    pub cgroup_v1: &'a [(String, PathBuf)],
+    pub cgroup_v2: bool,
+}
+
+/// Performs one `mounts[]` entry under `rootfs`.
+pub fn mount_entry(rootfs: &Path, m: &Mount, ctx: &MountContext) -> Result<()> {
+    let opts = MountOptions::parse(m.options().iter().flatten());
+    let dest = secure_join(rootfs, m.destination());
+    let typ = m
+        .typ()
+        .as_deref()
+        .unwrap_or(if opts.bind { "bind" } else { "none" });
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+    let what = || {
+        format!(
+            "mounting {} ({typ}) at {}",
+            source.display(),
+            m.destination().display()
+        )
+    };
+
+    if opts.bind || typ == "bind" {
+        let src_meta = std::fs::metadata(&source).map_err(Error::io(&source))?;
+        ensure_target(&dest, src_meta.is_dir())?;
+        let rec = if opts.flags.contains(MsFlags::MS_REC) {
+            MsFlags::MS_REC
+        } else {
+            MsFlags::empty()
+        };
+        mount(
+            Some(&source),
+            &dest,
+            None::<&str>,
+            MsFlags::MS_BIND | rec,
+            None::<&str>,
+        )
+        .map_err(sys(what))?;
+        // A bind mount ignores flags on creation: ro, nosuid… take effect only on a remount.
+        let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if !extra.is_empty() {
+            let keep = locked_flags(&dest);
+            mount(
+                None::<&str>,
+                &dest,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | keep,
+                None::<&str>,
+            )
+            .map_err(sys(|| {
+                format!("remounting {} with its options", m.destination().display())
+            }))?;
+        }
+    } else if typ == "cgroup" || typ == "cgroup2" {
+        mount_cgroup(&dest, &opts, ctx)?;
+    } else if typ == "sysfs" && !ctx.new_netns {
+        // A sysfs mount belongs to a network namespace; without our own we must show the host's, read-only.
+        ensure_target(&dest, true)?;
+        mount(
+            Some("/sys"),
+            &dest,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys(what))?;
+        mount(
+            None::<&str>,
+            &dest,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(&dest),
+            None::<&str>,
+        )
+        .map_err(sys(|| "remounting /sys read-only".into()))?;
+    } else {
+        ensure_target(&dest, true)?;
+        let data = opts.data.join(",");
+        mount(
+            Some(&source),
+            &dest,
+            Some(typ),
+            opts.flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )
+        .map_err(sys(what))?;
+    }
+    for p in &opts.propagation {
+        mount(None::<&str>, &dest, None::<&str>, *p, None::<&str>).map_err(sys(|| {
+            format!("setting propagation of {}", m.destination().display())
+        }))?;
+    }
+    Ok(())
+}
+
+fn mount_cgroup(dest: &Path, opts: &MountOptions, ctx: &MountContext) -> Result<()> {
+    ensure_target(dest, true)?;
+    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+    if ctx.cgroup_v2 {
+        return mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None::<&str>)
+            .map_err(sys(|| format!("mounting cgroup2 at {}", dest.display())));
+    }
+    // cgroup v1: a tmpfs holding the container's own directory of each hierarchy, as runc shows it.
+    mount(
+        Some("tmpfs"),
+        dest,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755"),
+    )
+    .map_err(sys(|| {
+        format!("mounting a tmpfs for cgroups at {}", dest.display())
+    }))?;
+    for (name, host_dir) in ctx.cgroup_v1 {
+        let target = dest.join(name);
+        ensure_target(&target, true)?;
+        mount(
+            Some(host_dir),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys(|| format!("binding cgroup {}", host_dir.display())))?;
+        if flags.contains(MsFlags::MS_RDONLY) {
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked_flags(&target),
+                None::<&str>,
+            )
+            .map_err(sys(|| format!("remounting cgroup {} read-only", name)))?;
+        }
+    }
+    // runc leaves the tmpfs itself writable; only the hierarchies are read-only. Same view here.
+    Ok(())
+}
+
+/// Flags the kernel will not let a remount clear (nosuid, nodev, noexec of the existing mount).
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+    ] {
+        if f.contains(fs) {
+            out |= ms;
+        }
+    }
+    out
+}
+
+/// Creates the mount point: a directory, or an empty file when a file is bind-mounted.
+pub fn ensure_target(dest: &Path, dir: bool) -> Result<()> {
+    if dir {
+        std::fs::create_dir_all(dest).map_err(Error::io(dest))
+    } else {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+        }
+        if dest.exists() {
+            return Ok(());
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(dest)
+            .map(drop)
+            .map_err(Error::io(dest))
+    }
+}
+
+/// Makes `rootfs` the root: pivot_root, or with `no_pivot` a move mount plus chroot (for ramfs roots).
+pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
+    nix::unistd::chdir(rootfs).map_err(sys(|| format!("chdir {}", rootfs.display())))?;
+    if no_pivot {
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(sys(|| "moving the rootfs to /".into()))?;
+        nix::unistd::chroot(".").map_err(sys(|| "chroot".into()))?;
+    } else {
+        // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the new root.
+        nix::unistd::pivot_root(".", ".").map_err(sys(|| "pivot_root".into()))?;
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys(|| "making the old root a slave".into()))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(sys(|| "detaching the old root".into()))?;
+    }
+    nix::unistd::chdir("/").map_err(sys(|| "chdir /".into()))
+}
+
+/// Hides `paths` (inside the new root): files under /dev/null, directories under an empty read-only tmpfs.
+pub fn mask_paths(paths: &[String]) -> Result<()> {
+    for p in paths {
+        let meta = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(p)(e)),
+        };
+        let r = if meta.is_dir() {
+            mount(
+                Some("tmpfs"),
+                p.as_str(),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                p.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        };
+        r.map_err(sys(|| format!("masking {p}")))?;
+    }
+    Ok(())
+}
+
+/// Makes `paths` (inside the new root) read-only bind mounts of themselves.
+pub fn readonly_paths(paths: &[String]) -> Result<()> {
+    for p in paths {
+        match mount(
+            Some(p.as_str()),
+            p.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ) {
+            Ok(()) => {}
+            Err(nix::Error::ENOENT) => continue,
+            Err(e) => {
+                return Err(Error::Sys {
+                    what: format!("binding {p}"),
+                    source: e,
+                })
+            }
+        }
+        let keep = locked_flags(Path::new(p));
+        mount(
+            None::<&str>,
+            p.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC | keep,
+            None::<&str>,
+        )
+        .map_err(sys(|| format!("making {p} read-only")))?;
+    }
+    Ok(())
+}
+
+/// `root.readonly`: the new `/` becomes read-only (mounts under it keep their own flags).
+pub fn readonly_root() -> Result<()> {
+    let keep = locked_flags(Path::new("/"));
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep,
+        None::<&str>,
+    )
+    .map_err(sys(|| "remounting / read-only".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let opts: Vec<String> = [
+            "nosuid",
+            "strictatime",
+            "mode=755",
+            "size=65536k",
+            "rprivate",
+            "ro",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let o = MountOptions::parse(&opts);
+        assert!(o
+            .flags
+            .contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_RDONLY));
+        assert_eq!(o.data, ["mode=755", "size=65536k"]);
+        assert_eq!(o.propagation, [MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
+        assert!(!o.bind);
+        let o = MountOptions::parse(&["rbind".to_string(), "ro".to_string(), "rw".to_string()]);
+        assert!(
+            o.bind && o.flags.contains(MsFlags::MS_REC) && !o.flags.contains(MsFlags::MS_RDONLY)
+        );
+    }
+
+    #[test]
+    fn secure_join_stays_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", r.join("a/b/up")).unwrap();
+        assert_eq!(
+            secure_join(r, Path::new("/abs/passwd")),
+            r.join("etc/passwd")
+        );
+        assert_eq!(secure_join(r, Path::new("/a/b/up/etc")), r.join("etc"));
+        assert_eq!(secure_join(r, Path::new("/../../x")), r.join("x"));
+        assert_eq!(secure_join(r, Path::new("/a/b/c")), r.join("a/b/c"));
+    }
+}

@@ -1,0 +1,114 @@
+//! Which namespaces the init process is cloned into, which existing ones it joins, and the id mappings of a
+//! new user namespace (written by the parent, since a process cannot map itself).
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use nix::sched::{setns, CloneFlags};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+
+use crate::error::{Error, Result};
+
+pub fn flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+/// The namespace plan of one container.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Namespaces created by clone(2).
+    pub clone_flags: CloneFlags,
+    /// Existing namespaces to join, in the order they must be joined (user first).
+    pub join: Vec<(LinuxNamespaceType, PathBuf)>,
+    pub uid_mappings: Vec<LinuxIdMapping>,
+    pub gid_mappings: Vec<LinuxIdMapping>,
+}
+
+impl Plan {
+    pub fn from_spec(spec: &Spec) -> Plan {
+        let mut plan = Plan {
+            clone_flags: CloneFlags::empty(),
+            join: Vec::new(),
+            uid_mappings: Vec::new(),
+            gid_mappings: Vec::new(),
+        };
+        let Some(linux) = spec.linux() else {
+            return plan;
+        };
+        for ns in linux.namespaces().iter().flatten() {
+            match ns.path() {
+                Some(p) => plan.join.push((ns.typ(), p.clone())),
+                None => plan.clone_flags |= flag(ns.typ()),
+            }
+        }
+        // Joining a user namespace first gives the capabilities needed to join the others.
+        plan.join
+            .sort_by_key(|(t, _)| *t != LinuxNamespaceType::User);
+        plan.uid_mappings = linux.uid_mappings().clone().unwrap_or_default();
+        plan.gid_mappings = linux.gid_mappings().clone().unwrap_or_default();
+        plan
+    }
+
+    pub fn has(&self, t: LinuxNamespaceType) -> bool {
+        self.clone_flags.contains(flag(t)) || self.join.iter().any(|(j, _)| *j == t)
+    }
+
+    pub fn new_userns(&self) -> bool {
+        self.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
+    }
+
+    /// Joins the PID namespace in the parent: setns(CLONE_NEWPID) only affects children, so it must happen
+    /// before clone.
+    pub fn join_pid_before_clone(&self) -> Result<()> {
+        for (t, p) in &self.join {
+            if *t == LinuxNamespaceType::Pid {
+                join(*t, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins every other listed namespace; called in the child.
+    pub fn join_in_child(&self) -> Result<()> {
+        for (t, p) in &self.join {
+            if *t != LinuxNamespaceType::Pid {
+                join(*t, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes /proc/<pid>/{uid,gid}_map for a child in a new user namespace.
+    pub fn write_id_maps(&self, pid: i32) -> Result<()> {
+        let fmt = |maps: &[LinuxIdMapping]| {
+            maps.iter()
+                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+                .collect::<String>()
+        };
+        for (file, maps) in [
+            ("uid_map", &self.uid_mappings),
+            ("gid_map", &self.gid_mappings),
+        ] {
+            let p = format!("/proc/{pid}/{file}");
+            std::fs::write(&p, fmt(maps)).map_err(Error::io(p))?;
+        }
+        Ok(())
+    }
+}
+
+fn join(t: LinuxNamespaceType, path: &PathBuf) -> Result<()> {
+    let f = std::fs::File::open(path).map_err(Error::io(path))?;
+    setns(f.as_fd(), flag(t)).map_err(|e| Error::Sys {
+        what: format!("joining the {t} namespace at {}", path.display()),
+        source: e,
+    })
+}

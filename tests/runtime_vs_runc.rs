@@ -1,0 +1,568 @@
+//! Differential tests of our OCI runtime against runc: the same bundle runs under both, and what the container
+//! sees must match. Every test also checks that nothing of the container is left afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use basalt_testsupport::bundle::TestBundle;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_basalt");
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Rt {
+    Basalt,
+    Runc,
+}
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    base: PathBuf,
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::Builder::new()
+            .prefix("basalt-rt-")
+            .tempdir()
+            .unwrap();
+        Env {
+            base: tmp.path().to_owned(),
+            _tmp: tmp,
+        }
+    }
+
+    fn root(&self, rt: Rt) -> PathBuf {
+        self.base.join(format!("{rt:?}-state"))
+    }
+
+    fn cmd(&self, rt: Rt) -> Command {
+        let mut c = match rt {
+            Rt::Basalt => {
+                let mut c = Command::new(BIN);
+                c.arg("runtime");
+                c
+            }
+            Rt::Runc => Command::new("runc"),
+        };
+        c.arg("--root").arg(self.root(rt));
+        c
+    }
+
+    fn id(&self, rt: Rt) -> String {
+        format!(
+            "t{}-{}-{:?}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst),
+            rt
+        )
+        .to_lowercase()
+    }
+
+    fn bundle(&self, rt: Rt, id: &str, script: &str, adjust: &dyn Fn(&mut Value)) -> PathBuf {
+        let dir = self.base.join(format!("bundle-{id}"));
+        let mut b = TestBundle::busybox(&dir, script).unwrap();
+        adjust(&mut b.config);
+        b.save().unwrap();
+        let _ = rt;
+        dir
+    }
+
+    /// `run` in the foreground under `rt`; returns the output and checks nothing is left behind.
+    fn run(&self, rt: Rt, script: &str, adjust: &dyn Fn(&mut Value)) -> Output {
+        let id = self.id(rt);
+        let bundle = self.bundle(rt, &id, script, adjust);
+        let out = self
+            .cmd(rt)
+            .arg("run")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(&id)
+            .output()
+            .unwrap();
+        assert_nothing_left(&self.root(rt), &id, &bundle);
+        out
+    }
+}
+
+/// No state dir, cgroup, mount or process of container `id` remains.
+fn assert_nothing_left(root: &Path, id: &str, bundle: &Path) {
+    assert!(!root.join(id).exists(), "state dir of {id} left behind");
+    for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for cand in [entry.path().join("basalt").join(id), entry.path().join(id)] {
+            assert!(!cand.exists(), "cgroup {} left behind", cand.display());
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let b = bundle.to_string_lossy();
+    assert!(
+        !mountinfo.contains(b.as_ref()),
+        "mount under {b} left behind"
+    );
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(root) = std::fs::read_link(p.path().join("root")) {
+            assert!(
+                !root.starts_with(bundle),
+                "process {:?} still runs in {}",
+                p.file_name(),
+                bundle.display()
+            );
+        }
+    }
+}
+
+/// Kills and deletes a container if the test panics half-way, so a failure leaves nothing behind either.
+struct ForceDelete<'a> {
+    env: &'a Env,
+    rt: Rt,
+    id: String,
+}
+
+impl Drop for ForceDelete<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .env
+            .cmd(self.rt)
+            .args(["delete", "--force", &self.id])
+            .output();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn both(script: &str, adjust: &dyn Fn(&mut Value)) -> (Output, Output) {
+    let env = Env::new();
+    let ours = env.run(Rt::Basalt, script, adjust);
+    let runc = env.run(Rt::Runc, script, adjust);
+    (ours, runc)
+}
+
+fn same_stdout_and_code(script: &str, adjust: &dyn Fn(&mut Value)) -> String {
+    let (ours, runc) = both(script, adjust);
+    assert_eq!(
+        (text(&ours.stdout), ours.status.code()),
+        (text(&runc.stdout), runc.status.code()),
+        "ours (left) vs runc (right) differ; our stderr: {}\nrunc stderr: {}",
+        text(&ours.stderr),
+        text(&runc.stderr)
+    );
+    text(&ours.stdout)
+}
+
+fn none(_: &mut Value) {}
+
+#[test]
+fn exit_codes_follow_the_container() {
+    // (A signal to PID 1 from inside its own namespace is ignored by the kernel, so signals are tested from
+    // outside, in the create/kill test.)
+    for (script, code) in [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("exit 255", 255),
+        ("no-such-command", 127),
+    ] {
+        let (ours, runc) = both(script, &none);
+        assert_eq!(
+            ours.status.code(),
+            Some(code),
+            "{script}: {}",
+            text(&ours.stderr)
+        );
+        assert_eq!(runc.status.code(), Some(code), "{script}");
+    }
+}
+
+#[test]
+fn identity_capabilities_and_no_new_privs_match_runc() {
+    let out = same_stdout_and_code(
+        "id; hostname; grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; umask",
+        &|c| {
+            c["hostname"] = json!("differential");
+        },
+    );
+    assert!(
+        out.contains("differential") && out.contains("NoNewPrivs:\t1"),
+        "{out}"
+    );
+    // A non-root user with extra groups and a trimmed capability set.
+    let out = same_stdout_and_code("id; grep -E '^Cap' /proc/self/status", &|c| {
+        c["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]});
+        c["process"]["capabilities"] = json!({
+            "bounding": ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN"],
+            "effective": ["CAP_KILL"],
+            "permitted": ["CAP_KILL", "CAP_CHOWN"],
+            "inheritable": ["CAP_KILL"],
+            "ambient": ["CAP_KILL"]
+        });
+        c["process"]["noNewPrivileges"] = json!(false);
+    });
+    assert!(
+        out.contains("uid=1000") && out.contains("groups=10,20"),
+        "{out}"
+    );
+}
+
+#[test]
+fn mounts_masked_and_readonly_paths_match_runc() {
+    let script = "awk '{ for (i = 7; $i != \"-\"; i++) ; print $5, $(i+1), $6 }' /proc/self/mountinfo | sort; \
+                  ls -A /proc/acpi /proc/scsi 2>&1; wc -c < /proc/kcore; \
+                  touch /proc/sys/kernel/x 2>&1 | sed 's/.*: //'; echo w > /proc/sysrq-trigger 2>&1 | sed 's/.*: //'";
+    let out = same_stdout_and_code(script, &none);
+    assert!(out.contains("/proc proc"), "{out}");
+}
+
+#[test]
+fn read_only_root_and_extra_mounts_match_runc() {
+    let host = tempfile::Builder::new()
+        .prefix("basalt-rt-data-")
+        .tempdir()
+        .unwrap();
+    let host = host.path();
+    std::fs::write(host.join("hello"), "from the host\n").unwrap();
+    let out = same_stdout_and_code(
+        "touch /x 2>&1 | sed 's/.*: //'; echo ok > /scratch/f && cat /scratch/f; \
+         awk '$5 == \"/scratch\" || $5 == \"/data\" { print $5, $6 }' /proc/self/mountinfo; cat /data/hello",
+        &|c| {
+            c["root"]["readonly"] = json!(true);
+            let mounts = c["mounts"].as_array_mut().unwrap();
+            mounts.push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m"]}));
+            mounts.push(json!({"destination": "/data", "type": "bind", "source": host, "options": ["rbind", "ro", "nosuid", "nodev"]}));
+        },
+    );
+    assert!(
+        out.contains("Read-only file system") && out.contains("from the host"),
+        "{out}"
+    );
+}
+
+#[test]
+fn namespaces_are_new_or_shared_as_the_spec_says() {
+    // Which namespaces differ from the host's is what must agree; the inode numbers themselves are new.
+    let host: Vec<String> = ["cgroup", "ipc", "mnt", "net", "pid", "uts", "user"]
+        .iter()
+        .map(|n| {
+            std::fs::read_link(format!("/proc/self/ns/{n}"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let script = format!(
+        "for n in cgroup ipc mnt net pid uts user; do l=$(readlink /proc/self/ns/$n); \
+         case \" {} \" in *\" $l \"*) echo $n host;; *) echo $n new;; esac; done",
+        host.join(" ")
+    );
+    let out = same_stdout_and_code(&script, &|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "network");
+    });
+    assert!(out.contains("net host") && out.contains("pid new"), "{out}");
+}
+
+#[test]
+fn rlimits_match_runc() {
+    let out = same_stdout_and_code("ulimit -n; ulimit -Hn; ulimit -c", &|c| {
+        c["process"]["rlimits"] = json!([
+            {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 768},
+            {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}
+        ]);
+    });
+    assert_eq!(out, "512\n768\n0\n");
+}
+
+#[test]
+fn memory_limit_ends_in_an_oom_kill() {
+    // 16 MiB limit; dd allocates a 64 MiB buffer.
+    let (ours, runc) = both("dd if=/dev/zero of=/dev/null bs=64M count=1", &|c| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 16 << 20, "swap": 16 << 20});
+    });
+    assert_eq!(
+        runc.status.code(),
+        Some(137),
+        "runc: {}",
+        text(&runc.stderr)
+    );
+    assert_eq!(
+        ours.status.code(),
+        Some(137),
+        "ours: {}",
+        text(&ours.stderr)
+    );
+}
+
+#[test]
+fn pids_limit_bounds_a_fork_bomb() {
+    // The forking happens in a child shell (a failed fork is fatal to busybox sh); the count uses only
+    // builtins, since once the limit is reached nothing more can be forked. Unlimited, it would see 40+.
+    let script = "sh -c 'i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done' 2>/dev/null; \
+                  n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; \
+                  if [ $n -le 16 ]; then echo bounded; else echo unbounded $n; fi; kill -9 -1";
+    let out = same_stdout_and_code(script, &|c| {
+        c["linux"]["resources"]["pids"] = json!({"limit": 16});
+    });
+    assert!(out.starts_with("bounded"), "{out}");
+}
+
+#[test]
+fn bad_config_names_the_json_path_and_leaves_nothing() {
+    let env = Env::new();
+    let id = env.id(Rt::Basalt);
+    for (adjust, want) in [
+        (
+            &(|c: &mut Value| c["process"]["user"]["uid"] = json!("root")) as &dyn Fn(&mut Value),
+            "process.user.uid",
+        ),
+        (
+            &|c: &mut Value| c["process"]["args"] = json!([]),
+            "process.args",
+        ),
+        (
+            &|c: &mut Value| c["mounts"][0]["destination"] = json!("relative"),
+            "mounts[0].destination",
+        ),
+        (
+            &|c: &mut Value| c["process"]["args"] = json!(["/no/such/binary"]),
+            "/no/such/binary",
+        ),
+        (
+            &|c: &mut Value| c["linux"]["sysctl"] = json!({"net.no.such.key": "1"}),
+            "net.no.such.key",
+        ),
+    ] {
+        let bundle = env.bundle(Rt::Basalt, &id, "true", adjust);
+        let out = env
+            .cmd(Rt::Basalt)
+            .arg("run")
+            .arg("-b")
+            .arg(&bundle)
+            .arg(&id)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "want {want:?} in: {err}");
+        assert_nothing_left(&env.root(Rt::Basalt), &id, &bundle);
+        std::fs::remove_dir_all(&bundle).unwrap();
+    }
+}
+
+#[test]
+fn create_start_state_kill_delete_like_runc() {
+    let env = Env::new();
+    for rt in [Rt::Basalt, Rt::Runc] {
+        let id = env.id(rt);
+        let bundle = env.bundle(rt, &id, "sleep 300", &none);
+        let pidfile = env.base.join(format!("{id}.pid"));
+        let ok = |out: Output| {
+            assert!(out.status.success(), "{rt:?}: {}", text(&out.stderr));
+            text(&out.stdout)
+        };
+        let state = |env: &Env| -> Value {
+            serde_json::from_str(&ok(env.cmd(rt).args(["state", &id]).output().unwrap())).unwrap()
+        };
+        let _guard = ForceDelete {
+            env: &env,
+            rt,
+            id: id.clone(),
+        };
+        // The init keeps the stdio it was created with; a pipe would never reach EOF while it lives.
+        let status = env
+            .cmd(rt)
+            .arg("create")
+            .arg("-b")
+            .arg(&bundle)
+            .arg("--pid-file")
+            .arg(&pidfile)
+            .arg(&id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{rt:?}: create failed");
+        let s = state(&env);
+        assert_eq!(s["status"], "created", "{rt:?}");
+        let pid: i64 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(s["pid"], pid, "{rt:?}");
+        for key in [
+            "ociVersion",
+            "id",
+            "pid",
+            "status",
+            "bundle",
+            "rootfs",
+            "created",
+            "owner",
+        ] {
+            assert!(s.get(key).is_some(), "{rt:?}: state lacks {key}: {s}");
+        }
+        let list = ok(env.cmd(rt).args(["list", "-q"]).output().unwrap());
+        assert!(list.lines().any(|l| l == id), "{rt:?}: {list}");
+        ok(env.cmd(rt).args(["start", &id]).output().unwrap());
+        assert_eq!(state(&env)["status"], "running", "{rt:?}");
+        let del = env.cmd(rt).args(["delete", &id]).output().unwrap();
+        assert!(
+            !del.status.success(),
+            "{rt:?}: deleting a running container must fail"
+        );
+        ok(env.cmd(rt).args(["kill", &id, "KILL"]).output().unwrap());
+        // The init is no child of ours; it is stopped once the kernel has killed it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while state(&env)["status"] != "stopped" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{rt:?}: never stopped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        ok(env.cmd(rt).args(["delete", &id]).output().unwrap());
+        assert_nothing_left(&env.root(rt), &id, &bundle);
+        let gone = env.cmd(rt).args(["state", &id]).output().unwrap();
+        assert!(!gone.status.success(), "{rt:?}");
+    }
+}
+
+/// Starts `sleep 300` detached under `rt`; returns its id and bundle (guarded for deletion).
+fn detached<'a>(env: &'a Env, rt: Rt) -> (String, PathBuf, ForceDelete<'a>) {
+    let id = env.id(rt);
+    let bundle = env.bundle(rt, &id, "sleep 300", &none);
+    let status = env
+        .cmd(rt)
+        .arg("run")
+        .arg("-d")
+        .arg("-b")
+        .arg(&bundle)
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{rt:?}: run -d failed");
+    let guard = ForceDelete {
+        env,
+        rt,
+        id: id.clone(),
+    };
+    (id, bundle, guard)
+}
+
+#[test]
+fn exec_joins_the_container_like_runc() {
+    let env = Env::new();
+    let mut outputs = Vec::new();
+    for rt in [Rt::Basalt, Rt::Runc] {
+        let (id, bundle, guard) = detached(&env, rt);
+        let run = |args: &[&str]| env.cmd(rt).arg("exec").args(args).output().unwrap();
+        let a = run(&[&id, "sh", "-c", "[ $$ -gt 1 ] && [ $$ -lt 50 ] && echo in-the-pid-namespace; hostname; id; grep -E '^(Cap|NoNewPrivs)' /proc/self/status; \
+                       readlink /proc/1/ns/mnt | cut -c1-4; exit 4"]);
+        let b = run(&[
+            "--user",
+            "1000:1000",
+            "--env",
+            "EXTRA=1",
+            "--cwd",
+            "/tmp",
+            &id,
+            "sh",
+            "-c",
+            "id; pwd; echo $EXTRA",
+        ]);
+        outputs.push((
+            text(&a.stdout),
+            a.status.code(),
+            text(&b.stdout),
+            b.status.code(),
+        ));
+        drop(guard);
+        assert_nothing_left(&env.root(rt), &id, &bundle);
+    }
+    assert_eq!(outputs[0], outputs[1], "ours (left) vs runc (right)");
+    assert_eq!(outputs[0].1, Some(4));
+    assert!(
+        outputs[0].0.starts_with("in-the-pid-namespace\n"),
+        "{}",
+        outputs[0].0
+    );
+    assert!(
+        outputs[0].2.contains("uid=1000") && outputs[0].2.contains("/tmp\n1\n"),
+        "{}",
+        outputs[0].2
+    );
+}
+
+/// The kernel's view of the container's freezer: v1 `freezer.state` or v2 `cgroup.freeze`.
+fn frozen(cgroup: &str) -> bool {
+    let rel = cgroup.trim_start_matches('/');
+    let v1 = Path::new("/sys/fs/cgroup/freezer")
+        .join(rel)
+        .join("freezer.state");
+    match std::fs::read_to_string(&v1) {
+        Ok(s) => s.trim() == "FROZEN",
+        Err(_) => {
+            std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(rel).join("cgroup.freeze"))
+                .map(|s| s.trim() == "1")
+                .unwrap_or(false)
+        }
+    }
+}
+
+#[test]
+fn pause_and_resume_freeze_and_thaw_like_runc() {
+    let env = Env::new();
+    for rt in [Rt::Basalt, Rt::Runc] {
+        let (id, bundle, guard) = detached(&env, rt);
+        let state = |env: &Env| -> Value {
+            serde_json::from_slice(&env.cmd(rt).args(["state", &id]).output().unwrap().stdout)
+                .unwrap()
+        };
+        // Both runtimes put the container at a cgroup named after the id (runc: /<id>, ours: /basalt/<id>).
+        let cgroup = match rt {
+            Rt::Basalt => format!("/basalt/{id}"),
+            Rt::Runc => format!("/{id}"),
+        };
+        assert!(
+            env.cmd(rt).args(["pause", &id]).status().unwrap().success(),
+            "{rt:?}"
+        );
+        assert_eq!(state(&env)["status"], "paused", "{rt:?}");
+        assert!(
+            frozen(&cgroup),
+            "{rt:?}: the kernel does not see {cgroup} frozen"
+        );
+        assert!(
+            env.cmd(rt)
+                .args(["resume", &id])
+                .status()
+                .unwrap()
+                .success(),
+            "{rt:?}"
+        );
+        assert_eq!(state(&env)["status"], "running", "{rt:?}");
+        assert!(!frozen(&cgroup), "{rt:?}: still frozen after resume");
+        // A paused container can be force-deleted (it is thawed so SIGKILL lands).
+        assert!(
+            env.cmd(rt).args(["pause", &id]).status().unwrap().success(),
+            "{rt:?}"
+        );
+        assert!(
+            env.cmd(rt)
+                .args(["delete", "--force", &id])
+                .status()
+                .unwrap()
+                .success(),
+            "{rt:?}"
+        );
+        drop(guard);
+        assert_nothing_left(&env.root(rt), &id, &bundle);
+    }
+}
