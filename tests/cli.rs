@@ -66,15 +66,36 @@ fn argv0_selects_the_personality() {
             .unwrap();
         assert!(out.status.success(), "{name}: {}", stderr(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(v["supportedVersions"].as_array().unwrap().contains(&"1.1.0".into()), "{name}: {v}");
+        assert!(
+            v["supportedVersions"]
+                .as_array()
+                .unwrap()
+                .contains(&"1.1.0".into()),
+            "{name}: {v}"
+        );
     }
     // As basalt-runc it is the runc-compatible CLI.
     let out = run(&link("basalt-runc"), &["--version"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("basalt-runc "), "{}", stdout(&out));
     let out = run(&link("basalt-runc"), &["--help"]);
-    for sub in ["create", "start", "run", "exec", "kill", "delete", "state", "list", "pause", "resume", "ps"] {
-        assert!(stdout(&out).contains(&format!("  {sub} ")), "basalt-runc --help lacks {sub}");
+    for sub in [
+        "create", "start", "run", "exec", "kill", "delete", "state", "list", "pause", "resume",
+        "ps",
+    ] {
+        assert!(
+            stdout(&out).contains(&format!("  {sub} ")),
+            "basalt-runc --help lacks {sub}"
+        );
+    }
+    // As init it is PID 1 of the node image, and refuses to be anything else.
+    for out in [run(&link("init"), &[]), run(Path::new(BIN), &["init"])] {
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("only runs as PID 1"),
+            "{}",
+            stderr(&out)
+        );
     }
     // Any other name is the subcommand CLI.
     let out = run(&link("basalt-copy"), &["version"]);
@@ -188,4 +209,24 @@ fn json_logs_are_json() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["level"], "DEBUG");
     assert_eq!(v["fields"]["data_dir"], "/tmp/basalt-log-test");
+}
+
+#[test]
+fn the_binary_links_no_libseccomp() {
+    // readelf lists the shared libraries the dynamic linker will load; libseccomp must not be one of them.
+    let out = Command::new("readelf")
+        .args(["-d", BIN])
+        .output()
+        .expect("readelf (binutils)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dynamic = stdout(&out);
+    let needed: Vec<&str> = dynamic.lines().filter(|l| l.contains("(NEEDED)")).collect();
+    assert!(
+        !needed.is_empty() || dynamic.contains("no dynamic section"),
+        "{dynamic}"
+    );
+    assert!(
+        needed.iter().all(|l| !l.contains("seccomp")),
+        "links libseccomp: {needed:?}"
+    );
 }

@@ -25,6 +25,10 @@ pub struct Config {
     /// The node's name; the host name when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// PID 1's own section (network, state disk) on a node image. `basalt init` parses and checks it; every
+    /// other command only carries it, so a node's config file works for all of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<serde_yaml::Value>,
 }
 
 impl Default for Config {
@@ -35,6 +39,7 @@ impl Default for Config {
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             node_name: None,
+            init: None,
         }
     }
 }
@@ -307,6 +312,16 @@ mod tests {
         assert_eq!(
             Config::load(Some(f.path()), &Overrides::default()).unwrap(),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn an_init_section_is_carried_for_pid_1() {
+        let f = write("node-name: n1\ninit:\n  ip: 10.0.2.20/24\n");
+        let c = Config::load(Some(f.path()), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.init.as_ref().unwrap()["ip"].as_str(),
+            Some("10.0.2.20/24")
         );
     }
 

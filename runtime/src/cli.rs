@@ -98,6 +98,34 @@ struct ExecArgs {
     additional_gids: Vec<u32>,
 }
 
+#[derive(clap::Args)]
+struct UpdateArgs {
+    id: String,
+    /// OCI linux.resources JSON, or `-` for stdin
+    #[arg(short = 'r', long)]
+    resources: Option<PathBuf>,
+    /// Memory limit in bytes
+    #[arg(long)]
+    memory: Option<i64>,
+    /// Memory + swap limit in bytes (-1 unlimited)
+    #[arg(long)]
+    memory_swap: Option<i64>,
+    #[arg(long)]
+    memory_reservation: Option<i64>,
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    #[arg(long)]
+    cpu_quota: Option<i64>,
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a container (its process waits until `start`)
@@ -156,15 +184,16 @@ enum Cmd {
     Features,
     /// Run a new process in a running container
     Exec(ExecArgs),
-    /// Change a container's resources (not built yet)
-    Update {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        _args: Vec<String>,
-    },
-    /// Stream events and statistics (not built yet)
+    /// Change a running container's resources, from flags or an OCI `linux.resources` JSON (`-r FILE`, `-`)
+    Update(UpdateArgs),
+    /// Print statistics (`--stats`: once) or stream them with OOM events until the container stops
     Events {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        _args: Vec<String>,
+        id: String,
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats events, as runc takes it (`5s`, `500ms`, `1m`)
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        interval: std::time::Duration,
     },
 }
 
@@ -201,11 +230,6 @@ fn report(log: &Option<PathBuf>, format: &str, msg: &str) {
 }
 
 fn create_opts(cli_root: &Path, systemd: bool, a: &CreateArgs) -> Result<CreateOptions> {
-    if a.console_socket.is_some() {
-        return Err(Error::Init(
-            "--console-socket (terminal containers) is not built yet".into(),
-        ));
-    }
     Ok(CreateOptions {
         root: cli_root.to_path_buf(),
         id: a.id.clone(),
@@ -214,6 +238,7 @@ fn create_opts(cli_root: &Path, systemd: bool, a: &CreateArgs) -> Result<CreateO
         no_pivot: a.no_pivot,
         systemd_cgroup: systemd,
         preserve_fds: a.preserve_fds,
+        console_socket: a.console_socket.clone(),
     })
 }
 
@@ -329,7 +354,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 });
             }
             let process = exec_process(&c, &a)?;
-            return match crate::exec::exec(&c.state, &process, a.detach)? {
+            let bundle = crate::spec::Bundle::load(&c.state.bundle)?;
+            let seccomp =
+                crate::init::Seccomp::compile(&bundle.spec, &a.id, &root.join(".seccomp-cache"))?;
+            let console = a.console_socket.as_deref();
+            return match crate::exec::exec(&c.state, &process, seccomp.as_ref(), console, a.detach)?
+            {
                 crate::exec::Outcome::Exited(code) => Ok(ExitCode::from(code)),
                 crate::exec::Outcome::Detached(pid) => {
                     if let Some(p) = &a.pid_file {
@@ -339,20 +369,116 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
             };
         }
-        Cmd::Update { .. } | Cmd::Events { .. } => {
-            eprintln!("basalt-runc: this command is not built yet (issue #3)");
-            return Ok(ExitCode::from(69));
+        Cmd::Update(a) => {
+            let c = Container::load(root, &a.id)?;
+            if c.state.status == Status::Stopped {
+                return Err(Error::WrongState {
+                    id: a.id.clone(),
+                    status: c.state.status,
+                    action: "update",
+                    needs: "created, running or paused",
+                });
+            }
+            let resources = update_resources(&a)?;
+            crate::cgroup::Cgroup::new(&c.state.cgroup_path)?.set(&resources)?;
+        }
+        Cmd::Events {
+            id,
+            stats,
+            interval,
+        } => {
+            let c = Container::load(root, &id)?;
+            let cg = crate::cgroup::Cgroup::new(&c.state.cgroup_path)?;
+            let event = |kind: &str, data: serde_json::Value| {
+                println!(
+                    "{}",
+                    serde_json::json!({"type": kind, "id": id, "data": data})
+                );
+            };
+            if stats {
+                event("stats", cg.stats_json());
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Stats every `interval`, an `oom` event as soon as the OOM count rises; ends with the container.
+            let mut ooms = cg.oom_kills();
+            let mut next_stats = std::time::Instant::now();
+            while Container::load(root, &id)
+                .map(|c| c.state.status != Status::Stopped)
+                .unwrap_or(false)
+            {
+                let now_ooms = cg.oom_kills();
+                if now_ooms > ooms {
+                    event("oom", serde_json::Value::Null);
+                    ooms = now_ooms;
+                }
+                if std::time::Instant::now() >= next_stats {
+                    event("stats", cg.stats_json());
+                    next_stats += interval.max(std::time::Duration::from_millis(100));
+                }
+                // cgroup v1 offers an eventfd for OOM; polling the counter keeps v1 and v2 on one path.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `linux.resources` from `-r` or from the flags (runc's names).
+fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources> {
+    if let Some(path) = &a.resources {
+        let bytes = if path.as_os_str() == "-" {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                .map_err(Error::io("stdin"))?;
+            b
+        } else {
+            std::fs::read(path).map_err(Error::io(path))?
+        };
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        return serde_path_to_error::deserialize(de).map_err(|e| {
+            Error::spec(
+                format!("resources: {}", e.path()),
+                e.into_inner().to_string(),
+            )
+        });
+    }
+    let mut v = serde_json::json!({});
+    let mut set = |section: &str, key: &str, val: serde_json::Value| {
+        v[section][key] = val;
+    };
+    if let Some(m) = a.memory {
+        set("memory", "limit", m.into());
+    }
+    if let Some(m) = a.memory_swap {
+        set("memory", "swap", m.into());
+    }
+    if let Some(m) = a.memory_reservation {
+        set("memory", "reservation", m.into());
+    }
+    if let Some(p) = a.pids_limit {
+        set("pids", "limit", p.into());
+    }
+    if let Some(c) = a.cpu_shares {
+        set("cpu", "shares", c.into());
+    }
+    if let Some(c) = a.cpu_quota {
+        set("cpu", "quota", c.into());
+    }
+    if let Some(c) = a.cpu_period {
+        set("cpu", "period", c.into());
+    }
+    if let Some(c) = &a.cpuset_cpus {
+        set("cpu", "cpus", c.clone().into());
+    }
+    if let Some(c) = &a.cpuset_mems {
+        set("cpu", "mems", c.clone().into());
+    }
+    serde_json::from_value(v).map_err(|e| Error::spec("update flags", e.to_string()))
+}
+
 /// The process to exec: `--process` as given, or the container's own process with the flags applied (runc's
 /// rules: env is appended, capabilities are added, the rest replaces).
 fn exec_process(c: &Container, a: &ExecArgs) -> Result<oci_spec::runtime::Process> {
-    if a.tty || a.console_socket.is_some() {
-        return Err(Error::Init("exec --tty is not built yet".into()));
-    }
     if let Some(path) = &a.process {
         let bytes = std::fs::read(path).map_err(Error::io(path))?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
@@ -367,7 +493,7 @@ fn exec_process(c: &Container, a: &ExecArgs) -> Result<oci_spec::runtime::Proces
     let base = bundle.spec.process().clone().unwrap_or_default();
     let mut v = serde_json::to_value(&base).map_err(|e| Error::spec("process", e.to_string()))?;
     v["args"] = serde_json::json!(a.args);
-    v["terminal"] = serde_json::json!(false);
+    v["terminal"] = serde_json::json!(a.tty);
     if let Some(cwd) = &a.cwd {
         v["cwd"] = serde_json::json!(cwd);
     }
@@ -414,6 +540,25 @@ fn wait_exit(pid: i32) -> u8 {
             Err(_) => return 255,
         }
     }
+}
+
+/// Go-style durations (`1h`, `5m`, `30s`, `250ms`); a bare number is seconds.
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 5s"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 pub fn parse_signal(s: &str) -> Result<Signal> {

@@ -1,6 +1,6 @@
 //! Container lifecycle as the CLI and the pod monitor see it: create, start, kill, delete, state, list.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,6 +28,8 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub systemd_cgroup: bool,
     pub preserve_fds: i32,
+    /// Where to send the pty master when `process.terminal` is set.
+    pub console_socket: Option<PathBuf>,
 }
 
 pub struct Container {
@@ -75,6 +77,26 @@ impl Container {
                 "a mount namespace is required",
             ));
         }
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        match (terminal, &opts.console_socket) {
+            (true, None) => {
+                return Err(Error::spec(
+                    "process.terminal",
+                    "true needs --console-socket to hand the pty to",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(Error::spec(
+                    "process.terminal",
+                    "false, but --console-socket was given",
+                ))
+            }
+            _ => {}
+        }
         nix::unistd::mkfifo(&dir.fifo(), Mode::from_bits_truncate(0o622))
             .map_err(Error::sys(format!("mkfifo {}", dir.fifo().display())))?;
         // Writable by the container's user (whoever it is), whatever our umask took away.
@@ -90,9 +112,11 @@ impl Container {
             &opts.id,
             opts.systemd_cgroup,
         )?;
-        let cg = Cgroup::new(&cg_path)?;
+        let cg = Cgroup::create(&cg_path)?;
         let v2 = cgroup::unified();
+        let seccomp = init::Seccomp::compile(spec, &opts.id, &opts.root.join(".seccomp-cache"))?;
         let ctx = InitContext {
+            seccomp,
             cgroup_v1: cg.v1_dirs(),
             cgroup_v2: v2,
             bundle: bundle.clone(),
@@ -100,6 +124,7 @@ impl Container {
             fifo: dir.fifo(),
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
+            id: opts.id.clone(),
         };
         cleanup.cgroup = Some(cg);
 
@@ -129,16 +154,31 @@ impl Container {
         }
         let cg = cleanup.cgroup.as_mut().expect("cgroup");
         cg.apply(pid.as_raw(), linux.resources().as_ref())?;
-        parent_end.send("go")?;
-        match parent_end.recv()? {
-            Some(m) if m == "ready" => {}
-            Some(m) => {
-                let m = m.strip_prefix("error:").unwrap_or(&m);
-                return Err(Error::Init(
-                    m.strip_prefix("container init: ").unwrap_or(m).to_owned(),
-                ));
+        let creating = crate::hooks::state(spec, &opts.id, pid.as_raw(), &bundle.dir, "creating");
+        #[allow(deprecated)]
+        for phase in [
+            crate::hooks::Phase::Prestart,
+            crate::hooks::Phase::CreateRuntime,
+        ] {
+            crate::hooks::run(spec, phase, &creating)?;
+        }
+        parent_end.send(&format!("go {}", pid.as_raw()))?;
+        loop {
+            let (m, fd) = crate::tty::recv_with_fd(parent_end.0.as_raw_fd())?;
+            match (m.as_str(), fd) {
+                ("pty", Some(master)) => {
+                    let socket = opts.console_socket.as_ref().expect("checked above");
+                    crate::tty::send_to_console_socket(socket, &master)?;
+                }
+                ("ready", _) => break,
+                ("", _) => return Err(Error::Init("init exited before it was ready".into())),
+                (m, _) => {
+                    let m = m.strip_prefix("error:").unwrap_or(m);
+                    return Err(Error::Init(
+                        m.strip_prefix("container init: ").unwrap_or(m).to_owned(),
+                    ));
+                }
             }
-            None => return Err(Error::Init("init exited before it was ready".into())),
         }
 
         let start_time = state::proc_start_time(pid.as_raw())
@@ -238,6 +278,11 @@ impl Container {
             }
         }
         self.state.status = Status::Running;
+        if let Ok(b) = Bundle::load(&self.state.bundle) {
+            let st =
+                crate::hooks::state(&b.spec, &self.state.id, self.state.pid, &b.dir, "running");
+            crate::hooks::run_logged(&b.spec, crate::hooks::Phase::Poststart, &st);
+        }
         Ok(())
     }
 
@@ -297,7 +342,14 @@ impl Container {
             }
             cg.destroy()?;
         }
-        self.dir.remove()
+        let bundle = Bundle::load(&self.state.bundle).ok();
+        let (id, pid) = (self.state.id.clone(), self.state.pid);
+        self.dir.remove()?;
+        if let Some(b) = bundle {
+            let st = crate::hooks::state(&b.spec, &id, pid, &b.dir, "stopped");
+            crate::hooks::run_logged(&b.spec, crate::hooks::Phase::Poststop, &st);
+        }
+        Ok(())
     }
 
     /// The init's own last word if we still hold the channel, else a generic error.

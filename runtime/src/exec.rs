@@ -10,6 +10,7 @@ use oci_spec::runtime::Process;
 
 use crate::cgroup::Cgroup;
 use crate::error::{Error, Result};
+use crate::init::Seccomp;
 use crate::process;
 use crate::state::State;
 use crate::sync;
@@ -32,7 +33,19 @@ pub enum Outcome {
 }
 
 /// Runs `process` in the container whose state is `state`. Must be called from a single-threaded process.
-pub fn exec(state: &State, process: &Process, detach: bool) -> Result<Outcome> {
+pub fn exec(
+    state: &State,
+    process: &Process,
+    seccomp: Option<&Seccomp>,
+    console_socket: Option<&std::path::Path>,
+    detach: bool,
+) -> Result<Outcome> {
+    if process.terminal().unwrap_or(false) && console_socket.is_none() {
+        return Err(Error::spec(
+            "process.terminal",
+            "true needs --console-socket (exec has no built-in terminal proxy yet)",
+        ));
+    }
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
         return Err(Error::spec("process.args", "must name a program to run"));
@@ -61,7 +74,7 @@ pub fn exec(state: &State, process: &Process, detach: bool) -> Result<Outcome> {
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
         ForkResult::Child => {
             drop(parent_end);
-            let code = match intermediate(state, process, &joins, &child_end, detach) {
+            let code = match intermediate(state, process, seccomp, &joins, &child_end, detach) {
                 Ok(code) => code,
                 Err(e) => {
                     let _ = child_end.send(&format!("error:{e}"));
@@ -76,8 +89,15 @@ pub fn exec(state: &State, process: &Process, detach: bool) -> Result<Outcome> {
             drop(joins);
             // "pid:N" first (the process inside), then EOF once it exec'd, or an error.
             let mut inner_pid = 0;
-            while let Some(m) = parent_end.recv()? {
-                if let Some(p) = m.strip_prefix("pid:") {
+            loop {
+                let (m, fd) =
+                    crate::tty::recv_with_fd(std::os::fd::AsRawFd::as_raw_fd(&parent_end.0))?;
+                if m.is_empty() {
+                    break;
+                }
+                if let (Some(master), Some(socket)) = (fd, console_socket) {
+                    crate::tty::send_to_console_socket(socket, &master)?;
+                } else if let Some(p) = m.strip_prefix("pid:") {
                     inner_pid = p.parse().unwrap_or(0);
                 } else if let Some(e) = m.strip_prefix("error:") {
                     let _ = waitpid(child, None);
@@ -111,6 +131,7 @@ fn wait_code(pid: Pid) -> u8 {
 fn intermediate(
     state: &State,
     process: &Process,
+    seccomp: Option<&Seccomp>,
     joins: &[(OwnedFd, CloneFlags, &str)],
     chan: &sync::Channel,
     detach: bool,
@@ -124,7 +145,7 @@ fn intermediate(
     // SAFETY: still single-threaded.
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
         ForkResult::Child => {
-            let e = match prepare(process) {
+            let e = match prepare(process, seccomp, chan) {
                 Ok(()) => {
                     let args = process.args().clone().unwrap_or_default();
                     let env = process.env().clone().unwrap_or_default();
@@ -146,7 +167,21 @@ fn intermediate(
     }
 }
 
-fn prepare(p: &Process) -> Result<()> {
+fn prepare(p: &Process, seccomp: Option<&Seccomp>, chan: &sync::Channel) -> Result<()> {
+    if p.terminal().unwrap_or(false) {
+        let size = p
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        let (master, slave, _) = crate::tty::open_pty(size)?;
+        crate::tty::send_fd(
+            std::os::fd::AsRawFd::as_raw_fd(&chan.0),
+            "pty",
+            std::os::fd::AsRawFd::as_raw_fd(&master),
+        )?;
+        drop(master);
+        crate::tty::make_controlling(&slave)?;
+    }
     let cwd = p.cwd();
     nix::unistd::chdir(cwd.as_path())
         .map_err(|e| Error::spec("process.cwd", format!("{cwd:?}: {e}")))?;
@@ -156,10 +191,6 @@ fn prepare(p: &Process) -> Result<()> {
             process::set_apparmor(profile)?;
         }
     }
-    process::set_identity(p)?;
-    if p.no_new_privileges().unwrap_or(false) {
-        process::set_no_new_privs()?;
-    }
     let args = p.args().clone().unwrap_or_default();
     let env = p.env().clone().unwrap_or_default();
     if process::resolve_program(&args[0], &env).is_none() {
@@ -167,6 +198,18 @@ fn prepare(p: &Process) -> Result<()> {
             "process.args[0]",
             format!("{:?}: executable file not found in $PATH", args[0]),
         ));
+    }
+    // The container's filter applies to exec'd processes too; same ordering rule as in init.
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    if let (false, Some(s)) = (nnp, seccomp) {
+        s.install()?;
+    }
+    process::set_identity(p)?;
+    if nnp {
+        process::set_no_new_privs()?;
+        if let Some(s) = seccomp {
+            s.install()?;
+        }
     }
     Ok(())
 }

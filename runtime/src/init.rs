@@ -29,6 +29,59 @@ pub struct InitContext {
     pub cgroup_v1: Vec<(String, PathBuf)>,
     pub cgroup_v2: bool,
     pub preserve_fds: i32,
+    pub id: String,
+    /// `linux.seccomp`, compiled by the parent (so a bad profile fails before anything runs).
+    pub seccomp: Option<Seccomp>,
+}
+
+/// A compiled filter and how to install it.
+#[derive(Clone)]
+pub struct Seccomp {
+    pub program: Vec<basalt_seccomp::SockFilter>,
+    pub flags: u32,
+    pub listener_path: Option<PathBuf>,
+    pub listener_metadata: String,
+    pub container_id: String,
+}
+
+impl Seccomp {
+    pub fn compile(
+        spec: &oci_spec::runtime::Spec,
+        id: &str,
+        cache_dir: &Path,
+    ) -> Result<Option<Seccomp>> {
+        let Some(oci) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+            return Ok(None);
+        };
+        let (profile, program) = basalt_seccomp::compile_cached(oci, cache_dir)
+            .map_err(|e| Error::spec("linux.seccomp", e.to_string()))?;
+        Ok(Some(Seccomp {
+            program,
+            flags: profile.filter_flags,
+            listener_path: profile.listener_path.clone(),
+            listener_metadata: profile.listener_metadata.clone().unwrap_or_default(),
+            container_id: id.to_owned(),
+        }))
+    }
+
+    /// Loads the filter; a notify listener goes to `listenerPath` with the container's state.
+    pub fn install(&self) -> Result<()> {
+        let fd = basalt_seccomp::install(&self.program, self.flags)
+            .map_err(|e| Error::Init(format!("seccomp: {e}")))?;
+        if let (Some(fd), Some(path)) = (fd, &self.listener_path) {
+            let state = serde_json::json!({"ociVersion": "1.2.0", "id": self.container_id, "status": "creating",
+                "pid": std::process::id()});
+            basalt_seccomp::notify::send_listener_fd(
+                path,
+                std::os::fd::AsFd::as_fd(&fd),
+                std::process::id() as i32,
+                &self.listener_metadata,
+                &state,
+            )
+            .map_err(|e| Error::Init(format!("seccomp listener {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
 }
 
 /// Entry point in the cloned child. Never returns on success (the process becomes the container's program).
@@ -43,14 +96,18 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> isize {
 
 /// Does the whole setup; the Ok value is the error execve returned, since success never comes back.
 fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
-    match chan.recv()? {
-        Some(m) if m == "go" => {}
+    // "go <pid>": our pid as the host sees it, for the state that hooks receive.
+    let host_pid: i32 = match chan.recv()? {
+        Some(m) if m.starts_with("go ") => m[3..].parse().unwrap_or(0),
         other => {
             return Err(Error::Init(format!(
                 "unexpected message from parent: {other:?}"
             )))
         }
-    }
+    };
+    let hook_state = |status: &str| {
+        crate::hooks::state(&ctx.bundle.spec, &ctx.id, host_pid, &ctx.bundle.dir, status)
+    };
     let spec = &ctx.bundle.spec;
     let process = spec
         .process()
@@ -100,12 +157,40 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
     if dev_is_tmpfs {
         devices::symlinks(rootfs)?;
     }
+    crate::hooks::run(
+        spec,
+        crate::hooks::Phase::CreateContainer,
+        &hook_state("creating"),
+    )?;
     // Held as O_PATH across pivot_root: the FIFO lives in the state dir, outside the new root.
     let fifo = open(&ctx.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(Error::sys(format!("opening {}", ctx.fifo.display())))?;
     // SAFETY: open returned a fresh descriptor that we own.
     let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
     mounts::switch_root(rootfs, ctx.no_pivot)?;
+
+    if process.terminal().unwrap_or(false) {
+        // The pty comes from the container's own devpts; the master goes to the parent, which passes it on
+        // to the console socket; the slave becomes /dev/console and our stdio.
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        let (master, slave, slave_path) = crate::tty::open_pty(size)?;
+        let console = Path::new("/dev/console");
+        mounts::ensure_target(console, false)?;
+        nix::mount::mount(
+            Some(slave_path.as_str()),
+            console,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(Error::sys("binding the pty onto /dev/console"))?;
+        crate::tty::send_fd(chan.0.as_raw_fd(), "pty", master.as_raw_fd())?;
+        drop(master);
+        crate::tty::make_controlling(&slave)?;
+    }
 
     if ctx.plan.has(LinuxNamespaceType::Uts) {
         if let Some(h) = spec.hostname() {
@@ -147,8 +232,16 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
             process::set_apparmor(profile)?;
         }
     }
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before dropping capabilities
+    // (as runc does); with it, as late as possible, so the filter only has to allow execve.
+    if !nnp {
+        if let Some(s) = &ctx.seccomp {
+            s.install()?;
+        }
+    }
     process::set_identity(process)?;
-    if process.no_new_privileges().unwrap_or(false) {
+    if nnp {
         process::set_no_new_privs()?;
     }
     nix::unistd::chdir(process.cwd())
@@ -179,6 +272,16 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
     nix::unistd::write(&w, b"0").map_err(Error::sys("writing the exec FIFO"))?;
     drop(w);
     drop(fifo);
+    crate::hooks::run(
+        spec,
+        crate::hooks::Phase::StartContainer,
+        &hook_state("created"),
+    )?;
+    if nnp {
+        if let Some(s) = &ctx.seccomp {
+            s.install()?;
+        }
+    }
     Ok(process::exec(&args, &env))
 }
 

@@ -15,6 +15,7 @@ pub mod container;
 pub mod devices;
 pub mod error;
 pub mod exec;
+pub mod hooks;
 pub mod init;
 pub mod mounts;
 pub mod namespaces;
@@ -22,6 +23,7 @@ pub mod process;
 pub mod spec;
 pub mod state;
 mod sync;
+pub mod tty;
 
 pub use container::{Container, CreateOptions};
 pub use error::{Error, Result};

@@ -52,7 +52,10 @@ pub fn busybox_rootfs(root: &Path) -> Result<()> {
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin)?;
     std::fs::create_dir_all(root.join("etc"))?;
-    std::fs::create_dir_all(root.join("tmp"))?;
+    // The mount points every image has (a runtime in a user namespace may not create them).
+    for d in ["tmp", "proc", "sys", "dev", "root"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
     std::fs::copy("/bin/busybox", bin.join("busybox"))
         .context("copying /bin/busybox (busybox-static)")?;
     let list = Command::new("/bin/busybox").arg("--list").output()?;

@@ -1,0 +1,32 @@
+//! Where things live inside the node image: the contract between the builder and PID 1.
+
+/// Directories every image has, even when empty (mount points and writable places).
+pub const EMPTY_DIRS: &[&str] = &[
+    "/dev",
+    "/proc",
+    "/sys",
+    "/run",
+    "/tmp",
+    "/etc",
+    "/root",
+    "/mnt",
+    "/var/lib/basalt",
+];
+pub const CONFIG: &str = "/etc/basalt/config.yaml";
+pub const MANIFESTS_DIR: &str = "/etc/basalt/manifests";
+/// Module files, flat, named `<module>.ko`.
+pub const MODULES_DIR: &str = "/lib/modules/basalt";
+/// One line per module in load order: `<name> <file>`, or `<name> -` when the kernel lacks it.
+pub const MODULES_ORDER: &str = "/lib/modules/basalt/order";
+/// Preloaded archives, kept outside the state directory so a state disk mounted over it cannot hide them.
+pub const PRELOAD_DIR: &str = "/usr/share/basalt/images";
+/// One line per image: `<normalised name> <archive file>`.
+pub const PRELOAD_LIST: &str = "/usr/share/basalt/images.list";
+pub const MKFS: &str = "/sbin/mke2fs";
+pub const STATE_DIR: &str = "/var/lib/basalt";
+/// The agent's air-gap import directory; PID 1 links every preloaded archive here.
+pub const AIRGAP_DIR: &str = "/var/lib/basalt/images";
+pub const RUN_DIR: &str = "/run/basalt";
+pub const LOG: &str = "/run/basalt/init.log";
+/// The node config PID 1 hands to the agent: the file without `init:`, with command-line overrides applied.
+pub const EFFECTIVE_CONFIG: &str = "/run/basalt/config.yaml";

@@ -1,0 +1,304 @@
+//! `basalt init`: PID 1 of the node image.
+//!
+//! Order of work: pseudo filesystems, log, configuration, kernel modules, host name, state directory,
+//! preloaded images, network (in the background), then the supervision loop: reap zombies, keep the agent
+//! running, redraw the console, and on a reboot/power-off request stop everything, sync, unmount and reset.
+//! Nothing here panics or exits on a bad part: the node comes up with what works and shows what did not.
+//!
+//! Signals (busybox/sysvinit conventions): SIGTERM and SIGINT (Ctrl-Alt-Del) reboot; SIGUSR1, SIGUSR2 and
+//! SIGPWR (also raised by the ACPI power button) power off.
+
+pub mod config;
+mod dhcp;
+mod disk;
+mod log;
+mod modules;
+mod mounts;
+mod net;
+mod power;
+mod rtnl;
+mod status;
+mod supervise;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::layout;
+
+/// Time a stopping node gives its processes between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(10);
+/// The status block is redrawn on change and at least this often.
+const REDRAW: Duration = Duration::from_secs(30);
+
+/// Runs as PID 1 (or `basalt init`); `args[0]` is the program name.
+pub fn main(_args: Vec<OsString>) -> ExitCode {
+    if std::process::id() != 1 {
+        eprintln!(
+            "basalt init: refusing to run as pid {}: it mounts filesystems and reboots the machine, so it only \
+             runs as PID 1 of the node image (`basalt node-image build`)",
+            std::process::id()
+        );
+        return ExitCode::from(2);
+    }
+    run()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    Reboot,
+    PowerOff,
+}
+
+fn run() -> ! {
+    mounts::mount_all();
+    let _ = std::fs::create_dir_all(layout::RUN_DIR);
+    log::open_sinks(Some(layout::LOG));
+    log::info(format!(
+        "basalt {} init starting",
+        env!("CARGO_PKG_VERSION")
+    ));
+
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let file =
+        std::fs::read_to_string(layout::CONFIG).map_err(|e| format!("{}: {e}", layout::CONFIG));
+    let settings = config::load(file, &cmdline);
+    for e in &settings.errors {
+        log::error(e);
+    }
+    if let Err(e) = std::fs::write(layout::EFFECTIVE_CONFIG, settings.node.to_yaml()) {
+        log::error(format!("{}: {e}", layout::EFFECTIVE_CONFIG));
+    }
+
+    modules::load_all();
+    let hostname = settings.hostname().to_owned();
+    // SAFETY: pointer and length of a live string.
+    if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
+        log::error(format!(
+            "hostname {hostname}: {}",
+            std::io::Error::last_os_error()
+        ));
+    } else {
+        log::info(format!("hostname {hostname}"));
+    }
+
+    // From here the signals we act on are only taken by sigtimedwait in the loop; threads inherit the mask.
+    let waited = signal_set();
+    // SAFETY: a valid, initialised set.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &waited, std::ptr::null_mut()) };
+    // Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reset.
+    // SAFETY: plain syscall.
+    unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_CAD_OFF) };
+    power::watch_buttons();
+
+    let state = disk::prepare(&settings).to_string();
+    let images = link_preloaded();
+    let manifests = std::fs::read_dir(layout::MANIFESTS_DIR).map_or(0, |d| d.count());
+
+    if let Err(e) = net::loopback_up() {
+        log::error(e);
+    }
+    let network = Arc::new(Mutex::new("configuring".to_owned()));
+    {
+        let network = network.clone();
+        let settings = settings.clone();
+        std::thread::spawn(move || {
+            let shown = match net::bring_up(&settings) {
+                Ok(up) => {
+                    log::info(format!("network ready: {up}"));
+                    up.to_string()
+                }
+                Err(e) => {
+                    log::error(format!("network: {e}"));
+                    format!("down ({e})")
+                }
+            };
+            *network.lock().unwrap_or_else(|e| e.into_inner()) = shown;
+        });
+    }
+    if let Some(port) = settings.init.status_port {
+        status::serve_healthz(port);
+    }
+
+    let mut agent = supervise::Supervised::new(
+        "agent",
+        "/init",
+        &["agent", "--config", layout::EFFECTIVE_CONFIG],
+        "/run/basalt/agent.log",
+    );
+    let mut last_drawn = String::new();
+    let mut drawn_at = Instant::now();
+    loop {
+        let wait = agent.tick().unwrap_or(REDRAW).min(Duration::from_secs(5));
+        if let Some(stop) = wait_signal(&waited, wait) {
+            shutdown(stop);
+        }
+        reap(|pid, status| {
+            if !agent.reaped(pid, status) {
+                // An orphan re-parented to us (its parent died before waiting for it).
+                log::info(format!("reaped orphan pid {pid} (wait status {status:#x})"));
+            }
+        });
+        let net_now = network.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let key = format!(
+            "{net_now}|{}|{:?}|{:?}",
+            agent.restarts,
+            agent.pid,
+            log::errors().0
+        );
+        if key != last_drawn || drawn_at.elapsed() >= REDRAW {
+            let agent_state = agent.state();
+            let block = status::Status {
+                node: &hostname,
+                network: &net_now,
+                state: &state,
+                images,
+                manifests,
+                agent: &agent_state,
+            }
+            .render();
+            log::console_block(&block);
+            last_drawn = key;
+            drawn_at = Instant::now();
+        }
+    }
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [
+            libc::SIGCHLD,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGPWR,
+        ] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Waits up to `timeout` for one of our signals; a reboot/power-off request is returned, SIGCHLD just wakes.
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<Stop> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: valid set and timeout; info may be null.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    match sig {
+        libc::SIGTERM | libc::SIGINT => Some(Stop::Reboot),
+        libc::SIGUSR1 | libc::SIGUSR2 | libc::SIGPWR => Some(Stop::PowerOff),
+        _ => None,
+    }
+}
+
+/// Collects every exited child (zombies of any process reparented to us included).
+fn reap(mut on_exit: impl FnMut(i32, libc::c_int)) -> bool {
+    let mut any_left = true;
+    loop {
+        let mut status = 0;
+        // SAFETY: valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            on_exit(pid, status);
+            continue;
+        }
+        if pid < 0 {
+            any_left = false;
+        }
+        return any_left;
+    }
+}
+
+fn shutdown(stop: Stop) -> ! {
+    let what = match stop {
+        Stop::Reboot => "reboot",
+        Stop::PowerOff => "power-off",
+    };
+    log::info(format!(
+        "{what} requested: stopping all processes (grace {GRACE:?})"
+    ));
+    // SAFETY: signalling every process but ourselves.
+    unsafe { libc::kill(-1, libc::SIGTERM) };
+    let set = signal_set();
+    let deadline = Instant::now() + GRACE;
+    let mut killed = false;
+    while reap(|_, _| {}) {
+        if Instant::now() >= deadline {
+            if killed {
+                break;
+            }
+            log::error("processes still running after the grace period; killing them");
+            // SAFETY: as above.
+            unsafe { libc::kill(-1, libc::SIGKILL) };
+            killed = true;
+        }
+        // Woken by SIGCHLD as children exit; a further reboot request changes nothing.
+        wait_signal(&set, Duration::from_millis(200));
+    }
+    keep_log();
+    // SAFETY: plain syscalls.
+    unsafe { libc::sync() };
+    mounts::unmount_for_shutdown();
+    unsafe { libc::sync() };
+    log::info(format!("{what} now"));
+    let cmd = match stop {
+        Stop::Reboot => libc::RB_AUTOBOOT,
+        Stop::PowerOff => libc::RB_POWER_OFF,
+    };
+    // SAFETY: PID 1 resetting the machine after syncing; returns only on failure.
+    unsafe { libc::reboot(cmd) };
+    log::error(format!("reboot(2): {}", std::io::Error::last_os_error()));
+    // PID 1 must not exit; nothing is left to do but wait.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Copies this boot's log onto the state disk (`init/last-boot.log`) so the next boot, or an operator
+/// reading the disk, can see what happened; a RAM state directory just loses it with everything else.
+fn keep_log() {
+    let dir = std::path::Path::new(layout::STATE_DIR).join("init");
+    if dir.is_dir() {
+        log::info(format!(
+            "saving this boot's log to {}/last-boot.log",
+            dir.display()
+        ));
+        if let Err(e) = std::fs::copy(layout::LOG, dir.join("last-boot.log")) {
+            log::error(format!("saving the log: {e}"));
+        }
+    }
+}
+
+/// Links each preloaded archive into the agent's air-gap import directory and names its images.
+fn link_preloaded() -> usize {
+    let list = std::fs::read_to_string(layout::PRELOAD_LIST).unwrap_or_default();
+    let mut n = 0;
+    for line in list.lines() {
+        let Some((name, file)) = line.split_once(' ') else {
+            continue;
+        };
+        let _ = std::fs::create_dir_all(layout::AIRGAP_DIR);
+        let link = std::path::Path::new(layout::AIRGAP_DIR).join(file);
+        let target = std::path::Path::new(layout::PRELOAD_DIR).join(file);
+        let _ = std::fs::remove_file(&link);
+        match std::os::unix::fs::symlink(&target, &link) {
+            Ok(()) => {
+                log::info(format!("preloaded image {name} ({file})"));
+                n += 1;
+            }
+            Err(e) => log::error(format!(
+                "preloaded image {name}: linking {}: {e}",
+                link.display()
+            )),
+        }
+    }
+    n
+}

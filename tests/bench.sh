@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The benchmarks: each measures ours against the reference peer in the same run and prints the ratio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/deps.sh
+cargo bench --locked --bench runtime            # runtime: ours vs runc (host) and vs runc + crun (cgroup v2 VM)
+cargo bench --locked -p basalt-images --bench pull   # image pull+unpack: ours vs containerd's ctr
+cargo bench --locked -p basalt-cni --bench add_del   # CNI ADD+DEL: ours vs the reference bridge + host-local
