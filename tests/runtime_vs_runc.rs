@@ -1084,3 +1084,126 @@ fn devices_no_pivot_and_preserved_fds_like_runc() {
         outs[0]
     );
 }
+
+/// Debian's runc 1.1 predates the time namespace, `scheduler` and `ioPriority` (runc 1.2), so these are
+/// checked against the kernel's own view rather than against runc.
+#[test]
+fn time_namespace_scheduler_and_io_priority() {
+    let env = Env::new();
+    let host_uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = env.run(
+        Rt::Basalt,
+        "cut -d' ' -f1 /proc/uptime; cut -d' ' -f19,41 /proc/self/stat; ionice -p $$; readlink /proc/self/ns/time",
+        &|c| {
+            c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "time"}));
+            c["linux"]["timeOffsets"] = json!({"boottime": {"secs": 31_536_000}, "monotonic": {"secs": 1000}});
+            c["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+            c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 5});
+        },
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let uptime: f64 = lines[0].parse().unwrap();
+    assert!(
+        uptime >= host_uptime + 31_536_000.0,
+        "boottime offset not applied: {uptime}"
+    );
+    assert_eq!(lines[1], "5 3", "nice 5 and policy SCHED_BATCH (3)");
+    assert_eq!(lines[2], "best-effort: prio 5");
+    assert_ne!(
+        lines[3],
+        std::fs::read_link("/proc/self/ns/time")
+            .unwrap()
+            .to_string_lossy(),
+        "no new time ns"
+    );
+    // The caller's own children are back in its time namespace (library use).
+    let child = Command::new("readlink")
+        .arg("/proc/self/ns/time")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&child.stdout).trim(),
+        std::fs::read_link("/proc/self/ns/time")
+            .unwrap()
+            .to_string_lossy()
+    );
+
+    let id = env.id(Rt::Basalt);
+    let bundle = env.bundle(Rt::Basalt, &id, "true", &|c| {
+        c["linux"]["timeOffsets"] = json!({"monotonic": {"secs": 5}});
+    });
+    let out = env
+        .cmd(Rt::Basalt)
+        .arg("run")
+        .arg("-b")
+        .arg(&bundle)
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("linux.timeOffsets"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_nothing_left(&env.root(Rt::Basalt), &id, &bundle);
+}
+
+/// `run` and `exec --tty` in the foreground without --console-socket proxy the pty through our own stdio, as
+/// runc does at a terminal (runc itself insists on a controlling terminal, so this is checked on ours only,
+/// with the input from a pipe).
+#[test]
+fn terminals_without_a_console_socket_are_proxied_through_stdio() {
+    use std::io::Write;
+    let env = Env::new();
+    let feed = |mut cmd: Command, input: &str| {
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let id = env.id(Rt::Basalt);
+    let bundle = env.bundle(Rt::Basalt, &id, "unused", &|c| {
+        c["process"]["terminal"] = json!(true);
+        c["process"]["args"] = json!(["sh"]);
+    });
+    let mut run = env.cmd(Rt::Basalt);
+    run.arg("run").arg("-b").arg(&bundle).arg(&id);
+    let out = feed(run, "tty\necho sum=$((40+2))\nexit 5\n");
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("/dev/pts/0") && shown.contains("sum=42"),
+        "{shown:?}"
+    );
+    assert_nothing_left(&env.root(Rt::Basalt), &id, &bundle);
+
+    let (id, bundle, guard) = detached(&env, Rt::Basalt);
+    let mut exec = env.cmd(Rt::Basalt);
+    exec.args(["exec", "--tty", &id, "sh"]);
+    let out = feed(exec, "[ -t 0 ] && echo in-a-tty\nexit 6\n");
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("in-a-tty"),
+        "{:?}",
+        text(&out.stdout)
+    );
+    drop(guard);
+    assert_nothing_left(&env.root(Rt::Basalt), &id, &bundle);
+}

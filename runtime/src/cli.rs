@@ -239,6 +239,7 @@ fn create_opts(cli_root: &Path, systemd: bool, a: &CreateArgs) -> Result<CreateO
         systemd_cgroup: systemd,
         preserve_fds: a.preserve_fds,
         console_socket: a.console_socket.clone(),
+        keep_console: false,
     })
 }
 
@@ -254,13 +255,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             detach,
             keep,
         } => {
-            let mut c = Container::create(&create_opts(root, cli.systemd_cgroup, &create)?)?;
+            let mut opts = create_opts(root, cli.systemd_cgroup, &create)?;
+            // In the foreground, a terminal container talks through our own stdio, as with runc.
+            opts.keep_console = !detach;
+            let mut c = Container::create(&opts)?;
             if let Err(e) = c.start() {
                 let _ = Container::load(root, &create.id).and_then(|c| c.delete(true));
                 return Err(e);
             }
             if detach {
                 return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(master) = c.console.take() {
+                crate::tty::proxy(master)?;
             }
             let code = wait_exit(c.pid());
             if !keep {

@@ -30,6 +30,9 @@ pub struct CreateOptions {
     pub preserve_fds: i32,
     /// Where to send the pty master when `process.terminal` is set.
     pub console_socket: Option<PathBuf>,
+    /// With `process.terminal` and no console socket: keep the pty master in [`Container::console`] for the
+    /// caller to proxy (`run` in the foreground, as runc does).
+    pub keep_console: bool,
 }
 
 pub struct Container {
@@ -38,6 +41,8 @@ pub struct Container {
     /// The parent's end of the sync channel while this process created the container: after `start` it
     /// reports an exec failure, or EOF once the program runs.
     chan: Option<sync::Channel>,
+    /// The pty master, when created with `keep_console`.
+    pub console: Option<std::os::fd::OwnedFd>,
 }
 
 impl Container {
@@ -52,7 +57,7 @@ impl Container {
             pid: None,
         };
         // On error, `cleanup` undoes everything when it drops.
-        let (state, chan) = Self::create_inner(opts, bundle, &mut cleanup)?;
+        let (state, chan, console) = Self::create_inner(opts, bundle, &mut cleanup)?;
         let dir = cleanup.dir.take().expect("state dir");
         cleanup.cgroup = None;
         cleanup.pid = None;
@@ -60,6 +65,7 @@ impl Container {
             dir,
             state,
             chan: Some(chan),
+            console,
         })
     }
 
@@ -67,7 +73,7 @@ impl Container {
         opts: &CreateOptions,
         bundle: Bundle,
         cleanup: &mut Cleanup,
-    ) -> Result<(State, sync::Channel)> {
+    ) -> Result<(State, sync::Channel, Option<std::os::fd::OwnedFd>)> {
         let dir = cleanup.dir.as_ref().expect("state dir");
         let spec = &bundle.spec;
         let plan = Plan::from_spec(spec);
@@ -83,7 +89,7 @@ impl Container {
             .and_then(|p| p.terminal())
             .unwrap_or(false);
         match (terminal, &opts.console_socket) {
-            (true, None) => {
+            (true, None) if !opts.keep_console => {
                 return Err(Error::spec(
                     "process.terminal",
                     "true needs --console-socket to hand the pty to",
@@ -128,10 +134,22 @@ impl Container {
         };
         cleanup.cgroup = Some(cg);
 
-        plan.join_pid_before_clone()?;
+        let offsets: Vec<(String, i64, u32)> = linux
+            .time_offsets()
+            .iter()
+            .flatten()
+            .map(|(clock, o)| {
+                (
+                    clock.clone(),
+                    o.secs().unwrap_or(0),
+                    o.nanosecs().unwrap_or(0),
+                )
+            })
+            .collect();
+        let children_ns = plan.enter_for_children(&offsets)?;
         let (parent_end, child_end) = sync::pair()?;
         let mut stack = vec![0u8; 1 << 20];
-        let flags = plan.clone_flags - nix::sched::CloneFlags::CLONE_NEWCGROUP;
+        let flags = plan.flags_for_clone();
         // SAFETY: the CLI is single-threaded when it clones; the child only runs `init::run`, which ends in
         // execve or _exit, and never returns into the parent's frames.
         let pid = unsafe {
@@ -146,6 +164,7 @@ impl Container {
             )
         }
         .map_err(Error::sys("clone"))?;
+        drop(children_ns);
         drop(child_end);
         cleanup.pid = Some(pid.as_raw());
 
@@ -163,13 +182,14 @@ impl Container {
             crate::hooks::run(spec, phase, &creating)?;
         }
         parent_end.send(&format!("go {}", pid.as_raw()))?;
+        let mut console = None;
         loop {
             let (m, fd) = crate::tty::recv_with_fd(parent_end.0.as_raw_fd())?;
             match (m.as_str(), fd) {
-                ("pty", Some(master)) => {
-                    let socket = opts.console_socket.as_ref().expect("checked above");
-                    crate::tty::send_to_console_socket(socket, &master)?;
-                }
+                ("pty", Some(master)) => match &opts.console_socket {
+                    Some(socket) => crate::tty::send_to_console_socket(socket, &master)?,
+                    None => console = Some(master),
+                },
                 ("ready", _) => break,
                 ("", _) => return Err(Error::Init("init exited before it was ready".into())),
                 (m, _) => {
@@ -201,7 +221,7 @@ impl Container {
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid.as_raw())?;
         }
-        Ok((state, parent_end))
+        Ok((state, parent_end, console))
     }
 
     pub fn load(root: &Path, id: &str) -> Result<Container> {
@@ -212,6 +232,7 @@ impl Container {
             dir,
             state,
             chan: None,
+            console: None,
         })
     }
 

@@ -40,10 +40,10 @@ pub fn exec(
     console_socket: Option<&std::path::Path>,
     detach: bool,
 ) -> Result<Outcome> {
-    if process.terminal().unwrap_or(false) && console_socket.is_none() {
+    if process.terminal().unwrap_or(false) && console_socket.is_none() && detach {
         return Err(Error::spec(
             "process.terminal",
-            "true needs --console-socket (exec has no built-in terminal proxy yet)",
+            "true with --detach needs --console-socket to hand the terminal to",
         ));
     }
     let args = process.args().clone().unwrap_or_default();
@@ -89,14 +89,18 @@ pub fn exec(
             drop(joins);
             // "pid:N" first (the process inside), then EOF once it exec'd, or an error.
             let mut inner_pid = 0;
+            let mut proxy = None;
             loop {
                 let (m, fd) =
                     crate::tty::recv_with_fd(std::os::fd::AsRawFd::as_raw_fd(&parent_end.0))?;
                 if m.is_empty() {
                     break;
                 }
-                if let (Some(master), Some(socket)) = (fd, console_socket) {
-                    crate::tty::send_to_console_socket(socket, &master)?;
+                if let Some(master) = fd {
+                    match console_socket {
+                        Some(socket) => crate::tty::send_to_console_socket(socket, &master)?,
+                        None => proxy = Some(master),
+                    }
                 } else if let Some(p) = m.strip_prefix("pid:") {
                     inner_pid = p.parse().unwrap_or(0);
                 } else if let Some(e) = m.strip_prefix("error:") {
@@ -105,6 +109,9 @@ pub fn exec(
                         e.strip_prefix("container init: ").unwrap_or(e).to_owned(),
                     ));
                 }
+            }
+            if let Some(master) = proxy {
+                crate::tty::proxy(master)?;
             }
             let code = wait_code(child);
             if detach {
@@ -159,6 +166,11 @@ fn intermediate(
         }
         ForkResult::Parent { child } => {
             chan.send(&format!("pid:{}", child.as_raw()))?;
+            // Our copy of the channel must not outlive this point: the parent reads EOF as "the program was
+            // exec'd" (the grandchild's copy is close-on-exec) and only then proxies a terminal. This process
+            // leaves through _exit, so the descriptor is never closed twice.
+            // SAFETY: closing a descriptor this process owns and no longer uses.
+            unsafe { libc::close(std::os::fd::AsRawFd::as_raw_fd(&chan.0)) };
             if detach {
                 return Ok(0);
             }
@@ -186,6 +198,12 @@ fn prepare(p: &Process, seccomp: Option<&Seccomp>, chan: &sync::Channel) -> Resu
     nix::unistd::chdir(cwd.as_path())
         .map_err(|e| Error::spec("process.cwd", format!("{cwd:?}: {e}")))?;
     process::set_rlimits(p.rlimits().as_deref().unwrap_or_default())?;
+    if let Some(sched) = p.scheduler() {
+        process::set_scheduler(sched)?;
+    }
+    if let Some(io) = p.io_priority() {
+        process::set_io_priority(io)?;
+    }
     if let Some(profile) = p.apparmor_profile() {
         if !profile.is_empty() {
             process::set_apparmor(profile)?;

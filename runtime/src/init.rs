@@ -227,6 +227,12 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
     if let Some(adj) = process.oom_score_adj() {
         process::set_oom_score_adj(adj)?;
     }
+    if let Some(sched) = process.scheduler() {
+        process::set_scheduler(sched)?;
+    }
+    if let Some(io) = process.io_priority() {
+        process::set_io_priority(io)?;
+    }
     if let Some(profile) = process.apparmor_profile() {
         if !profile.is_empty() {
             process::set_apparmor(profile)?;

@@ -66,21 +66,51 @@ impl Plan {
         self.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
     }
 
-    /// Joins the PID namespace in the parent: setns(CLONE_NEWPID) only affects children, so it must happen
-    /// before clone.
-    pub fn join_pid_before_clone(&self) -> Result<()> {
+    /// Sets up, in the parent, the namespaces that apply only to a process's children (PID and time): joins
+    /// the listed ones, or unshares a new time namespace and writes its offsets. Returns a guard that puts
+    /// the parent's children back into its own namespaces once the init has been cloned, so a library
+    /// caller (the pod monitor) is left as it was.
+    pub fn enter_for_children(&self, offsets: &[(String, i64, u32)]) -> Result<ChildrenGuard> {
+        let mut guard = ChildrenGuard {
+            restore: Vec::new(),
+        };
         for (t, p) in &self.join {
-            if *t == LinuxNamespaceType::Pid {
+            if matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
+                guard.save(*t)?;
                 join(*t, p)?;
             }
         }
-        Ok(())
+        if self.clone_flags.contains(flag(LinuxNamespaceType::Time)) {
+            guard.save(LinuxNamespaceType::Time)?;
+            nix::sched::unshare(flag(LinuxNamespaceType::Time))
+                .map_err(Error::sys("unshare time namespace"))?;
+            let text: String = offsets
+                .iter()
+                .map(|(clock, secs, nanos)| format!("{clock} {secs} {nanos}\n"))
+                .collect();
+            if !text.is_empty() {
+                std::fs::write("/proc/self/timens_offsets", text)
+                    .map_err(|e| Error::spec("linux.timeOffsets", e.to_string()))?;
+            }
+        } else if !offsets.is_empty() {
+            return Err(Error::spec(
+                "linux.timeOffsets",
+                "given without a new time namespace",
+            ));
+        }
+        Ok(guard)
+    }
+
+    /// The flags for clone(2): time and cgroup namespaces are not created by clone itself (time cannot be,
+    /// and the cgroup one is unshared by the init once it sits in its cgroup).
+    pub fn flags_for_clone(&self) -> CloneFlags {
+        self.clone_flags - flag(LinuxNamespaceType::Time) - CloneFlags::CLONE_NEWCGROUP
     }
 
     /// Joins every other listed namespace; called in the child.
     pub fn join_in_child(&self) -> Result<()> {
         for (t, p) in &self.join {
-            if *t != LinuxNamespaceType::Pid {
+            if !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
                 join(*t, p)?;
             }
         }
@@ -102,6 +132,33 @@ impl Plan {
             std::fs::write(&p, fmt(maps)).map_err(Error::io(p))?;
         }
         Ok(())
+    }
+}
+
+/// Restores the "for children" PID and time namespaces of the calling process on drop.
+pub struct ChildrenGuard {
+    restore: Vec<(LinuxNamespaceType, std::fs::File)>,
+}
+
+impl ChildrenGuard {
+    fn save(&mut self, t: LinuxNamespaceType) -> Result<()> {
+        let name = if t == LinuxNamespaceType::Pid {
+            "pid"
+        } else {
+            "time"
+        };
+        let p = format!("/proc/self/ns/{name}");
+        let f = std::fs::File::open(&p).map_err(Error::io(p))?;
+        self.restore.push((t, f));
+        Ok(())
+    }
+}
+
+impl Drop for ChildrenGuard {
+    fn drop(&mut self) {
+        for (t, f) in self.restore.drain(..).rev() {
+            let _ = setns(f.as_fd(), flag(t));
+        }
     }
 }
 

@@ -193,6 +193,117 @@ pub fn set_identity(p: &Process) -> Result<()> {
     Ok(())
 }
 
+/// `process.scheduler` through sched_setattr(2), which covers every policy including SCHED_DEADLINE.
+pub fn set_scheduler(s: &oci_spec::runtime::Scheduler) -> Result<()> {
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+    let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let policy = match name(serde_json::to_value(s.policy()).unwrap_or_default()).as_str() {
+        "SCHED_OTHER" => 0,
+        "SCHED_FIFO" => 1,
+        "SCHED_RR" => 2,
+        "SCHED_BATCH" => 3,
+        "SCHED_ISO" => 4,
+        "SCHED_IDLE" => 5,
+        "SCHED_DEADLINE" => 6,
+        other => {
+            return Err(Error::spec(
+                "process.scheduler.policy",
+                format!("{other:?} is not supported"),
+            ))
+        }
+    };
+    let mut flags = 0u64;
+    for f in s.flags().iter().flatten() {
+        flags |= match name(serde_json::to_value(f).unwrap_or_default()).as_str() {
+            "SCHED_FLAG_RESET_ON_FORK" => 0x01,
+            "SCHED_FLAG_RECLAIM" => 0x02,
+            "SCHED_FLAG_DL_OVERRUN" => 0x04,
+            "SCHED_FLAG_KEEP_POLICY" => 0x08,
+            "SCHED_FLAG_KEEP_PARAMS" => 0x10,
+            "SCHED_FLAG_UTIL_CLAMP_MIN" => 0x20,
+            "SCHED_FLAG_UTIL_CLAMP_MAX" => 0x40,
+            other => {
+                return Err(Error::spec(
+                    "process.scheduler.flags",
+                    format!("{other:?} is not supported"),
+                ))
+            }
+        };
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy,
+        flags,
+        nice: s.nice().unwrap_or(0),
+        priority: s.priority().unwrap_or(0) as u32,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+    };
+    // SAFETY: sched_setattr on ourselves with a correctly sized struct.
+    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::spec(
+            "process.scheduler",
+            format!("sched_setattr: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `process.ioPriority` through ioprio_set(2).
+pub fn set_io_priority(p: &oci_spec::runtime::LinuxIOPriority) -> Result<()> {
+    let class = match serde_json::to_value(p.class())
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .as_deref()
+    {
+        Some("IOPRIO_CLASS_RT") => 1i64,
+        Some("IOPRIO_CLASS_BE") => 2,
+        Some("IOPRIO_CLASS_IDLE") => 3,
+        other => {
+            return Err(Error::spec(
+                "process.ioPriority.class",
+                format!("{other:?} is not supported"),
+            ))
+        }
+    };
+    if !(0..8).contains(&p.priority()) {
+        return Err(Error::spec(
+            "process.ioPriority.priority",
+            format!("{} is not in 0..=7", p.priority()),
+        ));
+    }
+    const IOPRIO_WHO_PROCESS: i64 = 1;
+    // SAFETY: plain syscall with integer arguments.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            (class << 13) | p.priority(),
+        )
+    } != 0
+    {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::spec(
+            "process.ioPriority",
+            format!("ioprio_set: {e}"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn set_no_new_privs() -> Result<()> {
     // SAFETY: prctl with constant arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {

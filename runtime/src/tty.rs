@@ -107,3 +107,63 @@ pub fn send_to_console_socket(socket: &Path, master: &OwnedFd) -> Result<()> {
     let stream = std::os::unix::net::UnixStream::connect(socket).map_err(Error::io(socket))?;
     send_fd(stream.as_raw_fd(), "/dev/ptmx", master.as_raw_fd())
 }
+
+/// Copies between our stdio and a pty master until the container side closes it (runc's behaviour for
+/// `run`/`exec -t` without `--console-socket`). Our terminal, if stdin is one, is put in raw mode meanwhile.
+pub fn proxy(master: OwnedFd) -> Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(stdin.as_fd()).ok();
+    if let Some(t) = &saved {
+        let mut raw = t.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
+    }
+    let mut m = std::fs::File::from(master);
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 8192];
+    let mut stdin_open = true;
+    let result = loop {
+        let mut fds = vec![PollFd::new(m.as_fd(), PollFlags::POLLIN)];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => break Err(Error::sys("polling the terminal")(e)),
+            Ok(_) => {}
+        }
+        let master_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let stdin_ready = stdin_open && fds[1].revents().is_some_and(|r| !r.is_empty());
+        if master_ready {
+            match m.read(&mut buf) {
+                // EIO: every slave descriptor is closed, the container side is done.
+                Ok(0) | Err(_) => break Ok(()),
+                Ok(n) => {
+                    let _ = out.write_all(&buf[..n]);
+                    let _ = out.flush();
+                }
+            }
+        }
+        if stdin_ready {
+            match stdin.lock().read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    // End of our input: pass it on as the terminal's EOF character.
+                    stdin_open = false;
+                    let _ = m.write_all(&[4]);
+                }
+                Ok(n) => {
+                    let _ = m.write_all(&buf[..n]);
+                }
+            }
+        }
+    };
+    if let Some(t) = &saved {
+        let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, t);
+    }
+    result
+}
