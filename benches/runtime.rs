@@ -36,8 +36,11 @@ fn main() {
     b.config["process"]["args"] = serde_json::json!(["/bin/true"]);
     b.save().unwrap();
 
+    // Each runtime as its users invoke it: ours under the drop-in name containerd is pointed at.
+    let link = tmp.path().join("basalt-runc");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
     let mut runtimes: Vec<(&str, Vec<String>)> = vec![
-        ("basalt", vec![BIN.into(), "runtime".into()]),
+        ("basalt", vec![link.to_string_lossy().into_owned()]),
         ("runc", vec!["runc".into()]),
     ];
     if v2 && which("crun") {

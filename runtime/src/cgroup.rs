@@ -161,7 +161,15 @@ impl Cgroup {
             {
                 let controllers =
                     std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-                for c in controllers.split_whitespace() {
+                let enabled =
+                    std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+                let enabled: Vec<&str> = enabled.split_whitespace().collect();
+                // Only what is missing: enabling a controller is real kernel work, and after the first
+                // container every parent has them all.
+                for c in controllers
+                    .split_whitespace()
+                    .filter(|c| !enabled.contains(c))
+                {
                     // A controller the parent cannot delegate (e.g. with processes in it) is simply not enabled.
                     let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
                 }

@@ -216,6 +216,7 @@ impl Container {
             annotations: spec.annotations().clone().unwrap_or_default(),
             init_start_time: start_time,
             cgroup_path: cg_path,
+            hooks: spec.hooks().clone(),
         };
         dir.write(&state)?;
         if let Some(p) = &opts.pid_file {
@@ -299,10 +300,13 @@ impl Container {
             }
         }
         self.state.status = Status::Running;
-        if let Ok(b) = Bundle::load(&self.state.bundle) {
-            let st =
-                crate::hooks::state(&b.spec, &self.state.id, self.state.pid, &b.dir, "running");
-            crate::hooks::run_logged(&b.spec, crate::hooks::Phase::Poststart, &st);
+        if let Some(h) = &self.state.hooks {
+            let hooks = crate::hooks::of_hooks(h, crate::hooks::Phase::Poststart);
+            crate::hooks::run_logged(
+                &hooks,
+                crate::hooks::Phase::Poststart,
+                &self.state.for_hook("running"),
+            );
         }
         Ok(())
     }
@@ -363,13 +367,15 @@ impl Container {
             }
             cg.destroy()?;
         }
-        let bundle = Bundle::load(&self.state.bundle).ok();
-        let (id, pid) = (self.state.id.clone(), self.state.pid);
+        let poststop = self
+            .state
+            .hooks
+            .as_ref()
+            .map(|h| crate::hooks::of_hooks(h, crate::hooks::Phase::Poststop))
+            .unwrap_or_default();
+        let stopped = self.state.for_hook("stopped");
         self.dir.remove()?;
-        if let Some(b) = bundle {
-            let st = crate::hooks::state(&b.spec, &id, pid, &b.dir, "stopped");
-            crate::hooks::run_logged(&b.spec, crate::hooks::Phase::Poststop, &st);
-        }
+        crate::hooks::run_logged(&poststop, crate::hooks::Phase::Poststop, &stopped);
         Ok(())
     }
 

@@ -49,9 +49,14 @@ pub fn state(
 
 /// The hooks of `phase` in `spec`, in order.
 pub fn of(spec: &Spec, phase: Phase) -> Vec<Hook> {
-    let Some(h) = spec.hooks() else {
-        return Vec::new();
-    };
+    spec.hooks()
+        .as_ref()
+        .map(|h| of_hooks(h, phase))
+        .unwrap_or_default()
+}
+
+/// The hooks of `phase` in a `hooks` object, in order.
+pub fn of_hooks(h: &oci_spec::runtime::Hooks, phase: Phase) -> Vec<Hook> {
     #[allow(deprecated)]
     let list = match phase {
         Phase::Prestart => h.prestart(),
@@ -66,8 +71,16 @@ pub fn of(spec: &Spec, phase: Phase) -> Vec<Hook> {
 
 /// Runs every hook of `phase`; the first failure is returned, naming the hook.
 pub fn run(spec: &Spec, phase: Phase, state: &serde_json::Value) -> Result<()> {
+    run_list(&of(spec, phase), phase, state)
+}
+
+/// Runs `hooks` (all of `phase`) in order; the first failure is returned, naming the hook.
+pub fn run_list(hooks: &[Hook], phase: Phase, state: &serde_json::Value) -> Result<()> {
+    if hooks.is_empty() {
+        return Ok(());
+    }
     let input = serde_json::to_vec(state).unwrap_or_default();
-    for (i, hook) in of(spec, phase).iter().enumerate() {
+    for (i, hook) in hooks.iter().enumerate() {
         run_one(hook, &input).map_err(|m| {
             Error::spec(
                 format!("hooks.{}[{i}]", phase.json_name()),
@@ -78,9 +91,9 @@ pub fn run(spec: &Spec, phase: Phase, state: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// Like [`run`], but failures are only logged (poststart, poststop).
-pub fn run_logged(spec: &Spec, phase: Phase, state: &serde_json::Value) {
-    if let Err(e) = run(spec, phase, state) {
+/// Like [`run_list`], but failures are only logged (poststart, poststop).
+pub fn run_logged(hooks: &[Hook], phase: Phase, state: &serde_json::Value) {
+    if let Err(e) = run_list(hooks, phase, state) {
         tracing::warn!(error = %e, "hook failed");
         eprintln!("basalt-runc: warning: {e}");
     }

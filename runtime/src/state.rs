@@ -55,6 +55,21 @@ pub struct State {
     /// The cgroup path given to the cgroup manager.
     #[serde(rename = "basalt.cgroup_path", default)]
     pub cgroup_path: String,
+    /// The spec's hooks, kept so that `start` and `delete` need not parse config.json again.
+    #[serde(
+        rename = "basalt.hooks",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+}
+
+impl State {
+    /// The state document a hook reads on stdin, with `status` as the hook sees it.
+    pub fn for_hook(&self, status: &str) -> serde_json::Value {
+        serde_json::json!({"ociVersion": self.oci_version, "id": self.id, "status": status, "pid": self.pid,
+            "bundle": self.bundle, "annotations": self.annotations})
+    }
 }
 
 /// A container's state directory under the runtime root.
