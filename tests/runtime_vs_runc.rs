@@ -88,6 +88,22 @@ impl Env {
     }
 }
 
+impl Env {
+    /// `run` of a bundle our runtime must refuse: exit code 1, and the error message is returned.
+    fn run_must_fail(&self, bundle: &Path, id: &str) -> String {
+        let out = self
+            .cmd(Rt::Basalt)
+            .arg("run")
+            .arg("-b")
+            .arg(bundle)
+            .arg(id)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        text(&out.stderr)
+    }
+}
+
 /// No state dir, cgroup, mount or process of container `id` remains.
 fn assert_nothing_left(root: &Path, id: &str, bundle: &Path) {
     assert!(!root.join(id).exists(), "state dir of {id} left behind");
@@ -335,16 +351,7 @@ fn bad_config_names_the_json_path_and_leaves_nothing() {
         ),
     ] {
         let bundle = env.bundle(Rt::Basalt, &id, "true", adjust);
-        let out = env
-            .cmd(Rt::Basalt)
-            .arg("run")
-            .arg("-b")
-            .arg(&bundle)
-            .arg(&id)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        let err = text(&out.stderr);
+        let err = env.run_must_fail(&bundle, &id);
         assert!(err.contains(want), "want {want:?} in: {err}");
         assert_nothing_left(&env.root(Rt::Basalt), &id, &bundle);
         std::fs::remove_dir_all(&bundle).unwrap();
@@ -598,16 +605,7 @@ fn a_bad_seccomp_profile_is_refused_naming_the_field() {
         c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["no_such_syscall_xyz"], "action": "SCMP_ACT_ERRNO"}]});
     });
-    let out = env
-        .cmd(Rt::Basalt)
-        .arg("run")
-        .arg("-b")
-        .arg(&bundle)
-        .arg(&id)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = env.run_must_fail(&bundle, &id);
     assert!(
         err.contains("linux.seccomp") && err.contains("no_such_syscall_xyz"),
         "{err}"
@@ -891,20 +889,8 @@ fn a_failing_or_hung_hook_aborts_create_and_leaves_nothing() {
         let bundle = env.bundle(Rt::Basalt, &id, "true", &|c| {
             c["hooks"] = json!({"createRuntime": [hook.clone()]})
         });
-        let out = env
-            .cmd(Rt::Basalt)
-            .arg("run")
-            .arg("-b")
-            .arg(&bundle)
-            .arg(&id)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        assert!(
-            text(&out.stderr).contains(want),
-            "want {want:?}: {}",
-            text(&out.stderr)
-        );
+        let err = env.run_must_fail(&bundle, &id);
+        assert!(err.contains(want), "want {want:?}: {err}");
         assert_nothing_left(&env.root(Rt::Basalt), &id, &bundle);
     }
 }
@@ -1140,19 +1126,8 @@ fn time_namespace_scheduler_and_io_priority() {
     let bundle = env.bundle(Rt::Basalt, &id, "true", &|c| {
         c["linux"]["timeOffsets"] = json!({"monotonic": {"secs": 5}});
     });
-    let out = env
-        .cmd(Rt::Basalt)
-        .arg("run")
-        .arg("-b")
-        .arg(&bundle)
-        .arg(&id)
-        .output()
-        .unwrap();
-    assert!(
-        text(&out.stderr).contains("linux.timeOffsets"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = env.run_must_fail(&bundle, &id);
+    assert!(err.contains("linux.timeOffsets"), "{err}");
     assert_nothing_left(&env.root(Rt::Basalt), &id, &bundle);
 }
 

@@ -198,19 +198,7 @@ impl Store {
 
     /// Snapshot directories present (complete ones only).
     pub fn snapshots(&self) -> Result<Vec<Digest>> {
-        let dir = self.dir("snapshots");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).at(&dir)? {
-            let e = e.at(&dir)?;
-            if let Some(d) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        crate::store::digests_in(&self.dir("snapshots"))
     }
 
     fn container_dir(&self, id: &str) -> Result<PathBuf> {

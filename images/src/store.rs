@@ -134,19 +134,7 @@ impl Store {
 
     /// Every complete blob in the store.
     pub fn blobs(&self) -> Result<Vec<Digest>> {
-        let dir = self.root.join("blobs/sha256");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).at(&dir)? {
-            let e = e.at(&dir)?;
-            if let Some(d) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        digests_in(&self.root.join("blobs/sha256"))
     }
 
     /// Stores `data` as the blob `expected`, verifying it.
@@ -302,6 +290,22 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         return Err(e).at(path);
     }
     sync_dir(dir)
+}
+
+/// The entries of `dir` whose names are sha256 hex digests (blobs, snapshots); anything else is ignored.
+pub(crate) fn digests_in(dir: &Path) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        if let Some(d) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| Digest::from_hex(n).ok())
+        {
+            out.push(d);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
