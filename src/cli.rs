@@ -78,8 +78,11 @@ pub struct PassThrough {
 pub enum Command {
     /// OCI runtime with a runc-compatible CLI (create, start, run, kill, delete, …; see `basalt runtime --help`)
     Runtime(PassThrough),
-    /// Node agent: kubelet and CRI server
-    Agent(Pending),
+    /// Node agent: kubelet and CRI server (`--cri-only`: the CRI server alone)
+    Agent(Box<basalt_agent::AgentArgs>),
+    /// Pod monitor, started by the agent once per pod (not for interactive use)
+    #[command(hide = true)]
+    Shim(PassThrough),
     /// All-in-one node: control plane and agent
     Server(Pending),
     /// Container images: pull, import, export, list, inspect, remove

@@ -63,7 +63,14 @@ fn main() -> ExitCode {
         Command::Runtime(args) => basalt_runtime::cli::main(with_name("basalt runtime", args)),
         Command::Image(args) => basalt_images::cli::run(args, &config),
         Command::Cni(args) => basalt_cni::plugin_main(args.plugin.into()),
-        Command::Agent(_) => not_built("`basalt agent` (kubelet and CRI server, issues #6 and #7)"),
+        Command::Agent(args) => match basalt_agent::main(&config, *args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("basalt agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Shim(args) => basalt_shim::main(with_name("basalt shim", args)),
         Command::Server(_) => not_built("`basalt server` (control plane and agent, all-in-one)"),
         Command::Csi(_) => not_built("`basalt csi` (the hostpath CSI plugin)"),
     }

@@ -4,5 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/deps.sh
 cargo bench --locked --bench runtime            # runtime: ours vs runc (host) and vs runc + crun (cgroup v2 VM)
+# pod startup through the CRI: our agent (the release build the line above made) vs containerd 1.6 + runc
+cargo bench --locked -p basalt-cri-tests --bench pod_startup
 cargo bench --locked -p basalt-images --bench pull   # image pull+unpack: ours vs containerd's ctr
 cargo bench --locked -p basalt-cni --bench add_del   # CNI ADD+DEL: ours vs the reference bridge + host-local

@@ -105,7 +105,7 @@ fn argv0_selects_the_personality() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["agent", "server", "csi"] {
+    for sub in ["server", "csi"] {
         let out = run(Path::new(BIN), &[sub, "--some-flag", "x"]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(69), "{sub}: {err}");

@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/deps.sh
+# The CRI suite runs every case against our agent too; a missing `agent --cri-only` is a failure, not a skip.
+export BASALT_CRI_REQUIRED=1
 exec cargo test --workspace --all-targets --locked "$@"

@@ -2,6 +2,28 @@
 //! image store and per-pod monitors.
 //!
 //! It must never lose a running container because it crashed: all it knows is on disk under the data and run
-//! directories, and a restart after SIGKILL recovers from there.
+//! directories, and a restart after SIGKILL recovers from there. The containers themselves belong to the pod
+//! monitors (`basalt shim`), which outlive the agent.
 //!
-//! Not built yet: issues #4 (images), #6 (CRI) and #7 (kubelet).
+//! The CRI server: [`args`] is the command line, [`server`] binds the socket and the streaming server,
+//! [`records`] is what the agent remembers of sandboxes and containers, [`sandbox`] and [`container`] implement
+//! RuntimeService on top of the monitors, [`image`] implements ImageService on the image store, [`stats`] reads
+//! cgroups, [`stream`] connects the streaming server to the monitors, and [`status`] maps errors to gRPC codes.
+
+pub mod args;
+pub mod container;
+pub mod events;
+pub mod files;
+pub mod image;
+pub mod monitor;
+pub mod records;
+pub mod runtime_service;
+pub mod sandbox;
+pub mod server;
+pub mod spec;
+pub mod stats;
+pub mod status;
+pub mod stream;
+
+pub use args::{AgentArgs, AgentConfig};
+pub use server::main;

@@ -29,6 +29,9 @@ pub struct Config {
     /// other command only carries it, so a node's config file works for all of them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<serde_yaml::Value>,
+    /// The agent's section (`basalt agent` flags as keys); `basalt agent` parses and checks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<serde_yaml::Value>,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             node_name: None,
             init: None,
+            agent: None,
         }
     }
 }

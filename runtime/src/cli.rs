@@ -240,6 +240,7 @@ fn create_opts(cli_root: &Path, systemd: bool, a: &CreateArgs) -> Result<CreateO
         preserve_fds: a.preserve_fds,
         console_socket: a.console_socket.clone(),
         keep_console: false,
+        stdio: None,
     })
 }
 

@@ -33,6 +33,9 @@ pub struct CreateOptions {
     /// With `process.terminal` and no console socket: keep the pty master in [`Container::console`] for the
     /// caller to proxy (`run` in the foreground, as runc does).
     pub keep_console: bool,
+    /// Descriptors that become the init's stdin, stdout and stderr instead of the caller's own 0-2 (the pod
+    /// monitor hands its pipes over this way). The caller keeps ownership; they are duplicated in the child.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 pub struct Container {
@@ -131,6 +134,7 @@ impl Container {
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
             id: opts.id.clone(),
+            stdio: opts.stdio,
         };
         cleanup.cgroup = Some(cg);
 

@@ -1,7 +1,7 @@
 //! `exec`: a new process inside a running container. It joins the init's namespaces and cgroup and takes the
 //! same identity rules as the container's own process (capabilities, user, no_new_privs, AppArmor).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -32,6 +32,24 @@ pub enum Outcome {
     Detached(i32),
 }
 
+/// How a library caller (the pod monitor) wants a process exec'd.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecOptions<'a> {
+    /// Where to send the pty master when `process.terminal` is set.
+    pub console_socket: Option<&'a std::path::Path>,
+    /// Return once the program runs instead of waiting for it; its pid is in [`Outcome::Detached`].
+    pub detach: bool,
+    /// Descriptors that become the process's stdin, stdout and stderr instead of the caller's own 0-2.
+    pub stdio: Option<[RawFd; 3]>,
+}
+
+/// What [`exec_with`] hands back: the outcome, and the pty master of a detached terminal process exec'd
+/// without a console socket (the caller then owns the terminal).
+pub struct Exec {
+    pub outcome: Outcome,
+    pub console: Option<OwnedFd>,
+}
+
 /// Runs `process` in the container whose state is `state`. Must be called from a single-threaded process.
 pub fn exec(
     state: &State,
@@ -46,6 +64,22 @@ pub fn exec(
             "true with --detach needs --console-socket to hand the terminal to",
         ));
     }
+    let opts = ExecOptions {
+        console_socket,
+        detach,
+        stdio: None,
+    };
+    exec_with(state, process, seccomp, &opts).map(|e| e.outcome)
+}
+
+/// [`exec`] for library callers: see [`ExecOptions`]. Must be called from a single-threaded process.
+pub fn exec_with(
+    state: &State,
+    process: &Process,
+    seccomp: Option<&Seccomp>,
+    opts: &ExecOptions,
+) -> Result<Exec> {
+    let (console_socket, detach) = (opts.console_socket, opts.detach);
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
         return Err(Error::spec("process.args", "must name a program to run"));
@@ -74,7 +108,12 @@ pub fn exec(
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
         ForkResult::Child => {
             drop(parent_end);
-            let code = match intermediate(state, process, seccomp, &joins, &child_end, detach) {
+            process::reset_signal_dispositions();
+            let code = match opts
+                .stdio
+                .map_or(Ok(()), process::set_stdio)
+                .and_then(|()| intermediate(state, process, seccomp, &joins, &child_end, detach))
+            {
                 Ok(code) => code,
                 Err(e) => {
                     let _ = child_end.send(&format!("error:{e}"));
@@ -110,14 +149,21 @@ pub fn exec(
                     ));
                 }
             }
+            if detach {
+                wait_code(child);
+                return Ok(Exec {
+                    outcome: Outcome::Detached(inner_pid),
+                    console: proxy,
+                });
+            }
             if let Some(master) = proxy {
                 crate::tty::proxy(master)?;
             }
             let code = wait_code(child);
-            if detach {
-                return Ok(Outcome::Detached(inner_pid));
-            }
-            Ok(Outcome::Exited(code))
+            Ok(Exec {
+                outcome: Outcome::Exited(code),
+                console: None,
+            })
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct InitContext {
     pub id: String,
     /// `linux.seccomp`, compiled by the parent (so a bad profile fails before anything runs).
     pub seccomp: Option<Seccomp>,
+    /// Descriptors (in the parent's table, which the clone copied) to become stdin, stdout and stderr.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// A compiled filter and how to install it.
@@ -96,6 +98,10 @@ pub fn run(ctx: &InitContext, chan: &Channel) -> isize {
 
 /// Does the whole setup; the Ok value is the error execve returned, since success never comes back.
 fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
+    process::reset_signal_dispositions();
+    if let Some(fds) = ctx.stdio {
+        process::set_stdio(fds)?;
+    }
     // "go <pid>": our pid as the host sees it, for the state that hooks receive.
     let host_pid: i32 = match chan.recv()? {
         Some(m) if m.starts_with("go ") => m[3..].parse().unwrap_or(0),

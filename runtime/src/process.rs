@@ -334,6 +334,34 @@ pub fn set_apparmor(profile: &str) -> Result<()> {
     std::fs::write(attr, format!("exec {profile}")).map_err(Error::io(attr))
 }
 
+/// Puts back the default action of the signals a Rust caller ignores (SIGPIPE: std ignores it at startup),
+/// since an ignored signal stays ignored across execve and the container's program expects the default.
+pub fn reset_signal_dispositions() {
+    // SAFETY: installing the default disposition is always valid.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// Makes `fds` this process's stdin, stdout and stderr. Each is first copied above 2 (close-on-exec), so a
+/// source that is itself one of 0-2 is not overwritten before it is used; the copies vanish at execve.
+pub fn set_stdio(fds: [std::os::fd::RawFd; 3]) -> Result<()> {
+    let mut copies = [0; 3];
+    for (copy, fd) in copies.iter_mut().zip(fds) {
+        // SAFETY: fcntl on a descriptor number; failure is reported.
+        *copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if *copy < 0 {
+            return Err(Error::io(format!("duplicating stdio descriptor {fd}"))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    for (target, copy) in copies.into_iter().enumerate() {
+        nix::unistd::dup2(copy, target as i32).map_err(Error::sys("dup2 onto stdio"))?;
+        // SAFETY: closing the temporary copy made above.
+        unsafe { libc::close(copy) };
+    }
+    Ok(())
+}
+
 /// Finds `prog` on the container's PATH (from its env), as execvp would.
 pub fn resolve_program(prog: &str, env: &[String]) -> Option<PathBuf> {
     if prog.contains('/') {

@@ -7,6 +7,7 @@
 //! | `configured`| `docker.io/basalt/configured:latest` | `Env`, `WorkingDir`, `Labels`, `ExposedPorts`         |
 //! | `layered`   | `docker.io/basalt/layered:latest`    | three layers: a whiteout, an opaque dir, ownership    |
 //! | `large`     | `docker.io/basalt/large:latest`      | 5 × 10 MiB random (incompressible) layers, for pulls  |
+//! | `pause`     | `docker.io/basalt/pause:latest`      | a CRI sandbox image: sleeps forever, exits 0 on TERM  |
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,12 @@ pub const NONROOT: &str = "nonroot";
 pub const CONFIGURED: &str = "configured";
 pub const LAYERED: &str = "layered";
 pub const LARGE: &str = "large";
+pub const PAUSE: &str = "pause";
+
+/// The `pause` fixture's entrypoint: a shell that sleeps until TERM/INT and then exits 0. As PID 1 of a pod it
+/// would otherwise ignore TERM (the kernel drops default-action signals to a namespace's init), hence the trap.
+pub const PAUSE_SCRIPT: &str =
+    "trap 'exit 0' TERM INT; while :; do sleep 2147483647 & wait $!; done";
 
 /// In the `layered` image: paths that must exist in a correctly unpacked root…
 pub const LAYERED_PRESENT: &[&str] = &["data/keep", "data/new", "opq/fresh", "owned", "bin/sh"];
@@ -54,15 +61,20 @@ pub struct Fixtures {
 impl Fixtures {
     /// The four small fixtures (about 1 MiB each compressed).
     pub fn build() -> Result<Fixtures> {
-        Self::build_set(false)
+        Self::build_set(false, false)
     }
 
     /// The small fixtures plus `large` (50 MiB of random layers).
     pub fn build_with_large() -> Result<Fixtures> {
-        Self::build_set(true)
+        Self::build_set(true, false)
     }
 
-    fn build_set(large: bool) -> Result<Fixtures> {
+    /// The small fixtures plus `pause`, the sandbox image CRI runtimes need.
+    pub fn build_with_pause() -> Result<Fixtures> {
+        Self::build_set(false, true)
+    }
+
+    fn build_set(large: bool, pause: bool) -> Result<Fixtures> {
         let dir = tempfile::Builder::new()
             .prefix("basalt-fixtures-")
             .tempdir()?;
@@ -146,6 +158,15 @@ impl Fixtures {
             images.push((
                 LARGE,
                 b.config("Cmd", json!(["sh"]))
+                    .config("Env", json!([PATH_ENV])),
+            ));
+        }
+        if pause {
+            images.push((
+                PAUSE,
+                ImageBuilder::new("docker.io/basalt/pause", "latest")
+                    .layer(base()?)
+                    .config("Entrypoint", json!(["sh", "-c", PAUSE_SCRIPT]))
                     .config("Env", json!([PATH_ENV])),
             ));
         }

@@ -1,0 +1,431 @@
+//! The kubelet API over HTTPS: `/healthz` for anyone; `/pods`, `/containerLogs`, `/stats/summary` and
+//! `/metrics` for holders of the bearer token the agent writes at first start. The serving certificate is
+//! self-signed when no cluster CA is configured (both are kept under the data dir and reused).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use basalt_proto::cri;
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::Kubelet;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Where the API keeps its credentials.
+pub struct Credentials {
+    pub token: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Reads the token and certificate from `dir`, making them on first start (token: 32 random bytes, hex).
+pub fn credentials(dir: &Path, hostnames: &[String]) -> std::io::Result<Credentials> {
+    std::fs::create_dir_all(dir)?;
+    let token_path = dir.join("kubelet-api.token");
+    let token = match std::fs::read_to_string(&token_path) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+        _ => {
+            let mut b = [0u8; 32];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+            let t = hex::encode(b);
+            write_private(&token_path, t.as_bytes())?;
+            t
+        }
+    };
+    let (cert_path, key_path) = (dir.join("pki/kubelet.crt"), dir.join("pki/kubelet.key"));
+    let (cert_pem, key_pem) = match (
+        std::fs::read_to_string(&cert_path),
+        std::fs::read_to_string(&key_path),
+    ) {
+        (Ok(c), Ok(k)) => (c, k),
+        _ => {
+            let mut names = hostnames.to_vec();
+            names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
+            let key = rcgen::KeyPair::generate().map_err(std::io::Error::other)?;
+            let params = rcgen::CertificateParams::new(names).map_err(std::io::Error::other)?;
+            let cert = params.self_signed(&key).map_err(std::io::Error::other)?;
+            std::fs::create_dir_all(dir.join("pki"))?;
+            write_private(&key_path, key.serialize_pem().as_bytes())?;
+            std::fs::write(&cert_path, cert.pem())?;
+            (cert.pem(), key.serialize_pem())
+        }
+    };
+    Ok(Credentials {
+        token,
+        cert_pem,
+        key_pem,
+    })
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// Serves the API on `addr` until the process ends. Returns the bound address.
+pub async fn serve(
+    kubelet: Arc<Kubelet>,
+    addr: SocketAddr,
+    creds: Credentials,
+) -> std::io::Result<SocketAddr> {
+    let certs =
+        rustls_pemfile::certs(&mut creds.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut creds.key_pem.as_bytes())?
+        .ok_or_else(|| std::io::Error::other("no private key in the kubelet key file"))?;
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(std::io::Error::other)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let token = Arc::new(creds.token);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, kubelet, token) = (acceptor.clone(), kubelet.clone(), token.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let (kubelet, token) = (kubelet.clone(), token.clone());
+                    async move { Ok::<_, std::convert::Infallible>(handle(kubelet, &token, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn text(code: StatusCode, s: impl Into<String>) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(
+            Full::new(Bytes::from(s.into()))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+fn json(v: &impl serde::Serialize) -> Response<Body> {
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(
+            Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+fn query(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (!k.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+async fn handle(
+    kubelet: Arc<Kubelet>,
+    token: &str,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        return text(StatusCode::OK, "ok");
+    }
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()));
+    if !authorized {
+        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["pods"] => json(&serde_json::json!({
+            "kind": "PodList",
+            "apiVersion": "v1",
+            "metadata": {},
+            "items": kubelet.pods(),
+        })),
+        ["containerLogs", ns, pod, container] => {
+            container_logs(&kubelet, ns, pod, container, &query(&req)).await
+        }
+        ["stats", "summary"] => json(&stats_summary(&kubelet).await),
+        ["metrics"] => text(StatusCode::OK, metrics(&kubelet)),
+        _ => text(StatusCode::NOT_FOUND, format!("404 page not found: {path}")),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The CRI log file of the container's current (or previous) attempt.
+fn log_file(
+    kubelet: &Kubelet,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    previous: bool,
+) -> Result<PathBuf, String> {
+    let p = kubelet
+        .pods()
+        .into_iter()
+        .find(|p| {
+            p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(pod)
+        })
+        .ok_or_else(|| format!("pod {ns}/{pod} not found"))?;
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let dir = kubelet
+        .settings
+        .log_root
+        .join(format!("{ns}_{pod}_{uid}"))
+        .join(container);
+    let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
+        .map_err(|_| format!("container {container:?} in pod {ns}/{pod} has no logs"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    attempts.sort();
+    let n = if previous {
+        attempts.iter().rev().nth(1)
+    } else {
+        attempts.last()
+    };
+    n.map(|n| dir.join(format!("{n}.log"))).ok_or_else(|| {
+        format!(
+            "container {container:?} has no {}logs",
+            if previous { "previous " } else { "" }
+        )
+    })
+}
+
+/// One CRI log line as `kubectl logs` shows it: the content, optionally prefixed by its timestamp; partial
+/// lines (`P`) are joined with what follows.
+fn render(line: &str, timestamps: bool) -> Option<String> {
+    let mut it = line.splitn(4, ' ');
+    let (ts, _stream, tag, content) = (it.next()?, it.next()?, it.next()?, it.next().unwrap_or(""));
+    let nl = if tag == "P" { "" } else { "\n" };
+    Some(if timestamps {
+        format!("{ts} {content}{nl}")
+    } else {
+        format!("{content}{nl}")
+    })
+}
+
+async fn container_logs(
+    kubelet: &Kubelet,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    q: &HashMap<String, String>,
+) -> Response<Body> {
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let file = match log_file(kubelet, ns, pod, container, flag("previous")) {
+        Ok(f) => f,
+        Err(e) => return text(StatusCode::NOT_FOUND, e),
+    };
+    let timestamps = flag("timestamps");
+    let content = std::fs::read_to_string(&file).unwrap_or_default();
+    let lines: Vec<&str> = content.lines().collect();
+    let tail = q.get("tailLines").and_then(|t| t.parse::<usize>().ok());
+    let start = tail.map(|t| lines.len().saturating_sub(t)).unwrap_or(0);
+    let mut out = String::new();
+    for l in &lines[start..] {
+        if let Some(r) = render(l, timestamps) {
+            out.push_str(&r);
+        }
+    }
+    if !flag("follow") {
+        return text(StatusCode::OK, out);
+    }
+    // Follow: what exists now, then whatever is appended, until the client goes away or the file is
+    // replaced by a new attempt's.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    let offset = content.len() as u64;
+    tokio::spawn(async move {
+        if tx.send(Ok(Frame::data(Bytes::from(out)))).await.is_err() {
+            return;
+        }
+        let mut offset = offset;
+        let mut partial = String::new();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let Ok(data) = std::fs::read(&file) else {
+                return;
+            };
+            if (data.len() as u64) < offset {
+                return;
+            }
+            let new = String::from_utf8_lossy(&data[offset as usize..]).into_owned();
+            offset = data.len() as u64;
+            partial.push_str(&new);
+            let mut chunk = String::new();
+            while let Some(i) = partial.find('\n') {
+                let line: String = partial.drain(..=i).collect();
+                if let Some(r) = render(line.trim_end_matches('\n'), timestamps) {
+                    chunk.push_str(&r);
+                }
+            }
+            if !chunk.is_empty() && tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() {
+                return;
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(BodyExt::boxed(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+        .unwrap()
+}
+
+async fn stats_summary(kubelet: &Kubelet) -> serde_json::Value {
+    let mut rt = kubelet.cri.runtime.clone();
+    let stats = rt
+        .list_container_stats(cri::ListContainerStatsRequest { filter: None })
+        .await
+        .map(|r| r.into_inner().stats)
+        .unwrap_or_default();
+    let mut pods: Vec<serde_json::Value> = Vec::new();
+    for p in kubelet.pods() {
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let containers: Vec<_> = stats
+            .iter()
+            .filter(|s| {
+                s.attributes
+                    .as_ref()
+                    .and_then(|a| a.labels.get(crate::podconfig::POD_UID))
+                    .is_some_and(|u| *u == uid)
+            })
+            .map(|s| {
+                let a = s.attributes.clone().unwrap_or_default();
+                serde_json::json!({
+                    "name": a.labels.get(crate::podconfig::CONTAINER_NAME),
+                    "cpu": {"usageCoreNanoSeconds": s.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds.as_ref()).map(|v| v.value)},
+                    "memory": {
+                        "workingSetBytes": s.memory.as_ref().and_then(|m| m.working_set_bytes.as_ref()).map(|v| v.value),
+                        "usageBytes": s.memory.as_ref().and_then(|m| m.usage_bytes.as_ref()).map(|v| v.value),
+                    },
+                    "rootfs": {"usedBytes": s.writable_layer.as_ref().and_then(|w| w.used_bytes.as_ref()).map(|v| v.value)},
+                })
+            })
+            .collect();
+        pods.push(serde_json::json!({
+            "podRef": {"name": p.metadata.name, "namespace": p.metadata.namespace, "uid": uid},
+            "containers": containers,
+        }));
+    }
+    let (mem_total, mem_avail) = meminfo();
+    serde_json::json!({
+        "node": {
+            "nodeName": kubelet.settings.node_name,
+            "memory": {"availableBytes": mem_avail, "usageBytes": mem_total.saturating_sub(mem_avail)},
+            "fs": fs_stats(&kubelet.settings.pods_root),
+        },
+        "pods": pods,
+    })
+}
+
+/// MemTotal and MemAvailable in bytes (the eviction signal memory.available).
+pub fn meminfo() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (get("MemTotal:"), get("MemAvailable:"))
+}
+
+/// nodefs.available: free and total bytes of the filesystem holding pod data.
+pub fn fs_stats(path: &Path) -> serde_json::Value {
+    let mut p = path.to_owned();
+    while !p.exists() {
+        if !p.pop() {
+            break;
+        }
+    }
+    match nix::sys::statvfs::statvfs(&p) {
+        Ok(s) => serde_json::json!({
+            "availableBytes": s.blocks_available() * s.fragment_size(),
+            "capacityBytes": s.blocks() * s.fragment_size(),
+        }),
+        Err(_) => serde_json::json!({}),
+    }
+}
+
+fn metrics(kubelet: &Kubelet) -> String {
+    let pods = kubelet.pods();
+    let running = pods
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count();
+    let containers: usize = pods
+        .iter()
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        .count();
+    let (total, avail) = meminfo();
+    format!(
+        "# HELP kubelet_running_pods Number of pods that have a running pod sandbox\n# TYPE kubelet_running_pods gauge\nkubelet_running_pods {running}\n\
+         # HELP kubelet_running_containers Number of containers currently running\n# TYPE kubelet_running_containers gauge\nkubelet_running_containers{{container_state=\"running\"}} {containers}\n\
+         # HELP basalt_kubelet_static_pods Pods declared by the manifest directory\n# TYPE basalt_kubelet_static_pods gauge\nbasalt_kubelet_static_pods {}\n\
+         # HELP basalt_kubelet_manifest_errors_total Manifests that failed to parse or validate\n# TYPE basalt_kubelet_manifest_errors_total counter\nbasalt_kubelet_manifest_errors_total {}\n\
+         # HELP basalt_kubelet_pod_syncs_total Pod worker sync passes\n# TYPE basalt_kubelet_pod_syncs_total counter\nbasalt_kubelet_pod_syncs_total {}\n\
+         # HELP basalt_node_memory_available_bytes The memory.available eviction signal\n# TYPE basalt_node_memory_available_bytes gauge\nbasalt_node_memory_available_bytes {avail}\n\
+         # HELP basalt_node_memory_total_bytes Node memory\n# TYPE basalt_node_memory_total_bytes gauge\nbasalt_node_memory_total_bytes {total}\n",
+        pods.len(),
+        kubelet.metrics.manifest_errors.load(Ordering::Relaxed),
+        kubelet.metrics.pod_syncs.load(Ordering::Relaxed),
+    )
+}

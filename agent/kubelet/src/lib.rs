@@ -1,0 +1,181 @@
+//! The native kubelet: runs pods from a manifest directory (static pods, no apiserver) on any CRI runtime.
+//!
+//! It must never lose track of a pod because it restarted: everything it needs is in the runtime (labels and
+//! annotations on sandboxes and containers) and in the manifests, so a restart adopts running pods.
+//!
+//! Pods come from a [`source`] (the manifest dir, parsed by [`manifest`]); the [`Kubelet`] keeps one
+//! [`worker`] per pod, which drives the runtime through [`cri`] with configs from [`podconfig`], [`volumes`]
+//! and [`resources`], restarts with [`backoff`], checks [`probes`] and runs [`hooks`]. [`api`] serves the
+//! kubelet API.
+
+pub mod api;
+pub mod backoff;
+pub mod cri;
+pub mod hooks;
+pub mod manifest;
+pub mod podconfig;
+pub mod probes;
+pub mod qos;
+pub mod quantity;
+pub mod resources;
+pub mod source;
+pub mod volumes;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use tokio::sync::watch;
+
+/// How the kubelet runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_name: String,
+    pub host_ip: String,
+    pub manifest_dir: PathBuf,
+    /// Pod logs: `<log_root>/<ns>_<name>_<uid>/<container>/<n>.log`.
+    pub log_root: PathBuf,
+    /// Per-pod directories (volumes, termination messages): `<pods_root>/<uid>`.
+    pub pods_root: PathBuf,
+    /// Root of the QoS cgroup hierarchy, e.g. `/kubepods`.
+    pub cgroup_root: String,
+    /// Containers without a seccomp profile get RuntimeDefault (kubelet's `--seccomp-default`).
+    pub seccomp_default: bool,
+    pub backoff: backoff::Policy,
+    /// How often each pod worker re-checks its pod without an event (probes have their own periods).
+    pub sync_period: Duration,
+    pub file_check_frequency: Duration,
+}
+
+/// Counters the `/metrics` endpoint reports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub manifest_errors: AtomicU64,
+    pub pod_syncs: AtomicU64,
+}
+
+struct Entry {
+    pod: Pod,
+    status: Arc<Mutex<PodStatus>>,
+    stop: watch::Sender<bool>,
+}
+
+/// The pod manager: one worker task per pod.
+pub struct Kubelet {
+    pub cri: cri::Cri,
+    pub settings: Arc<Settings>,
+    pods: Mutex<BTreeMap<String, Entry>>,
+    pub metrics: Metrics,
+    pub manifest_errors: Mutex<Vec<manifest::ManifestError>>,
+}
+
+impl Kubelet {
+    pub fn new(cri: cri::Cri, settings: Settings) -> Arc<Kubelet> {
+        Arc::new(Kubelet {
+            cri,
+            settings: Arc::new(settings),
+            pods: Mutex::new(BTreeMap::new()),
+            metrics: Metrics::default(),
+            manifest_errors: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Follows the manifest directory until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut rx = source::watch_dir(
+            self.settings.manifest_dir.clone(),
+            self.settings.node_name.clone(),
+            self.settings.file_check_frequency,
+        );
+        loop {
+            let snap = rx.borrow_and_update().clone();
+            self.apply(snap);
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn apply(self: &Arc<Self>, snap: source::Snapshot) {
+        for e in &snap.errors {
+            tracing::error!(file = %e.file.display(), "skipping malformed manifest: {}", e.reason);
+        }
+        {
+            let mut known = self.manifest_errors.lock().unwrap();
+            let new = snap.errors.iter().filter(|e| !known.contains(e)).count();
+            self.metrics
+                .manifest_errors
+                .fetch_add(new as u64, Ordering::Relaxed);
+            *known = snap.errors.clone();
+        }
+        let mut pods = self.pods.lock().unwrap();
+        pods.retain(|uid, e| {
+            let keep = snap.pods.contains_key(uid);
+            if !keep {
+                tracing::info!(pod = ?e.pod.metadata.name, "manifest removed; stopping the pod");
+                let _ = e.stop.send(true);
+            }
+            keep
+        });
+        for (uid, pod) in snap.pods {
+            if pods.contains_key(&uid) {
+                continue;
+            }
+            tracing::info!(pod = ?pod.metadata.name, uid = %uid, "new pod");
+            let status = Arc::new(Mutex::new(PodStatus {
+                phase: Some("Pending".into()),
+                ..Default::default()
+            }));
+            let (stop, stop_rx) = watch::channel(false);
+            pods.insert(
+                uid,
+                Entry {
+                    pod: pod.clone(),
+                    status: status.clone(),
+                    stop,
+                },
+            );
+            tokio::spawn(self.clone().pod_worker(pod, status, stop_rx));
+        }
+    }
+
+    async fn pod_worker(
+        self: Arc<Self>,
+        pod: Pod,
+        status: Arc<Mutex<PodStatus>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut w = worker::Worker::new(self.cri.clone(), self.settings.clone(), pod);
+        loop {
+            if *stop.borrow() {
+                w.terminate().await;
+                return;
+            }
+            w.sync().await;
+            self.metrics.pod_syncs.fetch_add(1, Ordering::Relaxed);
+            *status.lock().unwrap() = w.status.clone();
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(self.settings.sync_period) => {}
+            }
+        }
+    }
+
+    /// Every pod with its current status.
+    pub fn pods(&self) -> Vec<Pod> {
+        self.pods
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| {
+                let mut p = e.pod.clone();
+                p.status = Some(e.status.lock().unwrap().clone());
+                p
+            })
+            .collect()
+    }
+}

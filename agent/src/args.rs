@@ -1,0 +1,239 @@
+//! `basalt agent` settings: the `agent:` section of the node's config file, each key overridable by the flag of
+//! the same name. Paths default under the global `--data-dir` and `--run-dir`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// The command line; `None`/empty keeps what the config file (or the default) says.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentArgs {
+    /// Serve the CRI alone (what a critest or crictl user runs); no kubelet [config: agent.cri-only]
+    #[arg(long)]
+    pub cri_only: bool,
+    /// CNI network configs; the first in name order is used [config: agent.cni-conf-dir; default: /etc/cni/net.d]
+    #[arg(long, value_name = "DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Where CNI plugins are looked up, in order (repeatable) [config: agent.cni-bin-dir; default: /opt/cni/bin,
+    /// /usr/lib/cni]
+    #[arg(long, value_name = "DIR")]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// Registry mirrors and credentials, k3s registries.yaml format [config: agent.registry-config]
+    #[arg(long, value_name = "FILE")]
+    pub registry_config: Option<PathBuf>,
+    /// A registry reached over plain HTTP (repeatable) [config: agent.insecure-registry]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
+    /// Cgroup parent of pods whose sandbox config names none [config: agent.cgroup-parent; default: /kubepods]
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
+    /// Address of the exec/attach/port-forward streaming server; port 0 picks a free port
+    /// [config: agent.streaming-address; default: 127.0.0.1:0]
+    #[arg(long, value_name = "ADDR")]
+    pub streaming_address: Option<SocketAddr>,
+    /// The CRI socket [config: agent.cri-socket; default: <run-dir>/cri.sock]
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
+    /// Static pod manifests (YAML or JSON) [config: agent.manifest-dir; default: /etc/basalt/manifests]
+    #[arg(long, value_name = "DIR")]
+    pub manifest_dir: Option<PathBuf>,
+    /// The kubelet's CRI runtime: a unix socket path; unset runs and uses the built-in CRI server
+    /// [config: agent.container-runtime-endpoint]
+    #[arg(long, value_name = "PATH")]
+    pub container_runtime_endpoint: Option<PathBuf>,
+    /// The kubelet API (HTTPS, bearer token) [config: agent.kubelet-address; default: 0.0.0.0:10250]
+    #[arg(long, value_name = "ADDR")]
+    pub kubelet_address: Option<SocketAddr>,
+    /// Pod logs: <dir>/<namespace>_<pod>_<uid>/<container>/<n>.log [config: agent.pod-log-dir; default:
+    /// /var/log/pods]
+    #[arg(long, value_name = "DIR")]
+    pub pod_log_dir: Option<PathBuf>,
+    /// First restart back-off of a crashing container, doubling to 5 min [config: agent.restart-backoff;
+    /// default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub restart_backoff: Option<String>,
+    /// The node's IP as pods see it (status.hostIP) [config: agent.node-ip; default: the first
+    /// non-loopback IPv4 address]
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+}
+
+/// The effective agent settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub cri_only: bool,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dir: Vec<PathBuf>,
+    pub registry_config: Option<PathBuf>,
+    pub insecure_registry: Vec<String>,
+    pub cgroup_parent: String,
+    pub streaming_address: SocketAddr,
+    pub cri_socket: Option<PathBuf>,
+    pub manifest_dir: PathBuf,
+    pub container_runtime_endpoint: Option<PathBuf>,
+    pub kubelet_address: SocketAddr,
+    pub pod_log_dir: PathBuf,
+    pub restart_backoff: String,
+    pub node_ip: Option<std::net::IpAddr>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            cri_only: false,
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dir: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            registry_config: None,
+            insecure_registry: Vec::new(),
+            cgroup_parent: "/kubepods".into(),
+            streaming_address: ([127, 0, 0, 1], 0).into(),
+            cri_socket: None,
+            manifest_dir: "/etc/basalt/manifests".into(),
+            container_runtime_endpoint: None,
+            kubelet_address: ([0, 0, 0, 0], 10250).into(),
+            pod_log_dir: "/var/log/pods".into(),
+            restart_backoff: "10s".into(),
+            node_ip: None,
+        }
+    }
+}
+
+/// `10s`, `500ms`, `2m`: the durations the config takes.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" | "" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        _ => return None,
+    })
+}
+
+impl AgentConfig {
+    /// Defaults < the config file's `agent:` section < flags. Errors name the key.
+    pub fn resolve(
+        section: Option<&serde_yaml::Value>,
+        args: &AgentArgs,
+    ) -> Result<AgentConfig, String> {
+        let mut c: AgentConfig = match section {
+            None | Some(serde_yaml::Value::Null) => AgentConfig::default(),
+            Some(v) => {
+                serde_yaml::from_value(v.clone()).map_err(|e| format!("config key agent: {e}"))?
+            }
+        };
+        c.cri_only |= args.cri_only;
+        if let Some(v) = &args.cni_conf_dir {
+            c.cni_conf_dir = v.clone();
+        }
+        if !args.cni_bin_dir.is_empty() {
+            c.cni_bin_dir = args.cni_bin_dir.clone();
+        }
+        if let Some(v) = &args.registry_config {
+            c.registry_config = Some(v.clone());
+        }
+        if !args.insecure_registry.is_empty() {
+            c.insecure_registry = args.insecure_registry.clone();
+        }
+        if let Some(v) = &args.cgroup_parent {
+            c.cgroup_parent = v.clone();
+        }
+        if let Some(v) = args.streaming_address {
+            c.streaming_address = v;
+        }
+        if let Some(v) = &args.cri_socket {
+            c.cri_socket = Some(v.clone());
+        }
+        if let Some(v) = &args.manifest_dir {
+            c.manifest_dir = v.clone();
+        }
+        if let Some(v) = &args.container_runtime_endpoint {
+            c.container_runtime_endpoint = Some(v.clone());
+        }
+        if let Some(v) = args.kubelet_address {
+            c.kubelet_address = v;
+        }
+        if let Some(v) = &args.pod_log_dir {
+            c.pod_log_dir = v.clone();
+        }
+        if let Some(v) = &args.restart_backoff {
+            c.restart_backoff = v.clone();
+        }
+        if let Some(v) = args.node_ip {
+            c.node_ip = Some(v);
+        }
+        if parse_duration(&c.restart_backoff).is_none_or(|d| d.is_zero()) {
+            return Err(format!(
+                "agent.restart-backoff {:?}: a duration like 10s or 500ms",
+                c.restart_backoff
+            ));
+        }
+        if !c.cgroup_parent.starts_with('/') {
+            return Err(format!(
+                "agent.cgroup-parent {:?}: must be an absolute cgroup path",
+                c.cgroup_parent
+            ));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    #[test]
+    fn every_config_key_has_a_flag() {
+        let keys = serde_yaml::to_value(AgentConfig::default()).unwrap();
+        let cmd = Cli::command();
+        for (k, _) in keys.as_mapping().unwrap() {
+            let k = k.as_str().unwrap();
+            assert!(
+                cmd.get_arguments().any(|a| a.get_long() == Some(k)),
+                "config key agent.{k} has no --{k} flag"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file: serde_yaml::Value = serde_yaml::from_str(
+            "cgroup-parent: /pods\ninsecure-registry: [a:5000]\ncni-conf-dir: /x",
+        )
+        .unwrap();
+        let args = Cli::parse_from(["t", "--cni-conf-dir", "/y", "--cri-only"]).agent;
+        let c = AgentConfig::resolve(Some(&file), &args).unwrap();
+        assert_eq!(c.cgroup_parent, "/pods");
+        assert_eq!(c.insecure_registry, vec!["a:5000".to_owned()]);
+        assert_eq!(c.cni_conf_dir, PathBuf::from("/y"));
+        assert!(c.cri_only);
+        assert_eq!(c.cni_bin_dir, AgentConfig::default().cni_bin_dir);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let file: serde_yaml::Value = serde_yaml::from_str("cgroup-parnt: /pods").unwrap();
+        let e = AgentConfig::resolve(Some(&file), &AgentArgs::default()).unwrap_err();
+        assert!(e.contains("cgroup-parnt"), "{e}");
+        let args = AgentArgs {
+            cgroup_parent: Some("pods".into()),
+            ..Default::default()
+        };
+        let e = AgentConfig::resolve(None, &args).unwrap_err();
+        assert!(
+            e.contains("agent.cgroup-parent") && e.contains("\"pods\""),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Talking to pod monitors: start one for a new sandbox, send it a request, clean up after a dead one.
+//! One short connection per request: after an agent restart there is nothing to re-establish.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use basalt_shim::client::ClientError;
+use basalt_shim::protocol::{ContainerStatus, Request, Response};
+use tonic::Status;
+
+use crate::status;
+
+/// What a new monitor is told.
+pub struct Spawn {
+    pub sandbox_id: String,
+    pub dir: PathBuf,
+    pub runtime_root: PathBuf,
+    pub pin: Vec<basalt_shim::Namespace>,
+    pub hostname: Option<String>,
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// Starts the monitor and waits until its namespaces are pinned and it listens.
+pub async fn spawn(s: Spawn) -> Result<(i32, BTreeMap<String, PathBuf>), Status> {
+    let program =
+        std::env::current_exe().map_err(|e| status::internal("finding our own binary", e))?;
+    if let Some(parent) = s.dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| status::internal("creating the monitors' dir", e))?;
+    }
+    tokio::task::spawn_blocking(move || {
+        let opts = basalt_shim::SpawnOptions {
+            program,
+            pin: s.pin,
+            hostname: s.hostname,
+            sysctls: s.sysctls,
+            ..basalt_shim::SpawnOptions::new(s.sandbox_id, s.dir, s.runtime_root)
+        };
+        basalt_shim::spawn(&opts)
+    })
+    .await
+    .map_err(status::from_join)?
+    .map(|sp| (sp.pid, sp.namespaces.into_iter().collect()))
+    .map_err(|e| Status::invalid_argument(format!("starting the pod monitor: {e}")))
+}
+
+pub fn socket(dir: &Path) -> PathBuf {
+    basalt_shim::paths::socket(dir)
+}
+
+/// Sends one request; an error answer becomes the matching gRPC status.
+pub async fn call(dir: &Path, req: Request) -> Result<Response, Status> {
+    let sock = socket(dir);
+    let mut client = basalt_shim::client::Client::connect(&sock)
+        .await
+        .map_err(|e| Status::unavailable(format!("pod monitor at {}: {e}", sock.display())))?;
+    match client.call(req).await {
+        Ok(Response::Error { kind, message }) | Err(ClientError::Remote { kind, message }) => {
+            Err(status::from_shim(kind, message))
+        }
+        Ok(r) => Ok(r),
+        Err(e) => Err(Status::unavailable(format!(
+            "pod monitor at {}: {e}",
+            sock.display()
+        ))),
+    }
+}
+
+pub async fn list(dir: &Path) -> Result<Vec<ContainerStatus>, Status> {
+    match call(dir, Request::List).await? {
+        Response::List { containers } => Ok(containers),
+        r => Err(unexpected(r)),
+    }
+}
+
+pub async fn status_of(dir: &Path, id: &str) -> Result<ContainerStatus, Status> {
+    match call(dir, Request::Status { id: id.into() }).await? {
+        Response::Status(s) => Ok(s),
+        r => Err(unexpected(r)),
+    }
+}
+
+/// The exit record a monitor left on disk for `id` (readable even when the monitor is gone).
+pub fn exit_record(dir: &Path, id: &str) -> Option<ContainerStatus> {
+    let bytes = std::fs::read(basalt_shim::paths::status(dir, id)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn unexpected(r: Response) -> Status {
+    Status::internal(format!("pod monitor answered unexpectedly: {r:?}"))
+}
+
+/// Removes what a monitor leaves behind when it died instead of shutting down.
+pub async fn cleanup(dir: PathBuf) -> Result<(), Status> {
+    tokio::task::spawn_blocking(move || basalt_shim::cleanup(&dir))
+        .await
+        .map_err(status::from_join)?
+        .map_err(|e| status::internal("cleaning up the pod monitor", e))
+}

@@ -1,0 +1,220 @@
+//! `basalt agent`: opens the stores, starts the streaming server and serves the CRI on a unix socket.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use basalt_proto::{ImageServiceServer, RuntimeServiceServer};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::args::{AgentArgs, AgentConfig};
+use crate::events::Events;
+use crate::records::Records;
+
+/// Everything the CRI services share.
+pub struct Agent {
+    pub args: AgentConfig,
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub records: Arc<Records>,
+    pub images: Arc<basalt_images::Store>,
+    pub hosts: basalt_images::Hosts,
+    pub cni: basalt_cni::caller::Cni,
+    /// State root of the runtime library (one directory per container), shared by all monitors.
+    pub runtime_root: PathBuf,
+    pub streaming: basalt_streaming::Server,
+    pub events: Events,
+    /// Set by UpdateRuntimeConfig.
+    pub pod_cidr: Mutex<Option<String>>,
+}
+
+impl Agent {
+    pub fn shim_dir(&self, sandbox_id: &str) -> PathBuf {
+        self.run_dir.join("shims").join(sandbox_id)
+    }
+    pub fn pod_dir(&self, sandbox_id: &str) -> PathBuf {
+        self.run_dir.join("pods").join(sandbox_id)
+    }
+    pub fn bundle_dir(&self, container_id: &str) -> PathBuf {
+        self.run_dir.join("bundles").join(container_id)
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT. Pods keep running when it stops (or is killed).
+pub fn main(config: &basalt_config::Config, args: AgentArgs) -> anyhow::Result<()> {
+    let args = AgentConfig::resolve(config.agent.as_ref(), &args).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(config, args))
+}
+
+async fn run(config: &basalt_config::Config, args: AgentConfig) -> anyhow::Result<()> {
+    let (data_dir, run_dir) = (config.data_dir.as_path(), config.run_dir.as_path());
+    for d in [data_dir, run_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut cri_task = None;
+    let endpoint = match &args.container_runtime_endpoint {
+        Some(p) if !args.cri_only => p.clone(),
+        _ => {
+            let (socket, task) = start_cri(data_dir, run_dir, args.clone(), stop_rx).await?;
+            cri_task = Some(task);
+            socket
+        }
+    };
+    if !args.cri_only {
+        start_kubelet(config, &args, &endpoint).await?;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping; pods keep running");
+    let _ = stop_tx.send(true);
+    if let Some(t) = cri_task {
+        t.await.context("CRI server task")??;
+    }
+    Ok(())
+}
+
+async fn start_kubelet(
+    config: &basalt_config::Config,
+    args: &AgentConfig,
+    endpoint: &Path,
+) -> anyhow::Result<()> {
+    let node_name = match &config.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    let host_ip = match args.node_ip {
+        Some(ip) => ip.to_string(),
+        None => first_ipv4().unwrap_or_else(|| "127.0.0.1".into()),
+    };
+    let initial = crate::args::parse_duration(&args.restart_backoff).expect("checked by resolve");
+    let settings = basalt_kubelet::Settings {
+        node_name: node_name.clone(),
+        host_ip,
+        manifest_dir: args.manifest_dir.clone(),
+        log_root: args.pod_log_dir.clone(),
+        pods_root: config.data_dir.join("pods"),
+        cgroup_root: args.cgroup_parent.clone(),
+        seccomp_default: true,
+        backoff: basalt_kubelet::backoff::Policy {
+            initial,
+            ..Default::default()
+        },
+        sync_period: std::time::Duration::from_secs(1),
+        file_check_frequency: std::time::Duration::from_secs(20),
+    };
+    let cri = basalt_kubelet::cri::Cri::connect(endpoint).context("CRI endpoint")?;
+    let kubelet = basalt_kubelet::Kubelet::new(cri, settings);
+    let creds = basalt_kubelet::api::credentials(&config.data_dir, &[node_name])
+        .context("kubelet API token and certificate")?;
+    let addr = basalt_kubelet::api::serve(kubelet.clone(), args.kubelet_address, creds)
+        .await
+        .with_context(|| format!("serving the kubelet API on {}", args.kubelet_address))?;
+    std::fs::write(config.run_dir.join("kubelet-api.addr"), addr.to_string())?;
+    tracing::info!(%addr, manifests = %args.manifest_dir.display(), runtime = %endpoint.display(), "kubelet ready");
+    tokio::spawn(kubelet.run());
+    Ok(())
+}
+
+/// The first non-loopback IPv4 address of the node: what pods see as status.hostIP.
+fn first_ipv4() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    // The interface of the default route, then its address from getifaddrs.
+    let iface = text
+        .lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().nth(1) == Some("00000000"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|a| a.interface_name == iface)
+        .find_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip().to_string()))
+}
+
+async fn start_cri(
+    data_dir: &Path,
+    run_dir: &Path,
+    args: AgentConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(PathBuf, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let records = Arc::new(
+        Records::load(&data_dir.join("cri")).context("loading sandbox and container records")?,
+    );
+    let images = Arc::new(
+        basalt_images::Store::open(data_dir.join("images")).context("opening the image store")?,
+    );
+    let mut hosts = basalt_images::Hosts {
+        insecure: args.insecure_registry.iter().cloned().collect(),
+        ..Default::default()
+    };
+    if let Some(p) = &args.registry_config {
+        hosts.config = basalt_images::RegistriesConfig::load(p)?;
+    }
+    let cni = basalt_cni::caller::Cni {
+        plugin_dirs: args.cni_bin_dir.clone(),
+        cache_dir: data_dir.join("cni"),
+        ..Default::default()
+    };
+    let backend = Arc::new(crate::stream::Backend::new(
+        records.clone(),
+        run_dir.join("shims"),
+    ));
+    let streaming = basalt_streaming::Server::start(args.streaming_address, backend)
+        .await
+        .context("starting the streaming server")?;
+    let socket = args
+        .cri_socket
+        .clone()
+        .unwrap_or_else(|| run_dir.join("cri.sock"));
+    let agent = Arc::new(Agent {
+        data_dir: data_dir.to_owned(),
+        run_dir: run_dir.to_owned(),
+        records,
+        images,
+        hosts,
+        cni,
+        runtime_root: run_dir.join("runtime"),
+        streaming,
+        events: Events::new(),
+        pod_cidr: Mutex::new(None),
+        args,
+    });
+    crate::events::watch_exits(agent.clone());
+
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // A socket file left by a killed agent would make bind fail.
+    let _ = std::fs::remove_file(&socket);
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
+    tracing::info!(socket = %socket.display(), streaming = %agent.streaming.addr(), "CRI server ready");
+
+    let runtime = crate::runtime_service::Runtime(agent.clone());
+    let image = crate::image::Images(agent.clone());
+    let sock = socket.clone();
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(RuntimeServiceServer::new(runtime))
+            .add_service(ImageServiceServer::new(image))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .context("serving the CRI")?;
+        let _ = std::fs::remove_file(&sock);
+        Ok(())
+    });
+    Ok((socket, task))
+}

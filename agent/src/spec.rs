@@ -1,0 +1,126 @@
+//! The container's OCI spec, from the CRI request, its sandbox and its image (the translation itself is
+//! `basalt-cri-oci`); here only what the agent knows: paths of the pod's namespaces and files.
+
+use std::path::Path;
+
+use basalt_proto::cri;
+use serde_json::json;
+use tonic::{Code, Status};
+
+use crate::records::SandboxRecord;
+use crate::server::Agent;
+
+pub struct Generated {
+    pub spec: oci_spec::runtime::Spec,
+    pub user: cri::ContainerUser,
+}
+
+/// Where the image's STOPSIGNAL travels to StopContainer.
+pub const STOP_SIGNAL_ANNOTATION: &str = "io.basalt.stop-signal";
+
+pub fn generate(
+    agent: &Agent,
+    id: &str,
+    sandbox: &SandboxRecord,
+    config: &cri::ContainerConfig,
+    image_config: &basalt_images::ImageConfig,
+    rootfs: &Path,
+    target_pid_ns: Option<&Path>,
+) -> Result<Generated, Status> {
+    let pod = &sandbox.pod_dir;
+    let (hostname, resolv, hosts, shm) = (
+        pod.join("hostname"),
+        pod.join("resolv.conf"),
+        pod.join("hosts"),
+        pod.join("shm"),
+    );
+    let ns = |n: &str| sandbox.namespaces.get(n).map(|p| p.as_path());
+    let sb = basalt_cri_oci::Sandbox {
+        net_ns: ns("net"),
+        ipc_ns: ns("ipc"),
+        uts_ns: ns("uts"),
+        pid_ns: ns("pid"),
+        hostname_file: Some(&hostname),
+        resolv_conf: Some(&resolv),
+        hosts_file: Some(&hosts),
+        shm: sandbox.shm_mounted.then_some(shm.as_path()),
+        ..basalt_cri_oci::Sandbox::new(&sandbox.id, &sandbox.config)
+    };
+    let image = basalt_cri_oci::Image {
+        config: image_config,
+        rootfs,
+    };
+    let mut container = basalt_cri_oci::Container::new(id, config);
+    container.target_pid_ns = target_pid_ns;
+    let opts = basalt_cri_oci::Options {
+        cgroup_parent_default: sandbox.cgroup_parent.clone(),
+        cgroup_v2: basalt_runtime::cgroup::unified(),
+        seccomp_profile_root: agent.data_dir.join("seccomp"),
+        // Default-on: a container that asks for no profile gets RuntimeDefault.
+        seccomp_default: true,
+        // A missing host path is a mistake to report, not a directory to make on the host.
+        create_missing_host_paths: false,
+        ..Default::default()
+    };
+    let g = basalt_cri_oci::container_spec(&container, &sb, &image, &opts).map_err(|e| {
+        let code = match e.kind {
+            basalt_cri_oci::ErrorKind::InvalidArgument => Code::InvalidArgument,
+            basalt_cri_oci::ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+            basalt_cri_oci::ErrorKind::NotFound => Code::NotFound,
+            basalt_cri_oci::ErrorKind::Unimplemented => Code::Unimplemented,
+        };
+        Status::new(code, e.to_string())
+    })?;
+    let mut spec = g.spec;
+    if !image_config.config.stop_signal.is_empty() {
+        let mut ann = spec.annotations().clone().unwrap_or_default();
+        ann.insert(
+            STOP_SIGNAL_ANNOTATION.into(),
+            image_config.config.stop_signal.clone(),
+        );
+        spec.set_annotations(Some(ann));
+    }
+    let user = cri::ContainerUser {
+        linux: Some((&g.user).into()),
+    };
+    Ok(Generated { spec, user })
+}
+
+/// CRI resources as OCI `linux.resources` JSON (for UpdateContainerResources).
+pub fn resources_json(r: &cri::LinuxContainerResources) -> serde_json::Value {
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(r.cpu_shares));
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), json!(r.cpu_quota));
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), json!(r.cpu_period));
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(r.cpuset_cpus));
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(r.cpuset_mems));
+    }
+    let mut memory = serde_json::Map::new();
+    if r.memory_limit_in_bytes > 0 {
+        memory.insert("limit".into(), json!(r.memory_limit_in_bytes));
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        memory.insert("swap".into(), json!(r.memory_swap_limit_in_bytes));
+    }
+    let mut out = json!({"cpu": cpu, "memory": memory});
+    if !r.hugepage_limits.is_empty() {
+        out["hugepageLimits"] = json!(r
+            .hugepage_limits
+            .iter()
+            .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
+            .collect::<Vec<_>>());
+    }
+    if !r.unified.is_empty() {
+        out["unified"] = json!(r.unified);
+    }
+    out
+}

@@ -1,0 +1,86 @@
+//! `basalt shim ARGS`: parse, check, then hand over to the daemon.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::pin::{Namespace, PinSpec};
+
+/// Starts the monitor of one pod. Prints `{"pid":…,"namespaces":{…}}` once it serves on `DIR/shim.sock`.
+#[derive(Debug, Parser)]
+#[command(name = "basalt shim")]
+pub struct Args {
+    /// The pod sandbox this monitor belongs to (answered to `Ping`).
+    #[arg(long)]
+    pub sandbox_id: String,
+    /// The monitor's own directory (created 0700; must be empty if it exists).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The runtime library's state root for this pod's containers.
+    #[arg(long)]
+    pub runtime_root: PathBuf,
+    /// Namespaces to create and pin for the pod's containers to join.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub pin: Vec<Namespace>,
+    /// The pod's hostname (needs `--pin uts`).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// A namespaced sysctl for the pod, KEY=VALUE (repeatable).
+    #[arg(long = "sysctl", value_parser = parse_sysctl)]
+    pub sysctls: Vec<(String, String)>,
+    /// The daemon's log level (its log is DIR/shim.log).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_sysctl(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
+}
+
+impl Args {
+    pub fn pin_spec(&self) -> PinSpec {
+        let mut namespaces = self.pin.clone();
+        namespaces.sort();
+        namespaces.dedup();
+        PinSpec {
+            namespaces,
+            hostname: self.hostname.clone(),
+            sysctls: self.sysctls.clone(),
+        }
+    }
+}
+
+/// `basalt shim ARGS`: `args` is the whole argument vector, the command's name first (`["basalt shim",
+/// "--sandbox-id", …]`). Returns once the daemon serves (exit 0, the JSON line on stdout) or failed to start
+/// (non-zero, the error on stderr, nothing left behind).
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match crate::daemon::start(args) {
+        Ok(ready) => {
+            println!(
+                "{}",
+                serde_json::to_string(&ready).expect("ready line serializes")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("basalt shim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

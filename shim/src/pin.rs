@@ -1,0 +1,442 @@
+//! The pod's shared namespaces without a pause container: a child is cloned into new net, ipc, uts (and
+//! optionally pid) namespaces, configures them (hostname, sysctls), and its `/proc/<pid>/ns/<name>` files are
+//! bind-mounted onto `<dir>/ns/<name>`, which keeps each namespace alive with no process in it (as CRI-O's
+//! pinns does). A pid namespace dies with its first process, so only then does the child stay, as the
+//! namespace's init.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// A namespace the monitor can pin for the pod.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    Net,
+    Ipc,
+    Uts,
+    Pid,
+}
+
+impl Namespace {
+    /// The name under `/proc/<pid>/ns/` (and under `<dir>/ns/`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Namespace::Net => "net",
+            Namespace::Ipc => "ipc",
+            Namespace::Uts => "uts",
+            Namespace::Pid => "pid",
+        }
+    }
+
+    fn flag(self) -> CloneFlags {
+        match self {
+            Namespace::Net => CloneFlags::CLONE_NEWNET,
+            Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
+            Namespace::Uts => CloneFlags::CLONE_NEWUTS,
+            Namespace::Pid => CloneFlags::CLONE_NEWPID,
+        }
+    }
+
+    pub const ALL: [Namespace; 4] = [
+        Namespace::Net,
+        Namespace::Ipc,
+        Namespace::Uts,
+        Namespace::Pid,
+    ];
+}
+
+/// The sysctls System V IPC and POSIX message queues keep per ipc namespace.
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Which pinned namespace a sysctl belongs to, or why it cannot be set for a pod.
+pub fn sysctl_namespace(key: &str) -> Result<Namespace, String> {
+    if key.is_empty()
+        || key.contains("..")
+        || key.starts_with(['.', '/'])
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+    {
+        return Err(format!("sysctl {key:?}: not a valid sysctl name"));
+    }
+    // Kubernetes accepts '/' as the separator too (for names with dots in them, like VLAN interfaces).
+    let dotted = if key.contains('/') {
+        key.replace('/', ".")
+    } else {
+        key.to_owned()
+    };
+    if dotted.starts_with("net.") {
+        Ok(Namespace::Net)
+    } else if IPC_SYSCTLS.contains(&dotted.as_str()) || dotted.starts_with("fs.mqueue.") {
+        Ok(Namespace::Ipc)
+    } else if dotted == "kernel.hostname" || dotted == "kernel.domainname" {
+        Ok(Namespace::Uts)
+    } else {
+        Err(format!(
+            "sysctl {key:?} is not namespaced: a pod may only set net.*, fs.mqueue.*, kernel.shm*, \
+             kernel.msg*, kernel.sem and kernel.{{host,domain}}name"
+        ))
+    }
+}
+
+/// `/proc/sys/...` for a sysctl key in either notation.
+fn sysctl_path(key: &str) -> PathBuf {
+    let rel = if key.contains('/') {
+        key.to_owned()
+    } else {
+        key.replace('.', "/")
+    };
+    Path::new("/proc/sys").join(rel)
+}
+
+/// What the pod's namespaces are set up with.
+#[derive(Debug, Clone, Default)]
+pub struct PinSpec {
+    pub namespaces: Vec<Namespace>,
+    pub hostname: Option<String>,
+    pub sysctls: Vec<(String, String)>,
+}
+
+impl PinSpec {
+    /// Refuses, before anything is made, what the namespaces cannot take.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(h) = &self.hostname {
+            if !self.namespaces.contains(&Namespace::Uts) {
+                return Err(format!(
+                    "--hostname {h:?} needs the uts namespace pinned (--pin uts)"
+                ));
+            }
+            if h.is_empty() || h.len() > 64 {
+                return Err(format!("--hostname {h:?}: must be 1 to 64 bytes long"));
+            }
+        }
+        for (key, _) in &self.sysctls {
+            let ns = sysctl_namespace(key)?;
+            if !self.namespaces.contains(&ns) {
+                return Err(format!(
+                    "sysctl {key:?} belongs to the {} namespace, which is not pinned (--pin {})",
+                    ns.name(),
+                    ns.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Namespaces pinned under `<dir>/ns`; [`Pins::remove`] undoes everything.
+#[derive(Debug)]
+pub struct Pins {
+    ns_dir: PathBuf,
+    pub paths: Vec<(Namespace, PathBuf)>,
+    /// The pid namespace's init, when one is pinned.
+    holder: Option<Pid>,
+}
+
+/// The holder's pid, for [`cleanup`] when the monitor is gone.
+pub const HOLDER_PID_FILE: &str = "holder.pid";
+
+impl Pins {
+    /// Clones the pinning child, configures its namespaces and bind-mounts them under `dir/ns`. Must be
+    /// called single-threaded. On error nothing it made is left.
+    pub fn create(dir: &Path, spec: &PinSpec) -> Result<Pins, String> {
+        let ns_dir = dir.join("ns");
+        let mut pins = Pins {
+            ns_dir: ns_dir.clone(),
+            paths: Vec::new(),
+            holder: None,
+        };
+        if spec.namespaces.is_empty() {
+            return Ok(pins);
+        }
+        // `pins` drops (and undoes) itself on every early return below.
+        std::fs::create_dir(&ns_dir).map_err(|e| format!("creating {}: {e}", ns_dir.display()))?;
+        let mut flags = CloneFlags::empty();
+        for ns in &spec.namespaces {
+            flags |= ns.flag();
+        }
+        let (mut ours, theirs) =
+            UnixStream::pair().map_err(|e| format!("socketpair for the pinning child: {e}"))?;
+        let keep_pid = spec.namespaces.contains(&Namespace::Pid);
+        let mut stack = vec![0u8; 256 * 1024];
+        let child_spec = spec.clone();
+        let theirs_fd = theirs.as_raw_fd();
+        // SAFETY: the monitor is single-threaded here; the child only configures its namespaces, talks
+        // over the socket and exits (or pauses as the pid namespace's init); it never returns.
+        let child = unsafe {
+            nix::sched::clone(
+                Box::new(move || pinning_child(&child_spec, theirs_fd, keep_pid)),
+                &mut stack,
+                flags,
+                Some(libc::SIGCHLD),
+            )
+        }
+        .map_err(|e| format!("cloning into new {flags:?} namespaces: {e}"))?;
+        drop(theirs);
+        let mut reap = ChildGuard(Some(child));
+        match read_line(&mut ours) {
+            Some(l) if l == "ok" => {}
+            Some(l) => return Err(l.strip_prefix("error: ").unwrap_or(&l).to_owned()),
+            None => return Err("the pinning child died before it was ready".into()),
+        }
+        for ns in &spec.namespaces {
+            let target = ns_dir.join(ns.name());
+            std::fs::write(&target, b"")
+                .map_err(|e| format!("creating {}: {e}", target.display()))?;
+            let source = format!("/proc/{child}/ns/{}", ns.name());
+            mount(
+                Some(source.as_str()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("bind-mounting {source} onto {}: {e}", target.display()))?;
+            pins.paths.push((*ns, target));
+        }
+        if keep_pid {
+            let file = ns_dir.join(HOLDER_PID_FILE);
+            std::fs::write(&file, child.to_string())
+                .map_err(|e| format!("writing {}: {e}", file.display()))?;
+            pins.holder = reap.0.take();
+        }
+        // EOF tells the child it is pinned: it exits, or stays as the pid namespace's init.
+        drop(ours);
+        drop(reap);
+        Ok(pins)
+    }
+
+    pub fn holder(&self) -> Option<i32> {
+        self.holder.map(Pid::as_raw)
+    }
+
+    /// Kills the pid namespace's init, unmounts every pin and removes `<dir>/ns`. Idempotent.
+    pub fn remove(&mut self) {
+        if let Some(pid) = self.holder.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        for (_, path) in self.paths.drain(..) {
+            let _ = umount2(&path, MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.ns_dir);
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Kills and reaps the pinning child unless disarmed (by taking the pid).
+struct ChildGuard(Option<Pid>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+fn read_line(s: &mut UnixStream) -> Option<String> {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b) {
+            Ok(1) if b[0] == b'\n' => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(1) => out.push(b[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return None,
+        }
+    }
+}
+
+/// In the cloned child, inside the new namespaces.
+fn pinning_child(spec: &PinSpec, sock: RawFd, keep_pid: bool) -> isize {
+    // SAFETY: the descriptor of our end of the socket pair, inherited from the parent and ours to own now.
+    let mut sock = unsafe { <UnixStream as std::os::fd::FromRawFd>::from_raw_fd(sock) };
+    let msg = match configure(spec) {
+        Ok(()) => "ok\n".to_owned(),
+        Err(e) => format!("error: {}\n", e.replace('\n', " ")),
+    };
+    let _ = sock.write_all(msg.as_bytes());
+    // Wait for the parent to bind-mount our namespaces (EOF), then leave or hold the pid namespace.
+    let mut b = [0u8; 1];
+    while matches!(sock.read(&mut b), Ok(1)) {}
+    if !keep_pid || !msg.starts_with("ok") {
+        // SAFETY: leaving the cloned child without running destructors that belong to the parent.
+        unsafe { libc::_exit(0) };
+    }
+    drop(sock);
+    // Nothing of the monitor's (its log, its socket) may be kept open by the holder.
+    // SAFETY: close_range on descriptors this process no longer uses.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    loop {
+        // As a pid namespace's init we get no signal we do not handle, except SIGKILL from outside.
+        nix::unistd::pause();
+    }
+}
+
+fn configure(spec: &PinSpec) -> Result<(), String> {
+    if spec.namespaces.contains(&Namespace::Net) {
+        loopback_up().map_err(|e| format!("bringing up lo in the pod's network namespace: {e}"))?;
+    }
+    if let Some(h) = &spec.hostname {
+        nix::unistd::sethostname(h).map_err(|e| format!("--hostname {h:?}: sethostname: {e}"))?;
+    }
+    // /proc/sys/net and the ipc/uts keys show the namespaces of whoever opens them: ours, now.
+    for (key, value) in &spec.sysctls {
+        let path = sysctl_path(key);
+        std::fs::write(&path, value)
+            .map_err(|e| format!("sysctl {key}={value:?}: writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Sets `lo` up (a new network namespace has it down), as the CNI loopback plugin would.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a plain socket for interface ioctls, closed below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is ours.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS with a valid ifreq naming lo.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Undoes the pins a monitor left under `dir/ns` when it died: kills the pid namespace holder and unmounts
+/// every pinned namespace. Idempotent.
+pub fn unpin(dir: &Path) -> std::io::Result<()> {
+    let ns_dir = dir.join("ns");
+    if let Ok(pid) = std::fs::read_to_string(ns_dir.join(HOLDER_PID_FILE)) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // Only if that pid still is the init of the pinned pid namespace (not a reused number).
+            let ours = std::fs::metadata(ns_dir.join("pid")).map(|m| m.ino());
+            let theirs = std::fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| m.ino());
+            if let (Ok(a), Ok(b)) = (ours, theirs) {
+                if a == b {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+    for ns in Namespace::ALL {
+        let p = ns_dir.join(ns.name());
+        match umount2(&p, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "unmounting {}: {e}",
+                    p.display()
+                )))
+            }
+        }
+    }
+    match std::fs::remove_dir_all(&ns_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes what a monitor left when it died: its pins (see [`unpin`]) and its directory. Idempotent; a
+/// missing `dir` is fine. The containers themselves are the runtime's (`Container::load(..).delete(true)`).
+pub fn cleanup(dir: &Path) -> std::io::Result<()> {
+    unpin(dir)?;
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctls_are_checked_against_the_pinned_namespaces() {
+        let spec = |ns: &[Namespace], key: &str| PinSpec {
+            namespaces: ns.to_vec(),
+            hostname: None,
+            sysctls: vec![(key.into(), "1".into())],
+        };
+        let all = [Namespace::Net, Namespace::Ipc, Namespace::Uts];
+        for ok in [
+            "net.ipv4.ip_unprivileged_port_start",
+            "net/ipv4/conf/eth0.100/forwarding",
+            "kernel.shm_rmid_forced",
+            "fs.mqueue.msg_max",
+            "kernel.domainname",
+        ] {
+            spec(&all, ok).validate().unwrap();
+        }
+        let e = spec(&all, "kernel.pid_max").validate().unwrap_err();
+        assert!(e.contains("\"kernel.pid_max\" is not namespaced"), "{e}");
+        let e = spec(&[Namespace::Ipc], "net.core.somaxconn")
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.contains("net.core.somaxconn") && e.contains("--pin net"),
+            "{e}"
+        );
+        let e = spec(&all, "net/../../kernel/x").validate().unwrap_err();
+        assert!(e.contains("not a valid sysctl name"), "{e}");
+        let e = PinSpec {
+            namespaces: vec![Namespace::Net],
+            hostname: Some("pod".into()),
+            sysctls: vec![],
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("--pin uts"), "{e}");
+    }
+}

@@ -1,0 +1,138 @@
+//! Pod startup and memory, containerd+runc against Basalt, measured in the same run.
+//!
+//! 1. Startup: RunPodSandbox + CreateContainer + StartContainer until the container is RUNNING, image already
+//!    present; N runs per endpoint, interleaved; medians and the ratio basalt/containerd.
+//! 2. Memory: with M pods running, the summed VmRSS of the CRI daemon and its per-pod helpers (containerd +
+//!    containerd-shim-runc-v2 processes of the instance; basalt + its shims), pods' own processes excluded.
+//!
+//! `cargo bench -p basalt-cri-tests --bench pod_startup` uses N = M = 10; under `cargo test` it runs 3 of each
+//! as a smoke test. `BASALT_BENCH_ITERS` overrides both.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use basalt_cri_tests::harness::CGROUP_ROOT;
+use basalt_cri_tests::{leaks, Endpoint, Harness, Pod};
+use basalt_testsupport::fixtures::BUSYBOX;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("BASALT_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 10 } else { 3 });
+
+    let mut harnesses = Vec::new();
+    for endpoint in [Endpoint::Containerd, Endpoint::Basalt] {
+        if basalt_cri_tests::endpoint::skip_unavailable(endpoint, "pod_startup bench") {
+            continue;
+        }
+        let h = Harness::start(endpoint).await;
+        h.pull(BUSYBOX).await;
+        // Warm-up: containerd pulls its sandbox image on the first RunPodSandbox; that is not startup time.
+        let (pod, _) = start_pod(&h, "warmup").await;
+        h.remove_pod(&pod).await;
+        harnesses.push(h);
+    }
+
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); harnesses.len()];
+    for i in 0..n {
+        // Interleaved, so drift in machine load hits every endpoint alike.
+        for (k, h) in harnesses.iter().enumerate() {
+            let (pod, took) = start_pod(h, &format!("bench{i}")).await;
+            samples[k].push(took);
+            h.remove_pod(&pod).await;
+        }
+    }
+    println!("pod startup: RunPodSandbox + CreateContainer + StartContainer until RUNNING, image present, {n} runs");
+    let mut medians = BTreeMap::new();
+    for (h, s) in harnesses.iter().zip(&mut samples) {
+        s.sort();
+        let median = s[s.len() / 2];
+        println!(
+            "  {:<10} median {:>8.1} ms  (min {:.1}, max {:.1})",
+            h.endpoint.name(),
+            ms(median),
+            ms(s[0]),
+            ms(s[s.len() - 1])
+        );
+        medians.insert(h.endpoint.name(), median);
+    }
+    if let (Some(b), Some(c)) = (medians.get("basalt"), medians.get("containerd")) {
+        println!("  ratio basalt/containerd: {:.2}", ms(*b) / ms(*c));
+    }
+
+    println!("memory: VmRSS of the CRI daemon and its per-pod helpers with {n} pods running");
+    let mut rss = BTreeMap::new();
+    for h in &harnesses {
+        let mut pods = Vec::new();
+        for i in 0..n {
+            pods.push(start_pod(h, &format!("rss{i}")).await.0);
+        }
+        let (total, by_comm) = runtime_rss_kib(h);
+        println!(
+            "  {:<10} {:>8} KiB total  {}",
+            h.endpoint.name(),
+            total,
+            by_comm
+                .iter()
+                .map(|(c, (count, kib))| format!("{c}×{count}={kib} KiB"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        rss.insert(h.endpoint.name(), total);
+        for p in &pods {
+            h.remove_pod(p).await;
+        }
+    }
+    if let (Some(b), Some(c)) = (rss.get("basalt"), rss.get("containerd")) {
+        println!("  ratio basalt/containerd: {:.2}", *b as f64 / *c as f64);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn start_pod(h: &Harness, name: &str) -> (Pod, Duration) {
+    let t = Instant::now();
+    let pod = h.run_pod(name).await;
+    h.create_start(
+        &pod,
+        h.container_config("main", BUSYBOX, &["sleep", "3600"]),
+    )
+    .await;
+    (pod, t.elapsed())
+}
+
+/// The daemon plus every process naming the harness directory in its command line (containerd's shims get
+/// `-address <dir>/containerd.sock`; Basalt's shims their state path), minus the pods' own processes.
+fn runtime_rss_kib(h: &Harness) -> (u64, BTreeMap<String, (usize, u64)>) {
+    let dir = h.dir().to_string_lossy().into_owned();
+    let in_pods = leaks::pids_in_cgroup(&format!("{CGROUP_ROOT}/{}", h.token));
+    let mut by_comm: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    for pid in leaks::all_pids() {
+        if in_pods.contains(&pid) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if pid != h.daemon_pid() && !String::from_utf8_lossy(&cmdline).contains(&dir) {
+            continue;
+        }
+        let kib = vm_rss_kib(pid);
+        let e = by_comm.entry(leaks::comm(pid)).or_default();
+        e.0 += 1;
+        e.1 += kib;
+    }
+    (by_comm.values().map(|(_, k)| k).sum(), by_comm)
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,284 @@
+//! What a pod puts on the host, found from the outside (procfs, sysfs, mountinfo, the IPAM directory) so the
+//! same checker works for any CRI server: processes in the pod's cgroup parent, the pod's netns (by inode, so
+//! a bind mount of it under any name is found), the host end of its veth, its IP lease, its cgroups and mounts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Everything a running pod was seen to own.
+#[derive(Debug, Clone, Default)]
+pub struct Footprint {
+    pub sandbox_id: String,
+    pub container_ids: Vec<String>,
+    /// The pod's cgroup parent as given in the sandbox config (unique per pod).
+    pub cgroup_parent: String,
+    pub pids: Vec<u32>,
+    pub netns_inode: Option<u64>,
+    /// Where the pod's netns was bind-mounted when observed (inode numbers are reused once a netns is freed,
+    /// so a leftover is the same mount point still holding the same inode).
+    pub netns_mounts: Vec<String>,
+    pub host_veth: Option<String>,
+    pub ip: Option<String>,
+    pub lease: Option<PathBuf>,
+}
+
+impl Footprint {
+    /// Reads the pod's processes, netns and veth from the host.
+    pub fn observe(
+        sandbox_id: &str,
+        container_ids: Vec<String>,
+        cgroup_parent: &str,
+        ip: Option<String>,
+        lease: Option<PathBuf>,
+    ) -> Footprint {
+        let pids = pids_in_cgroup(cgroup_parent);
+        let host_ns = ns_inode(Path::new("/proc/self/ns/net"));
+        let mut netns_inode = None;
+        let mut host_veth = None;
+        for pid in &pids {
+            let ino = ns_inode(&PathBuf::from(format!("/proc/{pid}/ns/net")));
+            if ino.is_some() && ino != host_ns {
+                netns_inode = ino;
+                host_veth = peer_veth(*pid);
+                break;
+            }
+        }
+        let netns_mounts = netns_inode.map(netns_mount_points).unwrap_or_default();
+        Footprint {
+            netns_mounts,
+            sandbox_id: sandbox_id.to_owned(),
+            container_ids,
+            cgroup_parent: cgroup_parent.to_owned(),
+            pids,
+            netns_inode,
+            host_veth,
+            ip,
+            lease,
+        }
+    }
+
+    /// Whatever of this pod is still on the host, one line each; empty when the pod is fully gone.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for pid in pids_in_cgroup(&self.cgroup_parent) {
+            left.push(format!(
+                "process {pid} ({}) in the pod's cgroups",
+                comm(pid)
+            ));
+        }
+        for pid in all_pids() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if contains(&cmdline, self.sandbox_id.as_bytes()) {
+                left.push(format!(
+                    "process {pid} ({}) naming the sandbox id in its command line",
+                    comm(pid)
+                ));
+            }
+        }
+        let ids: Vec<&str> = std::iter::once(self.sandbox_id.as_str())
+            .chain(self.container_ids.iter().map(String::as_str))
+            .collect();
+        let netns_root = self.netns_inode.map(|i| format!("net:[{i}]"));
+        for m in mountinfo() {
+            let pod_netns = netns_root.as_deref() == Some(m.root.as_str())
+                && self.netns_mounts.contains(&m.mount_point);
+            if ids.iter().any(|id| m.mount_point.contains(id)) || pod_netns {
+                left.push(format!("mount {} ({})", m.mount_point, m.fs_type));
+            }
+        }
+        for dir in cgroup_dirs(&self.cgroup_parent) {
+            for child in crate::network::list_dir(&dir) {
+                if dir.join(&child).is_dir() {
+                    left.push(format!("cgroup {}", dir.join(child).display()));
+                }
+            }
+        }
+        if let Some(v) = &self.host_veth {
+            if Path::new("/sys/class/net").join(v).exists() {
+                left.push(format!("host veth {v}"));
+            }
+        }
+        if let Some(l) = &self.lease {
+            if l.exists() {
+                left.push(format!("IP lease {}", l.display()));
+            }
+        }
+        left
+    }
+}
+
+/// One line of /proc/self/mountinfo.
+pub struct MountEntry {
+    pub root: String,
+    pub mount_point: String,
+    pub fs_type: String,
+}
+
+pub fn mountinfo() -> Vec<MountEntry> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            Some(MountEntry {
+                root: unescape(f.get(3)?),
+                mount_point: unescape(f.get(4)?),
+                fs_type: f.get(sep + 1)?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+pub fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Processes with a cgroup (in any hierarchy) at or below `parent`.
+pub fn pids_in_cgroup(parent: &str) -> Vec<u32> {
+    let needle = format!(":{parent}");
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .map(|c| {
+                    c.lines().any(|l| {
+                        l.find(&needle).is_some_and(|i| {
+                            let rest = &l[i + needle.len()..];
+                            rest.is_empty() || rest.starts_with('/')
+                        })
+                    })
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// `parent` in each mounted v1 hierarchy (and the unified one), where it exists.
+pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    let rel = parent.trim_start_matches('/');
+    crate::network::list_dir(Path::new("/sys/fs/cgroup"))
+        .into_iter()
+        .map(|c| Path::new("/sys/fs/cgroup").join(c).join(rel))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Mount points of nsfs bind mounts of the network namespace `inode`.
+pub fn netns_mount_points(inode: u64) -> Vec<String> {
+    let root = format!("net:[{inode}]");
+    mountinfo()
+        .into_iter()
+        .filter(|m| m.root == root)
+        .map(|m| m.mount_point)
+        .collect()
+}
+
+fn ns_inode(path: &Path) -> Option<u64> {
+    let link = std::fs::read_link(path).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The host end of the veth whose other end is `eth0` in `pid`'s network namespace.
+fn peer_veth(pid: u32) -> Option<String> {
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "ip",
+            "-o",
+            "link",
+            "show",
+            "eth0",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "3: eth0@if12: <BROADCAST,..."
+    let idx: u32 = text.split("@if").nth(1)?.split(':').next()?.parse().ok()?;
+    crate::network::list_dir(Path::new("/sys/class/net"))
+        .into_iter()
+        .find(|n| {
+            std::fs::read_to_string(format!("/sys/class/net/{n}/ifindex"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                == Some(idx)
+        })
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checker must see what a careless runtime leaves: a process in the pod's cgroup, a mount naming
+    /// the sandbox, an IP lease file. Otherwise every "nothing left" assertion would pass vacuously.
+    #[test]
+    fn leftovers_are_found() {
+        let id = format!("leakcheck{}", std::process::id());
+        let parent = format!("/basalt-critests/unit-{id}/pod");
+        let tmp = tempfile::tempdir().unwrap();
+        let lease = tmp.path().join("10.0.0.9");
+        std::fs::write(&lease, b"").unwrap();
+
+        let cg = Path::new("/sys/fs/cgroup/pids").join(parent.trim_start_matches('/'));
+        std::fs::create_dir_all(&cg).unwrap();
+        let mut child = Command::new("sleep").arg("600").spawn().unwrap();
+        std::fs::write(cg.join("cgroup.procs"), child.id().to_string()).unwrap();
+        let mp = tmp.path().join(format!("rootfs-{id}"));
+        std::fs::create_dir(&mp).unwrap();
+        nix::mount::mount(
+            Some(tmp.path()),
+            &mp,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+
+        let fp = Footprint {
+            sandbox_id: id.clone(),
+            cgroup_parent: parent.clone(),
+            lease: Some(lease.clone()),
+            ..Default::default()
+        };
+        let left = fp.leftovers().join("\n");
+        let cleanup = |child: &mut std::process::Child| {
+            let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
+            let _ = child.kill();
+            let _ = child.wait();
+        };
+        cleanup(&mut child);
+        assert!(left.contains(&format!("process {}", child.id())), "{left}");
+        assert!(left.contains(&format!("mount {}", mp.display())), "{left}");
+        assert!(left.contains("IP lease"), "{left}");
+
+        std::fs::remove_file(&lease).unwrap();
+        std::fs::remove_dir(&cg).unwrap();
+        assert_eq!(fp.leftovers(), Vec::<String>::new());
+        let _ = std::fs::remove_dir(cg.parent().unwrap());
+    }
+}

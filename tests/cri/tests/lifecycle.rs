@@ -1,0 +1,141 @@
+//! Pod and container lifecycle, end to end, leaving nothing behind.
+
+use std::time::Duration;
+
+use basalt_cri_tests::{api, cri_test, Endpoint, Harness};
+use basalt_testsupport::fixtures::BUSYBOX;
+
+cri_test!(full_pod_lifecycle);
+
+/// pull, RunPodSandbox, Create, Start, RUNNING, Stop, Remove, RemovePodSandbox; then the lists are empty and no
+/// netns, veth, cgroup, mount, IP lease or process of the pod is left.
+async fn full_pod_lifecycle(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    let image_ref = h.pull(BUSYBOX).await;
+    assert!(!image_ref.is_empty(), "PullImage returned no image ref");
+
+    let pod = h.run_pod("lifecycle").await;
+    let mut rt = h.cri.runtime.clone();
+    let st = rt
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.state, api::PodSandboxState::SandboxReady as i32);
+    let ip = st
+        .network
+        .as_ref()
+        .map(|n| n.ip.clone())
+        .unwrap_or_default();
+    assert!(
+        ip.starts_with(&format!("10.222.{}.", h.net.slot)),
+        "pod IP {ip:?} not from the harness subnet {}",
+        h.net.subnet
+    );
+
+    let cfg = h.container_config("main", BUSYBOX, &["sleep", "3600"]);
+    let id = h.create_start(&pod, cfg).await;
+    let status = h.container_status(&id).await.unwrap();
+    assert_eq!(status.state, api::ContainerState::ContainerRunning as i32);
+    assert!(status.started_at > 0);
+
+    let r = h.exec_sync(&id, &["hostname"], 10).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "lifecycle\n",
+        "pod hostname: {r:?}"
+    );
+
+    let fp = h.footprint(&pod).await;
+    assert!(
+        !fp.pids.is_empty(),
+        "no process found in the pod cgroup {}",
+        fp.cgroup_parent
+    );
+    assert!(fp.netns_inode.is_some(), "pod has no own netns: {fp:?}");
+    assert!(fp.host_veth.is_some(), "pod has no veth: {fp:?}");
+    assert!(
+        fp.lease.as_ref().is_some_and(|l| l.exists()),
+        "no IP lease: {fp:?}"
+    );
+
+    rt.stop_container(api::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 2,
+    })
+    .await
+    .unwrap();
+    let st = h
+        .wait_state(
+            &id,
+            api::ContainerState::ContainerExited,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(st.finished_at >= st.started_at);
+    rt.remove_container(api::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    h.remove_pod(&pod).await;
+    h.assert_empty().await;
+    h.assert_gone(&fp).await;
+}
+
+cri_test!(daemon_sigkill_recovers);
+
+/// Crash-only: SIGKILL the CRI server while a pod runs, start it again on the same directories; the pod and its
+/// container are still there and running, exec works, and removing them still cleans everything.
+async fn daemon_sigkill_recovers(endpoint: Endpoint) {
+    let mut h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("crash").await;
+    let id = h
+        .create_start(
+            &pod,
+            h.container_config("main", BUSYBOX, &["sleep", "3600"]),
+        )
+        .await;
+    let before = h.footprint(&pod).await;
+    h.restart_daemon().await;
+
+    let st = h
+        .container_status(&id)
+        .await
+        .expect("container survives a daemon crash");
+    assert_eq!(
+        st.state,
+        api::ContainerState::ContainerRunning as i32,
+        "{st:?}"
+    );
+    let pods = h
+        .cri
+        .runtime
+        .clone()
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0].id, pod.id);
+    assert_eq!(pods[0].state, api::PodSandboxState::SandboxReady as i32);
+    let r = h.exec_sync(&id, &["echo", "still here"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "still here\n");
+    let after = h.footprint(&pod).await;
+    assert_eq!(after.ip, before.ip, "the pod keeps its IP");
+    assert_eq!(
+        after.netns_inode, before.netns_inode,
+        "the pod keeps its netns"
+    );
+
+    h.remove_pod(&pod).await;
+    h.assert_gone(&before).await;
+    h.assert_empty().await;
+}

@@ -1,0 +1,531 @@
+//! The API surface outside running workloads: runtime/image services, streaming URLs, bad requests and
+//! idempotent stops/removes of unknown ids, and force-removal of a running pod.
+
+use std::io::Write;
+
+use basalt_cri_tests::client::expect_err;
+use basalt_cri_tests::{api, cri_test, Endpoint, Harness};
+use basalt_testsupport::fixtures::BUSYBOX;
+use tonic::Code;
+
+const UNKNOWN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Records what an endpoint answered, on the terminal (for the issue note).
+fn record(endpoint: Endpoint, what: &str, answer: &str) {
+    let _ = writeln!(std::io::stderr(), "[{}] {what}: {answer}", endpoint.name());
+}
+
+fn answer<T>(r: &Result<tonic::Response<T>, tonic::Status>) -> String {
+    match r {
+        Ok(_) => "OK".to_owned(),
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+cri_test!(runtime_and_image_services);
+
+/// Version, Status, ImageFsInfo, ListImages, ImageStatus, RemoveImage.
+async fn runtime_and_image_services(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    let mut rt = h.cri.runtime.clone();
+    let mut images = h.cri.images.clone();
+
+    let v = rt
+        .version(api::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_api_version, "v1", "{v:?}");
+    assert_eq!(v.runtime_name, endpoint.name(), "{v:?}");
+    assert!(!v.runtime_version.is_empty(), "{v:?}");
+
+    let st = rt
+        .status(api::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .expect("RuntimeStatus");
+    for cond in ["RuntimeReady", "NetworkReady"] {
+        let c = st.conditions.iter().find(|c| c.r#type == cond);
+        assert!(c.is_some_and(|c| c.status), "{cond} not true: {st:?}");
+    }
+
+    let image_ref = h.pull(BUSYBOX).await;
+    let name = h.image(BUSYBOX);
+    let fs = images
+        .image_fs_info(api::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = fs.image_filesystems.first().expect("one image filesystem");
+    let used = first.used_bytes.as_ref().map(|u| u.value);
+    record(
+        endpoint,
+        "ImageFsInfo used_bytes right after a pull",
+        &format!("{used:?}"),
+    );
+    match endpoint {
+        Endpoint::Basalt => assert!(used.is_some_and(|u| u > 0), "{fs:?}"),
+        // containerd's snapshot syncer refreshes usage on a 10 s timer: 0 right after a pull is stale data.
+        Endpoint::Containerd => assert!(used.is_some(), "{fs:?}"),
+    }
+    assert!(
+        first
+            .fs_id
+            .as_ref()
+            .is_some_and(|f| !f.mountpoint.is_empty()),
+        "{fs:?}"
+    );
+
+    let list = images
+        .list_images(api::ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let img = list
+        .iter()
+        .find(|i| i.repo_tags.contains(&name))
+        .unwrap_or_else(|| panic!("{name} not listed: {list:?}"));
+    assert_eq!(img.id, image_ref, "PullImage's ref is the image id");
+    assert!(img.size > 0);
+    assert!(
+        img.repo_digests.iter().any(|d| d.contains("@sha256:")),
+        "{img:?}"
+    );
+
+    let status = |image: String| api::ImageStatusRequest {
+        image: Some(api::ImageSpec {
+            image,
+            ..Default::default()
+        }),
+        verbose: false,
+    };
+    let by_name = images
+        .image_status(status(name.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        by_name.image.as_ref().map(|i| i.id.as_str()),
+        Some(image_ref.as_str())
+    );
+    let by_id = images
+        .image_status(status(image_ref.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        by_id.image.as_ref().map(|i| i.id.as_str()),
+        Some(image_ref.as_str())
+    );
+    // A missing image is not an error: the status is simply empty.
+    let missing = images
+        .image_status(status(format!(
+            "{}/basalt/missing:latest",
+            h.registry.host()
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(missing.image.is_none(), "{missing:?}");
+
+    let remove = |image: String| api::RemoveImageRequest {
+        image: Some(api::ImageSpec {
+            image,
+            ..Default::default()
+        }),
+    };
+    images.remove_image(remove(name.clone())).await.unwrap();
+    let gone = images
+        .image_status(status(name.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(gone.image.is_none(), "{gone:?}");
+    let list = images
+        .list_images(api::ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(list.iter().all(|i| i.id != image_ref), "{list:?}");
+    // RemoveImage is idempotent.
+    let again = images.remove_image(remove(name.clone())).await;
+    record(endpoint, "RemoveImage of a removed image", &answer(&again));
+    assert!(again.is_ok(), "{again:?}");
+}
+
+cri_test!(streaming_urls);
+
+/// Exec, Attach and PortForward hand back a URL on the streaming server (the WebSocket test uses them).
+async fn streaming_urls(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("stream").await;
+    let id = h
+        .create_start(
+            &pod,
+            h.container_config("main", BUSYBOX, &["sleep", "3600"]),
+        )
+        .await;
+    let mut rt = h.cri.runtime.clone();
+    let exec = rt
+        .exec(api::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["echo".into(), "hi".into()],
+            tty: false,
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let attach = rt
+        .attach(api::AttachRequest {
+            container_id: id.clone(),
+            stdin: false,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let pf = rt
+        .port_forward(api::PortForwardRequest {
+            pod_sandbox_id: pod.id.clone(),
+            port: vec![8080],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    for url in [&exec, &attach, &pf] {
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "streaming URL {url:?}"
+        );
+        record(endpoint, "streaming URL", url);
+    }
+    assert!(exec.contains("/exec/"), "{exec}");
+    assert!(attach.contains("/attach/"), "{attach}");
+    assert!(pf.contains("/portforward/"), "{pf}");
+    // Tokens are single-use and distinct per request.
+    assert_ne!(exec, attach);
+    let unknown = rt
+        .exec(api::ExecRequest {
+            container_id: UNKNOWN.into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await;
+    record(endpoint, "Exec on an unknown container", &answer(&unknown));
+    assert_eq!(
+        expect_err(unknown, "Exec unknown").unwrap().code(),
+        Code::NotFound
+    );
+    h.remove_pod(&pod).await;
+    h.assert_empty().await;
+}
+
+cri_test!(unknown_ids);
+
+/// Status and create calls on unknown ids are NotFound; stop and remove of unknown ids succeed, as Kubernetes
+/// 1.33 expects of idempotent calls. containerd 1.6 answers NotFound to StopContainer (recorded here).
+async fn unknown_ids(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let mut rt = h.cri.runtime.clone();
+
+    let r = rt
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: UNKNOWN.into(),
+            verbose: false,
+        })
+        .await;
+    record(endpoint, "PodSandboxStatus unknown", &answer(&r));
+    assert_eq!(
+        expect_err(r, "PodSandboxStatus").unwrap().code(),
+        Code::NotFound
+    );
+
+    let r = rt
+        .container_status(api::ContainerStatusRequest {
+            container_id: UNKNOWN.into(),
+            verbose: false,
+        })
+        .await;
+    record(endpoint, "ContainerStatus unknown", &answer(&r));
+    assert_eq!(
+        expect_err(r, "ContainerStatus").unwrap().code(),
+        Code::NotFound
+    );
+
+    let pod_config = h.pod_config("ghost");
+    let r = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: UNKNOWN.into(),
+            config: Some(h.container_config("c", BUSYBOX, &["true"])),
+            sandbox_config: Some(pod_config),
+        })
+        .await;
+    record(endpoint, "CreateContainer in unknown sandbox", &answer(&r));
+    assert_eq!(
+        expect_err(r, "CreateContainer").unwrap().code(),
+        Code::NotFound
+    );
+
+    let r = rt
+        .start_container(api::StartContainerRequest {
+            container_id: UNKNOWN.into(),
+        })
+        .await;
+    record(endpoint, "StartContainer unknown", &answer(&r));
+    assert_eq!(
+        expect_err(r, "StartContainer").unwrap().code(),
+        Code::NotFound
+    );
+
+    let r = rt
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: UNKNOWN.into(),
+        })
+        .await;
+    record(endpoint, "StopPodSandbox unknown", &answer(&r));
+    let stop_pod = r.as_ref().map(|_| ()).map_err(|s| s.code());
+    let r = rt
+        .stop_container(api::StopContainerRequest {
+            container_id: UNKNOWN.into(),
+            timeout: 1,
+        })
+        .await;
+    record(endpoint, "StopContainer unknown", &answer(&r));
+    let stop_ctr = r.as_ref().map(|_| ()).map_err(|s| s.code());
+    let r = rt
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: UNKNOWN.into(),
+        })
+        .await;
+    record(endpoint, "RemovePodSandbox unknown", &answer(&r));
+    let remove_pod = r.as_ref().map(|_| ()).map_err(|s| s.code());
+    let r = rt
+        .remove_container(api::RemoveContainerRequest {
+            container_id: UNKNOWN.into(),
+        })
+        .await;
+    record(endpoint, "RemoveContainer unknown", &answer(&r));
+    let remove_ctr = r.as_ref().map(|_| ()).map_err(|s| s.code());
+    match endpoint {
+        Endpoint::Basalt => {
+            assert_eq!(
+                stop_pod,
+                Ok(()),
+                "StopPodSandbox of an unknown id is idempotent"
+            );
+            assert_eq!(
+                stop_ctr,
+                Ok(()),
+                "StopContainer of an unknown id is idempotent"
+            );
+            assert_eq!(
+                remove_pod,
+                Ok(()),
+                "RemovePodSandbox of an unknown id is idempotent"
+            );
+            assert_eq!(
+                remove_ctr,
+                Ok(()),
+                "RemoveContainer of an unknown id is idempotent"
+            );
+        }
+        Endpoint::Containerd => {
+            // containerd 1.6 predates the idempotency the kubelet relies on since 1.2x: recorded, not endorsed.
+            assert_eq!(stop_pod, CONTAINERD_STOP_POD);
+            assert_eq!(stop_ctr, CONTAINERD_STOP_CTR);
+            assert_eq!(remove_pod, CONTAINERD_REMOVE_POD);
+            assert_eq!(remove_ctr, CONTAINERD_REMOVE_CTR);
+        }
+    }
+}
+
+const CONTAINERD_STOP_POD: Result<(), Code> = Err(Code::NotFound);
+const CONTAINERD_STOP_CTR: Result<(), Code> = Err(Code::NotFound);
+const CONTAINERD_REMOVE_POD: Result<(), Code> = Ok(());
+const CONTAINERD_REMOVE_CTR: Result<(), Code> = Ok(());
+
+cri_test!(bad_container_configs);
+
+/// A missing image, a relative container path and a missing host path: CreateContainer fails and the pod has
+/// no container afterwards.
+async fn bad_container_configs(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("bad").await;
+    let mut images = h.cri.images.clone();
+
+    let missing = format!("{}/basalt/missing:latest", h.registry.host());
+    let r = images
+        .pull_image(api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: missing.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    record(endpoint, "PullImage of a missing image", &answer(&r));
+    let s = expect_err(r, "PullImage missing").unwrap();
+    assert!(
+        s.message().contains("basalt/missing"),
+        "error names the image: {s:?}"
+    );
+
+    let mut cfg = h.container_config("noimage", BUSYBOX, &["true"]);
+    cfg.image.as_mut().unwrap().image = missing.clone();
+    let r = h.create_container(&pod, cfg).await;
+    record(
+        endpoint,
+        "CreateContainer with an image not pulled",
+        &format!("{r:?}"),
+    );
+    let s = r.expect_err("CreateContainer with a missing image");
+    assert!(
+        s.message().contains("basalt/missing"),
+        "error names the image: {s:?}"
+    );
+
+    let host_dir = tempfile::tempdir().unwrap();
+    let mut cfg = h.container_config("relative", BUSYBOX, &["true"]);
+    cfg.mounts.push(api::Mount {
+        container_path: "relative/path".into(),
+        host_path: host_dir.path().to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    let r = h.create_container(&pod, cfg).await;
+    record(
+        endpoint,
+        "CreateContainer with a relative container path",
+        &format!("{r:?}"),
+    );
+    let relative_msg = r.as_ref().err().map(|s| s.message().to_owned());
+    let relative = r.map(|_| ()).map_err(|s| s.code());
+
+    let absent = host_dir.path().join("absent");
+    let mut cfg = h.container_config("nohost", BUSYBOX, &["true"]);
+    cfg.mounts.push(api::Mount {
+        container_path: "/data".into(),
+        host_path: absent.to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    let r = h.create_container(&pod, cfg).await;
+    record(
+        endpoint,
+        "CreateContainer with a missing host path",
+        &format!("{r:?}"),
+    );
+    let nohost_msg = r.as_ref().err().map(|s| s.message().to_owned());
+    let nohost = r.map(|_| ()).map_err(|s| s.code());
+
+    match endpoint {
+        Endpoint::Basalt => {
+            assert_eq!(
+                relative,
+                Err(Code::InvalidArgument),
+                "relative container path"
+            );
+            assert_eq!(nohost, Err(Code::InvalidArgument), "missing host path");
+            assert!(!absent.exists(), "the missing host path was created");
+            // Clear errors name the offending value.
+            let absent = absent.to_string_lossy();
+            assert!(relative_msg.unwrap().contains("relative/path"));
+            assert!(nohost_msg.unwrap().contains(absent.as_ref()));
+        }
+        Endpoint::Containerd => {
+            // containerd 1.6 hands a relative destination to runc unchecked and mkdirs a missing host path
+            // (Docker's legacy behaviour): a typo becomes a new root-owned directory on the host. Recorded, not
+            // endorsed; the kubelet creates hostPath directories itself when the volume type asks for it.
+            assert_eq!(
+                relative,
+                Ok(()),
+                "containerd 1.6 accepted a relative container path before"
+            );
+            assert_eq!(
+                nohost,
+                Ok(()),
+                "containerd 1.6 accepted a missing host path before"
+            );
+            assert!(
+                absent.exists(),
+                "containerd 1.6 created the missing host path before"
+            );
+        }
+    }
+    let left = h
+        .cri
+        .runtime
+        .clone()
+        .list_containers(api::ListContainersRequest {
+            filter: Some(api::ContainerFilter {
+                pod_sandbox_id: pod.id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    if endpoint == Endpoint::Basalt {
+        assert!(
+            left.is_empty(),
+            "failed CreateContainer calls left containers: {left:?}"
+        );
+    }
+    h.remove_pod(&pod).await;
+    h.assert_empty().await;
+}
+
+cri_test!(remove_running_pod_leaves_nothing);
+
+/// RemovePodSandbox on a pod whose containers still run: everything goes, and no netns, veth, cgroup, mount,
+/// IP lease or process of the pod is left.
+async fn remove_running_pod_leaves_nothing(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("force").await;
+    for name in ["one", "two"] {
+        h.create_start(&pod, h.container_config(name, BUSYBOX, &["sleep", "3600"]))
+            .await;
+    }
+    let fp = h.footprint(&pod).await;
+    assert_eq!(fp.container_ids.len(), 2, "{fp:?}");
+    // containerd runs a pause container in the pod cgroup; Basalt pins the namespaces without one.
+    let expected = match endpoint {
+        Endpoint::Containerd => 3,
+        Endpoint::Basalt => 2,
+    };
+    assert!(
+        fp.pids.len() >= expected,
+        "{expected} processes in the pod cgroup: {fp:?}"
+    );
+    let mut rt = h.cri.runtime.clone();
+    let r = rt
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await;
+    record(endpoint, "RemovePodSandbox of a running pod", &answer(&r));
+    if r.is_err() {
+        // CRI: "If there are any running containers in the sandbox, they must be forcibly terminated and
+        // removed"; containerd 1.6 instead requires StopPodSandbox first.
+        assert_eq!(endpoint, Endpoint::Containerd, "{r:?}");
+        h.stop_remove_pod(&pod).await;
+    }
+    h.assert_empty().await;
+    h.assert_gone(&fp).await;
+}

@@ -1,0 +1,154 @@
+//! Exec and Attach through the runtime's streaming server, with a WebSocket client speaking what kubectl
+//! speaks (`v4.channel.k8s.io`, which containerd 1.6's server also speaks): a tty, a resize, stdin, and the
+//! exit status on the error channel.
+
+use std::time::Duration;
+
+use basalt_cri_tests::{api, cri_test, Endpoint, Harness};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const BUSYBOX: &str = "busybox";
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str) -> Ws {
+    let url = url.replacen("http://", "ws://", 1);
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    assert_eq!(
+        resp.headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap()),
+        Some("v4.channel.k8s.io")
+    );
+    ws
+}
+
+async fn send(ws: &mut Ws, channel: u8, data: &[u8]) {
+    let mut m = vec![channel];
+    m.extend_from_slice(data);
+    ws.send(Message::Binary(m.into())).await.unwrap();
+}
+
+/// Reads until `done` says the collected (stdout, status) are complete, or the stream ends.
+async fn collect(ws: &mut Ws, done: impl Fn(&str, &str) -> bool) -> (String, String) {
+    let (mut out, mut status) = (String::new(), String::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done(&out, &status) {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => break,
+            Err(_) => panic!("timed out; stdout so far {out:?}, status {status:?}"),
+        };
+        if let Message::Binary(b) = msg {
+            if b.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&b[1..]).into_owned();
+            match b[0] {
+                1 | 2 => out.push_str(&text),
+                3 => status.push_str(&text),
+                _ => {}
+            }
+        }
+    }
+    (out, status)
+}
+
+/// `exec -it`: the resize reaches the terminal before `stty size` runs (the command waits for a line of
+/// stdin, sent after the resize), and a non-zero exit comes back as a NonZeroExitCode status.
+async fn exec_with_a_tty(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("wsexec").await;
+    let id = h
+        .create_start(&pod, h.container_config("c", BUSYBOX, &["sleep", "3600"]))
+        .await;
+    let url = h
+        .cri
+        .runtime
+        .clone()
+        .exec(api::ExecRequest {
+            container_id: id.clone(),
+            cmd: ["sh", "-c", "read line; stty size; echo got-$line; exit 7"]
+                .map(String::from)
+                .to_vec(),
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut ws = connect(&url).await;
+    send(&mut ws, 4, br#"{"Width":123,"Height":45}"#).await;
+    send(&mut ws, 0, b"go\r").await;
+    let (out, status) = collect(&mut ws, |o, s| o.contains("got-go") && !s.is_empty()).await;
+    assert!(
+        out.contains("45 123"),
+        "the terminal was not resized: {out:?}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&status).unwrap_or_else(|e| panic!("{status:?}: {e}"));
+    assert_eq!(st["status"], "Failure", "{st}");
+    assert_eq!(st["reason"], "NonZeroExitCode", "{st}");
+    assert_eq!(st["details"]["causes"][0]["message"], "7", "{st}");
+    h.remove_pod(&pod).await;
+}
+
+/// `attach -it` to a container whose own process is an interactive shell on a tty.
+async fn attach_with_a_tty(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("wsattach").await;
+    let mut cfg = h.container_config("sh", BUSYBOX, &["sh"]);
+    cfg.tty = true;
+    cfg.stdin = true;
+    let id = h.create_start(&pod, cfg).await;
+    let url = h
+        .cri
+        .runtime
+        .clone()
+        .attach(api::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut ws = connect(&url).await;
+    send(&mut ws, 4, br#"{"Width":90,"Height":30}"#).await;
+    send(&mut ws, 0, b"stty size; echo attached-$((6*7))\r").await;
+    let (out, _) = collect(&mut ws, |o, _| o.contains("attached-42")).await;
+    assert!(
+        out.contains("30 90"),
+        "the terminal was not resized: {out:?}"
+    );
+    drop(ws);
+    // Detaching leaves the container running.
+    let st = h.container_status(&id).await.unwrap();
+    assert_eq!(
+        st.state,
+        api::ContainerState::ContainerRunning as i32,
+        "{st:?}"
+    );
+    h.remove_pod(&pod).await;
+}
+
+cri_test!(exec_with_a_tty);
+cri_test!(attach_with_a_tty);
