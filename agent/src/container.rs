@@ -167,15 +167,42 @@ impl Agent {
             }
             None => None,
         };
-        let generated = crate::spec::generate(
-            self,
-            id,
-            sandbox,
-            config,
-            image_config,
-            &root.rootfs,
-            target_ns.as_deref(),
-        )?;
+        // Image volumes: each image mounted from the store as a root of its own (read-only in the spec).
+        let mut image_mounts = std::collections::HashMap::new();
+        for (i, m) in config.mounts.iter().enumerate() {
+            let Some(name) = m
+                .image
+                .as_ref()
+                .map(|s| s.image.clone())
+                .filter(|s| !s.is_empty())
+            else {
+                continue;
+            };
+            if image_mounts.contains_key(&name) {
+                continue;
+            }
+            let root_id = format!("{id}-image{i}");
+            let store = self.images.clone();
+            let (lookup, rid) = (name.clone(), root_id.clone());
+            made.image_roots.push(root_id);
+            let root = tokio::task::spawn_blocking(move || {
+                let rec = store.find_image(&lookup)?;
+                store.mount_root(&rid, &rec, false)
+            })
+            .await
+            .map_err(status::from_join)?
+            .map_err(|e| match e {
+                basalt_images::Error::ImageNotFound { .. } => Status::not_found(format!(
+                    "mounts[{i}].image.image {name:?}: image not found (pull it first)"
+                )),
+                e => status::internal(&format!("mounts[{i}].image {name:?}"), e),
+            })?;
+            image_mounts.insert(name, root.rootfs);
+        }
+        let mut request = basalt_cri_oci::Container::new(id, config);
+        request.target_pid_ns = target_ns.as_deref();
+        request.image_mounts = image_mounts;
+        let generated = crate::spec::generate(self, sandbox, &request, image_config, &root.rootfs)?;
         let bundle = self.bundle_dir(id);
         std::fs::create_dir_all(&bundle).map_err(|e| status::internal("creating the bundle", e))?;
         made.bundle = true;
@@ -218,6 +245,7 @@ impl Agent {
             rootfs: root.rootfs,
             user: Some(generated.user),
             final_status: None,
+            image_roots: made.image_roots.clone(),
         })
     }
 
@@ -229,11 +257,17 @@ impl Agent {
         if made.bundle {
             let _ = std::fs::remove_dir_all(self.bundle_dir(id));
         }
+        let mut roots = made.image_roots;
         if made.root {
-            let store = self.images.clone();
-            let cid = id.to_owned();
-            let _ = tokio::task::spawn_blocking(move || store.unmount_root(&cid)).await;
+            roots.push(id.to_owned());
         }
+        let store = self.images.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for r in roots {
+                let _ = store.unmount_root(&r);
+            }
+        })
+        .await;
     }
 
     fn container_in_ready_sandbox(
@@ -335,8 +369,10 @@ impl Agent {
             }
         }
         let store = self.images.clone();
-        let cid = c.id.clone();
-        tokio::task::spawn_blocking(move || store.unmount_root(&cid))
+        let roots: Vec<String> = std::iter::once(c.id.clone())
+            .chain(c.image_roots.iter().cloned())
+            .collect();
+        tokio::task::spawn_blocking(move || roots.iter().try_for_each(|r| store.unmount_root(r)))
             .await
             .map_err(status::from_join)?
             .map_err(|e| status::internal("removing the root filesystem", e))?;
@@ -540,6 +576,7 @@ struct Made {
     root: bool,
     bundle: bool,
     monitor: bool,
+    image_roots: Vec<String>,
 }
 
 pub fn cri_state(st: Option<&ContainerStatus>) -> ContainerState {

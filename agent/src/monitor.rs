@@ -24,6 +24,15 @@ pub struct Spawn {
 pub async fn spawn(s: Spawn) -> Result<(i32, BTreeMap<String, PathBuf>), Status> {
     let program =
         std::env::current_exe().map_err(|e| status::internal("finding our own binary", e))?;
+    let sock = socket(&s.dir);
+    // sockaddr_un holds 108 bytes including the terminating NUL.
+    if sock.as_os_str().len() > 107 {
+        return Err(Status::failed_precondition(format!(
+            "run-dir {:?} is too long: the pod monitor's socket {} would not fit a unix socket address (107 bytes)",
+            s.dir.parent().and_then(|p| p.parent()).unwrap_or(&s.dir),
+            sock.display()
+        )));
+    }
     if let Some(parent) = s.dir.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| status::internal("creating the monitors' dir", e))?;

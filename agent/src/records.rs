@@ -67,6 +67,9 @@ pub struct ContainerRecord {
     pub user: Option<cri::ContainerUser>,
     /// Set once the monitor that ran the container is gone (sandbox stopped).
     pub final_status: Option<ContainerStatus>,
+    /// Image-store roots made for the container's image volumes (`mounts[].image`), removed with it.
+    #[serde(default)]
+    pub image_roots: Vec<String>,
 }
 
 impl ContainerRecord {

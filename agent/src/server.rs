@@ -30,8 +30,11 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// A short name: the monitor's socket lives inside, and a unix socket path must fit in 108 bytes.
     pub fn shim_dir(&self, sandbox_id: &str) -> PathBuf {
-        self.run_dir.join("shims").join(sandbox_id)
+        self.run_dir
+            .join("shims")
+            .join(&sandbox_id[..sandbox_id.len().min(16)])
     }
     pub fn pod_dir(&self, sandbox_id: &str) -> PathBuf {
         self.run_dir.join("pods").join(sandbox_id)

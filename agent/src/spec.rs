@@ -18,14 +18,13 @@ pub struct Generated {
 /// Where the image's STOPSIGNAL travels to StopContainer.
 pub const STOP_SIGNAL_ANNOTATION: &str = "io.basalt.stop-signal";
 
+/// `container` carries the request and what the agent resolved for it (a TARGET pid namespace, image volumes).
 pub fn generate(
     agent: &Agent,
-    id: &str,
     sandbox: &SandboxRecord,
-    config: &cri::ContainerConfig,
+    container: &basalt_cri_oci::Container,
     image_config: &basalt_images::ImageConfig,
     rootfs: &Path,
-    target_pid_ns: Option<&Path>,
 ) -> Result<Generated, Status> {
     let pod = &sandbox.pod_dir;
     let (hostname, resolv, hosts, shm) = (
@@ -50,8 +49,6 @@ pub fn generate(
         config: image_config,
         rootfs,
     };
-    let mut container = basalt_cri_oci::Container::new(id, config);
-    container.target_pid_ns = target_pid_ns;
     let opts = basalt_cri_oci::Options {
         cgroup_parent_default: sandbox.cgroup_parent.clone(),
         cgroup_v2: basalt_runtime::cgroup::unified(),
@@ -62,7 +59,7 @@ pub fn generate(
         create_missing_host_paths: false,
         ..Default::default()
     };
-    let g = basalt_cri_oci::container_spec(&container, &sb, &image, &opts).map_err(|e| {
+    let g = basalt_cri_oci::container_spec(container, &sb, &image, &opts).map_err(|e| {
         let code = match e.kind {
             basalt_cri_oci::ErrorKind::InvalidArgument => Code::InvalidArgument,
             basalt_cri_oci::ErrorKind::FailedPrecondition => Code::FailedPrecondition,

@@ -89,6 +89,153 @@ async fn main() {
     if let (Some(b), Some(c)) = (rss.get("basalt"), rss.get("containerd")) {
         println!("  ratio basalt/containerd: {:.2}", *b as f64 / *c as f64);
     }
+    if let Some(h) = harnesses.iter().find(|h| h.endpoint == Endpoint::Basalt) {
+        kubelet_idle_rss(h, n).await;
+    }
+}
+
+/// Issue #7's number: the whole agent (CRI server + kubelet) running `n` static pods, idle.
+async fn kubelet_idle_rss(h: &Harness, n: usize) {
+    let tmp = tempfile::Builder::new()
+        .prefix("basalt-kubelet-rss-")
+        .tempdir()
+        .unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("m")).unwrap();
+    std::fs::create_dir_all(d.join("cni")).unwrap();
+    let cgroup = format!("{CGROUP_ROOT}/{}-kubelet", h.token);
+    for i in 0..n {
+        std::fs::write(
+            d.join("m").join(format!("p{i}.yaml")),
+            format!(
+                "kind: Pod\nmetadata: {{name: p{i}}}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: \"{}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n",
+                h.image(BUSYBOX)
+            ),
+        )
+        .unwrap();
+    }
+    let mut agent = std::process::Command::new(basalt_cri_tests::endpoint::basalt_bin())
+        .args(["--config", "/dev/null", "--log-level", "warn", "--data-dir"])
+        .arg(d.join("data"))
+        .arg("--run-dir")
+        .arg(d.join("run"))
+        .args([
+            "agent",
+            "--kubelet-address",
+            "127.0.0.1:0",
+            "--manifest-dir",
+        ])
+        .arg(d.join("m"))
+        .arg("--cni-conf-dir")
+        .arg(d.join("cni"))
+        .arg("--pod-log-dir")
+        .arg(d.join("logs"))
+        .args([
+            "--cgroup-parent",
+            &cgroup,
+            "--insecure-registry",
+            &h.registry.host(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(d.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let cri = basalt_cri_tests::Cri::wait_ready(&d.join("run/cri.sock"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let running = || async {
+        cri.runtime
+            .clone()
+            .list_containers(basalt_cri_tests::api::ListContainersRequest::default())
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .containers
+                    .iter()
+                    .filter(|c| {
+                        c.state == basalt_cri_tests::api::ContainerState::ContainerRunning as i32
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while running().await < n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} static pods did not start: {}",
+            std::fs::read_to_string(d.join("agent.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Idle: a few sync periods after the last start.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dir = d.to_string_lossy().into_owned();
+    let agent_kib = vm_rss_kib(agent.id());
+    let monitors: Vec<u32> = leaks::all_pids()
+        .into_iter()
+        .filter(|p| *p != agent.id())
+        .filter(|p| {
+            String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default(),
+            )
+            .contains(&dir)
+        })
+        .collect();
+    let monitors_kib: u64 = monitors.iter().map(|p| vm_rss_kib(*p)).sum();
+    println!("kubelet: `basalt agent` (CRI server + kubelet) with {n} static pods running, idle");
+    println!(
+        "  agent {agent_kib} KiB, monitors x{} {monitors_kib} KiB, total {} KiB",
+        monitors.len(),
+        agent_kib + monitors_kib
+    );
+    // The manifests go, the pods go; then the agent stops.
+    for i in 0..n {
+        std::fs::remove_file(d.join("m").join(format!("p{i}.yaml"))).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(basalt_cri_tests::api::ListPodSandboxRequest::default())
+            .await
+            .map(|r| r.into_inner().items.len())
+            .unwrap_or(0);
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} static pods not removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = agent.wait();
+    for ctrl in [
+        "",
+        "memory",
+        "cpu,cpuacct",
+        "pids",
+        "cpuset",
+        "blkio",
+        "devices",
+        "freezer",
+        "hugetlb",
+        "net_cls,net_prio",
+        "perf_event",
+        "systemd",
+        "misc",
+        "rdma",
+    ] {
+        let base = std::path::Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join(cgroup.trim_start_matches('/'));
+        for sub in ["burstable", "besteffort", ""] {
+            let _ = std::fs::remove_dir(base.join(sub));
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {

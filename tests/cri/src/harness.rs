@@ -111,7 +111,17 @@ impl Harness {
     /// SIGKILLs the CRI server and starts it again on the same directories (crash-only: it must recover its
     /// pods and containers from disk), then reconnects.
     pub async fn restart_daemon(&mut self) {
+        self.kill_daemon();
+        self.start_daemon_again().await;
+    }
+
+    /// SIGKILLs the CRI server (and waits for it to be gone); its pods are left as they are.
+    pub fn kill_daemon(&mut self) {
         self.daemon.kill();
+    }
+
+    /// Starts the CRI server again on the same directories after [`Harness::kill_daemon`], and reconnects.
+    pub async fn start_daemon_again(&mut self) {
         let pause = self.image(fixtures::PAUSE);
         self.daemon = Daemon::start(
             self.endpoint,

@@ -605,3 +605,116 @@ mod tokio_stream_compat {
         tokio::time::timeout(limit, s.message()).await.ok()?.ok()?
     }
 }
+
+cri_test!(supplemental_groups_policy);
+
+/// SupplementalGroupsPolicy: Merge adds the groups the image's /etc/group gives the user (user 1000 is in
+/// `extra`, 2000), Strict uses only the pod's; ContainerStatus reports the effective ids. containerd 1.6
+/// predates the field (Merge only, no `user` in the status).
+async fn supplemental_groups_policy(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("groups").await;
+    let mut seen = Vec::new();
+    for (name, policy) in [
+        ("merge", api::SupplementalGroupsPolicy::Merge),
+        ("strict", api::SupplementalGroupsPolicy::Strict),
+    ] {
+        let mut cfg = h.container_config(name, BUSYBOX, &["sleep", "3600"]);
+        let sc = security(&mut cfg);
+        sc.run_as_user = Some(api::Int64Value { value: 1000 });
+        sc.supplemental_groups = vec![3000];
+        sc.supplemental_groups_policy = policy as i32;
+        let id = h.create_start(&pod, cfg).await;
+        let out = h.exec_sync(&id, &["id", "-G"], 10).await.unwrap();
+        let groups = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let user = h.container_status(&id).await.unwrap().user;
+        println!(
+            "[{}] {name}: id -G = {groups:?}, status user {user:?}",
+            endpoint.name()
+        );
+        seen.push((name, groups, user));
+    }
+    if endpoint == Endpoint::Basalt {
+        assert_eq!(seen[0].1, "1000 2000 3000");
+        assert_eq!(seen[1].1, "1000 3000");
+        let strict = seen[1]
+            .2
+            .clone()
+            .and_then(|u| u.linux)
+            .expect("user in the status");
+        assert_eq!((strict.uid, strict.gid), (1000, 1000));
+        assert_eq!(strict.supplemental_groups, vec![1000, 3000]);
+    } else {
+        assert_eq!(
+            seen[0].1, "1000 2000 3000",
+            "Merge is containerd's behaviour too"
+        );
+    }
+    h.remove_pod(&pod).await;
+}
+
+cri_test!(image_volume);
+
+/// An image volume (`mounts[].image`, Kubernetes' ImageVolume): the image's filesystem, read-only, at the
+/// container path; gone with the container. containerd 1.6 predates the field.
+async fn image_volume(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    h.pull(NONROOT).await;
+    let pod = h.run_pod("imgvol").await;
+    let mut cfg = h.container_config("c", BUSYBOX, &["sleep", "3600"]);
+    cfg.mounts.push(api::Mount {
+        container_path: "/img".into(),
+        readonly: true,
+        image: Some(api::ImageSpec {
+            image: h.image(NONROOT),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = match h.create_container(&pod, cfg).await {
+        Ok(id) => id,
+        Err(e) if endpoint == Endpoint::Containerd => {
+            println!("[containerd] image volume: {e}");
+            h.remove_pod(&pod).await;
+            return;
+        }
+        Err(e) => panic!("CreateContainer with an image volume: {e}"),
+    };
+    h.start_container(&id).await.unwrap();
+    let ls = h
+        .exec_sync(&id, &["cat", "/img/etc/passwd"], 10)
+        .await
+        .unwrap();
+    let touch = h.exec_sync(&id, &["touch", "/img/x"], 10).await.unwrap();
+    println!(
+        "[{}] image volume: cat exit {}, touch exit {}",
+        endpoint.name(),
+        ls.exit_code,
+        touch.exit_code
+    );
+    if endpoint == Endpoint::Basalt {
+        assert_eq!(ls.exit_code, 0, "{ls:?}");
+        assert!(
+            String::from_utf8_lossy(&ls.stdout).contains("user:x:1000"),
+            "{ls:?}"
+        );
+        assert_ne!(touch.exit_code, 0, "the image volume is writable");
+        // A missing image is NotFound naming the mount, and nothing is left of the attempt.
+        let mut bad = h.container_config("bad", BUSYBOX, &["true"]);
+        bad.mounts.push(api::Mount {
+            container_path: "/img".into(),
+            readonly: true,
+            image: Some(api::ImageSpec {
+                image: "127.0.0.1:1/none:latest".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let e = h.create_container(&pod, bad).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+        assert!(e.message().contains("mounts[0].image"), "{e}");
+    }
+    h.remove_pod(&pod).await;
+}

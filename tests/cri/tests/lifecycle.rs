@@ -102,8 +102,66 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
             h.container_config("main", BUSYBOX, &["sleep", "3600"]),
         )
         .await;
+    // A second container that exits, with code 42, only while the daemon is down.
+    let signal = tempfile::tempdir().unwrap();
+    let marker = format!("exit-while-down-{}", h.token);
+    let mut cfg = h.container_config(
+        "exiter",
+        BUSYBOX,
+        &[
+            "sh",
+            "-c",
+            &format!("until [ -f /signal/go ]; do sleep 0.1; done; exit 42 # {marker}"),
+        ],
+    );
+    cfg.mounts.push(api::Mount {
+        container_path: "/signal".into(),
+        host_path: signal.path().to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    let exiter = h.create_start(&pod, cfg).await;
     let before = h.footprint(&pod).await;
-    h.restart_daemon().await;
+    let pid = basalt_cri_tests::leaks::all_pids()
+        .into_iter()
+        .find(|p| {
+            String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default(),
+            )
+            .contains(&marker)
+        })
+        .expect("the exiter's process");
+    h.kill_daemon();
+    std::fs::write(signal.path().join("go"), "").unwrap();
+    // Gone from /proc only once reaped: its monitor (or containerd's shim) has seen the exit by then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the exiter did not exit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let exited_by = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    h.start_daemon_again().await;
+    let st = h
+        .container_status(&exiter)
+        .await
+        .expect("the exiter is still known");
+    assert_eq!(
+        st.state,
+        api::ContainerState::ContainerExited as i32,
+        "{st:?}"
+    );
+    assert_eq!(st.exit_code, 42, "{st:?}");
+    assert!(
+        st.finished_at > st.started_at && st.finished_at <= exited_by,
+        "finish time {} not between start {} and the moment it was seen gone {exited_by}",
+        st.finished_at,
+        st.started_at
+    );
 
     let st = h
         .container_status(&id)
