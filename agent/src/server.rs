@@ -156,6 +156,24 @@ async fn start_cri(
     let images = Arc::new(
         basalt_images::Store::open(data_dir.join("images")).context("opening the image store")?,
     );
+    // Air-gapped nodes: archives dropped next to the store (PID 1 links the node image's preloads there) are
+    // imported, pinned, before the CRI serves: k3s's agent/images.
+    let airgap = data_dir.join("images");
+    let store = images.clone();
+    let imported =
+        tokio::task::spawn_blocking(move || basalt_images::import_airgap_dir(&store, &airgap))
+            .await
+            .context("air-gap import task")?
+            .context("air-gap import")?;
+    for i in imported {
+        match (&i.images, &i.error) {
+            (_, Some(e)) => {
+                tracing::error!(archive = %i.path.display(), "air-gap import failed: {e}")
+            }
+            (Some(names), None) => tracing::info!(archive = %i.path.display(), ?names, "imported"),
+            (None, None) => {}
+        }
+    }
     let mut hosts = basalt_images::Hosts {
         insecure: args.insecure_registry.iter().cloned().collect(),
         ..Default::default()

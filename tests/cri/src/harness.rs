@@ -141,6 +141,11 @@ impl Harness {
         self.dir.path()
     }
 
+    /// The fixture images this harness built (archives for air-gap tests).
+    pub fn fixtures(&self) -> &Fixtures {
+        &self._fixtures
+    }
+
     /// The CRI socket of the running daemon (for a kubelet to connect to).
     pub fn socket(&self) -> &Path {
         &self.daemon.socket

@@ -197,3 +197,60 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     h.assert_gone(&before).await;
     h.assert_empty().await;
 }
+
+/// Air-gapped nodes: an OCI archive dropped into `<data-dir>/images` is imported, pinned, when the agent
+/// starts, and is then usable without any registry (k3s's agent/images). Basalt only: containerd has no such
+/// directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn airgap_archives_are_imported_at_start() {
+    if basalt_cri_tests::endpoint::skip_unavailable(
+        Endpoint::Basalt,
+        "airgap_archives_are_imported_at_start",
+    ) {
+        return;
+    }
+    let mut h = Harness::start(Endpoint::Basalt).await;
+    let archive = &h
+        .fixtures()
+        .get(basalt_testsupport::fixtures::NONROOT)
+        .oci_archive;
+    let dir = h.dir().join("data/images");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(archive, dir.join("nonroot.oci.tar")).unwrap();
+    h.restart_daemon().await;
+    let images = h
+        .cri
+        .images
+        .clone()
+        .list_images(api::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let img = images
+        .iter()
+        .find(|i| i.repo_tags.iter().any(|t| t.contains("nonroot")))
+        .unwrap_or_else(|| panic!("the archive's image is not listed: {images:?}"));
+    assert!(img.pinned, "{img:?}");
+    // It runs, with no pull.
+    let pod = h.run_pod("airgap").await;
+    let name = img.repo_tags[0].clone();
+    let mut cfg = h.container_config("c", BUSYBOX, &["id", "-u"]);
+    cfg.image = Some(api::ImageSpec {
+        image: name,
+        ..Default::default()
+    });
+    let id = h.create_container(&pod, cfg).await.unwrap();
+    h.start_container(&id).await.unwrap();
+    let st = h
+        .wait_state(
+            &id,
+            api::ContainerState::ContainerExited,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    // The image's own USER (1000) ran it.
+    assert_eq!(st.user.and_then(|u| u.linux).map(|l| l.uid), Some(1000));
+    h.remove_pod(&pod).await;
+}
