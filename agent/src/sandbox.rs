@@ -319,16 +319,51 @@ impl Agent {
             .put_sandbox(rec)
             .map_err(|e| status::internal("recording the sandbox", e))?;
         if rec.shim_dir.exists() {
-            if monitor::call(&rec.shim_dir, Request::Shutdown)
+            let shut_down = monitor::call(&rec.shim_dir, Request::Shutdown)
                 .await
-                .is_err()
-            {
-                // A monitor that died leaves its pins; remove them ourselves.
-            }
-            // Containers the monitor never reported (it died) get their exit records from disk.
+                .is_ok();
             for mut c in self.records.containers_of(&rec.id) {
+                if shut_down {
+                    // Containers the monitor never reported get their exit records from disk.
+                    if c.final_status.is_none() {
+                        c.final_status = monitor::exit_record(&rec.shim_dir, &c.id);
+                        let _ = self.records.put_container(&c);
+                    }
+                    continue;
+                }
+                // The monitor died: its containers may still run, with runtime state and cgroups of their own.
+                // The runtime library kills and removes them as `runc delete --force` would.
+                let (root, id) = (self.runtime_root.clone(), c.id.clone());
+                let deleted = tokio::task::spawn_blocking(move || {
+                    match basalt_runtime::Container::load(&root, &id) {
+                        Ok(container) => container.delete(true),
+                        // No state: never created, or already gone.
+                        Err(_) => Ok(()),
+                    }
+                })
+                .await
+                .map_err(status::from_join)?;
+                if let Err(e) = deleted {
+                    return Err(status::internal(
+                        &format!("removing container {} of a dead monitor", c.id),
+                        e,
+                    ));
+                }
                 if c.final_status.is_none() {
-                    c.final_status = monitor::exit_record(&rec.shim_dir, &c.id);
+                    c.final_status = monitor::exit_record(&rec.shim_dir, &c.id).or_else(|| {
+                        Some(basalt_shim::protocol::ContainerStatus {
+                            id: c.id.clone(),
+                            state: basalt_shim::protocol::State::Exited,
+                            pid: 0,
+                            created_at: c.created_at,
+                            started_at: 0,
+                            finished_at: now_ns(),
+                            // As kubelet reports a container whose runtime lost track of it.
+                            exit_code: 255,
+                            oom_killed: false,
+                            cgroup_path: String::new(),
+                        })
+                    });
                     let _ = self.records.put_container(&c);
                 }
             }

@@ -254,3 +254,66 @@ async fn airgap_archives_are_imported_at_start() {
     assert_eq!(st.user.and_then(|u| u.linux).map(|l| l.uid), Some(1000));
     h.remove_pod(&pod).await;
 }
+
+cri_test!(dead_monitor_is_cleaned_up);
+
+/// The pod's monitor (our `basalt shim`, containerd's shim) is SIGKILLed while a container runs: the pod turns
+/// NOTREADY, and RemovePodSandbox still leaves nothing behind (the container's processes, cgroup, mounts, netns).
+async fn dead_monitor_is_cleaned_up(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("deadshim").await;
+    h.create_start(
+        &pod,
+        h.container_config("main", BUSYBOX, &["sleep", "3600"]),
+    )
+    .await;
+    let monitors: Vec<u32> = basalt_cri_tests::leaks::all_pids()
+        .into_iter()
+        .filter(|p| {
+            String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default(),
+            )
+            .contains(&pod.id)
+        })
+        .collect();
+    assert!(!monitors.is_empty(), "no process names the sandbox");
+    for p in &monitors {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let mut state = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let s = h
+            .cri
+            .runtime
+            .clone()
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .state;
+        state = Some(s);
+        if s == api::PodSandboxState::SandboxNotready as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "[{}] sandbox state after its monitor died: {state:?}",
+        endpoint.name()
+    );
+    if endpoint == Endpoint::Basalt {
+        assert_eq!(state, Some(api::PodSandboxState::SandboxNotready as i32));
+    }
+    h.remove_pod(&pod).await;
+    h.assert_empty().await;
+}
