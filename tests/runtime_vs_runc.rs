@@ -349,6 +349,20 @@ fn bad_config_names_the_json_path_and_leaves_nothing() {
             &|c: &mut Value| c["linux"]["sysctl"] = json!({"net.no.such.key": "1"}),
             "net.no.such.key",
         ),
+        (
+            &|c: &mut Value| {
+                c["linux"]["resources"]["devices"] =
+                    json!([{"allow": false, "access": "rwm"}, {"allow": true, "type": "q"}])
+            },
+            "linux.resources.devices[1].type",
+        ),
+        (
+            &|c: &mut Value| {
+                c["linux"]["resources"]["devices"] =
+                    json!([{"allow": true, "type": "c", "major": 1, "access": "rwz"}])
+            },
+            "linux.resources.devices[0].access: \"rwz\": 'z' is not r, w or m",
+        ),
     ] {
         let bundle = env.bundle(Rt::Basalt, &id, "true", adjust);
         let err = env.run_must_fail(&bundle, &id);
@@ -634,6 +648,8 @@ fn cgroup_v2_cases_match_runc_in_the_test_vm() {
         "pause_and_resume_freeze_and_thaw_like_runc",
         "mounts_masked_and_readonly_paths_match_runc",
         "a_seccomp_rule_makes_mkdir_fail_with_eperm_like_runc",
+        "device_rules_are_enforced_like_runc",
+        "the_v2_device_filter_is_replaced_by_update_and_freed_on_delete",
     ];
     // `stat` first: the run only counts if the guest's /sys/fs/cgroup really is cgroup2.
     let mut argv: Vec<std::ffi::OsString> = vec![
@@ -1068,6 +1084,151 @@ fn devices_no_pivot_and_preserved_fds_like_runc() {
         outs[0].starts_with("character special file a e5 666\nthrough fd 3\n"),
         "{}",
         outs[0]
+    );
+}
+
+/// Gives the container CAP_MKNOD, so that only the device rules decide about device nodes.
+fn with_mknod(c: &mut Value) {
+    for set in ["bounding", "effective", "permitted"] {
+        if let Some(caps) = c["process"]["capabilities"][set].as_array_mut() {
+            caps.push(json!("CAP_MKNOD"));
+        }
+    }
+}
+
+/// `linux.resources.devices` (v1: the devices controller; v2: our eBPF filter against runc's): the default
+/// devices work, mknod of any node works (runc's defaults allow it) but opening a node the rules do not
+/// allow fails with EPERM, an explicitly allowed device opens, and a later rule takes part of it away again.
+/// (/dev/kmsg, 1:11, because any process may open it for writing and it is in every kernel.)
+#[test]
+fn device_rules_are_enforced_like_runc() {
+    let script =
+        "mknod /dev/t-kmsg c 1 11 && mknod /dev/t-fuse c 10 229 && mknod /dev/t-blk b 7 0 \
+                  && echo mknod: ok; \
+                  echo hi > /dev/null && head -c 4 /dev/zero | wc -c && echo null: ok; \
+                  for n in t-kmsg t-fuse t-blk; do r=$( (exec 3<>/dev/$n) 2>&1 && echo ok); \
+                  echo \"$n rw: ${r##*: }\"; done; \
+                  r=$( (exec 3>/dev/t-kmsg) 2>&1 && echo ok); echo \"t-kmsg w: ${r##*: }\"";
+    let out = same_stdout_and_code(script, &|c| {
+        with_mknod(c);
+        let rules = c["linux"]["resources"]["devices"].as_array_mut().unwrap();
+        rules.push(json!({"allow": true, "type": "c", "major": 1, "minor": 11, "access": "rw"}));
+        rules.push(json!({"allow": false, "type": "c", "major": 1, "minor": 11, "access": "r"}));
+    });
+    assert_eq!(
+        out,
+        "mknod: ok\n4\nnull: ok\nt-kmsg rw: Operation not permitted\nt-fuse rw: Operation not permitted\n\
+         t-blk rw: Operation not permitted\nt-kmsg w: ok\n"
+    );
+}
+
+/// On cgroup v2 (in the test VM): our container's cgroup holds exactly one device program; `update` with
+/// device rules swaps it for a new one (the old one is freed) that lets the container open what it could
+/// not before; `delete` frees the program with the cgroup. A bad rule is refused naming the field.
+#[test]
+fn the_v2_device_filter_is_replaced_by_update_and_freed_on_delete() {
+    use basalt_runtime::cgroup::device_filter::{attached_to, program_exists};
+    if !basalt_runtime::cgroup::unified() {
+        eprintln!("SKIP: not a cgroup v2 host (run in the test VM by cgroup_v2_cases_match_runc_in_the_test_vm)");
+        return;
+    }
+    let gone = |id: u32| {
+        // The kernel frees a program from a work queue once its last reference is dropped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while program_exists(id).unwrap() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
+    };
+    let env = Env::new();
+    let rt = Rt::Basalt;
+    let id = env.id(rt);
+    let bundle = env.bundle(rt, &id, "sleep 300", &|c| {
+        c["linux"]["devices"] = json!([{"path": "/dev/t-kmsg", "type": "c", "major": 1, "minor": 11,
+            "fileMode": 438, "uid": 0, "gid": 0}]);
+    });
+    let guard = ForceDelete {
+        env: &env,
+        rt,
+        id: id.clone(),
+    };
+    let ok = |c: &mut Command| {
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    // Detached, with no pipe the container could hold open.
+    let status = env
+        .cmd(rt)
+        .args(["run", "-d", "-b"])
+        .arg(&bundle)
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "run -d failed");
+    let cgroup = Path::new("/sys/fs/cgroup/basalt").join(&id);
+    let first = attached_to(&cgroup).unwrap();
+    assert_eq!(first.len(), 1, "{first:?}");
+    // Write-only: /dev/kmsg takes writes from anyone (reads may need CAP_SYSLOG), so only the filter decides.
+    let open_kmsg = || {
+        ok(env.cmd(rt).args([
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "r=$( (exec 3>/dev/t-kmsg) 2>&1 && echo ok); echo \"${r##*: }\"",
+        ]))
+    };
+    assert_eq!(open_kmsg(), "Operation not permitted\n");
+
+    let resources = env.base.join("resources.json");
+    std::fs::write(
+        &resources,
+        json!({"devices": [{"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "w"}]})
+        .to_string(),
+    )
+    .unwrap();
+    ok(env.cmd(rt).args(["update", "-r"]).arg(&resources).arg(&id));
+    let second = attached_to(&cgroup).unwrap();
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first);
+    assert!(gone(first[0]), "replaced program {} still loaded", first[0]);
+    assert_eq!(open_kmsg(), "ok\n");
+
+    // A bad rule in an update is refused, naming it, and the filter stays as it was.
+    std::fs::write(
+        &resources,
+        json!({"devices": [{"allow": true, "type": "c", "access": "rwx"}]}).to_string(),
+    )
+    .unwrap();
+    let bad = env
+        .cmd(rt)
+        .args(["update", "-r"])
+        .arg(&resources)
+        .arg(&id)
+        .output()
+        .unwrap();
+    let err = text(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("devices[0].access") && err.contains("rwx"),
+        "{err}"
+    );
+    assert_eq!(attached_to(&cgroup).unwrap(), second);
+
+    ok(env.cmd(rt).args(["delete", "--force", &id]));
+    drop(guard);
+    assert_nothing_left(&env.root(rt), &id, &bundle);
+    assert!(
+        gone(second[0]),
+        "program {} outlived the container",
+        second[0]
     );
 }
 

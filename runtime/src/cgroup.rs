@@ -1,13 +1,20 @@
 //! The container's cgroup through cgroups-rs: v2 unified where the host has it, v1 on v1 and hybrid hosts
 //! (like the development VM). Paths in systemd's `slice:prefix:name` form are mapped onto cgroupfs.
+//! Device rules go to the v1 devices controller, or on v2 become an eBPF program: [`device_rules`] works out
+//! what the rules (then runc's defaults) amount to, [`device_filter`] compiles, loads and attaches it.
 
 use std::path::PathBuf;
 
 use cgroups_rs::manager::{FsManager, Manager};
 use cgroups_rs::{CgroupPid, FreezerState};
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 use crate::error::{Error, Result};
+
+pub mod device_filter;
+pub mod device_rules;
+
+use device_rules::Policy;
 
 pub struct Cgroup {
     path: String,
@@ -55,53 +62,54 @@ pub fn resolve_path(spec_path: Option<&str>, id: &str, systemd: bool) -> Result<
     }
 }
 
-/// Devices runc allows in every container, after the spec's own rules: the default nodes, ptys, tun, and
-/// mknod of anything (creating a node is harmless without read/write access to it).
-const DEFAULT_DEVICE_RULES: &str = r#"[
-    {"allow": true, "type": "c", "access": "m"},
-    {"allow": true, "type": "b", "access": "m"},
-    {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
-    {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
-    {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
-    {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
-    {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
-    {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
-    {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
-    {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
-    {"allow": true, "type": "c", "major": 136, "access": "rwm"},
-    {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}
-]"#;
-
-fn with_default_devices(resources: Option<&LinuxResources>) -> LinuxResources {
-    let mut v = resources
-        .and_then(|r| serde_json::to_value(r).ok())
-        .unwrap_or_else(|| serde_json::json!({}));
+/// The resources with the device rules a v1 devices controller gets: the spec's rules and then runc's
+/// defaults, each spelled out (`-1` for a wildcard number, `rwm` for a missing access) because cgroups-rs
+/// would write a missing number as 0. On cgroup v2 the rules are left out: [`device_filter`] enforces them.
+fn for_cgroupfs(resources: Option<&LinuxResources>) -> Result<(LinuxResources, Option<Policy>)> {
+    let mut r = resources.cloned().unwrap_or_default();
+    let rules = r.devices().clone().unwrap_or_default();
     if unified() {
-        // cgroup v2 has no devices controller: rules need an eBPF program attached to the cgroup, which
-        // we do not build yet. Device access is then bounded by the device nodes we create and by the
-        // capability set (no CAP_MKNOD by default), not by the cgroup.
-        if v.get("devices")
-            .and_then(|d| d.as_array())
-            .is_some_and(|d| !d.is_empty())
-        {
-            tracing::debug!(
-                "cgroup v2: linux.resources.devices not enforced (no eBPF device filter yet)"
-            );
-        }
-        if let Some(m) = v.as_object_mut() {
-            m.remove("devices");
-        }
-        return serde_json::from_value(v).unwrap_or_default();
+        let policy = Policy::for_container(&rules, DEVICES_FIELD)?;
+        r.set_devices(None);
+        return Ok((r, Some(policy)));
     }
-    let mut rules = v
-        .get("devices")
-        .and_then(|d| d.as_array().cloned())
+    let mut checked = device_rules::check_all(&rules, DEVICES_FIELD)?;
+    checked.extend(device_rules::default_rules());
+    r.set_devices(Some(checked.iter().map(v1_rule).collect()));
+    Ok((r, None))
+}
+
+/// The JSON path device rule errors name.
+const DEVICES_FIELD: &str = "linux.resources.devices";
+
+fn v1_rule(r: &device_rules::Rule) -> LinuxDeviceCgroup {
+    let num = |n: Option<u32>| Some(n.map_or(-1, i64::from));
+    let (typ, major, minor) = match r.target {
+        None => (LinuxDeviceType::A, Some(-1), Some(-1)),
+        Some(m) => (
+            match m.kind {
+                device_rules::Kind::Block => LinuxDeviceType::B,
+                device_rules::Kind::Char => LinuxDeviceType::C,
+            },
+            num(m.major),
+            num(m.minor),
+        ),
+    };
+    let mut d = LinuxDeviceCgroup::default();
+    d.set_allow(r.allow);
+    d.set_typ(Some(typ));
+    d.set_major(major);
+    d.set_minor(minor);
+    d.set_access(Some(r.access.to_string()));
+    d
+}
+
+/// Checks `linux.resources.devices` before anything is created, so a bad rule leaves nothing behind.
+pub fn check_device_rules(resources: Option<&LinuxResources>) -> Result<()> {
+    let rules = resources
+        .and_then(|r| r.devices().clone())
         .unwrap_or_default();
-    let defaults: Vec<serde_json::Value> =
-        serde_json::from_str(DEFAULT_DEVICE_RULES).unwrap_or_default();
-    rules.extend(defaults);
-    v["devices"] = serde_json::Value::Array(rules);
-    serde_json::from_value(v).unwrap_or_default()
+    Policy::for_container(&rules, DEVICES_FIELD).map(drop)
 }
 
 /// `a-b-c.slice` → `/a.slice/a-b.slice/a-b-c.slice`, as systemd nests slices.
@@ -199,8 +207,34 @@ impl Cgroup {
         self.mgr
             .add_proc(CgroupPid::from(pid as u64))
             .map_err(err(&self.path))?;
-        let r = with_default_devices(resources);
-        self.mgr.set(&r).map_err(err(&self.path))
+        self.set_all(resources)
+    }
+
+    /// Like [`Cgroup::apply`] for an init that was born in the cgroup (clone3 `CLONE_INTO_CGROUP`).
+    pub fn set_resources(&mut self, resources: Option<&LinuxResources>) -> Result<()> {
+        self.set_all(resources)
+    }
+
+    /// Applies limits and device rules; on v2 the device filter is (re)installed, replacing an earlier one.
+    fn set_all(&mut self, resources: Option<&LinuxResources>) -> Result<()> {
+        let (r, policy) = for_cgroupfs(resources)?;
+        self.mgr.set(&r).map_err(err(&self.path))?;
+        if let Some(policy) = policy {
+            let dir = self.v2_dir();
+            device_filter::install(&dir, &policy).map_err(|e| Error::Cgroup {
+                path: self.path.clone(),
+                message: format!(
+                    "installing the eBPF device filter on {}: {e}",
+                    dir.display()
+                ),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The cgroup's directory on a unified host.
+    pub fn v2_dir(&self) -> PathBuf {
+        PathBuf::from("/sys/fs/cgroup").join(self.path.trim_start_matches('/'))
     }
 
     /// Usage in the shape of runc's `events --stats` (`data` of a `stats` event).
@@ -262,8 +296,14 @@ impl Cgroup {
             .map_err(err(&self.path))
     }
 
+    /// `update`: new limits; device rules, when given, replace the old ones (with the defaults added again).
     pub fn set(&mut self, resources: &LinuxResources) -> Result<()> {
-        self.mgr.set(resources).map_err(err(&self.path))
+        if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+            return self.set_all(Some(resources));
+        }
+        let mut r = resources.clone();
+        r.set_devices(None);
+        self.mgr.set(&r).map_err(err(&self.path))
     }
 
     pub fn exists(&self) -> bool {

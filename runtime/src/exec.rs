@@ -1,7 +1,7 @@
 //! `exec`: a new process inside a running container. It joins the init's namespaces and cgroup and takes the
 //! same identity rules as the container's own process (capabilities, user, no_new_privs, AppArmor).
 
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -103,6 +103,11 @@ pub fn exec_with(
             joins.push((f.into(), *flag, name));
         }
     }
+    // The init's root directory, to chroot into after joining its mount namespace: setns leaves us at
+    // the namespace's root mount, which is the container's root only when pivot_root made it so (not when
+    // the host itself runs chrooted, as in the test VM).
+    let root_path = format!("/proc/{}/root", state.pid);
+    let root = std::fs::File::open(&root_path).map_err(Error::io(&root_path))?;
     let (parent_end, child_end) = sync::pair()?;
     // SAFETY: the CLI is single-threaded; the child only joins, forks and execs or exits.
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
@@ -112,8 +117,9 @@ pub fn exec_with(
             let code = match opts
                 .stdio
                 .map_or(Ok(()), process::set_stdio)
-                .and_then(|()| intermediate(state, process, seccomp, &joins, &child_end, detach))
-            {
+                .and_then(|()| {
+                    intermediate(state, process, seccomp, &joins, &root, &child_end, detach)
+                }) {
                 Ok(code) => code,
                 Err(e) => {
                     let _ = child_end.send(&format!("error:{e}"));
@@ -186,6 +192,7 @@ fn intermediate(
     process: &Process,
     seccomp: Option<&Seccomp>,
     joins: &[(OwnedFd, CloneFlags, &str)],
+    root: &std::fs::File,
     chan: &sync::Channel,
     detach: bool,
 ) -> Result<i32> {
@@ -194,6 +201,14 @@ fn intermediate(
         setns(fd.as_fd(), *flag).map_err(Error::sys(format!(
             "joining the container's {name} namespace"
         )))?;
+    }
+    if joins
+        .iter()
+        .any(|(_, flag, _)| *flag == CloneFlags::CLONE_NEWNS)
+    {
+        nix::unistd::fchdir(root.as_raw_fd())
+            .map_err(Error::sys("fchdir to the container's root"))?;
+        nix::unistd::chroot(".").map_err(Error::sys("chroot to the container's root"))?;
     }
     // SAFETY: still single-threaded.
     match unsafe { fork() }.map_err(Error::sys("fork"))? {

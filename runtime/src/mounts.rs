@@ -284,6 +284,17 @@ fn mount_cgroup(dest: &Path, opts: &MountOptions, ctx: &MountContext) -> Result<
     ensure_target(dest, true)?;
     let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
     if ctx.cgroup_v2 {
+        // Without its own network namespace the container's /sys is an rbind of the host's, which brings the
+        // host's whole cgroup2 mount along (writable) at this very place; the kernel also refuses to mount a
+        // superblock on a root of itself (EBUSY). Drop the inherited one first.
+        match nix::mount::umount2(dest, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => {
+                return Err(sys(|| {
+                    format!("detaching the host's cgroup2 at {}", dest.display())
+                })(e))
+            }
+        }
         return mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None::<&str>)
             .map_err(sys(|| format!("mounting cgroup2 at {}", dest.display())));
     }

@@ -150,6 +150,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
                 "mappings given without a user namespace",
             ));
         }
+        crate::cgroup::check_device_rules(linux.resources().as_ref())?;
         for (i, d) in linux.devices().iter().flatten().enumerate() {
             if !d.path().is_absolute() {
                 return Err(Error::spec(
@@ -219,6 +220,11 @@ mod tests {
                 r#""process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"linux":{"namespaces":[{"type":"pid"},{"type":"pid"}]}"#,
                 "linux.namespaces[1].type",
                 "pid",
+            ),
+            (
+                r#""process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"linux":{"resources":{"devices":[{"allow":false},{"allow":true,"type":"c","access":"rwx"}]}}"#,
+                "linux.resources.devices[1].access",
+                "rwx",
             ),
         ] {
             let spec = parse(format!("{{{base},{body}}}").as_bytes()).unwrap();
