@@ -30,7 +30,9 @@ pub fn from_shim(kind: ErrorKind, message: String) -> Status {
 
 pub fn from_image(e: basalt_images::Error) -> Status {
     match e {
-        basalt_images::Error::ImageNotFound { .. } => Status::not_found(e.to_string()),
+        basalt_images::Error::ImageNotFound { .. } | basalt_images::Error::NotInRegistry { .. } => {
+            Status::not_found(e.to_string())
+        }
         basalt_images::Error::Reference { .. } | basalt_images::Error::Digest { .. } => {
             Status::invalid_argument(e.to_string())
         }

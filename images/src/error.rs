@@ -26,6 +26,9 @@ pub enum Error {
     Layer { digest: String, reason: String },
     #[error("registry {host}: {reason}")]
     Registry { host: String, reason: String },
+    /// Every endpoint answered that the registry has no such manifest (HTTP 404).
+    #[error("image {name} not found in the registry: {reason}")]
+    NotInRegistry { name: String, reason: String },
     #[error("registries config {path}: {reason}")]
     Config { path: PathBuf, reason: String },
     #[error("manifest {digest}: {reason}")]

@@ -232,14 +232,27 @@ impl Client {
     /// Fetches manifest `reference` (tag or digest) of `registry/repository`, trying each endpoint in turn.
     pub fn manifest(&self, registry: &str, repository: &str, reference: &str) -> Result<Fetched> {
         let mut errors = Vec::new();
+        let mut all_missing = true;
         for ep in self.hosts.endpoints(registry, repository) {
             match self.manifest_from(&ep, reference) {
                 Ok(f) => return Ok(f),
                 Err(e) => {
                     tracing::debug!(endpoint = %ep.base, error = %e, "endpoint failed");
-                    errors.push(e.to_string());
+                    match e {
+                        Error::NotInRegistry { reason, .. } => errors.push(reason),
+                        e => {
+                            all_missing = false;
+                            errors.push(e.to_string());
+                        }
+                    }
                 }
             }
+        }
+        if all_missing && !errors.is_empty() {
+            return Err(Error::NotInRegistry {
+                name: format!("{registry}/{repository}:{reference}"),
+                reason: errors.join("; "),
+            });
         }
         Err(Self::err(
             registry,
@@ -265,15 +278,19 @@ impl Client {
                 .limit(64 << 10)
                 .read_to_vec()
                 .unwrap_or_default();
-            return Err(Self::err(
-                &ep.host,
-                format!(
-                    "GET {}/v2/{}/manifests/{reference}: HTTP {code}: {}",
-                    ep.base,
-                    ep.repository,
-                    String::from_utf8_lossy(&body).trim()
-                ),
-            ));
+            let reason = format!(
+                "GET {}/v2/{}/manifests/{reference}: HTTP {code}: {}",
+                ep.base,
+                ep.repository,
+                String::from_utf8_lossy(&body).trim()
+            );
+            if code == 404 {
+                return Err(Error::NotInRegistry {
+                    name: format!("{}/{}:{reference}", ep.host, ep.repository),
+                    reason,
+                });
+            }
+            return Err(Self::err(&ep.host, reason));
         }
         let content_type = resp
             .headers()

@@ -570,6 +570,61 @@ async fn stats_and_events(endpoint: Endpoint) {
         (Endpoint::Containerd, Err(e)) => println!("[containerd] PodSandboxStats: {e}"),
         (Endpoint::Basalt, Err(e)) => panic!("PodSandboxStats: {e}"),
     }
+    // CRI metrics (kubelet's PodAndContainerStatsFromCRI): every metric a pod reports has a descriptor.
+    let descriptors = rt
+        .list_metric_descriptors(api::ListMetricDescriptorsRequest {})
+        .await;
+    let metrics = rt
+        .list_pod_sandbox_metrics(api::ListPodSandboxMetricsRequest {})
+        .await;
+    match (endpoint, descriptors, metrics) {
+        (Endpoint::Basalt, Ok(d), Ok(m)) => {
+            let names: Vec<String> = d
+                .into_inner()
+                .descriptors
+                .into_iter()
+                .map(|d| d.name)
+                .collect();
+            let pods = m.into_inner().pod_metrics;
+            let ours = pods
+                .iter()
+                .find(|p| p.pod_sandbox_id == pod.id)
+                .unwrap_or_else(|| panic!("no metrics for pod {}: {pods:?}", pod.id));
+            let c = ours
+                .container_metrics
+                .iter()
+                .find(|c| c.container_id == id)
+                .unwrap_or_else(|| panic!("no metrics for container {id}: {ours:?}"));
+            for m in &c.metrics {
+                assert!(
+                    names.contains(&m.name),
+                    "{} has no descriptor in {names:?}",
+                    m.name
+                );
+            }
+            let ws = c
+                .metrics
+                .iter()
+                .find(|m| m.name == "container_memory_working_set_bytes")
+                .and_then(|m| m.value.as_ref())
+                .map(|v| v.value)
+                .unwrap_or_else(|| panic!("no working set metric: {c:?}"));
+            assert!(ws > 0, "{c:?}");
+            assert!(
+                c.metrics
+                    .iter()
+                    .any(|m| m.name == "container_cpu_usage_seconds_total"),
+                "{c:?}"
+            );
+        }
+        (Endpoint::Basalt, d, m) => panic!("CRI metrics: {:?} {:?}", d.err(), m.err()),
+        // containerd 1.6 predates the metrics RPCs (added in CRI v1.27).
+        (Endpoint::Containerd, d, m) => println!(
+            "[containerd] ListMetricDescriptors: {:?}, ListPodSandboxMetrics: {:?}",
+            d.err().map(|e| e.code()),
+            m.err().map(|e| e.code())
+        ),
+    }
     match (endpoint, events) {
         (Endpoint::Basalt, Ok(stream)) => {
             let mut stream = stream.into_inner();

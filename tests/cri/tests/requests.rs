@@ -385,6 +385,8 @@ async fn bad_container_configs(endpoint: Endpoint) {
         s.message().contains("basalt/missing"),
         "error names the image: {s:?}"
     );
+    // The registry answered 404 for the manifest: the image does not exist, which is not an unknown failure.
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
 
     let mut cfg = h.container_config("noimage", BUSYBOX, &["true"]);
     cfg.image.as_mut().unwrap().image = missing.clone();
