@@ -39,6 +39,10 @@ pub struct AgentArgs {
     /// Static pod manifests (YAML or JSON) [config: agent.manifest-dir; default: /etc/basalt/manifests]
     #[arg(long, value_name = "DIR")]
     pub manifest_dir: Option<PathBuf>,
+    /// Static pods from an HTTP(S) URL (a Pod, YAML documents or a List), fetched every 20 s; pods it no
+    /// longer declares are stopped [config: agent.manifest-url]
+    #[arg(long, value_name = "URL")]
+    pub manifest_url: Option<String>,
     /// The kubelet's CRI runtime: a unix socket path; unset runs and uses the built-in CRI server
     /// [config: agent.container-runtime-endpoint]
     #[arg(long, value_name = "PATH")]
@@ -73,6 +77,7 @@ pub struct AgentConfig {
     pub streaming_address: SocketAddr,
     pub cri_socket: Option<PathBuf>,
     pub manifest_dir: PathBuf,
+    pub manifest_url: Option<String>,
     pub container_runtime_endpoint: Option<PathBuf>,
     pub kubelet_address: SocketAddr,
     pub pod_log_dir: PathBuf,
@@ -92,6 +97,7 @@ impl Default for AgentConfig {
             streaming_address: ([127, 0, 0, 1], 0).into(),
             cri_socket: None,
             manifest_dir: "/etc/basalt/manifests".into(),
+            manifest_url: None,
             container_runtime_endpoint: None,
             kubelet_address: ([0, 0, 0, 0], 10250).into(),
             pod_log_dir: "/var/log/pods".into(),
@@ -150,6 +156,16 @@ impl AgentConfig {
         }
         if let Some(v) = &args.manifest_dir {
             c.manifest_dir = v.clone();
+        }
+        if let Some(v) = &args.manifest_url {
+            c.manifest_url = Some(v.clone());
+        }
+        if let Some(u) = &c.manifest_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!(
+                    "agent.manifest-url {u:?}: must be an http:// or https:// URL"
+                ));
+            }
         }
         if let Some(v) = &args.container_runtime_endpoint {
             c.container_runtime_endpoint = Some(v.clone());

@@ -69,15 +69,23 @@ async fn run(config: &basalt_config::Config, args: AgentConfig) -> anyhow::Resul
             socket
         }
     };
-    if !args.cri_only {
-        start_kubelet(config, &args, &endpoint).await?;
-    }
+    let kubelet = if args.cri_only {
+        None
+    } else {
+        Some(start_kubelet(config, &args, &endpoint).await?)
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("stopping; pods keep running");
+    // The kubelet first: its PLEG holds a GetContainerEvents stream open, which the CRI server's graceful
+    // shutdown would wait for.
+    if let Some(k) = kubelet {
+        k.abort();
+        let _ = k.await;
+    }
     let _ = stop_tx.send(true);
     if let Some(t) = cri_task {
         t.await.context("CRI server task")??;
@@ -89,7 +97,7 @@ async fn start_kubelet(
     config: &basalt_config::Config,
     args: &AgentConfig,
     endpoint: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let node_name = match &config.node_name {
         Some(n) => n.clone(),
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
@@ -103,6 +111,8 @@ async fn start_kubelet(
         node_name: node_name.clone(),
         host_ip,
         manifest_dir: args.manifest_dir.clone(),
+        manifest_url: args.manifest_url.clone(),
+        http_check_frequency: std::time::Duration::from_secs(20),
         log_root: args.pod_log_dir.clone(),
         pods_root: config.data_dir.join("pods"),
         cgroup_root: args.cgroup_parent.clone(),
@@ -113,6 +123,7 @@ async fn start_kubelet(
         },
         sync_period: std::time::Duration::from_secs(1),
         file_check_frequency: std::time::Duration::from_secs(20),
+        max_dead_per_container: 1,
     };
     let cri = basalt_kubelet::cri::Cri::connect(endpoint).context("CRI endpoint")?;
     let kubelet = basalt_kubelet::Kubelet::new(cri, settings);
@@ -123,8 +134,82 @@ async fn start_kubelet(
         .with_context(|| format!("serving the kubelet API on {}", args.kubelet_address))?;
     std::fs::write(config.run_dir.join("kubelet-api.addr"), addr.to_string())?;
     tracing::info!(%addr, manifests = %args.manifest_dir.display(), runtime = %endpoint.display(), "kubelet ready");
-    tokio::spawn(kubelet.run());
-    Ok(())
+    tokio::spawn(publish_pod_summary(
+        kubelet.clone(),
+        config.run_dir.join(POD_SUMMARY),
+    ));
+    Ok(tokio::spawn(kubelet.run()))
+}
+
+/// `<run-dir>/pods.summary`: one line per pod (`namespace/name phase ready/total restarts`), rewritten
+/// atomically when it changes. The node image's console shows it; PID 1 cannot speak the TLS kubelet API.
+pub const POD_SUMMARY: &str = "pods.summary";
+
+async fn publish_pod_summary(kubelet: Arc<basalt_kubelet::Kubelet>, path: PathBuf) {
+    let mut last = None;
+    loop {
+        let text = pod_summary(&kubelet.pods());
+        if last.as_ref() != Some(&text) {
+            let tmp = path.with_extension("tmp");
+            match std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &path)) {
+                Ok(()) => last = Some(text),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "writing the pod summary")
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+fn pod_summary(pods: &[k8s_openapi::api::core::v1::Pod]) -> String {
+    let mut lines: Vec<String> = pods
+        .iter()
+        .map(|p| {
+            let status = p.status.as_ref();
+            let containers = status
+                .and_then(|s| s.container_statuses.as_deref())
+                .unwrap_or_default();
+            // Why a pod is not running yet is what an operator at the console needs most.
+            let waiting = containers
+                .iter()
+                .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+                .chain(
+                    status
+                        .and_then(|s| s.init_container_statuses.as_deref())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()),
+                )
+                .find_map(|w| {
+                    let reason = w.reason.as_deref()?;
+                    let message: String = w
+                        .message
+                        .as_deref()
+                        .unwrap_or("")
+                        .chars()
+                        .take(160)
+                        .collect();
+                    Some(format!(" {reason}: {}", message.replace('\n', " ")))
+                })
+                .or_else(|| {
+                    let m: String = status?.message.as_deref()?.chars().take(160).collect();
+                    Some(format!(" {}", m.replace('\n', " ")))
+                })
+                .unwrap_or_default();
+            format!(
+                "{}/{} {} {}/{} {}{waiting}\n",
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+                p.metadata.name.as_deref().unwrap_or("?"),
+                status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending"),
+                containers.iter().filter(|c| c.ready).count(),
+                containers.len(),
+                containers.iter().map(|c| c.restart_count).sum::<i32>()
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.concat()
 }
 
 /// The first non-loopback IPv4 address of the node: what pods see as status.hostIP.

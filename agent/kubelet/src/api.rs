@@ -1,5 +1,5 @@
-//! The kubelet API over HTTPS: `/healthz` for anyone; `/pods`, `/containerLogs`, `/stats/summary` and
-//! `/metrics` for holders of the bearer token the agent writes at first start. The serving certificate is
+//! The kubelet API over HTTPS: `/healthz` for anyone; `/pods`, `/containerLogs`, `/exec`, `/attach`,
+//! `/portForward` (proxied by [`crate::stream_proxy`]), `/stats/summary` and `/metrics` for holders of the bearer token the agent writes at first start. The serving certificate is
 //! self-signed when no cluster CA is configured (both are kept under the data dir and reused).
 
 use std::collections::HashMap;
@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::stream_proxy::{self, Kind};
 use crate::Kubelet;
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -119,6 +120,8 @@ pub async fn serve(
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
+                    // exec/attach/port-forward take the connection over after the 101.
+                    .with_upgrades()
                     .await;
             });
         }
@@ -189,6 +192,15 @@ async fn handle(
         })),
         ["containerLogs", ns, pod, container] => {
             container_logs(&kubelet, ns, pod, container, &query(&req)).await
+        }
+        ["exec", ns, pod, container] => {
+            stream_proxy::handle(&kubelet, Kind::Exec, ns, pod, Some(container), req).await
+        }
+        ["attach", ns, pod, container] => {
+            stream_proxy::handle(&kubelet, Kind::Attach, ns, pod, Some(container), req).await
+        }
+        ["portForward", ns, pod] => {
+            stream_proxy::handle(&kubelet, Kind::PortForward, ns, pod, None, req).await
         }
         ["stats", "summary"] => json(&stats_summary(&kubelet).await),
         ["metrics"] => text(StatusCode::OK, metrics(&kubelet)),
@@ -359,45 +371,23 @@ async fn stats_summary(kubelet: &Kubelet) -> serde_json::Value {
             "containers": containers,
         }));
     }
-    let (mem_total, mem_avail) = meminfo();
+    let mem = crate::node::memory();
+    let fs = crate::node::fs(&kubelet.settings.pods_root);
     serde_json::json!({
         "node": {
             "nodeName": kubelet.settings.node_name,
-            "memory": {"availableBytes": mem_avail, "usageBytes": mem_total.saturating_sub(mem_avail)},
-            "fs": fs_stats(&kubelet.settings.pods_root),
+            "memory": mem.map(|m| serde_json::json!({
+                "availableBytes": m.available,
+                "usageBytes": m.total.saturating_sub(m.available),
+            })),
+            "fs": fs.map(|f| serde_json::json!({
+                "availableBytes": f.available,
+                "capacityBytes": f.capacity,
+                "usedBytes": f.capacity.saturating_sub(f.available),
+            })),
         },
         "pods": pods,
     })
-}
-
-/// MemTotal and MemAvailable in bytes (the eviction signal memory.available).
-pub fn meminfo() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (get("MemTotal:"), get("MemAvailable:"))
-}
-
-/// nodefs.available: free and total bytes of the filesystem holding pod data.
-pub fn fs_stats(path: &Path) -> serde_json::Value {
-    let mut p = path.to_owned();
-    while !p.exists() {
-        if !p.pop() {
-            break;
-        }
-    }
-    match nix::sys::statvfs::statvfs(&p) {
-        Ok(s) => serde_json::json!({
-            "availableBytes": s.blocks_available() * s.fragment_size(),
-            "capacityBytes": s.blocks() * s.fragment_size(),
-        }),
-        Err(_) => serde_json::json!({}),
-    }
 }
 
 fn metrics(kubelet: &Kubelet) -> String {
@@ -415,17 +405,76 @@ fn metrics(kubelet: &Kubelet) -> String {
         })
         .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
         .count();
-    let (total, avail) = meminfo();
-    format!(
+    let mut out = format!(
         "# HELP kubelet_running_pods Number of pods that have a running pod sandbox\n# TYPE kubelet_running_pods gauge\nkubelet_running_pods {running}\n\
          # HELP kubelet_running_containers Number of containers currently running\n# TYPE kubelet_running_containers gauge\nkubelet_running_containers{{container_state=\"running\"}} {containers}\n\
-         # HELP basalt_kubelet_static_pods Pods declared by the manifest directory\n# TYPE basalt_kubelet_static_pods gauge\nbasalt_kubelet_static_pods {}\n\
+         # HELP basalt_kubelet_static_pods Pods declared by the manifest directory and URL\n# TYPE basalt_kubelet_static_pods gauge\nbasalt_kubelet_static_pods {}\n\
          # HELP basalt_kubelet_manifest_errors_total Manifests that failed to parse or validate\n# TYPE basalt_kubelet_manifest_errors_total counter\nbasalt_kubelet_manifest_errors_total {}\n\
          # HELP basalt_kubelet_pod_syncs_total Pod worker sync passes\n# TYPE basalt_kubelet_pod_syncs_total counter\nbasalt_kubelet_pod_syncs_total {}\n\
-         # HELP basalt_node_memory_available_bytes The memory.available eviction signal\n# TYPE basalt_node_memory_available_bytes gauge\nbasalt_node_memory_available_bytes {avail}\n\
-         # HELP basalt_node_memory_total_bytes Node memory\n# TYPE basalt_node_memory_total_bytes gauge\nbasalt_node_memory_total_bytes {total}\n",
+         # HELP basalt_kubelet_pleg_events_total Container events taken from the runtime's GetContainerEvents\n# TYPE basalt_kubelet_pleg_events_total counter\nbasalt_kubelet_pleg_events_total {}\n\
+         # HELP basalt_kubelet_pleg_relists_total Relists of the fallback PLEG (runtime without GetContainerEvents)\n# TYPE basalt_kubelet_pleg_relists_total counter\nbasalt_kubelet_pleg_relists_total {}\n\
+         # HELP basalt_kubelet_containers_gc_total Dead containers removed by container GC\n# TYPE basalt_kubelet_containers_gc_total counter\nbasalt_kubelet_containers_gc_total {}\n",
         pods.len(),
         kubelet.metrics.manifest_errors.load(Ordering::Relaxed),
         kubelet.metrics.pod_syncs.load(Ordering::Relaxed),
-    )
+        kubelet.metrics.pleg_events.load(Ordering::Relaxed),
+        kubelet.metrics.pleg_relists.load(Ordering::Relaxed),
+        kubelet.metrics.containers_gc.load(Ordering::Relaxed),
+    );
+    // The eviction signals, labelled with upstream's signal names.
+    out.push_str(
+        "# HELP basalt_eviction_signal_available_bytes Eviction signals: what is left\n# TYPE basalt_eviction_signal_available_bytes gauge\n",
+    );
+    let mem = crate::node::memory();
+    let fs = crate::node::fs(&kubelet.settings.pods_root);
+    if let Some(m) = mem {
+        out.push_str(&format!(
+            "basalt_eviction_signal_available_bytes{{signal=\"memory.available\"}} {}\n",
+            m.available
+        ));
+    }
+    if let Some(f) = fs {
+        out.push_str(&format!(
+            "basalt_eviction_signal_available_bytes{{signal=\"nodefs.available\"}} {}\n",
+            f.available
+        ));
+    }
+    if let Some(m) = mem {
+        out.push_str(&format!(
+            "# HELP basalt_node_memory_total_bytes Node memory\n# TYPE basalt_node_memory_total_bytes gauge\nbasalt_node_memory_total_bytes {}\n",
+            m.total
+        ));
+    }
+    if let Some(f) = fs {
+        out.push_str(&format!(
+            "# HELP basalt_node_fs_capacity_bytes Size of the filesystem holding pod data\n# TYPE basalt_node_fs_capacity_bytes gauge\nbasalt_node_fs_capacity_bytes {}\n",
+            f.capacity
+        ));
+    }
+    out
+}
+
+/// What [`connect`] returns.
+pub type ClientStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to a kubelet API that trusts exactly `cert_pem` (the API's self-signed certificate, as
+/// `credentials` wrote it): what node-local tools use for the upgraded calls (`/exec`, `/attach`,
+/// `/portForward`) that a plain HTTP client library cannot make.
+pub async fn connect(addr: SocketAddr, cert_pem: &str) -> std::io::Result<ClientStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
+        roots.add(c?).map_err(std::io::Error::other)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
 }

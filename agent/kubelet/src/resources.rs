@@ -67,14 +67,7 @@ pub fn pod_cgroup(root: &str, pod: &Pod) -> String {
     }
 }
 
+/// The node's memory in bytes (0 when /proc/meminfo cannot be read).
 pub fn node_memory_bytes() -> i64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    crate::node::memory().map(|m| m.total as i64).unwrap_or(0)
 }

@@ -47,6 +47,17 @@ struct Seen {
     status: cri::ContainerStatus,
 }
 
+/// One relist of the pod's sandbox, shared by a pass's actions, its container GC and its status.
+#[derive(Debug, Default)]
+struct Relisted {
+    /// The latest attempt per container name.
+    seen: HashMap<String, Seen>,
+    /// The attempt before the latest, per name (lastState).
+    previous: HashMap<String, cri::ContainerStatus>,
+    /// Every exited container: (name, attempt, id).
+    exited: Vec<(String, u32, String)>,
+}
+
 pub struct Worker {
     cri: Cri,
     settings: Arc<Settings>,
@@ -122,21 +133,31 @@ impl Worker {
             .unwrap_or("Always")
     }
 
-    /// One pass. Errors are reported in the status and retried on the next pass.
-    pub async fn sync(&mut self) {
-        if let Err(e) = self.sync_inner().await {
+    /// One pass: the runtime is relisted once; the actions, the container GC and the status all work from
+    /// that relist (the status shows this pass's actions on the next pass, which the PLEG brings soon).
+    /// Errors are reported in the status and retried on the next pass. Returns how many dead containers
+    /// the GC removed.
+    pub async fn sync(&mut self) -> usize {
+        let mut relisted = Relisted::default();
+        if let Err(e) = self.sync_inner(&mut relisted).await {
             tracing::warn!(pod = ?self.pod.metadata.name, "sync: {e}");
             self.status.message = Some(e);
         }
-        self.compute_status().await;
+        let removed = self.gc(&relisted).await;
+        self.compute_status(&relisted);
+        removed
     }
 
-    async fn sync_inner(&mut self) -> Result<(), String> {
+    async fn sync_inner(&mut self, relisted: &mut Relisted) -> Result<(), String> {
         if self.failed {
+            if let Some((id, _)) = self.sandbox.clone() {
+                *relisted = self.relist(&id).await?;
+            }
             return Ok(());
         }
         let sandbox_id = self.ensure_sandbox().await?;
-        let seen = self.seen(&sandbox_id).await?;
+        *relisted = self.relist(&sandbox_id).await?;
+        let seen = relisted.seen.clone();
         let spec = self.pod.spec.clone().expect("validated");
         let policy = self.restart_policy().to_owned();
 
@@ -264,8 +285,9 @@ impl Worker {
         Ok(id)
     }
 
-    /// The latest container per name in the sandbox, with full status.
-    async fn seen(&mut self, sandbox_id: &str) -> Result<HashMap<String, Seen>, String> {
+    /// The sandbox's containers: the latest and the previous attempt per name with full status, and every
+    /// exited one.
+    async fn relist(&mut self, sandbox_id: &str) -> Result<Relisted, String> {
         let mut rt = self.cri.runtime.clone();
         let list = rt
             .list_containers(cri::ListContainersRequest {
@@ -278,36 +300,78 @@ impl Worker {
             .map_err(|e| format!("ListContainers: {}", e.message()))?
             .into_inner()
             .containers;
-        let mut out: HashMap<String, Seen> = HashMap::new();
-        for c in list {
-            let Some(name) = c.labels.get(CONTAINER_NAME).cloned() else {
+        let mut out = Relisted::default();
+        // Per name: (attempt, id) of the latest and the one before.
+        let mut latest: HashMap<String, [Option<(u32, String)>; 2]> = HashMap::new();
+        for c in &list {
+            let Some(name) = c.labels.get(CONTAINER_NAME) else {
                 continue;
             };
             let attempt = c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
-            if out.get(&name).is_some_and(|s| s.attempt >= attempt) {
-                continue;
+            if c.state == cri::ContainerState::ContainerExited as i32 {
+                out.exited.push((name.clone(), attempt, c.id.clone()));
             }
-            let Ok(st) = rt
-                .container_status(cri::ContainerStatusRequest {
-                    container_id: c.id.clone(),
-                    verbose: false,
-                })
-                .await
-            else {
-                continue;
-            };
-            if let Some(status) = st.into_inner().status {
-                out.insert(
-                    name,
+            let slot = latest.entry(name.clone()).or_default();
+            let cand = Some((attempt, c.id.clone()));
+            if slot[0].as_ref().is_none_or(|l| attempt > l.0) {
+                slot[1] = std::mem::replace(&mut slot[0], cand);
+            } else if slot[1].as_ref().is_none_or(|l| attempt > l.0) {
+                slot[1] = cand;
+            }
+        }
+        for (name, [last, prev]) in latest {
+            let Some((attempt, id)) = last else { continue };
+            if let Some(status) = container_status(&mut rt, &id).await {
+                out.seen.insert(
+                    name.clone(),
                     Seen {
-                        id: c.id,
+                        id,
                         attempt,
                         status,
                     },
                 );
             }
+            if let Some((_, id)) = prev {
+                if let Some(status) = container_status(&mut rt, &id).await {
+                    out.previous.insert(name, status);
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Container GC: per container name, exited attempts beyond `max_dead_per_container` (newest kept) are
+    /// removed; the latest attempt of every name is kept whatever its state, for status and restarts.
+    async fn gc(&mut self, relisted: &Relisted) -> usize {
+        let keep = self.settings.max_dead_per_container as usize;
+        let mut by_name: HashMap<&str, Vec<(u32, &str)>> = HashMap::new();
+        for (name, attempt, id) in &relisted.exited {
+            by_name
+                .entry(name.as_str())
+                .or_default()
+                .push((*attempt, id.as_str()));
+        }
+        let mut rt = self.cri.runtime.clone();
+        let mut removed = 0;
+        for (name, mut dead) in by_name {
+            dead.sort_by_key(|d| std::cmp::Reverse(d.0));
+            let latest = relisted.seen.get(name).map(|s| s.id.as_str());
+            for (_, id) in dead.into_iter().skip(keep) {
+                if Some(id) == latest {
+                    continue;
+                }
+                match rt
+                    .remove_container(cri::RemoveContainerRequest {
+                        container_id: id.to_owned(),
+                    })
+                    .await
+                {
+                    Ok(_) => removed += 1,
+                    Err(e) => tracing::warn!(container = %id, "container GC: {}", e.message()),
+                }
+            }
+        }
+        removed
     }
 
     async fn keep_running(
@@ -366,36 +430,8 @@ impl Worker {
             return Ok(());
         }
         self.backoff.restarted(&key, Instant::now());
-        self.start(sandbox_id, c, kind, prev.attempt + 1).await?;
-        // Keep the previous attempt (for `logs --previous` and lastState), remove older ones.
-        self.remove_older(sandbox_id, &c.name, prev.attempt).await;
-        Ok(())
-    }
-
-    async fn remove_older(&mut self, sandbox_id: &str, name: &str, keep_from: u32) {
-        let mut rt = self.cri.runtime.clone();
-        let Ok(list) = rt
-            .list_containers(cri::ListContainersRequest {
-                filter: Some(cri::ContainerFilter {
-                    pod_sandbox_id: sandbox_id.to_owned(),
-                    ..Default::default()
-                }),
-            })
-            .await
-        else {
-            return;
-        };
-        for c in list.into_inner().containers {
-            let attempt = c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
-            if c.labels.get(CONTAINER_NAME).map(String::as_str) == Some(name)
-                && attempt < keep_from
-                && c.state == cri::ContainerState::ContainerExited as i32
-            {
-                let _ = rt
-                    .remove_container(cri::RemoveContainerRequest { container_id: c.id })
-                    .await;
-            }
-        }
+        // The previous attempt stays (for `logs --previous` and lastState); older ones go with the GC.
+        self.start(sandbox_id, c, kind, prev.attempt + 1).await
     }
 
     async fn ensure_image(&mut self, c: &Container) -> Result<(), (String, String)> {
@@ -725,7 +761,7 @@ impl Worker {
             .unwrap_or_default();
         let spec = self.pod.spec.clone().expect("validated");
         for s in &sandboxes {
-            if let Ok(seen) = self.seen(&s.id).await {
+            if let Ok(Relisted { seen, .. }) = self.relist(&s.id).await {
                 // App containers in parallel would be upstream's order; sequential keeps each grace exact
                 // for the common single-container pod, then sidecars in reverse.
                 let order = spec
@@ -761,21 +797,11 @@ impl Worker {
         let _ = std::fs::remove_dir_all(self.ctx().log_dir());
     }
 
-    async fn compute_status(&mut self) {
+    fn compute_status(&mut self, relisted: &Relisted) {
         let spec = self.pod.spec.clone().expect("validated");
         let policy = self.restart_policy().to_owned();
-        let seen = match &self.sandbox {
-            Some((id, _)) => self.seen(&id.clone()).await.unwrap_or_default(),
-            None => HashMap::new(),
-        };
-        let mut previous: HashMap<String, cri::ContainerStatus> = HashMap::new();
-        for (name, s) in &seen {
-            if s.attempt > 0 {
-                if let Some(p) = self.previous_status(&s.status, name).await {
-                    previous.insert(name.clone(), p);
-                }
-            }
-        }
+        let seen = &relisted.seen;
+        let previous = &relisted.previous;
         let status_for = |c: &Container,
                           tracked: Option<&Tracked>|
          -> k8s_openapi::api::core::v1::ContainerStatus {
@@ -917,40 +943,20 @@ impl Worker {
             ..Default::default()
         };
     }
+}
 
-    /// The status of the attempt before `latest`, for lastState.
-    async fn previous_status(
-        &self,
-        latest: &cri::ContainerStatus,
-        name: &str,
-    ) -> Option<cri::ContainerStatus> {
-        let (sandbox_id, _) = self.sandbox.as_ref()?;
-        let mut rt = self.cri.runtime.clone();
-        let list = rt
-            .list_containers(cri::ListContainersRequest {
-                filter: Some(cri::ContainerFilter {
-                    pod_sandbox_id: sandbox_id.clone(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .containers;
-        let want = latest.metadata.as_ref()?.attempt.checked_sub(1)?;
-        let prev = list.into_iter().find(|c| {
-            c.labels.get(CONTAINER_NAME).map(String::as_str) == Some(name)
-                && c.metadata.as_ref().map(|m| m.attempt) == Some(want)
-        })?;
-        rt.container_status(cri::ContainerStatusRequest {
-            container_id: prev.id,
-            verbose: false,
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .status
-    }
+async fn container_status(
+    rt: &mut basalt_proto::RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> Option<cri::ContainerStatus> {
+    rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.to_owned(),
+        verbose: false,
+    })
+    .await
+    .ok()?
+    .into_inner()
+    .status
 }
 
 fn self_runtime_name() -> &'static str {

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use basalt_cri_tests::{api, cri_test, Endpoint, Harness};
 use basalt_kubelet::Kubelet;
+use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 const BUSYBOX: &str = "busybox";
 
@@ -25,6 +28,11 @@ struct Node {
 
 impl Node {
     async fn start(h: &Harness) -> Node {
+        Self::start_with(h, |_| {}).await
+    }
+
+    /// With settings changed by `tune` (a longer sync period, a manifest URL, …).
+    async fn start_with(h: &Harness, tune: impl FnOnce(&mut basalt_kubelet::Settings)) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("basalt-kubelet-")
             .tempdir()
@@ -35,6 +43,8 @@ impl Node {
             node_name: name.clone(),
             host_ip: "127.0.0.1".into(),
             manifest_dir: dir.path().join("manifests"),
+            manifest_url: None,
+            http_check_frequency: Duration::from_secs(20),
             log_root: dir.path().join("logs"),
             pods_root: dir.path().join("pods"),
             cgroup_root: cgroup_root.clone(),
@@ -42,7 +52,10 @@ impl Node {
             backoff: Default::default(),
             sync_period: Duration::from_millis(500),
             file_check_frequency: Duration::from_secs(20),
+            max_dead_per_container: 1,
         };
+        let mut settings = settings;
+        tune(&mut settings);
         std::fs::create_dir_all(&settings.manifest_dir).unwrap();
         let cri = basalt_kubelet::cri::Cri::connect(h.socket()).unwrap();
         let kubelet = Kubelet::new(cri, settings);
@@ -141,6 +154,34 @@ impl Node {
         }
     }
 
+    /// A WebSocket to the kubelet API (TLS to its own certificate), speaking `v4.channel.k8s.io` as kubectl.
+    async fn ws(&self, path: &str, token: Option<&str>) -> Result<Ws, String> {
+        let tls = basalt_kubelet::api::connect(self.api, &self.cert)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut req = format!("wss://127.0.0.1:{}{path}", self.api.port())
+            .into_client_request()
+            .unwrap();
+        let h = req.headers_mut();
+        h.insert(
+            "Sec-WebSocket-Protocol",
+            "v4.channel.k8s.io".parse().unwrap(),
+        );
+        if let Some(t) = token {
+            h.insert("Authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        let (ws, resp) = tokio_tungstenite::client_async(req, tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_eq!(
+            resp.headers()
+                .get("Sec-WebSocket-Protocol")
+                .map(|v| v.to_str().unwrap()),
+            Some("v4.channel.k8s.io")
+        );
+        Ok(ws)
+    }
+
     fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
         let ca = ureq::tls::Certificate::from_pem(self.cert.as_bytes())
             .unwrap()
@@ -198,6 +239,29 @@ impl Drop for Node {
             }
         }
     }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<basalt_kubelet::api::ClientStream>;
+
+/// Reads channel frames until `done` holds for what came per channel (byte 0 of each frame), or fails at a
+/// deadline; the stream ending is the end too.
+async fn channels(
+    ws: &mut Ws,
+    done: impl Fn(&HashMap<u8, Vec<u8>>) -> bool,
+) -> HashMap<u8, Vec<u8>> {
+    let mut got: HashMap<u8, Vec<u8>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done(&got) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) if !b.is_empty() => {
+                got.entry(b[0]).or_default().extend_from_slice(&b[1..])
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(_) => break,
+            Err(_) => panic!("timed out; so far {got:?}"),
+        }
+    }
+    got
 }
 
 fn container_id(p: &Pod, name: &str) -> String {
@@ -646,9 +710,442 @@ async fn malformed_manifest_is_skipped(endpoint: Endpoint) {
     node.wait_gone(&h, &u).await;
 }
 
+/// `/exec`, `/attach` and `/portForward` of the kubelet API: the kubelet asks the CRI for a streaming URL and
+/// proxies the upgraded WebSocket to it. Without the bearer token the upgrade is refused.
+async fn exec_attach_port_forward_through_the_kubelet_api(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let node = Node::start(&h).await;
+    let img = h.image(BUSYBOX);
+    node.put(
+        "stream.yaml",
+        &format!(
+            r#"kind: Pod
+metadata: {{name: stream}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: web, image: "{img}", imagePullPolicy: IfNotPresent, command: [sh, -c, "mkdir -p /www && echo pf-ok > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"]}}
+  - {{name: ticker, image: "{img}", imagePullPolicy: IfNotPresent, command: [sh, -c, "while true; do echo tick; sleep 1; done"]}}
+"#
+        ),
+    );
+    let p = node
+        .wait("stream", "running", |p| {
+            running(p, "web") && running(p, "ticker")
+        })
+        .await;
+    let name = p.metadata.name.clone().unwrap();
+
+    let exec = format!(
+        "/exec/default/{name}/web?command=sh&command=-c&command=echo%20out-%24((6*7))%3B%20echo%20err%20%3E%262%3B%20exit%203&stdout=1&stderr=1"
+    );
+    let refused = node.ws(&exec, None).await.err().unwrap_or_default();
+    assert!(refused.contains("401"), "{refused}");
+    let mut ws = node.ws(&exec, Some(&node.token)).await.unwrap();
+    let got = channels(&mut ws, |g| g.get(&3).is_some_and(|s| !s.is_empty())).await;
+    let text =
+        |c: u8| String::from_utf8_lossy(got.get(&c).map(|v| &v[..]).unwrap_or(b"")).into_owned();
+    assert_eq!(
+        (text(1), text(2)),
+        ("out-42\n".into(), "err\n".into()),
+        "status {}",
+        text(3)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&got[&3]).unwrap();
+    assert_eq!(st["reason"], "NonZeroExitCode", "{st}");
+    assert_eq!(st["details"]["causes"][0]["message"], "3", "{st}");
+
+    let mut ws = node
+        .ws(
+            &format!("/attach/default/{name}/ticker?stdout=1"),
+            Some(&node.token),
+        )
+        .await
+        .unwrap();
+    let got = channels(&mut ws, |g| {
+        g.get(&1)
+            .is_some_and(|o| o.windows(4).any(|w| w == b"tick"))
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&got[&1]).contains("tick\n"));
+    drop(ws);
+
+    // Port 8080 on the pod's loopback: channel 0 carries data, channel 1 errors; the first frame of each
+    // is the port (little-endian), as the port-forward WebSocket protocol has it.
+    let mut ws = node
+        .ws(
+            &format!("/portForward/default/{name}?port=8080"),
+            Some(&node.token),
+        )
+        .await
+        .unwrap();
+    let mut m = vec![0u8];
+    m.extend_from_slice(b"GET /index.html HTTP/1.0\r\n\r\n");
+    ws.send(Message::Binary(m.into())).await.unwrap();
+    let got = channels(&mut ws, |g| {
+        g.get(&0)
+            .is_some_and(|o| o.windows(5).any(|w| w == b"pf-ok"))
+    })
+    .await;
+    let data = &got[&0];
+    assert_eq!(&data[..2], &8080u16.to_le_bytes(), "{data:?}");
+    let http = String::from_utf8_lossy(&data[2..]);
+    assert!(
+        http.starts_with("HTTP/1.") && http.contains("pf-ok"),
+        "{http}"
+    );
+    drop(ws);
+
+    let u = uid(&p);
+    node.remove("stream.yaml");
+    node.wait_gone(&h, &u).await;
+}
+
 cri_test!(web_pod_probes_restart_and_api);
 cri_test!(init_containers_run_once_in_order);
 cri_test!(sidecar_outlives_app_restarts);
 cri_test!(on_failure_and_never);
 cri_test!(prestop_term_then_kill);
 cri_test!(malformed_manifest_is_skipped);
+cri_test!(exec_attach_port_forward_through_the_kubelet_api);
+
+/// The containers of a pod, as the runtime lists them: (container name, state).
+async fn runtime_containers(h: &Harness, uid: &str) -> Vec<(String, i32)> {
+    let mut sel = HashMap::new();
+    sel.insert("io.kubernetes.pod.uid".to_owned(), uid.to_owned());
+    h.cri
+        .runtime
+        .clone()
+        .list_containers(api::ListContainersRequest {
+            filter: Some(api::ContainerFilter {
+                label_selector: sel,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| {
+            (
+                c.labels
+                    .get("io.kubernetes.container.name")
+                    .cloned()
+                    .unwrap_or_default(),
+                c.state,
+            )
+        })
+        .collect()
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// A one-document HTTP server on 127.0.0.1 for the manifest URL: serves whatever `doc` holds (an empty
+/// string answers 500). Stops when dropped.
+struct DocServer {
+    url: String,
+    doc: Arc<std::sync::Mutex<String>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DocServer {
+    fn start() -> DocServer {
+        use std::io::{BufRead, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/pods.yaml", l.local_addr().unwrap());
+        let doc = Arc::new(std::sync::Mutex::new(String::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, s) = (doc.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if s.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let body = d.lock().unwrap().clone();
+                let status = if body.is_empty() {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        DocServer {
+            url,
+            doc,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn serve(&self, doc: &str) {
+        *self.doc.lock().unwrap() = doc.to_owned();
+    }
+}
+
+impl Drop for DocServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(
+            self.url
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap(),
+        );
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The manifest URL source: a List declares two pods; a later document without one stops it and leaves the
+/// other's container alone; a failing server keeps the pods; an empty List stops the last.
+async fn manifest_url_source(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let server = DocServer::start();
+    let img = h.image(BUSYBOX);
+    let pod = |name: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}}, "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "c", "image": "{img}", "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}}]}}}}"#
+        )
+    };
+    server.serve(&format!(
+        r#"{{"kind": "List", "apiVersion": "v1", "items": [{}, {}]}}"#,
+        pod("url-one"),
+        pod("url-two")
+    ));
+    let url = server.url.clone();
+    let node = Node::start_with(&h, |s| {
+        s.manifest_url = Some(url);
+        s.http_check_frequency = Duration::from_millis(500);
+    })
+    .await;
+    let one = node.wait("url-one", "running", |p| running(p, "c")).await;
+    let two = node.wait("url-two", "running", |p| running(p, "c")).await;
+    assert_eq!(
+        one.metadata.annotations.as_ref().unwrap()["kubernetes.io/config.source"],
+        "http"
+    );
+    let id = container_id(&one, "c");
+
+    // YAML with only the first pod: the second is stopped, the first untouched.
+    server.serve(&format!(
+        "kind: PodList\napiVersion: v1\nitems:\n- {}\n",
+        pod("url-one")
+    ));
+    node.wait_gone(&h, &uid(&two)).await;
+    assert_eq!(container_id(&node.pod("url-one").unwrap(), "c"), id);
+
+    // The server failing: reported, and the pod keeps running.
+    let errors = node
+        .kubelet
+        .metrics
+        .manifest_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    server.serve("");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node
+        .kubelet
+        .metrics
+        .manifest_errors
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == errors
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the failing URL was not reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = node.kubelet.manifest_errors.lock().unwrap().clone();
+    assert!(
+        err.iter().any(|e| e.to_string().contains("HTTP 500")),
+        "{err:?}"
+    );
+    let p = node.pod("url-one").unwrap();
+    assert_eq!(container_id(&p, "c"), id);
+    assert_eq!(phase(&p), "Running");
+
+    server.serve("kind: List\napiVersion: v1\nitems: []\n");
+    node.wait_gone(&h, &uid(&one)).await;
+}
+
+/// The PLEG: with a sync period far longer than the test, a container's exit is still acted on at once
+/// (restarted), woken by the runtime's GetContainerEvents on our CRI and by the one-second relist on
+/// containerd 1.6, which lacks the call; /metrics tells which path ran.
+async fn pleg_wakes_the_worker_on_exit(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let node = Node::start_with(&h, |s| s.sync_period = Duration::from_secs(600)).await;
+    let img = h.image(BUSYBOX);
+    node.put(
+        "pleg.yaml",
+        &format!("kind: Pod\nmetadata: {{name: pleg}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sh, -c, \"sleep 2; exit 1\"]}}\n"),
+    );
+    let t0 = Instant::now();
+    let p = node
+        .wait("pleg", "restarted", |p| restarts(p, "c") >= 1)
+        .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(120),
+        "the restart waited for the sync period: {:?}",
+        t0.elapsed()
+    );
+    let (code, text) = node.get("/metrics", Some(&node.token));
+    assert_eq!(code, 200);
+    let (events, relists) = (
+        metric(&text, "basalt_kubelet_pleg_events_total"),
+        metric(&text, "basalt_kubelet_pleg_relists_total"),
+    );
+    match endpoint {
+        Endpoint::Basalt => {
+            assert!(
+                events > 0 && relists == 0,
+                "events {events}, relists {relists}"
+            );
+            assert_eq!(
+                node.kubelet.pleg_mode(),
+                Some(basalt_kubelet::pleg::Mode::Events)
+            );
+        }
+        Endpoint::Containerd => {
+            assert!(
+                events == 0 && relists > 0,
+                "events {events}, relists {relists}"
+            );
+            assert_eq!(
+                node.kubelet.pleg_mode(),
+                Some(basalt_kubelet::pleg::Mode::Relist)
+            );
+        }
+    }
+    let u = uid(&p);
+    node.remove("pleg.yaml");
+    node.wait_gone(&h, &u).await;
+}
+
+/// Container GC keeps one dead container per container name (kubelet's default
+/// --maximum-dead-containers-per-container) however often it crashed; the eviction signals memory.available
+/// and nodefs.available are in /stats/summary and /metrics, as /proc/meminfo and df see them.
+async fn container_gc_and_eviction_signals(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let node = Node::start_with(&h, |s| {
+        s.backoff = basalt_kubelet::backoff::Policy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(200),
+            reset_after: Duration::from_secs(600),
+        }
+    })
+    .await;
+    let img = h.image(BUSYBOX);
+    node.put(
+        "gc.yaml",
+        &format!("kind: Pod\nmetadata: {{name: gc}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sh, -c, \"exit 1\"]}}\n"),
+    );
+    let p = node
+        .wait("gc", "crashed 4 times", |p| restarts(p, "c") >= 4)
+        .await;
+    let u = uid(&p);
+    let exited = api::ContainerState::ContainerExited as i32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cs = runtime_containers(&h, &u).await;
+        let dead = cs.iter().filter(|c| c.1 == exited).count();
+        let gc = node
+            .kubelet
+            .metrics
+            .containers_gc
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if dead <= 1 && cs.len() <= 2 && gc >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{dead} dead of {} containers, {gc} collected",
+            cs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (code, body) = node.get("/stats/summary", Some(&node.token));
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    let mem = &v["node"]["memory"];
+    let avail = mem["availableBytes"].as_u64().unwrap();
+    assert!(avail > 0 && avail < total, "{mem}");
+    assert_eq!(avail + mem["usageBytes"].as_u64().unwrap(), total, "{mem}");
+    // df on the filesystem of the pods dir (its parent: the dir appears with the first pod).
+    let df = std::process::Command::new("df")
+        .args(["-B1", "--output=size,avail"])
+        .arg(node.dir.path())
+        .output()
+        .unwrap();
+    let df = String::from_utf8_lossy(&df.stdout);
+    let nums: Vec<u64> = df
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let fs = &v["node"]["fs"];
+    assert_eq!(
+        fs["capacityBytes"].as_u64(),
+        Some(nums[0]),
+        "{fs} vs df {df}"
+    );
+    let fs_avail = fs["availableBytes"].as_u64().unwrap();
+    assert!(fs_avail.abs_diff(nums[1]) < 256 << 20, "{fs} vs df {df}");
+    let (_, text) = node.get("/metrics", Some(&node.token));
+    assert!(metric(&text, "basalt_kubelet_containers_gc_total") >= 2);
+    assert!(
+        metric(
+            &text,
+            "basalt_eviction_signal_available_bytes{signal=\"memory.available\"}"
+        ) > 0
+    );
+    assert_eq!(
+        metric(&text, "basalt_node_fs_capacity_bytes"),
+        nums[0],
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "basalt_eviction_signal_available_bytes{signal=\"nodefs.available\"}"
+        ) > 0
+    );
+    node.remove("gc.yaml");
+    node.wait_gone(&h, &u).await;
+}
+
+cri_test!(manifest_url_source);
+cri_test!(pleg_wakes_the_worker_on_exit);
+cri_test!(container_gc_and_eviction_signals);

@@ -1,0 +1,393 @@
+//! `/exec`, `/attach` and `/portForward` of the kubelet API: the CRI is asked for a streaming URL, and the
+//! client's upgrade request is replayed to it; once the runtime's streaming server answers `101 Switching
+//! Protocols` the bytes are copied both ways (kubelet's redirect-less proxy). WebSocket and SPDY alike: the
+//! proxy never looks inside the upgraded stream.
+//!
+//! It must never forward the API's bearer token to the runtime: the streaming URL is already a one-time
+//! credential.
+
+use std::collections::HashMap;
+
+use basalt_proto::cri;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::Kubelet;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// Which streaming call a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Exec,
+    Attach,
+    PortForward,
+}
+
+/// The largest response head the runtime's streaming server may send before the upgrade.
+const MAX_HEAD: usize = 16 << 10;
+
+/// Headers that belong to one hop (or to the kubelet API itself) and are not replayed to the runtime.
+const HOP: &[&str] = &[
+    "host",
+    "authorization",
+    "content-length",
+    "transfer-encoding",
+];
+
+fn err(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(
+            Full::new(Bytes::from(msg.into()))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+/// `a%20b+c` → `a b c`: query values as kubectl encodes them.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every `key=value` of the query, decoded, in order (a key such as `command` repeats).
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn flag(q: &[(String, String)], names: &[&str]) -> bool {
+    q.iter()
+        .any(|(k, v)| names.contains(&k.as_str()) && matches!(v.as_str(), "1" | "true" | "True"))
+}
+
+/// The CRI ID of a running pod's container, or of its sandbox when `container` is `None`.
+async fn lookup(
+    kubelet: &Kubelet,
+    ns: &str,
+    pod: &str,
+    container: Option<&str>,
+) -> Result<String, Response<Body>> {
+    let p = kubelet
+        .pods()
+        .into_iter()
+        .find(|p| {
+            p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(pod)
+        })
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found")))?;
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let Some(name) = container else {
+        let mut rt = kubelet.cri.runtime.clone();
+        let mut label_selector = HashMap::new();
+        label_selector.insert(crate::podconfig::POD_UID.to_owned(), uid);
+        let list = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(cri::PodSandboxFilter {
+                    label_selector,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(|e| err(StatusCode::BAD_GATEWAY, e.message().to_owned()))?
+            .into_inner()
+            .items;
+        return list
+            .into_iter()
+            .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+            .max_by_key(|s| s.created_at)
+            .map(|s| s.id)
+            .ok_or_else(|| {
+                err(
+                    StatusCode::NOT_FOUND,
+                    format!("pod {ns}/{pod} has no ready sandbox"),
+                )
+            });
+    };
+    let st = p.status.unwrap_or_default();
+    st.container_statuses
+        .iter()
+        .flatten()
+        .chain(st.init_container_statuses.iter().flatten())
+        .find(|c| c.name == name && c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        .and_then(|c| {
+            c.container_id
+                .as_deref()?
+                .split("://")
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| {
+            err(
+                StatusCode::NOT_FOUND,
+                format!("container {name:?} is not running in pod {ns}/{pod}"),
+            )
+        })
+}
+
+/// Asks the CRI for the streaming URL of this request.
+async fn streaming_url(
+    kubelet: &Kubelet,
+    kind: Kind,
+    id: String,
+    q: &[(String, String)],
+) -> Result<String, Response<Body>> {
+    let mut rt = kubelet.cri.runtime.clone();
+    let stdin = flag(q, &["stdin", "input"]);
+    let stdout = flag(q, &["stdout", "output"]);
+    let stderr = flag(q, &["stderr", "error"]);
+    let tty = flag(q, &["tty"]);
+    let r = match kind {
+        Kind::Exec => {
+            let cmd: Vec<String> = q
+                .iter()
+                .filter(|(k, _)| k == "command")
+                .map(|(_, v)| v.clone())
+                .collect();
+            if cmd.is_empty() {
+                return Err(err(
+                    StatusCode::BAD_REQUEST,
+                    "exec: query parameter \"command\" is required",
+                ));
+            }
+            rt.exec(cri::ExecRequest {
+                container_id: id,
+                cmd,
+                tty,
+                stdin,
+                stdout,
+                // With a tty stderr is merged into stdout, as kubelet asks.
+                stderr: stderr && !tty,
+            })
+            .await
+            .map(|r| r.into_inner().url)
+        }
+        Kind::Attach => rt
+            .attach(cri::AttachRequest {
+                container_id: id,
+                stdin,
+                tty,
+                stdout,
+                stderr: stderr && !tty,
+            })
+            .await
+            .map(|r| r.into_inner().url),
+        Kind::PortForward => {
+            let mut port = Vec::new();
+            for (k, v) in q.iter().filter(|(k, _)| k == "port") {
+                for p in v.split(',') {
+                    match p.trim().parse::<u16>() {
+                        Ok(n) if n > 0 => port.push(i32::from(n)),
+                        _ => {
+                            return Err(err(
+                                StatusCode::BAD_REQUEST,
+                                format!("portForward: {k} {p:?}: must be 1-65535"),
+                            ))
+                        }
+                    }
+                }
+            }
+            rt.port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: id,
+                port,
+            })
+            .await
+            .map(|r| r.into_inner().url)
+        }
+    };
+    r.map_err(|e| err(StatusCode::BAD_GATEWAY, format!("CRI: {}", e.message())))
+}
+
+/// `http://host:port/path?query` → (host:port, /path?query). Only plain HTTP: the runtime's streaming
+/// server listens on the node itself.
+fn split_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    Some((authority.to_owned(), path.to_owned()))
+}
+
+/// Handles one streaming request of the kubelet API (already authorized).
+pub async fn handle(
+    kubelet: &Kubelet,
+    kind: Kind,
+    ns: &str,
+    pod: &str,
+    container: Option<&str>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let q = query_pairs(req.uri().query());
+    let id = match lookup(kubelet, ns, pod, container).await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let url = match streaming_url(kubelet, kind, id, &q).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Some((authority, mut path)) = split_url(&url) else {
+        return err(
+            StatusCode::BAD_GATEWAY,
+            format!("the runtime's streaming URL {url:?} is not http://"),
+        );
+    };
+    // Port-forward ports travel in the query (WebSocket) or in stream headers (SPDY): keep the client's.
+    if kind == Kind::PortForward && !path.contains('?') {
+        if let Some(query) = req.uri().query() {
+            path = format!("{path}?{query}");
+        }
+    }
+    match proxy(authority, path, req).await {
+        Ok(r) => r,
+        Err(e) => err(
+            StatusCode::BAD_GATEWAY,
+            format!("streaming server {url}: {e}"),
+        ),
+    }
+}
+
+/// Replays the request head to the streaming server and, on `101`, splices the two upgraded connections.
+async fn proxy(
+    authority: String,
+    path: String,
+    mut req: Request<hyper::body::Incoming>,
+) -> std::io::Result<Response<Body>> {
+    let mut backend = TcpStream::connect(&authority).await?;
+    let mut head = format!("{} {path} HTTP/1.1\r\nHost: {authority}\r\n", req.method());
+    for (k, v) in req.headers() {
+        if HOP.contains(&k.as_str()) {
+            continue;
+        }
+        if let Ok(v) = v.to_str() {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    backend.write_all(head.as_bytes()).await?;
+
+    let mut buf = Vec::with_capacity(1024);
+    let end = loop {
+        let mut chunk = [0u8; 1024];
+        let n = backend.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other(
+                "closed the connection before answering",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(std::io::Error::other("response head too large"));
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    parsed
+        .parse(&buf[..end])
+        .map_err(|e| std::io::Error::other(format!("bad response: {e}")))?;
+    let code = parsed.code.unwrap_or(502);
+    let mut resp = Response::builder().status(code);
+    for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        resp = resp.header(h.name, h.value);
+    }
+    let leftover = buf[end..].to_vec();
+    if code != 101 {
+        // An error before the upgrade (bad token, unsupported protocol): pass its body on.
+        let mut body = leftover;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            backend.read_to_end(&mut body),
+        )
+        .await;
+        return resp
+            .body(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed())
+            .map_err(std::io::Error::other);
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(client) = upgrade.await else {
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+    });
+    resp.body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+        .map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded_and_repeat() {
+        let q = query_pairs(Some(
+            "command=sh&command=-c&command=echo%20a+b%3Dc&tty=1&stdin=true",
+        ));
+        let cmd: Vec<&str> = q
+            .iter()
+            .filter(|(k, _)| k == "command")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(cmd, ["sh", "-c", "echo a b=c"]);
+        assert!(flag(&q, &["tty"]) && flag(&q, &["stdin", "input"]));
+        assert!(!flag(&q, &["stdout", "output"]));
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn streaming_urls_split_into_authority_and_path() {
+        assert_eq!(
+            split_url("http://127.0.0.1:3456/exec/abc"),
+            Some(("127.0.0.1:3456".into(), "/exec/abc".into()))
+        );
+        assert_eq!(split_url("https://x/y"), None);
+    }
+}
