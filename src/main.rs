@@ -28,7 +28,12 @@ fn main() -> ExitCode {
             );
             return basalt_runtime::cli::main(std::env::args_os());
         }
-        Personality::Init => return basalt_initramfs::pid1::main(std::env::args_os().collect()),
+        // The node image's `/init` re-executes itself (`/proc/self/exe`) for the agent and the pod
+        // monitors: only PID 1 is init, any other process under that name is the subcommand CLI.
+        Personality::Init if std::process::id() == 1 => {
+            return basalt_initramfs::pid1::main(std::env::args_os().collect())
+        }
+        Personality::Init => {}
     }
 
     let cli = Cli::parse();

@@ -6,5 +6,6 @@ bash tests/deps.sh
 cargo bench --locked --bench runtime            # runtime: ours vs runc (host) and vs runc + crun (cgroup v2 VM)
 # pod startup through the CRI: our agent (the release build the line above made) vs containerd 1.6 + runc
 cargo bench --locked -p basalt-cri-tests --bench pod_startup
+cargo bench --locked --bench node_image         # node image (release basalt): size and boot-to-pod-serving time
 cargo bench --locked -p basalt-images --bench pull   # image pull+unpack: ours vs containerd's ctr
 cargo bench --locked -p basalt-cni --bench add_del   # CNI ADD+DEL: ours vs the reference bridge + host-local

@@ -28,5 +28,9 @@ pub const STATE_DIR: &str = "/var/lib/basalt";
 pub const AIRGAP_DIR: &str = "/var/lib/basalt/images";
 pub const RUN_DIR: &str = "/run/basalt";
 pub const LOG: &str = "/run/basalt/init.log";
+/// The agent's standard output and error.
+pub const AGENT_LOG: &str = "/run/basalt/agent.log";
 /// The node config PID 1 hands to the agent: the file without `init:`, with command-line overrides applied.
 pub const EFFECTIVE_CONFIG: &str = "/run/basalt/config.yaml";
+/// The agent's one-line-per-pod summary (`namespace/name phase ready/total restarts`) for the console.
+pub const POD_SUMMARY: &str = "/run/basalt/pods.summary";

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::boot::{BootOptions, Vm};
 
@@ -126,4 +126,128 @@ pub fn uptime_at(console: &str, needle: &str) -> Option<f64> {
 fn tail(s: &str) -> String {
     let lines: Vec<_> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A copy of `binary` at `out` without debug info (and without symbols when `all`): smaller images boot faster,
+/// since the TCG guest decompresses every byte.
+pub fn stripped(binary: &Path, out: &Path, all: bool) -> Result<PathBuf> {
+    let st = std::process::Command::new("objcopy")
+        .arg(if all { "--strip-all" } else { "--strip-debug" })
+        .arg(binary)
+        .arg(out)
+        .status()
+        .context("objcopy (binutils)")?;
+    ensure!(st.success(), "objcopy failed on {}", binary.display());
+    Ok(out.to_owned())
+}
+
+/// A static pod serving HTTP on the host network at `port`: on start it keeps (or, on a blank disk, writes)
+/// a random marker on a hostPath volume under the state directory and serves it as `/marker`, next to
+/// `/cgi-bin/uptime`, the guest's uptime at the moment of the request.
+pub fn httpd_pod_manifest(port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: default
+spec:
+  hostNetwork: true
+  containers:
+  - name: httpd
+    image: busybox:latest
+    command:
+    - sh
+    - -c
+    - |
+      set -e
+      [ -s /data/marker ] || cat /proc/sys/kernel/random/uuid > /data/marker
+      mkdir -p /www/cgi-bin
+      cp /data/marker /www/marker
+      printf '#!/bin/sh\necho Content-Type: text/plain\necho\ncut -d" " -f1 /proc/uptime\n' > /www/cgi-bin/uptime
+      chmod +x /www/cgi-bin/uptime
+      exec httpd -f -p {port} -h /www
+    volumeMounts:
+    - name: data
+      mountPath: /data
+  volumes:
+  - name: data
+    hostPath:
+      path: /var/lib/basalt/web-data
+      type: DirectoryOrCreate
+"#
+    )
+}
+
+/// What [`httpd_pod_manifest`]'s pod answered first.
+pub struct Serving {
+    /// Guest uptime (seconds) when the pod first answered.
+    pub uptime: f64,
+    pub marker: String,
+}
+
+/// Polls the pod of [`httpd_pod_manifest`] through the host port `port` until it answers.
+pub fn wait_serving(port: u16, timeout: Duration) -> Result<Serving> {
+    let first = http_get_until(port, "/cgi-bin/uptime", timeout)?;
+    ensure!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+    let uptime: f64 = last_line(&first)
+        .trim()
+        .parse()
+        .with_context(|| format!("uptime answer {first:?}"))?;
+    let marker = http_get_until(port, "/marker", Duration::from_secs(30))?;
+    ensure!(marker.starts_with("HTTP/1.1 200"), "{marker:?}");
+    let marker = last_line(&marker).trim().to_owned();
+    ensure!(marker.len() == 36, "marker {marker:?} is not a uuid");
+    Ok(Serving { uptime, marker })
+}
+
+/// The one-line answer: the last non-empty line (busybox passes a CGI's own `\n` headers through).
+fn last_line(answer: &str) -> &str {
+    answer
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+}
+
+/// The host kernel to build a node image from, or `None` after saying why (`SKIP …`) when qemu or a kernel is
+/// missing, so a test or bench on such a machine passes without booting anything.
+pub fn kernel_or_skip(what: &str) -> Option<crate::kernel::Kernel> {
+    if !crate::boot::qemu_available() {
+        eprintln!("SKIP {what}: qemu-system-x86_64 not installed");
+        return None;
+    }
+    match crate::kernel::Kernel::host_default() {
+        Ok(k) => Some(k),
+        Err(e) => {
+            eprintln!("SKIP {what}: {e}");
+            None
+        }
+    }
+}
+
+/// What to build for a node named `node_name` that runs [`httpd_pod_manifest`]'s pod from the preloaded image
+/// archive `busybox` (named `busybox:latest`); config and manifest are written under `dir`, the image goes to
+/// `dir/image`.
+pub fn httpd_node_spec(
+    kernel: crate::kernel::Kernel,
+    binary: &Path,
+    dir: &Path,
+    node_name: &str,
+    busybox: &Path,
+    port: u16,
+) -> Result<crate::builder::BuildSpec> {
+    std::fs::write(dir.join("config.yaml"), format!("node-name: {node_name}\n"))?;
+    std::fs::create_dir_all(dir.join("manifests"))?;
+    std::fs::write(dir.join("manifests/web.yaml"), httpd_pod_manifest(port))?;
+    Ok(crate::builder::BuildSpec {
+        kernel,
+        binary: binary.to_owned(),
+        config: Some(dir.join("config.yaml")),
+        manifests: Some(dir.join("manifests")),
+        preload: vec![busybox.to_owned()],
+        extra_modules: Vec::new(),
+        mkfs: Some(PathBuf::from("/usr/sbin/mke2fs")).filter(|p| p.exists()),
+        out_dir: dir.join("image"),
+    })
 }

@@ -196,20 +196,6 @@ fn init_refuses_to_run_outside_pid_1(_: &Kernel) -> Result<()> {
     Ok(())
 }
 
-/// This test binary, without debug info (smaller image, faster boot); the loader and libraries it needs are
-/// added by the builder.
-fn stripped_self(dir: &Path) -> Result<PathBuf> {
-    let out = dir.join("init-bin");
-    let st = Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(std::env::current_exe()?)
-        .arg(&out)
-        .status()
-        .context("objcopy (binutils)")?;
-    ensure!(st.success(), "objcopy --strip-debug failed");
-    Ok(out)
-}
-
 fn spec(kernel: &Kernel, binary: &Path, dir: &Path, out: &str) -> BuildSpec {
     BuildSpec {
         kernel: kernel.clone(),
@@ -226,7 +212,7 @@ fn spec(kernel: &Kernel, binary: &Path, dir: &Path, out: &str) -> BuildSpec {
 fn build_is_reproducible_and_boots(kernel: &Kernel) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
-    let bin = stripped_self(dir)?;
+    let bin = testing::stripped(&std::env::current_exe()?, &dir.join("init-bin"), false)?;
     let fx = basalt_testsupport::Fixtures::build()?;
     let busybox = fx.get("busybox");
     std::fs::write(

@@ -19,6 +19,7 @@ mod power;
 mod rtnl;
 mod status;
 mod supervise;
+mod switch_root;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -33,7 +34,7 @@ const GRACE: Duration = Duration::from_secs(10);
 const REDRAW: Duration = Duration::from_secs(30);
 
 /// Runs as PID 1 (or `basalt init`); `args[0]` is the program name.
-pub fn main(_args: Vec<OsString>) -> ExitCode {
+pub fn main(args: Vec<OsString>) -> ExitCode {
     if std::process::id() != 1 {
         eprintln!(
             "basalt init: refusing to run as pid {}: it mounts filesystems and reboots the machine, so it only \
@@ -42,7 +43,7 @@ pub fn main(_args: Vec<OsString>) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    run()
+    run(&args)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -51,7 +52,9 @@ enum Stop {
     PowerOff,
 }
 
-fn run() -> ! {
+fn run(args: &[OsString]) -> ! {
+    // Returns only when already switched or when switching failed (reported once the log is open).
+    let switched = switch_root::to_tmpfs(args);
     mounts::mount_all();
     let _ = std::fs::create_dir_all(layout::RUN_DIR);
     log::open_sinks(Some(layout::LOG));
@@ -59,6 +62,11 @@ fn run() -> ! {
         "basalt {} init starting",
         env!("CARGO_PKG_VERSION")
     ));
+    if let Err(e) = switched {
+        log::error(format!(
+            "switching the root to a tmpfs: {e} (containers cannot pivot_root from rootfs)"
+        ));
+    }
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let file =
@@ -125,7 +133,7 @@ fn run() -> ! {
         "agent",
         "/init",
         &["agent", "--config", layout::EFFECTIVE_CONFIG],
-        "/run/basalt/agent.log",
+        layout::AGENT_LOG,
     );
     let mut last_drawn = String::new();
     let mut drawn_at = Instant::now();
@@ -141,8 +149,9 @@ fn run() -> ! {
             }
         });
         let net_now = network.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let pods = std::fs::read_to_string(layout::POD_SUMMARY).ok();
         let key = format!(
-            "{net_now}|{}|{:?}|{:?}",
+            "{net_now}|{}|{:?}|{:?}|{pods:?}",
             agent.restarts,
             agent.pid,
             log::errors().0
@@ -156,6 +165,7 @@ fn run() -> ! {
                 images,
                 manifests,
                 agent: &agent_state,
+                pods: pods.as_deref(),
             }
             .render();
             log::console_block(&block);
@@ -262,7 +272,7 @@ fn shutdown(stop: Stop) -> ! {
     }
 }
 
-/// Copies this boot's log onto the state disk (`init/last-boot.log`) so the next boot, or an operator
+/// Copies this boot's log and the agent's onto the state disk (`init/last-boot.log`, `init/last-agent.log`) so the next boot, or an operator
 /// reading the disk, can see what happened; a RAM state directory just loses it with everything else.
 fn keep_log() {
     let dir = std::path::Path::new(layout::STATE_DIR).join("init");
@@ -273,6 +283,9 @@ fn keep_log() {
         ));
         if let Err(e) = std::fs::copy(layout::LOG, dir.join("last-boot.log")) {
             log::error(format!("saving the log: {e}"));
+        }
+        if let Err(e) = std::fs::copy(layout::AGENT_LOG, dir.join("last-agent.log")) {
+            log::error(format!("saving the agent log: {e}"));
         }
     }
 }

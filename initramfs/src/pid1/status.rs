@@ -13,21 +13,56 @@ pub struct Status<'a> {
     pub images: usize,
     pub manifests: usize,
     pub agent: &'a str,
+    /// The agent's pod summary ([`crate::layout::POD_SUMMARY`]); `None` before the agent wrote one.
+    pub pods: Option<&'a str>,
 }
+
+/// At most this many pods are listed one per line; the count covers all.
+const PODS_SHOWN: usize = 8;
 
 impl Status<'_> {
     pub fn render(&self) -> String {
         let (count, last) = log::errors();
         let mut s = format!(
-            "---------------- basalt node {} ----------------\n  ip:        {}\n  state:     {}\n  images:    {} preloaded, {} static pod manifests\n  agent:     {}\n  pods:      - (no agent yet)\n  errors:    {count}\n",
-            self.node, self.network, self.state, self.images, self.manifests, self.agent
+            "---------------- basalt node {} ----------------\n  ip:        {}\n  state:     {}\n  images:    {} preloaded, {} static pod manifests\n  agent:     {}\n  pods:      {}\n",
+            self.node,
+            self.network,
+            self.state,
+            self.images,
+            self.manifests,
+            self.agent,
+            pod_counts(self.pods)
         );
+        for line in self.pods.unwrap_or_default().lines().take(PODS_SHOWN) {
+            s.push_str(&format!("    {line}\n"));
+        }
+        s.push_str(&format!("  errors:    {count}\n"));
         for e in last {
             s.push_str(&format!("    ! {e}\n"));
         }
         s.push_str("------------------------------------------------\n");
         s
     }
+}
+
+/// `2 (1 Running, 1 Pending)` from summary lines `namespace/name phase ready/total restarts`.
+fn pod_counts(summary: Option<&str>) -> String {
+    let Some(summary) = summary else {
+        return "- (no agent yet)".into();
+    };
+    let mut phases: Vec<(&str, usize)> = Vec::new();
+    for phase in summary.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        match phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, n)) => *n += 1,
+            None => phases.push((phase, 1)),
+        }
+    }
+    let total: usize = phases.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return "0".into();
+    }
+    let each: Vec<String> = phases.iter().map(|(p, n)| format!("{n} {p}")).collect();
+    format!("{total} ({})", each.join(", "))
 }
 
 /// Serves `GET /healthz` → `ok` on `port` (all addresses). Nothing else is exposed: no node details.
@@ -54,4 +89,21 @@ pub fn serve_healthz(port: u16) {
             let _ = c.write_all(reply);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_counts;
+
+    #[test]
+    fn pod_counts_group_by_phase() {
+        assert_eq!(pod_counts(None), "- (no agent yet)");
+        assert_eq!(pod_counts(Some("")), "0");
+        assert_eq!(
+            pod_counts(Some(
+                "default/a Running 1/1 0\ndefault/b Pending 0/2 0\nkube-system/c Running 2/2 3\n"
+            )),
+            "3 (2 Running, 1 Pending)"
+        );
+    }
 }
