@@ -88,15 +88,27 @@ fn argv0_selects_the_personality() {
             "basalt-runc --help lacks {sub}"
         );
     }
-    // As init it is PID 1 of the node image, and refuses to be anything else.
-    for out in [run(&link("init"), &[]), run(Path::new(BIN), &["init"])] {
-        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-        assert!(
-            stderr(&out).contains("only runs as PID 1"),
-            "{}",
-            stderr(&out)
-        );
-    }
+    // `basalt init` is PID 1 of the node image, and refuses to run as anything else.
+    let out = run(Path::new(BIN), &["init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("only runs as PID 1"),
+        "{}",
+        stderr(&out)
+    );
+    // Named init it is PID 1 only as PID 1: the image's /init started again (the agent starts its pod
+    // monitors from /proc/self/exe) is the subcommand CLI.
+    let out = run(&link("init"), &["version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("basalt "), "{}", stdout(&out));
+    let out = run(&link("init"), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("Usage: init"), "{}", stderr(&out));
     // Any other name is the subcommand CLI.
     let out = run(&link("basalt-copy"), &["version"]);
     assert!(out.status.success(), "{}", stderr(&out));

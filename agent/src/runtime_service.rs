@@ -366,10 +366,16 @@ impl RuntimeService for Runtime {
         _req: Request<cri::GetEventsRequest>,
     ) -> R<Self::GetContainerEventsStream> {
         let rx = self.0.events.subscribe();
-        let stream = tokio_stream::StreamExt::filter_map(
-            tokio_stream::wrappers::BroadcastStream::new(rx),
-            |e| e.ok().map(Ok),
-        );
+        // A subscriber too slow to keep up has missed events: end its stream with an error rather than carry
+        // on with a gap, so that it relists (kubelet's PLEG does) instead of trusting stale state.
+        let stream =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::BroadcastStream::new(rx), |e| {
+                e.map_err(
+                    |tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)| {
+                        Status::aborted(format!("{n} container events were missed; relist"))
+                    },
+                )
+            });
         ok(Box::pin(stream))
     }
 

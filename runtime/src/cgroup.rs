@@ -109,7 +109,13 @@ pub fn check_device_rules(resources: Option<&LinuxResources>) -> Result<()> {
     let rules = resources
         .and_then(|r| r.devices().clone())
         .unwrap_or_default();
-    Policy::for_container(&rules, DEVICES_FIELD).map(drop)
+    if unified() {
+        Policy::for_container(&rules, DEVICES_FIELD).map(drop)
+    } else {
+        // The v1 devices controller takes any rule list in order; only the v2 filter needs the whole policy to
+        // be expressible, so v1 hosts keep accepting what their kernel accepts.
+        device_rules::check_all(&rules, DEVICES_FIELD).map(drop)
+    }
 }
 
 /// `a-b-c.slice` → `/a.slice/a-b.slice/a-b-c.slice`, as systemd nests slices.
@@ -216,9 +222,10 @@ impl Cgroup {
     }
 
     /// Applies limits and device rules; on v2 the device filter is (re)installed, replacing an earlier one.
+    /// The filter goes first: the verifier can refuse it, and a refused `update` must leave the limits as
+    /// they were.
     fn set_all(&mut self, resources: Option<&LinuxResources>) -> Result<()> {
         let (r, policy) = for_cgroupfs(resources)?;
-        self.mgr.set(&r).map_err(err(&self.path))?;
         if let Some(policy) = policy {
             let dir = self.v2_dir();
             device_filter::install(&dir, &policy).map_err(|e| Error::Cgroup {
@@ -229,6 +236,7 @@ impl Cgroup {
                 ),
             })?;
         }
+        self.mgr.set(&r).map_err(err(&self.path))?;
         Ok(())
     }
 

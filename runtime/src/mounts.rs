@@ -287,6 +287,22 @@ fn mount_cgroup(dest: &Path, opts: &MountOptions, ctx: &MountContext) -> Result<
         // Without its own network namespace the container's /sys is an rbind of the host's, which brings the
         // host's whole cgroup2 mount along (writable) at this very place; the kernel also refuses to mount a
         // superblock on a root of itself (EBUSY). Drop the inherited one first.
+        // An unmount propagates to the peers of the parent mount: with rootfsPropagation rshared the rbind
+        // of /sys is a peer of the host's /sys, and detaching here would detach the host's cgroup2 too.
+        // As a slave the container's /sys still receives the host's mount events but sends none back.
+        // The parent mount is the nearest ancestor that is a mount root (only those take MS_SLAVE).
+        for parent in dest.ancestors().skip(1) {
+            let made_slave = mount(
+                None::<&str>,
+                parent,
+                None::<&str>,
+                MsFlags::MS_SLAVE,
+                None::<&str>,
+            );
+            if made_slave.is_ok() || parent == Path::new("/") {
+                break;
+            }
+        }
         match nix::mount::umount2(dest, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
             Err(e) => {

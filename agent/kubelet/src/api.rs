@@ -106,12 +106,22 @@ pub async fn serve(
     let token = Arc::new(creds.token);
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors the error repeats at once: back off instead of spinning.
+                    tracing::warn!(error = %e, "kubelet API: accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let (acceptor, kubelet, token) = (acceptor.clone(), kubelet.clone(), token.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
+                // A client that connects and never finishes the handshake must not hold a task and an fd.
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp))
+                        .await
+                else {
                     return;
                 };
                 let svc = hyper::service::service_fn(move |req| {

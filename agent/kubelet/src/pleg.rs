@@ -39,6 +39,11 @@ pub async fn run(kubelet: Arc<Kubelet>) {
                 tracing::info!("the runtime has no GetContainerEvents; relisting every second");
                 None
             }
+            // Events were missed (we were too slow): one relist covers them, then follow the stream again.
+            Err(s) if s.code() == tonic::Code::Aborted => {
+                tracing::info!("GetContainerEvents: {}", s.message());
+                Some(Instant::now())
+            }
             Err(s) => {
                 tracing::warn!("GetContainerEvents: {}; relisting meanwhile", s.message());
                 Some(Instant::now() + RETRY_STREAM)

@@ -259,9 +259,27 @@ fn fetch(url: &str) -> Result<String, String> {
     Ok(body)
 }
 
+/// `url` without user information and query, which may carry credentials.
+fn redacted(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Polls `url` every `period` and publishes a new snapshot whenever what it declares changes.
 pub fn watch_url(url: String, node: String, period: Duration) -> watch::Receiver<Snapshot> {
     let (tx, rx) = watch::channel(Snapshot::default());
+    // Errors and logs name the source; credentials in the URL must not reach them.
+    let shown = redacted(&url);
+    if url.starts_with("http://") {
+        tracing::warn!(url = %shown, "the pod manifest URL is plain HTTP: anyone on the path can change the pods this node runs");
+    }
     tokio::spawn(async move {
         let mut last_good: BTreeMap<String, Pod> = BTreeMap::new();
         loop {
@@ -274,14 +292,23 @@ pub fn watch_url(url: String, node: String, period: Duration) -> watch::Receiver
                 .unwrap_or_else(|e| Err(e.to_string()));
             let snap = match fetched {
                 Ok(text) => {
-                    let s = parse_url_document(&url, &text, &node);
-                    last_good = s.pods.clone();
-                    s
+                    let s = parse_url_document(&shown, &text, &node);
+                    if s.errors.is_empty() {
+                        last_good = s.pods.clone();
+                        s
+                    } else {
+                        // A maintenance page or a truncated document must not stop the pods it failed to
+                        // declare: keep the last good set and report, as upstream keeps its previous state.
+                        Snapshot {
+                            pods: last_good.clone(),
+                            errors: s.errors,
+                        }
+                    }
                 }
                 Err(e) => Snapshot {
                     pods: last_good.clone(),
                     errors: vec![ManifestError {
-                        file: PathBuf::from(&url),
+                        file: PathBuf::from(&shown),
                         reason: format!("fetching: {e}"),
                     }],
                 },
@@ -302,6 +329,19 @@ pub fn watch_url(url: String, node: String, period: Duration) -> watch::Receiver
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_credentials_before_they_are_shown() {
+        assert_eq!(
+            redacted("https://u:secret@pods.example:8443/node/pods.yaml?token=abc#x"),
+            "https://pods.example:8443/node/pods.yaml"
+        );
+        assert_eq!(
+            redacted("http://10.0.0.1/pods.yaml"),
+            "http://10.0.0.1/pods.yaml"
+        );
+        assert_eq!(redacted("http://h@o"), "http://o");
+    }
 
     const A: &str = r#"{"kind": "Pod", "metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}"#;
     const B: &str = r#"{"kind": "Pod", "metadata": {"name": "b"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}"#;

@@ -30,6 +30,11 @@ pub enum Kind {
 
 /// The largest response head the runtime's streaming server may send before the upgrade.
 const MAX_HEAD: usize = 16 << 10;
+/// Connecting to the runtime's streaming server and reading its answer: it is on this node, so a backend that
+/// takes longer is stuck, and must not pin the request (and its sockets) forever.
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(30);
+/// The body of an error answered instead of the upgrade.
+const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Headers that belong to one hop (or to the kubelet API itself) and are not replayed to the runtime.
 const HOP: &[&str] = &[
@@ -229,7 +234,23 @@ async fn streaming_url(
             .map(|r| r.into_inner().url)
         }
     };
-    r.map_err(|e| err(StatusCode::BAD_GATEWAY, format!("CRI: {}", e.message())))
+    r.map_err(|e| err(http_status(e.code()), format!("CRI: {}", e.message())))
+}
+
+/// The HTTP answer to a CRI error, as the apiserver would give a client: the runtime's refusal of a bad
+/// request is the client's fault, only an unreachable or broken runtime is a gateway error.
+fn http_status(code: tonic::Code) -> StatusCode {
+    match code {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists | tonic::Code::Aborted => {
+            StatusCode::CONFLICT
+        }
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => StatusCode::FORBIDDEN,
+        tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    }
 }
 
 /// `http://host:port/path?query` → (host:port, /path?query). Only plain HTTP: the runtime's streaming
@@ -288,7 +309,10 @@ async fn proxy(
     path: String,
     mut req: Request<hyper::body::Incoming>,
 ) -> std::io::Result<Response<Body>> {
-    let mut backend = TcpStream::connect(&authority).await?;
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 30 s");
+    let mut backend = tokio::time::timeout(HANDSHAKE, TcpStream::connect(&authority))
+        .await
+        .map_err(|_| timed_out())??;
     let mut head = format!("{} {path} HTTP/1.1\r\nHost: {authority}\r\n", req.method());
     for (k, v) in req.headers() {
         if HOP.contains(&k.as_str()) {
@@ -304,7 +328,9 @@ async fn proxy(
     let mut buf = Vec::with_capacity(1024);
     let end = loop {
         let mut chunk = [0u8; 1024];
-        let n = backend.read(&mut chunk).await?;
+        let n = tokio::time::timeout(HANDSHAKE, backend.read(&mut chunk))
+            .await
+            .map_err(|_| timed_out())??;
         if n == 0 {
             return Err(std::io::Error::other(
                 "closed the connection before answering",
@@ -324,6 +350,21 @@ async fn proxy(
         .parse(&buf[..end])
         .map_err(|e| std::io::Error::other(format!("bad response: {e}")))?;
     let code = parsed.code.unwrap_or(502);
+    let length = parsed
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        });
+    let chunked = parsed.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            && std::str::from_utf8(h.value).is_ok_and(|v| v.contains("chunked"))
+    });
     let mut resp = Response::builder().status(code);
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length")
@@ -335,13 +376,30 @@ async fn proxy(
     }
     let leftover = buf[end..].to_vec();
     if code != 101 {
-        // An error before the upgrade (bad token, unsupported protocol): pass its body on.
+        // An error before the upgrade (bad token, unsupported protocol): pass its body on. The connection
+        // may stay open (keep-alive), so read what Content-Length says, not to the end; a chunked body is
+        // not decoded here and is replaced by a short note.
         let mut body = leftover;
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            backend.read_to_end(&mut body),
-        )
-        .await;
+        if chunked {
+            body = format!("the streaming server answered {code} (chunked body not relayed)")
+                .into_bytes();
+        } else {
+            // Without Content-Length the body runs to the end of the connection.
+            let want = length.unwrap_or(MAX_ERROR_BODY).min(MAX_ERROR_BODY);
+            let wait = if length.is_some() {
+                HANDSHAKE
+            } else {
+                std::time::Duration::from_secs(5)
+            };
+            while body.len() < want {
+                let mut chunk = [0u8; 4096];
+                match tokio::time::timeout(wait, backend.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            body.truncate(want);
+        }
         return resp
             .body(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed())
             .map_err(std::io::Error::other);

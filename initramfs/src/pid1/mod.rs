@@ -149,7 +149,10 @@ fn run(args: &[OsString]) -> ! {
             }
         });
         let net_now = network.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let pods = std::fs::read_to_string(layout::POD_SUMMARY).ok();
+        // A dead agent's last summary would show pods as running that nobody watches.
+        let pods = agent
+            .pid
+            .and_then(|_| std::fs::read_to_string(layout::POD_SUMMARY).ok());
         let key = format!(
             "{net_now}|{}|{:?}|{:?}|{pods:?}",
             agent.restarts,

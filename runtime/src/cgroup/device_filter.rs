@@ -533,7 +533,7 @@ mod tests {
         let procs = cstr(&cgroup.join("cgroup.procs"));
         let paths: Vec<_> = paths.iter().map(|p| cstr(p)).collect();
         let mut out = vec![0i32; paths.len()];
-        let (rd, wr) = nix::unistd::pipe().unwrap();
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         // SAFETY: the child makes only async-signal-safe calls (open, write, close, _exit) before _exit.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => unsafe {
