@@ -64,8 +64,8 @@ async fn collect(ws: &mut Ws, done: impl Fn(&str, &str) -> bool) -> (String, Str
     (out, status)
 }
 
-/// `exec -it`: the resize reaches the terminal before `stty size` runs (the command waits for a line of
-/// stdin, sent after the resize), and a non-zero exit comes back as a NonZeroExitCode status.
+/// `exec -it`: the resize reaches the terminal (the command waits for a line of stdin, sent after the resize,
+/// then for the size), and a non-zero exit comes back as a NonZeroExitCode status.
 async fn exec_with_a_tty(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
@@ -79,7 +79,14 @@ async fn exec_with_a_tty(endpoint: Endpoint) {
         .clone()
         .exec(api::ExecRequest {
             container_id: id.clone(),
-            cmd: ["sh", "-c", "read line; stty size; echo got-$line; exit 7"]
+            // containerd delivers the resize apart from stdin, so it can land after the line: poll for it
+            // (up to 10 s) rather than trust the order; ours is there at once.
+            cmd: [
+                "sh",
+                "-c",
+                "read line; i=0; while [ \"$(stty size 2>/dev/null)\" != '45 123' ] && [ $i -lt 100 ]; \
+                 do sleep 0.1; i=$((i+1)); done; stty size; echo got-$line; exit 7",
+            ]
                 .map(String::from)
                 .to_vec(),
             tty: true,
