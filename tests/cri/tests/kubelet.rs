@@ -916,6 +916,23 @@ impl Drop for DocServer {
     }
 }
 
+/// Serves `doc` and waits until the kubelet has counted a new manifest error for it.
+async fn serve_and_wait_reported(node: &Node, server: &DocServer, doc: &str, what: &str) {
+    let count = || {
+        node.kubelet
+            .metrics
+            .manifest_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = count();
+    server.serve(doc);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() == before {
+        assert!(Instant::now() < deadline, "{what} was not reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The manifest URL source: a List declares two pods; a later document without one stops it and leaves the
 /// other's container alone; a failing server keeps the pods; an empty List stops the last.
 async fn manifest_url_source(endpoint: Endpoint) {
@@ -956,26 +973,7 @@ async fn manifest_url_source(endpoint: Endpoint) {
     assert_eq!(container_id(&node.pod("url-one").unwrap(), "c"), id);
 
     // The server failing: reported, and the pod keeps running.
-    let errors = node
-        .kubelet
-        .metrics
-        .manifest_errors
-        .load(std::sync::atomic::Ordering::Relaxed);
-    server.serve("");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while node
-        .kubelet
-        .metrics
-        .manifest_errors
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == errors
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the failing URL was not reported"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    serve_and_wait_reported(&node, &server, "", "the failing URL").await;
     let err = node.kubelet.manifest_errors.lock().unwrap().clone();
     assert!(
         err.iter().any(|e| e.to_string().contains("HTTP 500")),
@@ -986,26 +984,13 @@ async fn manifest_url_source(endpoint: Endpoint) {
     assert_eq!(phase(&p), "Running");
 
     // A 200 that is not a pod document (a maintenance page): reported, and the pod still keeps running.
-    let errors = node
-        .kubelet
-        .metrics
-        .manifest_errors
-        .load(std::sync::atomic::Ordering::Relaxed);
-    server.serve("<html><body>down for maintenance</body></html>");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while node
-        .kubelet
-        .metrics
-        .manifest_errors
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == errors
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the unparsable document was not reported"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    serve_and_wait_reported(
+        &node,
+        &server,
+        "<html><body>down for maintenance</body></html>",
+        "the unparsable document",
+    )
+    .await;
     let p = node.pod("url-one").unwrap();
     assert_eq!(container_id(&p, "c"), id);
     assert_eq!(phase(&p), "Running");
