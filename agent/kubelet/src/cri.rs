@@ -32,4 +32,34 @@ impl Cri {
             images: ImageServiceClient::new(channel).max_decoding_message_size(64 << 20),
         })
     }
+
+    /// Every sandbox the runtime has for the pod `uid` (found by the pod-UID label the kubelet sets).
+    pub async fn pod_sandboxes(
+        &self,
+        uid: &str,
+    ) -> Result<Vec<basalt_proto::cri::PodSandbox>, tonic::Status> {
+        let mut label_selector = std::collections::HashMap::new();
+        label_selector.insert(crate::podconfig::POD_UID.to_owned(), uid.to_owned());
+        Ok(self
+            .runtime
+            .clone()
+            .list_pod_sandbox(basalt_proto::cri::ListPodSandboxRequest {
+                filter: Some(basalt_proto::cri::PodSandboxFilter {
+                    label_selector,
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items)
+    }
+}
+
+/// The newest ready sandbox of a list: the one a pod's containers run in.
+pub fn newest_ready(
+    list: &[basalt_proto::cri::PodSandbox],
+) -> Option<&basalt_proto::cri::PodSandbox> {
+    list.iter()
+        .filter(|s| s.state == basalt_proto::cri::PodSandboxState::SandboxReady as i32)
+        .max_by_key(|s| s.created_at)
 }

@@ -6,8 +6,6 @@
 //! It must never forward the API's bearer token to the runtime: the streaming URL is already a one-time
 //! credential.
 
-use std::collections::HashMap;
-
 use basalt_proto::cri;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -117,25 +115,13 @@ async fn lookup(
         .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found")))?;
     let uid = p.metadata.uid.clone().unwrap_or_default();
     let Some(name) = container else {
-        let mut rt = kubelet.cri.runtime.clone();
-        let mut label_selector = HashMap::new();
-        label_selector.insert(crate::podconfig::POD_UID.to_owned(), uid);
-        let list = rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest {
-                filter: Some(cri::PodSandboxFilter {
-                    label_selector,
-                    ..Default::default()
-                }),
-            })
+        let list = kubelet
+            .cri
+            .pod_sandboxes(&uid)
             .await
-            .map_err(|e| err(StatusCode::BAD_GATEWAY, e.message().to_owned()))?
-            .into_inner()
-            .items;
-        return list
-            .into_iter()
-            .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
-            .max_by_key(|s| s.created_at)
-            .map(|s| s.id)
+            .map_err(|e| err(StatusCode::BAD_GATEWAY, e.message().to_owned()))?;
+        return crate::cri::newest_ready(&list)
+            .map(|s| s.id.clone())
             .ok_or_else(|| {
                 err(
                     StatusCode::NOT_FOUND,

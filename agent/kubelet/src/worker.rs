@@ -221,23 +221,12 @@ impl Worker {
     /// The ready sandbox of this pod, creating it (and removing dead ones) as needed.
     async fn ensure_sandbox(&mut self) -> Result<String, String> {
         let mut rt = self.cri.runtime.clone();
-        let mut label_selector = HashMap::new();
-        label_selector.insert(POD_UID.to_owned(), self.uid());
-        let list = rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest {
-                filter: Some(cri::PodSandboxFilter {
-                    label_selector,
-                    ..Default::default()
-                }),
-            })
+        let list = self
+            .cri
+            .pod_sandboxes(&self.uid())
             .await
-            .map_err(|e| format!("ListPodSandbox: {}", e.message()))?
-            .into_inner()
-            .items;
-        let ready = list
-            .iter()
-            .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
-            .max_by_key(|s| s.created_at);
+            .map_err(|e| format!("ListPodSandbox: {}", e.message()))?;
+        let ready = crate::cri::newest_ready(&list);
         if let Some(s) = ready {
             if self.sandbox.as_ref().map(|x| &x.0) != Some(&s.id) {
                 let ips = sandbox_ips(&mut rt, &s.id).await;
