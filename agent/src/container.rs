@@ -167,7 +167,7 @@ impl Agent {
             }
             None => None,
         };
-        // Image volumes: each image mounted from the store as a root of its own (read-only in the spec).
+        // Image volumes: each image's snapshots mounted read-only (no upper directory), once per container.
         let mut image_mounts = std::collections::HashMap::new();
         for (i, m) in config.mounts.iter().enumerate() {
             let Some(name) = m
@@ -187,7 +187,7 @@ impl Agent {
             made.image_roots.push(root_id);
             let root = tokio::task::spawn_blocking(move || {
                 let rec = store.find_image(&lookup)?;
-                store.mount_root(&rid, &rec, false)
+                store.mount_image(&rid, &rec)
             })
             .await
             .map_err(status::from_join)?

@@ -8,7 +8,8 @@
 //! The CRI server: [`args`] is the command line, [`server`] binds the socket and the streaming server,
 //! [`records`] is what the agent remembers of sandboxes and containers, [`sandbox`] and [`container`] implement
 //! RuntimeService on top of the monitors, [`image`] implements ImageService on the image store, [`stats`] reads
-//! cgroups, [`stream`] connects the streaming server to the monitors, and [`status`] maps errors to gRPC codes.
+//! cgroups, [`stream`] connects the streaming server to the monitors, [`orphans`] removes what a create cut
+//! short by a crash left, and [`status`] maps errors to gRPC codes.
 
 pub mod args;
 pub mod container;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod files;
 pub mod image;
 pub mod monitor;
+pub mod orphans;
 pub mod records;
 pub mod runtime_service;
 pub mod sandbox;

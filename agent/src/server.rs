@@ -296,6 +296,19 @@ async fn start_cri(
         args,
     });
     crate::events::watch_exits(agent.clone());
+    let sweeper = agent.clone();
+    let swept = tokio::task::spawn_blocking(move || {
+        crate::orphans::sweep(
+            &sweeper.records,
+            &sweeper.images,
+            &sweeper.run_dir.join("bundles"),
+        )
+    })
+    .await
+    .context("orphan sweep task")?;
+    if !swept.is_empty() {
+        tracing::info!(?swept, "removed what interrupted creates left");
+    }
 
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;

@@ -11,7 +11,8 @@
 //! Entry points: [`Store::open`]; [`pull`] with a [`Client`] built from [`Hosts`] (registries file plus
 //! `--insecure-registry`); [`import_archive`], [`import_airgap_dir`] and [`export`]; [`Store::find_image`] and
 //! [`Store::image_config`] for the CRI ImageService; [`Store::mount_root`] / [`Store::unmount_root`] for
-//! container roots; [`Store::gc`]. All blocking: async callers use `spawn_blocking`.
+//! container roots and [`Store::mount_image`] for read-only image volumes; [`Store::gc`]. All blocking: async
+//! callers use `spawn_blocking`.
 
 pub mod archive;
 pub mod cli;

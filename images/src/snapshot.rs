@@ -52,6 +52,9 @@ impl Drop for PendingSnapshot {
 pub enum RootKind {
     Overlay,
     Copy,
+    /// The image's snapshots themselves under an overlayfs with no upper directory, which the kernel keeps
+    /// read-only: an image volume.
+    ReadOnly,
 }
 
 /// A mounted (or copied) container root filesystem.
@@ -277,6 +280,72 @@ impl Store {
         }
     }
 
+    /// Mounts `image` read-only at `containers/<id>/rootfs` for an image volume: its snapshots as the lower
+    /// layers of an overlayfs without an upper directory, so nothing (not even a remount inside the container)
+    /// can write to them; or a copy where overlayfs cannot be mounted. On error nothing is left mounted or on
+    /// disk; [`Store::unmount_root`] removes it.
+    pub fn mount_image(&self, id: &str, image: &ImageRecord) -> Result<ContainerRoot> {
+        let dir = self.container_dir(id)?;
+        if dir.exists() {
+            return Err(Error::Mount {
+                id: id.to_owned(),
+                reason: format!("already exists at {}", dir.display()),
+            });
+        }
+        let chain = self.prepare_snapshots(image)?;
+        let rootfs = dir.join("rootfs");
+        fs::create_dir_all(&rootfs).at(&rootfs)?;
+        let mut root = ContainerRoot {
+            id: id.to_owned(),
+            rootfs: rootfs.clone(),
+            kind: RootKind::ReadOnly,
+            chain: chain.clone(),
+        };
+        let record = |root: &ContainerRoot| {
+            write_atomic(
+                &dir.join("root.json"),
+                &serde_json::to_vec(root).expect("serialises"),
+            )
+        };
+        let result = (|| {
+            record(&root)?;
+            // Without an upper directory overlayfs wants two lower layers: an empty one at the bottom makes a
+            // one-layer image mountable the same way.
+            let empty = dir.join("empty");
+            fs::create_dir_all(&empty).at(&empty)?;
+            let mut lower: Vec<String> = chain
+                .iter()
+                .rev()
+                .map(|c| self.snapshot_dir(c).join("fs").display().to_string())
+                .collect();
+            lower.push(empty.display().to_string());
+            let opts = format!("lowerdir={}", lower.join(":"));
+            let fits = opts.len() < 4000 && !lower.iter().any(|l| l.contains([':', ',']));
+            let r = if fits {
+                mount_classic(&rootfs, &opts, libc::MS_RDONLY)
+            } else {
+                mount_layer_by_layer(&rootfs, &lower, None)
+            };
+            if let Err(e) = r {
+                tracing::info!(container = id, error = %e, "overlayfs unavailable, copying the layers");
+                root.kind = RootKind::Copy;
+                record(&root)?;
+                for l in &image.layers {
+                    let blob = self.open_blob(&l.digest)?;
+                    unpack_layer(blob, &rootfs, Mode::Apply, &l.digest.to_string())?;
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(root),
+            Err(e) => {
+                let _ = self.unmount_root(id);
+                Err(e)
+            }
+        }
+    }
+
     fn mount_overlay(&self, id: &str, dir: &Path, chain: &[Digest]) -> Result<()> {
         let upper = dir.join("upper");
         let work = dir.join("work");
@@ -299,9 +368,9 @@ impl Store {
         // `lowerdir+` (Linux 6.8) passes one layer at a time.
         let fits = opts.len() < 4000 && !lower.iter().any(|l| l.contains([':', ',']));
         let r = if fits {
-            mount_classic(&target, &opts)
+            mount_classic(&target, &opts, 0)
         } else {
-            mount_layer_by_layer(&target, &lower, &upper, &work)
+            mount_layer_by_layer(&target, &lower, Some((upper.as_path(), work.as_path())))
         };
         if let Err(e) = r {
             let _ = fs::remove_dir_all(&upper);
@@ -387,7 +456,7 @@ fn cstring(s: impl AsRef<std::ffi::OsStr>) -> CString {
     CString::new(s.as_ref().as_bytes()).expect("no NUL in paths")
 }
 
-fn mount_classic(target: &Path, opts: &str) -> std::io::Result<()> {
+fn mount_classic(target: &Path, opts: &str, flags: libc::c_ulong) -> std::io::Result<()> {
     let (t, o) = (cstring(target), cstring(opts));
     // SAFETY: valid C strings for the duration of the call.
     let r = unsafe {
@@ -395,7 +464,7 @@ fn mount_classic(target: &Path, opts: &str) -> std::io::Result<()> {
             c"overlay".as_ptr(),
             t.as_ptr(),
             c"overlay".as_ptr(),
-            0,
+            flags,
             o.as_ptr().cast(),
         )
     };
@@ -406,12 +475,11 @@ fn mount_classic(target: &Path, opts: &str) -> std::io::Result<()> {
     }
 }
 
-/// fsopen/fsconfig/fsmount/move_mount, one `lowerdir+` per layer (top first).
+/// fsopen/fsconfig/fsmount/move_mount, one `lowerdir+` per layer (top first); read-only without `upper`.
 fn mount_layer_by_layer(
     target: &Path,
     lower: &[String],
-    upper: &Path,
-    work: &Path,
+    upper: Option<(&Path, &Path)>,
 ) -> std::io::Result<()> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
@@ -452,8 +520,10 @@ fn mount_layer_by_layer(
     for l in lower {
         set(&lower_key, &cstring(l))?;
     }
-    set(&cstring("upperdir"), &cstring(upper))?;
-    set(&cstring("workdir"), &cstring(work))?;
+    if let Some((upper, work)) = upper {
+        set(&cstring("upperdir"), &cstring(upper))?;
+        set(&cstring("workdir"), &cstring(work))?;
+    }
     // SAFETY: valid fd; null key and value for a command.
     let r = unsafe {
         libc::syscall(

@@ -244,6 +244,51 @@ fn mounts_images_with_more_layers_than_one_mount_option_page_holds() {
     store.unmount_root("many").unwrap();
     assert!(!basalt_images::snapshot::is_mountpoint(&root.rootfs).unwrap());
     assert!(!root.rootfs.exists());
+    // The read-only form (an image volume) passes the same layers one by one.
+    let root = store.mount_image("many-ro", &rec).unwrap();
+    assert_eq!(root.kind, basalt_images::RootKind::ReadOnly);
+    assert_eq!(
+        std::fs::read_to_string(root.rootfs.join(format!("layers/{}", LAYERS - 1))).unwrap(),
+        format!("{}\n", LAYERS - 1)
+    );
+    store.unmount_root("many-ro").unwrap();
+    assert!(!root.rootfs.exists());
+}
+
+#[test]
+fn image_volumes_are_the_snapshots_read_only() {
+    let fx = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for name in [fixtures::BUSYBOX, fixtures::LAYERED] {
+        let rec = import_archive(&store, &fx.get(name).oci_archive, false)
+            .unwrap()
+            .remove(0);
+        let id = format!("vol-{}", rec.layers.len());
+        let root = store.mount_image(&id, &rec).unwrap();
+        assert_eq!(root.kind, basalt_images::RootKind::ReadOnly, "{name}");
+        assert!(root.rootfs.join("bin/busybox").exists(), "{name}");
+        if name == fixtures::LAYERED {
+            for p in fixtures::LAYERED_ABSENT {
+                assert!(root.rootfs.join(p).symlink_metadata().is_err(), "{p}");
+            }
+        }
+        // The kernel refuses writes (no upper directory), and none was made.
+        let e = std::fs::write(root.rootfs.join("x"), b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{name}: {e}");
+        let made: Vec<_> = std::fs::read_dir(root.rootfs.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!made.contains(&"upper".to_owned()), "{made:?}");
+        // While mounted, garbage collection keeps its snapshots even with the image name gone.
+        store.remove_image(&rec.name).unwrap();
+        assert!(store.gc().unwrap().snapshots.is_empty(), "{name}");
+        store.unmount_root(&id).unwrap();
+        assert!(!basalt_images::snapshot::is_mountpoint(&root.rootfs).unwrap());
+        assert!(!root.rootfs.parent().unwrap().exists(), "{name}");
+        assert_eq!(store.gc().unwrap().snapshots.len(), rec.layers.len());
+    }
 }
 
 #[test]

@@ -95,6 +95,7 @@ pub fn container_spec(
         sc.capabilities.as_ref(),
         privileged,
         opts.cap_last_cap,
+        opts.host_capabilities,
     )?));
     // The rlimits of the runtime's parent are inherited, as with containerd 2.
     process.set_rlimits(None);

@@ -104,6 +104,10 @@ pub struct Options {
     /// The kernel's highest capability number (`/proc/sys/kernel/cap_last_cap`) bounding "ALL"; None: all we
     /// know.
     pub cap_last_cap: Option<u32>,
+    /// The capabilities the agent itself may hand on (its bounding set, bit n = `CAP_*` n), which also bound
+    /// "ALL": a node that runs without some capability (a nested or confined node) cannot give it to a
+    /// container, and asking for it makes `capset` fail. None: no limit.
+    pub host_capabilities: Option<u64>,
 }
 
 impl Default for Options {
@@ -121,8 +125,16 @@ impl Default for Options {
             cap_last_cap: std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
                 .ok()
                 .and_then(|s| s.trim().parse().ok()),
+            host_capabilities: own_bounding_set(),
         }
     }
+}
+
+/// `CapBnd` of /proc/self/status.
+fn own_bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// The spec and what the agent reports or prepares besides it.

@@ -105,14 +105,17 @@ fn parse_cap(field: &str, name: &str) -> Result<Capability> {
         .map_err(|_| Error::invalid(field, name, "unknown capability"))
 }
 
-/// The capabilities the running kernel knows ("ALL" means these, as in containerd).
-fn all_known(cap_last_cap: Option<u32>) -> Capabilities {
+/// The capabilities the running kernel knows and the node holds ("ALL" means these, as containerd takes the
+/// current process's).
+fn all_known(cap_last_cap: Option<u32>, host: Option<u64>) -> Capabilities {
     let n = cap_last_cap.map_or(ALL_CAPABILITIES.len(), |last| {
         (last as usize + 1).min(ALL_CAPABILITIES.len())
     });
     ALL_CAPABILITIES[..n]
         .iter()
-        .map(|c| parse_cap("", c).expect("table holds known names"))
+        .enumerate()
+        .filter(|(i, _)| host.is_none_or(|mask| mask & (1 << i) != 0))
+        .map(|(_, c)| parse_cap("", c).expect("table holds known names"))
         .collect()
 }
 
@@ -123,9 +126,10 @@ pub fn capabilities(
     caps: Option<&CriCaps>,
     privileged: bool,
     cap_last_cap: Option<u32>,
+    host_capabilities: Option<u64>,
 ) -> Result<LinuxCapabilities> {
     let mut set: Capabilities = if privileged {
-        all_known(cap_last_cap)
+        all_known(cap_last_cap, host_capabilities)
     } else {
         DEFAULT_CAPABILITIES
             .iter()
@@ -137,7 +141,7 @@ pub fn capabilities(
         let is_all =
             |s: &String| s.eq_ignore_ascii_case("ALL") || s.eq_ignore_ascii_case("CAP_ALL");
         if c.add_capabilities.iter().any(is_all) {
-            set = all_known(cap_last_cap);
+            set = all_known(cap_last_cap, host_capabilities);
         }
         if c.drop_capabilities.iter().any(is_all) {
             set.clear();

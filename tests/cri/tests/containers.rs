@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use basalt_cri_tests::{api, cri_test, Endpoint, Harness};
-use basalt_testsupport::fixtures::{BUSYBOX, NONROOT};
+use basalt_testsupport::fixtures::{BUSYBOX, LAYERED, NONROOT};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -664,11 +664,20 @@ mod tokio_stream_compat {
 cri_test!(supplemental_groups_policy);
 
 /// SupplementalGroupsPolicy: Merge adds the groups the image's /etc/group gives the user (user 1000 is in
-/// `extra`, 2000), Strict uses only the pod's; ContainerStatus reports the effective ids. containerd 1.6
-/// predates the field (Merge only, no `user` in the status).
+/// `extra`, 2000), Strict uses only the pod's; ContainerStatus `user.linux` reports the effective ids, and
+/// Status says the policy is supported. containerd 1.6 predates the field: it merges whatever the policy says,
+/// reports no `user`, and no `features` in Status.
 async fn supplemental_groups_policy(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
+    let status = h
+        .cri
+        .runtime
+        .clone()
+        .status(api::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
     let pod = h.run_pod("groups").await;
     let mut seen = Vec::new();
     for (name, policy) in [
@@ -683,93 +692,199 @@ async fn supplemental_groups_policy(endpoint: Endpoint) {
         let id = h.create_start(&pod, cfg).await;
         let out = h.exec_sync(&id, &["id", "-G"], 10).await.unwrap();
         let groups = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let user = h.container_status(&id).await.unwrap().user;
+        let ids = h
+            .exec_sync(&id, &sh("echo $(id -u) $(id -g)"), 10)
+            .await
+            .unwrap();
+        let user = h
+            .container_status(&id)
+            .await
+            .unwrap()
+            .user
+            .and_then(|u| u.linux);
         println!(
-            "[{}] {name}: id -G = {groups:?}, status user {user:?}",
+            "[{}] {name}: id -G = {groups:?}, status user.linux {user:?}",
             endpoint.name()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ids.stdout),
+            "1000 1000\n",
+            "{ids:?}"
         );
         seen.push((name, groups, user));
     }
+    let features = status.features.map(|f| f.supplemental_groups_policy);
+    println!(
+        "[{}] Status features.supplemental_groups_policy: {features:?}",
+        endpoint.name()
+    );
+    let linux = |uid, gid, groups: &[i64]| api::LinuxContainerUser {
+        uid,
+        gid,
+        supplemental_groups: groups.to_vec(),
+    };
     if endpoint == Endpoint::Basalt {
+        assert_eq!(features, Some(true));
         assert_eq!(seen[0].1, "1000 2000 3000");
-        assert_eq!(seen[1].1, "1000 3000");
-        let strict = seen[1]
-            .2
-            .clone()
-            .and_then(|u| u.linux)
-            .expect("user in the status");
-        assert_eq!((strict.uid, strict.gid), (1000, 1000));
-        assert_eq!(strict.supplemental_groups, vec![1000, 3000]);
+        assert_eq!(
+            seen[1].1, "1000 3000",
+            "Strict must not add the image's groups"
+        );
+        // What the status reports is what the process has: uid, gid and every group `id -G` printed.
+        assert_eq!(seen[0].2, Some(linux(1000, 1000, &[1000, 2000, 3000])));
+        assert_eq!(seen[1].2, Some(linux(1000, 1000, &[1000, 3000])));
     } else {
+        assert_eq!(features, None, "containerd 1.6 reports no runtime features");
         assert_eq!(
             seen[0].1, "1000 2000 3000",
             "Merge is containerd's behaviour too"
         );
+        assert_eq!(seen[1].1, "1000 2000 3000", "containerd 1.6 ignores Strict");
+        assert!(seen.iter().all(|s| s.2.is_none()), "{seen:?}");
     }
     h.remove_pod(&pod).await;
+    h.assert_empty().await;
+}
+
+/// Mount points under `dir` now.
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy();
+    let mut v: Vec<String> = basalt_cri_tests::leaks::mountinfo()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|m| m.starts_with(&*dir))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The container roots in our image store (image volumes are roots of their own).
+fn store_roots(h: &Harness) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(h.dir().join("data/images/containers"))
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 cri_test!(image_volume);
 
-/// An image volume (`mounts[].image`, Kubernetes' ImageVolume): the image's filesystem, read-only, at the
-/// container path; gone with the container. containerd 1.6 predates the field.
+/// An image volume (`mounts[].image`, Kubernetes' ImageVolume): the image's filesystem, read-only even to a
+/// privileged remount, at the container path; gone with the container. A missing image is NotFound naming the
+/// mount, and leaves no mount or root behind. containerd 1.6 predates the field: it takes the mount for a
+/// host path mount with an empty host path, and CreateContainer fails.
 async fn image_volume(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
     h.pull(NONROOT).await;
-    let pod = h.run_pod("imgvol").await;
-    let mut cfg = h.container_config("c", BUSYBOX, &["sleep", "3600"]);
-    cfg.mounts.push(api::Mount {
-        container_path: "/img".into(),
+    let f = h.fixtures().get(LAYERED);
+    h.registry
+        .push(f, f.image.path_in_registry(), &f.image.tag)
+        .expect("pushing the layered fixture");
+    // The kubelet names an image volume by the reference PullImage answered (the image ID).
+    let layered_id = h.pull(LAYERED).await;
+    // Privileged, so that a remount read-write would be allowed if the volume were only a read-only bind.
+    let mut pod_cfg = h.pod_config("imgvol");
+    pod_cfg
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .privileged = true;
+    let pod = h.run_pod_with(pod_cfg).await.unwrap();
+    let volume = |path: &str, image: String| api::Mount {
+        container_path: path.into(),
         readonly: true,
         image: Some(api::ImageSpec {
-            image: h.image(NONROOT),
+            image,
             ..Default::default()
         }),
         ..Default::default()
-    });
-    let id = match h.create_container(&pod, cfg).await {
-        Ok(id) => id,
-        Err(e) if endpoint == Endpoint::Containerd => {
-            println!("[containerd] image volume: {e}");
-            h.remove_pod(&pod).await;
-            return;
-        }
-        Err(e) => panic!("CreateContainer with an image volume: {e}"),
     };
+    let mut cfg = h.container_config("c", BUSYBOX, &["sleep", "3600"]);
+    cfg.mounts.push(volume("/img", h.image(NONROOT)));
+    cfg.mounts.push(volume("/layers", layered_id.clone()));
+    security(&mut cfg).privileged = true;
+    let created = h.create_container(&pod, cfg).await;
+    if endpoint == Endpoint::Containerd {
+        let e = created.expect_err("containerd 1.6 has no image volumes");
+        println!("[containerd] image volume: {:?} {}", e.code(), e.message());
+        assert_eq!(e.code(), tonic::Code::Unknown, "{e}");
+        assert!(e.message().contains(r#"failed to mkdir """#), "{e}");
+        h.remove_pod(&pod).await;
+        h.assert_empty().await;
+        return;
+    }
+    let id = created.unwrap_or_else(|e| panic!("CreateContainer with an image volume: {e}"));
     h.start_container(&id).await.unwrap();
-    let ls = h
+    let cat = h
         .exec_sync(&id, &["cat", "/img/etc/passwd"], 10)
         .await
         .unwrap();
-    let touch = h.exec_sync(&id, &["touch", "/img/x"], 10).await.unwrap();
-    println!(
-        "[{}] image volume: cat exit {}, touch exit {}",
-        endpoint.name(),
-        ls.exit_code,
-        touch.exit_code
+    assert_eq!(cat.exit_code, 0, "{cat:?}");
+    assert!(
+        String::from_utf8_lossy(&cat.stdout).contains("user:x:1000"),
+        "{cat:?}"
     );
-    if endpoint == Endpoint::Basalt {
-        assert_eq!(ls.exit_code, 0, "{ls:?}");
-        assert!(
-            String::from_utf8_lossy(&ls.stdout).contains("user:x:1000"),
-            "{ls:?}"
-        );
-        assert_ne!(touch.exit_code, 0, "the image volume is writable");
-        // A missing image is NotFound naming the mount, and nothing is left of the attempt.
-        let mut bad = h.container_config("bad", BUSYBOX, &["true"]);
-        bad.mounts.push(api::Mount {
-            container_path: "/img".into(),
-            readonly: true,
-            image: Some(api::ImageSpec {
-                image: "127.0.0.1:1/none:latest".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        let e = h.create_container(&pod, bad).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
-        assert!(e.message().contains("mounts[0].image"), "{e}");
-    }
+    // Several layers, whiteouts applied: the image's merged view.
+    let layers = h
+        .exec_sync(
+            &id,
+            &sh("cat /layers/data/keep && ! ls /layers/data/gone"),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(layers.exit_code, 0, "{layers:?}");
+    let write = h
+        .exec_sync(
+            &id,
+            &sh("touch /img/x; mount -o remount,rw /img && touch /img/y; ls /img"),
+            10,
+        )
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&write.stdout);
+    assert!(
+        !out.lines().any(|l| l == "x" || l == "y"),
+        "the image volume took a write:\n{out}{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&write.stderr).contains("Read-only file system"),
+        "{write:?}"
+    );
+    let status = h.container_status(&id).await.unwrap();
+    assert_eq!(
+        status.mounts[0].image.as_ref().map(|i| i.image.as_str()),
+        Some(h.image(NONROOT).as_str()),
+        "{status:?}"
+    );
+
+    // A missing image is NotFound naming the mount, and nothing is left of the attempt.
+    let (mounts, roots) = (mounts_under(h.dir()), store_roots(&h));
+    let mut bad = h.container_config("bad", BUSYBOX, &["true"]);
+    bad.mounts.push(volume("/ok", layered_id.clone()));
+    bad.mounts
+        .push(volume("/img", "127.0.0.1:1/none:latest".into()));
+    let e = h.create_container(&pod, bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    assert!(e.message().contains("mounts[1].image"), "{e}");
+    assert_eq!(
+        mounts_under(h.dir()),
+        mounts,
+        "mounts left by a failed create"
+    );
+    assert_eq!(store_roots(&h), roots, "roots left by a failed create");
+    assert_eq!(
+        roots.len(),
+        3,
+        "the container's root and its volumes: {roots:?}"
+    );
+
     h.remove_pod(&pod).await;
+    h.assert_empty().await;
+    assert_eq!(store_roots(&h), Vec::<String>::new());
 }

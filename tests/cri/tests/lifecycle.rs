@@ -317,3 +317,101 @@ async fn dead_monitor_is_cleaned_up(endpoint: Endpoint) {
     h.remove_pod(&pod).await;
     h.assert_empty().await;
 }
+
+/// Mount points under `dir` now.
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy();
+    basalt_cri_tests::leaks::mountinfo()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|m| m.starts_with(&*dir))
+        .collect()
+}
+
+/// Names in `dir`, sorted; none when it does not exist.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A CreateContainer cut short by a SIGKILL after the container's root, its image-volume root and its bundle
+/// were made but before its record was written (simulated by deleting the record while the agent is down):
+/// the restarted agent unmounts and removes them before it serves, and leaves the recorded container alone.
+/// Basalt only: these are our image store's and bundle directory's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roots_of_a_create_cut_short_are_removed_at_start() {
+    if basalt_cri_tests::endpoint::skip_unavailable(
+        Endpoint::Basalt,
+        "roots_of_a_create_cut_short_are_removed_at_start",
+    ) {
+        return;
+    }
+    let mut h = Harness::start(Endpoint::Basalt).await;
+    h.pull(BUSYBOX).await;
+    h.pull(basalt_testsupport::fixtures::NONROOT).await;
+    let pod = h.run_pod("cutshort").await;
+    let kept = h
+        .create_start(
+            &pod,
+            h.container_config("kept", BUSYBOX, &["sleep", "3600"]),
+        )
+        .await;
+    let mut cfg = h.container_config("cut", BUSYBOX, &["sleep", "3600"]);
+    cfg.mounts.push(api::Mount {
+        container_path: "/img".into(),
+        readonly: true,
+        image: Some(api::ImageSpec {
+            image: h.image(basalt_testsupport::fixtures::NONROOT),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let cut = h.create_container(&pod, cfg).await.unwrap();
+    let (roots, bundles) = (
+        h.dir().join("data/images/containers"),
+        h.dir().join("run/bundles"),
+    );
+    let cut_volume = format!("{cut}-image0");
+    assert_eq!(names_in(&roots).len(), 3, "{:?}", names_in(&roots));
+    assert!(
+        names_in(&bundles).contains(&cut),
+        "{:?}",
+        names_in(&bundles)
+    );
+
+    h.kill_daemon();
+    std::fs::remove_file(h.dir().join(format!("data/cri/containers/{cut}.json")))
+        .expect("the cut container's record");
+    h.start_daemon_again().await;
+
+    assert_eq!(names_in(&roots), vec![kept.clone()]);
+    assert!(
+        !names_in(&bundles).contains(&cut),
+        "{:?}",
+        names_in(&bundles)
+    );
+    let mounts = mounts_under(h.dir());
+    assert!(
+        !mounts
+            .iter()
+            .any(|m| m.contains(&cut) || m.contains(&cut_volume)),
+        "{mounts:#?}"
+    );
+    // The recorded container is untouched.
+    let r = h.exec_sync(&kept, &["true"], 10).await.unwrap();
+    assert_eq!(r.exit_code, 0);
+    assert!(
+        h.daemon_log()
+            .contains("removed what interrupted creates left"),
+        "{}",
+        h.daemon_log()
+    );
+    h.remove_pod(&pod).await;
+    h.assert_empty().await;
+    assert_eq!(names_in(&roots), Vec::<String>::new());
+}

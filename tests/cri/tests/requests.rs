@@ -531,3 +531,80 @@ async fn remove_running_pod_leaves_nothing(endpoint: Endpoint) {
     h.assert_empty().await;
     h.assert_gone(&fp).await;
 }
+
+cri_test!(pod_user_namespace);
+
+/// `hostUsers: false`: userns_options mode POD with id mappings. Ours refuses it with InvalidArgument naming the
+/// field, says `user_namespaces: false` in Status, and creates nothing. (Its runtime clones a container's mount
+/// and PID namespaces before it joins a user namespace by path, so they would belong to the host's user
+/// namespace and the pod's root could mount nothing in them.) containerd 1.6 predates the field: it runs the
+/// pod in the host's user namespace, so a container sees the identity mapping.
+async fn pod_user_namespace(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let features = h
+        .cri
+        .runtime
+        .clone()
+        .status(api::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_handlers
+        .first()
+        .and_then(|r| r.features)
+        .map(|f| f.user_namespaces);
+    let mut cfg = h.pod_config("userns");
+    let map = vec![api::IdMapping {
+        host_id: 1 << 20,
+        container_id: 0,
+        length: 65536,
+    }];
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+        .userns_options = Some(api::UserNamespace {
+        mode: api::NamespaceMode::Pod as i32,
+        uids: map.clone(),
+        gids: map,
+    });
+    let r = h.run_pod_with(cfg).await;
+    record(
+        endpoint,
+        "RunPodSandbox with a pod user namespace",
+        &r.as_ref()
+            .map(|_| "OK".to_owned())
+            .unwrap_or_else(|s| format!("{:?}: {}", s.code(), s.message())),
+    );
+    match endpoint {
+        Endpoint::Basalt => {
+            assert_eq!(features, Some(false));
+            let e = r.expect_err("pod user namespaces are refused");
+            assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+            assert!(e.message().contains("userns_options.mode"), "{e}");
+        }
+        Endpoint::Containerd => {
+            assert_eq!(features, None, "containerd 1.6 reports no handler features");
+            let pod = r.expect("containerd 1.6 ignores userns_options");
+            let id = h
+                .create_start(&pod, h.container_config("c", BUSYBOX, &["sleep", "3600"]))
+                .await;
+            let map = h
+                .exec_sync(&id, &["cat", "/proc/self/uid_map"], 10)
+                .await
+                .unwrap();
+            let map = String::from_utf8_lossy(&map.stdout);
+            record(endpoint, "uid_map in a POD-userns container", map.trim());
+            assert_eq!(
+                map.split_whitespace().collect::<Vec<_>>(),
+                ["0", "0", "4294967295"],
+                "the host's user namespace"
+            );
+            h.remove_pod(&pod).await;
+        }
+    }
+    h.assert_empty().await;
+}

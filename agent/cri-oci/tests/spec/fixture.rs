@@ -79,6 +79,8 @@ impl Env {
         let opts = Options {
             host_hostname_file: hostname,
             seccomp_profile_root: dir.path().join("seccomp"),
+            // Not whatever this test process happens to hold: tests that care set it.
+            host_capabilities: None,
             ..Options::default()
         };
         Env {

@@ -153,6 +153,17 @@ fn privileged_gets_everything_unrestricted() {
         .len(),
         38
     );
+    // …and so does what the node itself holds: a node without CAP_SYS_MODULE (16) cannot hand it on.
+    env.opts.host_capabilities = Some(!(1 << 16));
+    let caps = names(
+        process(&env.spec(&c))
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .bounding(),
+    );
+    assert_eq!(caps.len(), 37, "{caps:?}");
+    assert!(!caps.iter().any(|c| c.contains("SYS_MODULE")), "{caps:?}");
 }
 
 #[test]
