@@ -127,18 +127,35 @@ async fn start_kubelet(
     };
     let cri = basalt_kubelet::cri::Cri::connect(endpoint).context("CRI endpoint")?;
     let kubelet = basalt_kubelet::Kubelet::new(cri, settings);
-    let creds = basalt_kubelet::api::credentials(&config.data_dir, &[node_name])
+    // Pods start before the API is up: making its key on a first boot waits for the kernel's random pool,
+    // which on a fresh machine without a hardware RNG took a second that static pods need not wait for.
+    let run = tokio::spawn(kubelet.clone().run());
+    let api = async {
+        let data_dir = config.data_dir.clone();
+        let creds = tokio::task::spawn_blocking(move || {
+            basalt_kubelet::api::credentials(&data_dir, &[node_name])
+        })
+        .await?
         .context("kubelet API token and certificate")?;
-    let addr = basalt_kubelet::api::serve(kubelet.clone(), args.kubelet_address, creds)
-        .await
-        .with_context(|| format!("serving the kubelet API on {}", args.kubelet_address))?;
-    std::fs::write(config.run_dir.join("kubelet-api.addr"), addr.to_string())?;
+        let addr = basalt_kubelet::api::serve(kubelet.clone(), args.kubelet_address, creds)
+            .await
+            .with_context(|| format!("serving the kubelet API on {}", args.kubelet_address))?;
+        std::fs::write(config.run_dir.join("kubelet-api.addr"), addr.to_string())?;
+        anyhow::Ok(addr)
+    };
+    let addr = match api.await {
+        Ok(addr) => addr,
+        Err(e) => {
+            run.abort();
+            return Err(e);
+        }
+    };
     tracing::info!(%addr, manifests = %args.manifest_dir.display(), runtime = %endpoint.display(), "kubelet ready");
     tokio::spawn(publish_pod_summary(
         kubelet.clone(),
         config.run_dir.join(POD_SUMMARY),
     ));
-    Ok(tokio::spawn(kubelet.run()))
+    Ok(run)
 }
 
 /// `<run-dir>/pods.summary`: one line per pod (`namespace/name phase ready/total restarts`), rewritten

@@ -120,6 +120,8 @@ impl Vm {
             .arg("-initrd")
             .arg(&initrd)
             .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"])
+            // The host's entropy: without it a first boot's key generation waits for the guest's random pool.
+            .args(["-device", "virtio-rng-pci"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         if o.no_reboot {

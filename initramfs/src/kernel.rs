@@ -33,6 +33,8 @@ pub struct Kernel {
 pub struct Module {
     pub name: String,
     pub path: PathBuf,
+    /// The modules this one needs loaded first (`modules.dep` lists the whole closure).
+    pub needs: Vec<String>,
 }
 
 impl Kernel {
@@ -102,8 +104,9 @@ impl Kernel {
         Ok(out
             .into_iter()
             .map(|(name, rel)| Module {
-                name,
+                needs: graph.deps[&name].1.clone(),
                 path: self.modules_dir.join(rel),
+                name,
             })
             .collect())
     }

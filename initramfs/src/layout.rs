@@ -16,7 +16,8 @@ pub const CONFIG: &str = "/etc/basalt/config.yaml";
 pub const MANIFESTS_DIR: &str = "/etc/basalt/manifests";
 /// Module files, flat, named `<module>.ko`.
 pub const MODULES_DIR: &str = "/lib/modules/basalt";
-/// One line per module in load order: `<name> <file>`, or `<name> -` when the kernel lacks it.
+/// One line per module in load order: `<name> <file> <stage>` (a stage loads at once, after the ones before
+/// it), or `<name> -` when the kernel lacks it.
 pub const MODULES_ORDER: &str = "/lib/modules/basalt/order";
 /// Preloaded archives, kept outside the state directory so a state disk mounted over it cannot hide them.
 pub const PRELOAD_DIR: &str = "/usr/share/basalt/images";
