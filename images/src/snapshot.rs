@@ -229,55 +229,15 @@ impl Store {
         image: &ImageRecord,
         force_copy: bool,
     ) -> Result<ContainerRoot> {
-        let dir = self.container_dir(id)?;
-        let merr = |reason: String| Error::Mount {
-            id: id.to_owned(),
-            reason,
-        };
-        if dir.exists() {
-            return Err(merr(format!("already exists at {}", dir.display())));
-        }
-        let chain = self.prepare_snapshots(image)?;
-        let rootfs = dir.join("rootfs");
-        fs::create_dir_all(&rootfs).at(&rootfs)?;
-        let mut root = ContainerRoot {
-            id: id.to_owned(),
-            rootfs: rootfs.clone(),
-            kind: RootKind::Overlay,
-            chain: chain.clone(),
-        };
-        // Recorded before mounting so garbage collection never takes snapshots from under a live root.
-        let record = |root: &ContainerRoot| {
-            write_atomic(
-                &dir.join("root.json"),
-                &serde_json::to_vec(root).expect("serialises"),
-            )
-        };
-        let result = (|| {
-            record(&root)?;
-            let overlay = if force_copy {
-                Err(merr("copy requested".into()))
-            } else {
-                self.mount_overlay(id, &dir, &chain)
-            };
-            if let Err(e) = overlay {
-                tracing::info!(container = id, error = %e, "overlayfs unavailable, copying the layers");
-                root.kind = RootKind::Copy;
-                record(&root)?;
-                for l in &image.layers {
-                    let blob = self.open_blob(&l.digest)?;
-                    unpack_layer(blob, &rootfs, Mode::Apply, &l.digest.to_string())?;
-                }
+        self.make_root(id, image, RootKind::Overlay, |dir, chain, _| {
+            if force_copy {
+                return Err(Error::Mount {
+                    id: id.to_owned(),
+                    reason: "copy requested".into(),
+                });
             }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok(root),
-            Err(e) => {
-                let _ = self.unmount_root(id);
-                Err(e)
-            }
-        }
+            self.mount_overlay(id, dir, chain)
+        })
     }
 
     /// Mounts `image` read-only at `containers/<id>/rootfs` for an image volume: its snapshots as the lower
@@ -285,6 +245,41 @@ impl Store {
     /// can write to them; or a copy where overlayfs cannot be mounted. On error nothing is left mounted or on
     /// disk; [`Store::unmount_root`] removes it.
     pub fn mount_image(&self, id: &str, image: &ImageRecord) -> Result<ContainerRoot> {
+        self.make_root(id, image, RootKind::ReadOnly, |dir, chain, rootfs| {
+            // Without an upper directory overlayfs wants two lower layers: an empty one at the bottom makes a
+            // one-layer image mountable the same way.
+            let empty = dir.join("empty");
+            fs::create_dir_all(&empty).at(&empty)?;
+            let mut lower: Vec<String> = chain
+                .iter()
+                .rev()
+                .map(|c| self.snapshot_dir(c).join("fs").display().to_string())
+                .collect();
+            lower.push(empty.display().to_string());
+            let opts = format!("lowerdir={}", lower.join(":"));
+            let fits = opts.len() < 4000 && !lower.iter().any(|l| l.contains([':', ',']));
+            let mounted = if fits {
+                mount_classic(rootfs, &opts, libc::MS_RDONLY)
+            } else {
+                mount_layer_by_layer(rootfs, &lower, None)
+            };
+            mounted.map_err(|e| Error::Mount {
+                id: id.to_owned(),
+                reason: format!("read-only overlay: {e}"),
+            })
+        })
+    }
+
+    /// A root of `kind` at `containers/<id>/rootfs`, made by `mount(dir, chain, rootfs)`, or by copying the
+    /// layers when that fails. Recorded before mounting, so garbage collection never takes snapshots from under
+    /// a live root; on error nothing is left mounted or on disk.
+    fn make_root(
+        &self,
+        id: &str,
+        image: &ImageRecord,
+        kind: RootKind,
+        mount: impl FnOnce(&Path, &[Digest], &Path) -> Result<()>,
+    ) -> Result<ContainerRoot> {
         let dir = self.container_dir(id)?;
         if dir.exists() {
             return Err(Error::Mount {
@@ -298,7 +293,7 @@ impl Store {
         let mut root = ContainerRoot {
             id: id.to_owned(),
             rootfs: rootfs.clone(),
-            kind: RootKind::ReadOnly,
+            kind,
             chain: chain.clone(),
         };
         let record = |root: &ContainerRoot| {
@@ -309,24 +304,7 @@ impl Store {
         };
         let result = (|| {
             record(&root)?;
-            // Without an upper directory overlayfs wants two lower layers: an empty one at the bottom makes a
-            // one-layer image mountable the same way.
-            let empty = dir.join("empty");
-            fs::create_dir_all(&empty).at(&empty)?;
-            let mut lower: Vec<String> = chain
-                .iter()
-                .rev()
-                .map(|c| self.snapshot_dir(c).join("fs").display().to_string())
-                .collect();
-            lower.push(empty.display().to_string());
-            let opts = format!("lowerdir={}", lower.join(":"));
-            let fits = opts.len() < 4000 && !lower.iter().any(|l| l.contains([':', ',']));
-            let r = if fits {
-                mount_classic(&rootfs, &opts, libc::MS_RDONLY)
-            } else {
-                mount_layer_by_layer(&rootfs, &lower, None)
-            };
-            if let Err(e) = r {
+            if let Err(e) = mount(&dir, &chain, &rootfs) {
                 tracing::info!(container = id, error = %e, "overlayfs unavailable, copying the layers");
                 root.kind = RootKind::Copy;
                 record(&root)?;
