@@ -59,6 +59,9 @@ async fn run(config: &basalt_config::Config, args: AgentConfig) -> anyhow::Resul
     for d in [data_dir, run_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
+    // Before anything starts: a SIGTERM that comes while the servers start up (a node powered off at once)
+    // is then still seen, instead of caught and lost.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut cri_task = None;
     let endpoint = match &args.container_runtime_endpoint {
@@ -74,7 +77,6 @@ async fn run(config: &basalt_config::Config, args: AgentConfig) -> anyhow::Resul
     } else {
         Some(start_kubelet(config, &args, &endpoint).await?)
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
