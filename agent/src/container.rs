@@ -136,6 +136,26 @@ impl Agent {
             .await
             .map_err(status::from_join)?
             .map_err(|e| status::internal("preparing the root filesystem", e))?;
+        if let Some(userns) = sandbox.namespaces.get("user") {
+            let root_ids = pod_root_host_ids(&sandbox.config).ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "sandbox {} has a user namespace but no mapping of id 0",
+                    sandbox.id
+                ))
+            })?;
+            let (rootfs, userns) = (root.rootfs.clone(), userns.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::userns::idmap_root(&rootfs, &userns, root_ids)
+            })
+            .await
+            .map_err(status::from_join)?
+            .map_err(|e| {
+                status::internal(
+                    "idmapping the root filesystem for the pod's user namespace",
+                    e,
+                )
+            })?;
+        }
 
         // A TARGET pid namespace is the target container's: found through its init's pid.
         let target = config
@@ -658,4 +678,15 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     let name = s.trim_start_matches("SIG");
     let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().ok()?;
     Some(sig as i32)
+}
+
+/// The host uid and gid of the root of the pod's user namespace.
+fn pod_root_host_ids(config: &cri::PodSandboxConfig) -> Option<(u32, u32)> {
+    let u = crate::sandbox::namespace_options(config).userns_options?;
+    let host = |maps: &[cri::IdMapping]| {
+        maps.iter()
+            .find(|m| m.container_id == 0 && m.length > 0)
+            .map(|m| m.host_id)
+    };
+    Some((host(&u.uids)?, host(&u.gids)?))
 }

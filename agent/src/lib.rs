@@ -26,6 +26,7 @@ pub mod spec;
 pub mod stats;
 pub mod status;
 pub mod stream;
+pub mod userns;
 
 pub use args::{AgentArgs, AgentConfig};
 pub use server::main;

@@ -18,6 +18,9 @@ pub struct Spawn {
     pub pin: Vec<basalt_shim::Namespace>,
     pub hostname: Option<String>,
     pub sysctls: Vec<(String, String)>,
+    /// With `Namespace::User` pinned: its uid and gid mappings (container id, host id, size).
+    pub uid_map: Vec<(u32, u32, u32)>,
+    pub gid_map: Vec<(u32, u32, u32)>,
 }
 
 /// Starts the monitor and waits until its namespaces are pinned and it listens.
@@ -43,6 +46,8 @@ pub async fn spawn(s: Spawn) -> Result<(i32, BTreeMap<String, PathBuf>), Status>
             pin: s.pin,
             hostname: s.hostname,
             sysctls: s.sysctls,
+            uid_map: s.uid_map,
+            gid_map: s.gid_map,
             ..basalt_shim::SpawnOptions::new(s.sandbox_id, s.dir, s.runtime_root)
         };
         basalt_shim::spawn(&opts)

@@ -320,7 +320,7 @@ impl RuntimeService for Runtime {
         }
         let features = Some(cri::RuntimeHandlerFeatures {
             recursive_read_only_mounts: true,
-            user_namespaces: false,
+            user_namespaces: true,
         });
         ok(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {

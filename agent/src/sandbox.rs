@@ -25,6 +25,53 @@ pub fn namespace_options(config: &cri::PodSandboxConfig) -> cri::NamespaceOption
         .unwrap_or_default()
 }
 
+/// container id, host id, size.
+type IdMap = (u32, u32, u32);
+/// The uid and the gid mappings of a user namespace.
+type IdMaps = (Vec<IdMap>, Vec<IdMap>);
+
+/// The uid and gid maps of a pod user namespace (`hostUsers: false`), or None for the node's.
+fn pod_user_namespace(ns: &cri::NamespaceOption) -> Result<Option<IdMaps>, Status> {
+    const F: &str = "config.linux.security_context.namespace_options.userns_options";
+    let Some(u) = &ns.userns_options else {
+        return Ok(None);
+    };
+    match NamespaceMode::try_from(u.mode) {
+        Ok(NamespaceMode::Node) => return Ok(None),
+        Ok(NamespaceMode::Pod) => {}
+        _ => {
+            return Err(status::invalid(
+                &format!("{F}.mode"),
+                u.mode.to_string(),
+                "a pod's user namespace is its own (POD) or the node's (NODE)",
+            ))
+        }
+    }
+    let maps = |field: &str, v: &[cri::IdMapping]| -> Result<Vec<IdMap>, Status> {
+        let field = format!("{F}.{field}");
+        if v.is_empty() {
+            return Err(status::invalid(&field, "[]", "mode POD needs id mappings"));
+        }
+        let mut out = Vec::new();
+        for m in v {
+            let text = format!("{}:{}:{}", m.container_id, m.host_id, m.length);
+            if m.length == 0
+                || m.container_id.checked_add(m.length).is_none()
+                || m.host_id.checked_add(m.length).is_none()
+            {
+                return Err(status::invalid(&field, &text, "not a valid id range"));
+            }
+            out.push((m.container_id, m.host_id, m.length));
+        }
+        // The runtime becomes root of the namespace before it sets the container's user.
+        if !out.iter().any(|(c, _, _)| *c == 0) {
+            return Err(status::invalid(&field, format!("{out:?}"), "must map id 0"));
+        }
+        Ok(out)
+    };
+    Ok(Some((maps("uids", &u.uids)?, maps("gids", &u.gids)?)))
+}
+
 impl Agent {
     pub async fn run_pod_sandbox(
         &self,
@@ -56,17 +103,7 @@ impl Agent {
             ));
         }
         let ns = namespace_options(&config);
-        if ns
-            .userns_options
-            .as_ref()
-            .is_some_and(|u| u.mode == NamespaceMode::Pod as i32)
-        {
-            return Err(status::invalid(
-                "config.linux.security_context.namespace_options.userns_options.mode",
-                "POD",
-                "pod user namespaces are not supported by this runtime yet",
-            ));
-        }
+        let idmap = pod_user_namespace(&ns)?;
         let id = new_id();
         let lock = self.records.lock_for(&id);
         let _guard = lock.lock().await;
@@ -91,6 +128,9 @@ impl Agent {
         let host_net = ns.network == NamespaceMode::Node as i32;
         use basalt_shim::Namespace;
         let mut pin = Vec::new();
+        if idmap.is_some() {
+            pin.push(Namespace::User);
+        }
         if !host_net {
             pin.extend([Namespace::Net, Namespace::Uts]);
         }
@@ -137,7 +177,10 @@ impl Agent {
         self.records
             .put_sandbox(&rec)
             .map_err(|e| status::internal("recording the sandbox", e))?;
-        match self.setup_sandbox(&mut rec, pin, sysctls, host_net).await {
+        match self
+            .setup_sandbox(&mut rec, pin, sysctls, host_net, idmap.unwrap_or_default())
+            .await
+        {
             Ok(()) => {
                 rec.state = SandboxState::Ready;
                 self.records
@@ -162,6 +205,7 @@ impl Agent {
         pin: Vec<basalt_shim::Namespace>,
         sysctls: Vec<(String, String)>,
         host_net: bool,
+        (uid_map, gid_map): IdMaps,
     ) -> Result<(), Status> {
         let pod_dir = rec.pod_dir.clone();
         std::fs::create_dir_all(&pod_dir)
@@ -178,6 +222,8 @@ impl Agent {
             pin: pin.clone(),
             hostname,
             sysctls,
+            uid_map,
+            gid_map,
         })
         .await?;
         rec.namespaces = namespaces;

@@ -39,6 +39,7 @@ pub fn generate(
         ipc_ns: ns("ipc"),
         uts_ns: ns("uts"),
         pid_ns: ns("pid"),
+        user_ns: ns("user"),
         hostname_file: Some(&hostname),
         resolv_conf: Some(&resolv),
         hosts_file: Some(&hosts),

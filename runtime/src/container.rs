@@ -124,6 +124,11 @@ impl Container {
         let cg = Cgroup::create(&cg_path)?;
         let v2 = cgroup::unified();
         let seccomp = init::Seccomp::compile(spec, &opts.id, &opts.root.join(".seccomp-cache"))?;
+        let idmapped = crate::mounts::open_idmapped(
+            spec.mounts().as_deref().unwrap_or_default(),
+            plan.joined_userns(),
+        )?;
+        let joins = plan.open_for_child()?;
         let ctx = InitContext {
             seccomp,
             cgroup_v1: cg.v1_dirs(),
@@ -135,6 +140,11 @@ impl Container {
             preserve_fds: opts.preserve_fds,
             id: opts.id.clone(),
             stdio: opts.stdio,
+            idmapped: idmapped
+                .iter()
+                .map(|(d, fd)| (d.clone(), fd.as_raw_fd()))
+                .collect(),
+            joins: joins.iter().map(|(t, f)| (*t, f.as_raw_fd())).collect(),
         };
         cleanup.cgroup = Some(cg);
 
@@ -156,7 +166,8 @@ impl Container {
         // On cgroup v2 the init is born in its cgroup (clone3 with CLONE_INTO_CGROUP, Linux 5.7+, as crun
         // does): moving a process in afterwards costs an RCU grace period in the kernel (~15 ms, the largest
         // single cost of `run`).
-        let born_in_cgroup = if v2 {
+        let joined_userns = plan.joined_userns();
+        let born_in_cgroup = if v2 && joined_userns.is_none() {
             let cg = cleanup.cgroup.as_ref().expect("cgroup");
             match clone_into_cgroup(flags, &cg.v2_dir()) {
                 Ok(Some(pid)) => Some(pid),
@@ -174,9 +185,14 @@ impl Container {
         } else {
             None
         };
-        let pid = match born_in_cgroup {
-            Some(pid) => pid,
-            None => {
+        let pid = match (born_in_cgroup, joined_userns) {
+            (Some(pid), _) => pid,
+            (None, Some(userns)) => clone_in_userns(userns, flags, || {
+                let code = init::run(&ctx, &child_end);
+                // SAFETY: in the child: leave without running the parent's destructors.
+                unsafe { libc::_exit(code as i32) }
+            })?,
+            (None, None) => {
                 let mut stack = vec![0u8; 1 << 20];
                 // SAFETY: the CLI is single-threaded when it clones; the child only runs `init::run`, which
                 // ends in execve or _exit, and never returns into the parent's frames.
@@ -503,6 +519,89 @@ impl Drop for Cleanup {
         }
         if let Some(dir) = self.dir.take() {
             let _ = dir.remove();
+        }
+    }
+}
+
+/// Clones `child` into new namespaces (`flags`) that belong to the existing user namespace at `userns`,
+/// as runc's nsexec does: an intermediate process joins the user namespace first and clones from inside it,
+/// with `CLONE_PARENT` so that the init is still our child (we reap it). We stay in our own user namespace,
+/// so cgroups and the state directory are still written as the host's root.
+fn clone_in_userns(
+    userns: &Path,
+    flags: nix::sched::CloneFlags,
+    child: impl FnMut() -> isize,
+) -> Result<Pid> {
+    use nix::sched::CloneFlags;
+    use nix::unistd::{ForkResult, Gid, Uid};
+    let ns = std::fs::File::open(userns).map_err(Error::io(userns))?;
+    let (ours, theirs) = sync::pair()?;
+    // SAFETY: the callers are single-threaded when they create a container (as for clone below); the
+    // intermediate only joins, clones and leaves through _exit.
+    match unsafe { nix::unistd::fork() }.map_err(Error::sys("fork"))? {
+        ForkResult::Child => {
+            drop(ours);
+            let mut child = child;
+            let r = (|| -> Result<Pid> {
+                nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWUSER).map_err(|e| {
+                    Error::Sys {
+                        what: format!("joining the user namespace at {}", userns.display()),
+                        source: e,
+                    }
+                })?;
+                // Root of the joined namespace (setns keeps our host ids, which it does not map).
+                nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+                    .map_err(Error::sys("setresgid 0 in the joined user namespace"))?;
+                nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+                    .map_err(Error::sys("setresuid 0 in the joined user namespace"))?;
+                let mut stack = vec![0u8; 1 << 20];
+                // SAFETY: single-threaded; the child runs `child`, which ends in execve or _exit.
+                unsafe {
+                    nix::sched::clone(
+                        Box::new(&mut child),
+                        &mut stack,
+                        flags | CloneFlags::CLONE_PARENT,
+                        Some(libc::SIGCHLD),
+                    )
+                }
+                .map_err(Error::sys("clone in the joined user namespace"))
+            })();
+            // The pid clone gave us is in our PID namespace, which may be the pod's: the parent learns its
+            // own view of it from a pidfd.
+            let sent = r.and_then(|pid| {
+                // SAFETY: plain syscall; a new descriptor or -1.
+                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+                if fd < 0 {
+                    return Err(Error::io("pidfd_open")(std::io::Error::last_os_error()));
+                }
+                crate::tty::send_fd(theirs.0.as_raw_fd(), "pidfd", fd as i32)
+            });
+            if let Err(e) = sent {
+                let _ = theirs.send(&format!("error:{e}"));
+            }
+            // SAFETY: leaving the forked intermediate without running the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child: mid } => {
+            drop(theirs);
+            // The init inherited the other end too (until it execs), so no EOF comes: the intermediate's
+            // one message is queued once it has exited.
+            let _ = nix::sys::wait::waitpid(mid, None);
+            let (msg, fd) = crate::tty::recv_with_fd(ours.0.as_raw_fd())?;
+            let Some(pidfd) = fd else {
+                let e = msg.strip_prefix("error:").unwrap_or(&msg);
+                return Err(Error::Init(format!(
+                    "cloning in the joined user namespace: {e}"
+                )));
+            };
+            let info = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
+            let text = std::fs::read_to_string(&info).map_err(Error::io(&info))?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("Pid:"))
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|p: &i32| *p > 0)
+                .map(Pid::from_raw)
+                .ok_or_else(|| Error::Init(format!("no pid in {info}: {text:?}")))
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct InitContext {
     pub seccomp: Option<Seccomp>,
     /// Descriptors (in the parent's table, which the clone copied) to become stdin, stdout and stderr.
     pub stdio: Option<[std::os::fd::RawFd; 3]>,
+    /// Idmapped bind-mount sources by destination (descriptors the parent holds until the init is ready).
+    pub idmapped: Vec<(PathBuf, std::os::fd::RawFd)>,
+    /// Namespaces to join (opened by the parent, which holds them until the init is ready).
+    pub joins: Vec<(LinuxNamespaceType, std::os::fd::RawFd)>,
 }
 
 /// A compiled filter and how to install it.
@@ -128,7 +132,7 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
             .map_err(Error::sys("setresuid 0 in the user namespace"))?;
     }
-    ctx.plan.join_in_child()?;
+    crate::namespaces::join_in_child(&ctx.joins)?;
     if ctx.plan.clone_flags.contains(CloneFlags::CLONE_NEWCGROUP) {
         // After the parent moved us into our cgroup, so that it becomes the namespace's root.
         unshare(CloneFlags::CLONE_NEWCGROUP).map_err(Error::sys("unshare cgroup namespace"))?;
@@ -141,6 +145,7 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
         new_netns: ctx.plan.has(LinuxNamespaceType::Network),
         cgroup_v1: &ctx.cgroup_v1,
         cgroup_v2: ctx.cgroup_v2,
+        idmapped: &ctx.idmapped,
     };
     let mut dev_is_tmpfs = false;
     for m in spec.mounts().iter().flatten() {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod exec;
 pub mod hooks;
 pub mod init;
+pub mod mount_api;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;

@@ -181,6 +181,63 @@ pub struct MountContext<'a> {
     /// v1 hierarchies: (mount name in the container, host directory of the container's cgroup).
     pub cgroup_v1: &'a [(String, PathBuf)],
     pub cgroup_v2: bool,
+    /// Idmapped copies of bind-mount sources, made by the parent (see [`open_idmapped`]), by destination.
+    pub idmapped: &'a [(PathBuf, std::os::fd::RawFd)],
+}
+
+/// For every bind mount with `uidMappings`, a detached copy of its source idmapped with the user namespace
+/// at `userns` (the one the container joins), keyed by destination. Made here, as the host's root: only a
+/// process privileged over the filesystem may idmap it, which the container's root is not. The init moves
+/// each copy into place.
+pub fn open_idmapped(
+    mounts: &[Mount],
+    userns: Option<&Path>,
+) -> Result<Vec<(PathBuf, std::os::fd::OwnedFd)>> {
+    use std::os::fd::AsFd;
+    let mut out = Vec::new();
+    for (i, m) in mounts.iter().enumerate() {
+        if m.uid_mappings().as_ref().is_none_or(|v| v.is_empty())
+            && m.gid_mappings().as_ref().is_none_or(|v| v.is_empty())
+        {
+            continue;
+        }
+        let field = format!("mounts[{i}].uidMappings");
+        let opts = MountOptions::parse(m.options().iter().flatten());
+        if !(opts.bind || m.typ().as_deref() == Some("bind")) {
+            return Err(Error::spec(
+                field,
+                "idmapped mounts are supported for bind mounts only",
+            ));
+        }
+        let Some(userns) = userns else {
+            return Err(Error::spec(
+                field,
+                "idmapped mounts need a user namespace joined by path (linux.namespaces[].path)",
+            ));
+        };
+        let ns = std::fs::File::open(userns).map_err(Error::io(userns))?;
+        let source = m.source().clone().unwrap_or_default();
+        let tree = crate::mount_api::clone_idmapped(
+            &source,
+            opts.flags.contains(MsFlags::MS_REC),
+            ns.as_fd(),
+        )
+        .map_err(Error::io(format!(
+            "idmapping {} with {}",
+            source.display(),
+            userns.display()
+        )))?;
+        out.push((m.destination().clone(), tree));
+    }
+    Ok(out)
+}
+
+/// Moves a detached mount (from [`open_idmapped`]) onto `dest`.
+fn move_detached(fd: std::os::fd::RawFd, dest: &Path) -> nix::Result<()> {
+    // SAFETY: `fd` is one of the context's idmapped trees, open until the mounts are done.
+    let tree = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    crate::mount_api::attach(tree, dest)
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL)))
 }
 
 /// Performs one `mounts[]` entry under `rootfs`.
@@ -208,14 +265,17 @@ pub fn mount_entry(rootfs: &Path, m: &Mount, ctx: &MountContext) -> Result<()> {
         } else {
             MsFlags::empty()
         };
-        mount(
-            Some(&source),
-            &dest,
-            None::<&str>,
-            MsFlags::MS_BIND | rec,
-            None::<&str>,
-        )
-        .map_err(sys(what))?;
+        match ctx.idmapped.iter().find(|(d, _)| d == m.destination()) {
+            Some((_, fd)) => move_detached(*fd, &dest).map_err(sys(what))?,
+            None => mount(
+                Some(&source),
+                &dest,
+                None::<&str>,
+                MsFlags::MS_BIND | rec,
+                None::<&str>,
+            )
+            .map_err(sys(what))?,
+        }
         // A bind mount ignores flags on creation: ro, nosuid… take effect only on a remount.
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
@@ -351,36 +411,10 @@ fn mount_cgroup(dest: &Path, opts: &MountOptions, ctx: &MountContext) -> Result<
     Ok(())
 }
 
-/// mount_setattr(2) with AT_RECURSIVE and MOUNT_ATTR_RDONLY: every mount under `path` becomes read-only.
+/// Every mount under `path` read-only.
 fn set_recursive_readonly(path: &Path) -> nix::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| nix::Error::EINVAL)?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: a valid C string and a mount_attr of the size passed; the kernel only reads them.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_RECURSIVE as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    nix::Error::result(r).map(drop)
+    crate::mount_api::set_recursive_readonly(path)
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL)))
 }
 
 /// Flags the kernel will not let a remount clear (nosuid, nodev, noexec of the existing mount).

@@ -2,7 +2,7 @@
 //! new user namespace (written by the parent, since a process cannot map itself).
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
@@ -66,6 +66,15 @@ impl Plan {
         self.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
     }
 
+    /// The existing user namespace to join, if any. The namespaces we create must be entered from inside
+    /// it, or they would belong to our own user namespace and its root could not mount in them.
+    pub fn joined_userns(&self) -> Option<&Path> {
+        self.join
+            .iter()
+            .find(|(t, _)| *t == LinuxNamespaceType::User)
+            .map(|(_, p)| p.as_path())
+    }
+
     /// Sets up, in the parent, the namespaces that apply only to a process's children (PID and time): joins
     /// the listed ones, or unshares a new time namespace and writes its offsets. Returns a guard that puts
     /// the parent's children back into its own namespaces once the init has been cloned, so a library
@@ -107,14 +116,19 @@ impl Plan {
         self.clone_flags - flag(LinuxNamespaceType::Time) - CloneFlags::CLONE_NEWCGROUP
     }
 
-    /// Joins every other listed namespace; called in the child.
-    pub fn join_in_child(&self) -> Result<()> {
-        for (t, p) in &self.join {
-            if !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
-                join(*t, p)?;
-            }
-        }
-        Ok(())
+    /// Opens, in the parent, the namespaces the init joins itself (all but user, PID and time): once in a
+    /// joined user namespace it may no longer be allowed to reach their files.
+    pub fn open_for_child(&self) -> Result<Vec<(LinuxNamespaceType, std::fs::File)>> {
+        self.join
+            .iter()
+            .filter(|(t, _)| {
+                !matches!(
+                    t,
+                    LinuxNamespaceType::User | LinuxNamespaceType::Pid | LinuxNamespaceType::Time
+                )
+            })
+            .map(|(t, p)| Ok((*t, std::fs::File::open(p).map_err(Error::io(p))?)))
+            .collect()
     }
 
     /// Writes /proc/<pid>/{uid,gid}_map for a child in a new user namespace.
@@ -160,6 +174,19 @@ impl Drop for ChildrenGuard {
             let _ = setns(f.as_fd(), flag(t));
         }
     }
+}
+
+/// Joins the namespaces opened by [`Plan::open_for_child`]; called in the child.
+pub fn join_in_child(opened: &[(LinuxNamespaceType, std::os::fd::RawFd)]) -> Result<()> {
+    for (t, fd) in opened {
+        // SAFETY: the parent keeps the descriptor open until the init is ready.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+        setns(fd, flag(*t)).map_err(|e| Error::Sys {
+            what: format!("joining the {t} namespace"),
+            source: e,
+        })?;
+    }
+    Ok(())
 }
 
 fn join(t: LinuxNamespaceType, path: &PathBuf) -> Result<()> {

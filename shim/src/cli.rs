@@ -31,6 +31,12 @@ pub struct Args {
     #[arg(long = "sysctl", value_parser = parse_sysctl)]
     pub sysctls: Vec<(String, String)>,
     /// The daemon's log level (its log is DIR/shim.log).
+    /// A uid mapping of the pinned user namespace, CONTAINER:HOST:SIZE (repeatable).
+    #[arg(long = "uid-map", value_parser = crate::pin::parse_id_map)]
+    pub uid_map: Vec<crate::pin::IdMap>,
+    /// A gid mapping of the pinned user namespace, CONTAINER:HOST:SIZE (repeatable).
+    #[arg(long = "gid-map", value_parser = crate::pin::parse_id_map)]
+    pub gid_map: Vec<crate::pin::IdMap>,
     #[arg(long, default_value = "info")]
     pub log_level: String,
 }
@@ -51,6 +57,8 @@ impl Args {
             namespaces,
             hostname: self.hostname.clone(),
             sysctls: self.sysctls.clone(),
+            uid_map: self.uid_map.clone(),
+            gid_map: self.gid_map.clone(),
         }
     }
 }

@@ -33,6 +33,9 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Namespace {
+    /// A user namespace with the pod's id mappings (`hostUsers: false`); the others are created inside it,
+    /// so that they belong to it and the pod's root may use them.
+    User,
     Net,
     Ipc,
     Uts,
@@ -43,6 +46,7 @@ impl Namespace {
     /// The name under `/proc/<pid>/ns/` (and under `<dir>/ns/`).
     pub fn name(self) -> &'static str {
         match self {
+            Namespace::User => "user",
             Namespace::Net => "net",
             Namespace::Ipc => "ipc",
             Namespace::Uts => "uts",
@@ -52,6 +56,7 @@ impl Namespace {
 
     fn flag(self) -> CloneFlags {
         match self {
+            Namespace::User => CloneFlags::CLONE_NEWUSER,
             Namespace::Net => CloneFlags::CLONE_NEWNET,
             Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
             Namespace::Uts => CloneFlags::CLONE_NEWUTS,
@@ -59,7 +64,8 @@ impl Namespace {
         }
     }
 
-    pub const ALL: [Namespace; 4] = [
+    pub const ALL: [Namespace; 5] = [
+        Namespace::User,
         Namespace::Net,
         Namespace::Ipc,
         Namespace::Uts,
@@ -126,11 +132,44 @@ pub struct PinSpec {
     pub namespaces: Vec<Namespace>,
     pub hostname: Option<String>,
     pub sysctls: Vec<(String, String)>,
+    /// The user namespace's uid and gid mappings (container id, host id, size), with `Namespace::User`.
+    pub uid_map: Vec<IdMap>,
+    pub gid_map: Vec<IdMap>,
+}
+
+/// One line of a uid_map or gid_map: container id, host id, size.
+pub type IdMap = (u32, u32, u32);
+
+/// Parses `CONTAINER:HOST:SIZE`.
+pub fn parse_id_map(s: &str) -> Result<IdMap, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts[..] {
+        [c, h, n] => match (c.parse(), h.parse(), n.parse::<u32>()) {
+            (Ok(c), Ok(h), Ok(n)) if n > 0 => Ok((c, h, n)),
+            _ => Err(format!(
+                "{s:?}: expected CONTAINER:HOST:SIZE with a size above 0"
+            )),
+        },
+        _ => Err(format!("{s:?}: expected CONTAINER:HOST:SIZE")),
+    }
+}
+
+fn id_map_text(maps: &[IdMap]) -> String {
+    maps.iter()
+        .map(|(c, h, n)| format!("{c} {h} {n}\n"))
+        .collect()
 }
 
 impl PinSpec {
     /// Refuses, before anything is made, what the namespaces cannot take.
     pub fn validate(&self) -> Result<(), String> {
+        let user = self.namespaces.contains(&Namespace::User);
+        if user && (self.uid_map.is_empty() || self.gid_map.is_empty()) {
+            return Err("--pin user needs --uid-map and --gid-map".into());
+        }
+        if !user && (!self.uid_map.is_empty() || !self.gid_map.is_empty()) {
+            return Err("--uid-map/--gid-map need the user namespace pinned (--pin user)".into());
+        }
         if let Some(h) = &self.hostname {
             if !self.namespaces.contains(&Namespace::Uts) {
                 return Err(format!(
@@ -205,6 +244,16 @@ impl Pins {
         .map_err(|e| format!("cloning into new {flags:?} namespaces: {e}"))?;
         drop(theirs);
         let mut reap = ChildGuard(Some(child));
+        if spec.namespaces.contains(&Namespace::User) {
+            // A process cannot map itself: we write its maps, then tell it to go on.
+            for (file, maps) in [("uid_map", &spec.uid_map), ("gid_map", &spec.gid_map)] {
+                let p = format!("/proc/{child}/{file}");
+                std::fs::write(&p, id_map_text(maps))
+                    .map_err(|e| format!("writing {p} ({maps:?}): {e}"))?;
+            }
+            ours.write_all(b"mapped\n")
+                .map_err(|e| format!("telling the pinning child it is mapped: {e}"))?;
+        }
         match read_line(&mut ours) {
             Some(l) if l == "ok" => {}
             Some(l) => return Err(l.strip_prefix("error: ").unwrap_or(&l).to_owned()),
@@ -289,6 +338,12 @@ fn read_line(s: &mut UnixStream) -> Option<String> {
 fn pinning_child(spec: &PinSpec, sock: RawFd, keep_pid: bool) -> isize {
     // SAFETY: the descriptor of our end of the socket pair, inherited from the parent and ours to own now.
     let mut sock = unsafe { <UnixStream as std::os::fd::FromRawFd>::from_raw_fd(sock) };
+    if spec.namespaces.contains(&Namespace::User)
+        && read_line(&mut sock).as_deref() != Some("mapped")
+    {
+        // SAFETY: as below; the parent gave up.
+        unsafe { libc::_exit(1) };
+    }
     let msg = match configure(spec) {
         Ok(()) => "ok\n".to_owned(),
         Err(e) => format!("error: {}\n", e.replace('\n', " ")),
@@ -408,6 +463,7 @@ mod tests {
             namespaces: ns.to_vec(),
             hostname: None,
             sysctls: vec![(key.into(), "1".into())],
+            ..PinSpec::default()
         };
         let all = [Namespace::Net, Namespace::Ipc, Namespace::Uts];
         for ok in [
@@ -434,9 +490,39 @@ mod tests {
             namespaces: vec![Namespace::Net],
             hostname: Some("pod".into()),
             sysctls: vec![],
+            ..PinSpec::default()
         }
         .validate()
         .unwrap_err();
         assert!(e.contains("--pin uts"), "{e}");
+    }
+
+    #[test]
+    fn a_user_namespace_needs_both_maps() {
+        assert_eq!(parse_id_map("0:1048576:65536"), Ok((0, 1_048_576, 65536)));
+        for bad in ["0:1", "0:1:0", "a:1:2", "0:1:2:3"] {
+            assert!(parse_id_map(bad).is_err(), "{bad}");
+        }
+        let user = |uid: Vec<IdMap>, gid: Vec<IdMap>| PinSpec {
+            namespaces: vec![Namespace::User, Namespace::Net],
+            uid_map: uid,
+            gid_map: gid,
+            ..PinSpec::default()
+        };
+        user(vec![(0, 1 << 20, 65536)], vec![(0, 1 << 20, 65536)])
+            .validate()
+            .unwrap();
+        let e = user(vec![(0, 1 << 20, 65536)], vec![])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("--gid-map"), "{e}");
+        let e = PinSpec {
+            namespaces: vec![Namespace::Net],
+            uid_map: vec![(0, 1, 1)],
+            ..PinSpec::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("--pin user"), "{e}");
     }
 }

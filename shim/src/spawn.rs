@@ -20,6 +20,9 @@ pub struct SpawnOptions {
     pub pin: Vec<Namespace>,
     pub hostname: Option<String>,
     pub sysctls: Vec<(String, String)>,
+    /// With `Namespace::User` in `pin`: the user namespace's mappings (container id, host id, size).
+    pub uid_map: Vec<(u32, u32, u32)>,
+    pub gid_map: Vec<(u32, u32, u32)>,
     /// The monitor's log level (`DIR/shim.log`), a tracing filter.
     pub log_level: String,
 }
@@ -39,6 +42,8 @@ impl SpawnOptions {
             pin: vec![Namespace::Net, Namespace::Ipc, Namespace::Uts],
             hostname: None,
             sysctls: Vec::new(),
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
             log_level: "info".into(),
         }
     }
@@ -64,6 +69,12 @@ impl SpawnOptions {
         }
         a.push("--log-level".into());
         a.push(self.log_level.clone().into());
+        for (flag, maps) in [("--uid-map", &self.uid_map), ("--gid-map", &self.gid_map)] {
+            for (c, h, n) in maps {
+                a.push(flag.into());
+                a.push(format!("{c}:{h}:{n}").into());
+            }
+        }
         for (k, v) in &self.sysctls {
             a.push("--sysctl".into());
             a.push(format!("{k}={v}").into());

@@ -47,11 +47,17 @@ pub fn container_spec(
             format!("sandbox {} was not created privileged", sandbox.id),
         ));
     }
-    let ns_opts = sc
+    let mut ns_opts = sc
         .namespace_options
         .clone()
         .or_else(|| sandbox_sc.and_then(|s| s.namespace_options.clone()))
         .unwrap_or_default();
+    // Every container of a pod is in the pod's user namespace, whether or not its own options repeat it.
+    if ns_opts.userns_options.is_none() {
+        ns_opts.userns_options = sandbox_sc
+            .and_then(|s| s.namespace_options.as_ref())
+            .and_then(|n| n.userns_options.clone());
+    }
 
     let user = user::resolve(sc, &image.config.config.user, image.rootfs)?;
     if container.run_as_non_root && user.uid == 0 {
@@ -121,10 +127,19 @@ pub fn container_spec(
     let namespaces =
         namespaces::namespaces(sandbox, &ns_opts, container.target_pid_ns, opts.cgroup_v2)?;
 
+    let pod_idmap = ns_opts
+        .userns_options
+        .as_ref()
+        .filter(|u| u.mode() == NamespaceMode::Pod)
+        .map(|u| mounts::PodIdMap {
+            uids: u.uids.clone(),
+            gids: u.gids.clone(),
+        });
     let cri = mounts::cri_mounts(
         &cfg.mounts,
         &container.image_mounts,
         opts.create_missing_host_paths,
+        pod_idmap.as_ref(),
     )?;
     let host_ipc = ns_opts.ipc() == NamespaceMode::Node;
     let mut all_mounts: Vec<_> = mounts::standard(privileged)
@@ -151,6 +166,10 @@ pub fn container_spec(
 
     let mut linux = Linux::default();
     linux.set_namespaces(Some(namespaces));
+    if let Some(m) = &pod_idmap {
+        linux.set_uid_mappings(Some(m.uids.iter().map(mounts::oci_id_map).collect()));
+        linux.set_gid_mappings(Some(m.gids.iter().map(mounts::oci_id_map).collect()));
+    }
     linux.set_resources(Some(resources));
     linux.set_cgroups_path(Some(PathBuf::from(cgroups_path)));
     linux.set_devices(Some(devs));

@@ -119,6 +119,7 @@ pub fn cri_mounts(
     mounts: &[CriMount],
     image_mounts: &HashMap<String, PathBuf>,
     create_missing: bool,
+    pod_idmap: Option<&PodIdMap>,
 ) -> Result<CriMounts> {
     let mut out: Vec<(usize, Mount)> = Vec::new();
     let mut missing = Vec::new();
@@ -141,11 +142,23 @@ pub fn cri_mounts(
                 format!("mounts[{j}] already mounts this path"),
             ));
         }
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-            return Err(Error::unimplemented(
+        let own_map = !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty();
+        if own_map && pod_idmap.is_none() {
+            return Err(Error::invalid(
                 f("uidMappings"),
-                "ID-mapped mounts need user namespaces, which are not supported yet",
+                format!("{:?}", m.uid_mappings),
+                "ID-mapped mounts need a pod user namespace (userns_options mode POD)",
             ));
+        }
+        if let (true, Some(pod)) = (own_map, pod_idmap) {
+            // The runtime idmaps with the pod's user namespace itself: other mappings cannot be honoured.
+            if m.uid_mappings != pod.uids || m.gid_mappings != pod.gids {
+                return Err(Error::invalid(
+                    f("uidMappings"),
+                    format!("{:?}", m.uid_mappings),
+                    "must equal the pod's userns_options mappings",
+                ));
+            }
         }
         let propagation = MountPropagation::try_from(m.propagation).map_err(|_| {
             Error::invalid(f("propagation"), m.propagation, "unknown propagation mode")
@@ -231,7 +244,15 @@ pub fn cri_mounts(
             // Read-only all the way down (mount_setattr with AT_RECURSIVE), as runc ≥ 1.1 and crun take it.
             opts.push("rro");
         }
-        out.push((i, mount(&dest.to_string_lossy(), "bind", source, &opts)));
+        let mut mnt = mount(&dest.to_string_lossy(), "bind", source, &opts);
+        if let (Some(pod), None) = (pod_idmap, image) {
+            // In a pod user namespace a host directory is idmapped with the pod's mappings (as containerd 2
+            // with runc 1.2 does): the pod's root acts on it as the host's root would, and what it creates
+            // is owned on disk by the ids it has outside.
+            mnt.set_uid_mappings(Some(pod.uids.iter().map(oci_id_map).collect()));
+            mnt.set_gid_mappings(Some(pod.gids.iter().map(oci_id_map).collect()));
+        }
+        out.push((i, mnt));
     }
     // Parents before children, so that /a/b is not hidden by a later /a; otherwise the kubelet's order.
     out.sort_by_key(|(i, m)| (m.destination().components().count(), *i));
@@ -246,6 +267,22 @@ pub fn cri_mounts(
             None
         },
     })
+}
+
+/// The id mappings of a pod's user namespace.
+#[derive(Debug, Clone)]
+pub struct PodIdMap {
+    pub uids: Vec<basalt_proto::cri::IdMapping>,
+    pub gids: Vec<basalt_proto::cri::IdMapping>,
+}
+
+pub fn oci_id_map(m: &basalt_proto::cri::IdMapping) -> oci_spec::runtime::LinuxIdMapping {
+    oci_spec::runtime::LinuxIdMappingBuilder::default()
+        .container_id(m.container_id)
+        .host_id(m.host_id)
+        .size(m.length)
+        .build()
+        .expect("every field is set")
 }
 
 /// Standard and sandbox mounts the CRI's own replace: the same destination, or anything under a CRI /dev.

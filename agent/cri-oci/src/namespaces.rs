@@ -59,18 +59,35 @@ pub fn namespaces(
     cgroup_v2: bool,
 ) -> Result<Vec<LinuxNamespace>> {
     const F: &str = "linux.security_context.namespace_options";
+    let mut out = Vec::new();
     if let Some(u) = &opts.userns_options {
-        if u.mode() == NamespaceMode::Pod && (!u.uids.is_empty() || !u.gids.is_empty()) {
-            return Err(Error::unimplemented(
-                format!("{F}.userns_options"),
-                "user namespaces are not supported yet",
-            ));
+        let field = format!("{F}.userns_options.mode");
+        match mode(&field, u.mode)? {
+            NamespaceMode::Node => {}
+            // Joined first by the runtime, so that the namespaces it creates belong to the pod's.
+            NamespaceMode::Pod => match sandbox.user_ns {
+                Some(p) => out.push(ns(LinuxNamespaceType::User, Some(p))),
+                None => {
+                    return Err(Error::invalid(
+                        field,
+                        "POD",
+                        format!("sandbox {} has no user namespace", sandbox.id),
+                    ))
+                }
+            },
+            other => {
+                return Err(Error::invalid(
+                    field,
+                    other.as_str_name(),
+                    "a container's user namespace is its pod's (POD) or the node's (NODE)",
+                ))
+            }
         }
     }
     let network = mode(&format!("{F}.network"), opts.network)?;
     let ipc = mode(&format!("{F}.ipc"), opts.ipc)?;
     let pid = mode(&format!("{F}.pid"), opts.pid)?;
-    let mut out = vec![ns(LinuxNamespaceType::Mount, None)];
+    out.push(ns(LinuxNamespaceType::Mount, None));
     let net_field = format!("{F}.network");
     out.extend(entry(
         LinuxNamespaceType::Network,

@@ -18,6 +18,8 @@ pub struct Sandbox<'a> {
     pub ipc_ns: Option<&'a Path>,
     pub uts_ns: Option<&'a Path>,
     pub pid_ns: Option<&'a Path>,
+    /// The pod's user namespace (userns_options mode POD), which the others were created in.
+    pub user_ns: Option<&'a Path>,
     /// Files bind-mounted at /etc/hostname, /etc/resolv.conf and /etc/hosts (unless the CRI mounts those
     /// paths itself, as the kubelet does for /etc/hosts).
     pub hostname_file: Option<&'a Path>,
@@ -37,6 +39,7 @@ impl<'a> Sandbox<'a> {
             ipc_ns: None,
             uts_ns: None,
             pid_ns: None,
+            user_ns: None,
             hostname_file: None,
             resolv_conf: None,
             hosts_file: None,

@@ -78,6 +78,12 @@ impl Harness {
     pub async fn try_start(endpoint: Endpoint) -> Result<Harness> {
         let token = unique("h");
         let dir = tempfile::Builder::new().prefix("basalt-cri-").tempdir()?;
+        // Searchable by all, as a node's /var/lib and /run are: the root of a pod user namespace (an
+        // unmapped host uid) must reach the container's rootfs under it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )?;
         let fixtures = Fixtures::build_with_pause()?;
         let registry = Registry::start(RegistryMode::Plain)?;
         for name in [fixtures::BUSYBOX, fixtures::NONROOT, fixtures::PAUSE] {

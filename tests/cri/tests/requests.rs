@@ -534,11 +534,13 @@ async fn remove_running_pod_leaves_nothing(endpoint: Endpoint) {
 
 cri_test!(pod_user_namespace);
 
-/// `hostUsers: false`: userns_options mode POD with id mappings. Ours refuses it with InvalidArgument naming the
-/// field, says `user_namespaces: false` in Status, and creates nothing. (Its runtime clones a container's mount
-/// and PID namespaces before it joins a user namespace by path, so they would belong to the host's user
-/// namespace and the pod's root could mount nothing in them.) containerd 1.6 predates the field: it runs the
-/// pod in the host's user namespace, so a container sees the identity mapping.
+/// `hostUsers: false`: userns_options mode POD with id mappings. Ours runs the pod in a user namespace with
+/// those mappings (pinned by the monitor, which creates the pod's other namespaces inside it; containers join
+/// it first and create theirs inside it too), says `user_namespaces: true` in Status, and idmaps hostPath
+/// volumes with the pod's mappings, as containerd 2 with runc 1.2 does: the pod's root may write where the
+/// host's root may, and what it makes is owned on disk by host root. After RemovePodSandbox nothing is left,
+/// not even the pinned user namespace. containerd 1.6 predates the field: it runs the pod in the host's user
+/// namespace, so a container sees the identity mapping (and the volume is a plain bind mount).
 async fn pod_user_namespace(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
@@ -555,8 +557,9 @@ async fn pod_user_namespace(endpoint: Endpoint) {
         .and_then(|r| r.features)
         .map(|f| f.user_namespaces);
     let mut cfg = h.pod_config("userns");
+    const HOST_ID: u32 = 1 << 20;
     let map = vec![api::IdMapping {
-        host_id: 1 << 20,
+        host_id: HOST_ID,
         container_id: 0,
         length: 65536,
     }];
@@ -579,32 +582,80 @@ async fn pod_user_namespace(endpoint: Endpoint) {
             .map(|_| "OK".to_owned())
             .unwrap_or_else(|s| format!("{:?}: {}", s.code(), s.message())),
     );
+    let pod = r.expect("RunPodSandbox with a pod user namespace");
+    // Writable by the host's root only (0755, owned by root).
+    let vol = tempfile::tempdir().unwrap();
+    let mut c = h.container_config("c", BUSYBOX, &["sleep", "3600"]);
+    c.mounts.push(api::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.path().to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    let id = h.create_start(&pod, c).await;
+    let run = |cmd: &'static [&'static str]| {
+        let h = &h;
+        let id = id.clone();
+        async move {
+            let r = h.exec_sync(&id, cmd, 10).await.expect("ExecSync");
+            assert_eq!(
+                r.exit_code,
+                0,
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            String::from_utf8_lossy(&r.stdout).trim().to_owned()
+        }
+    };
+    let uid_map = run(&["cat", "/proc/self/uid_map"]).await;
+    record(endpoint, "uid_map in a POD-userns container", &uid_map);
+    let uid_map: Vec<String> = uid_map.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(run(&["id", "-u"]).await, "0", "root inside");
+    let owner = run(&["sh", "-c", "touch /vol/made && stat -c %u /vol/made"]).await;
+    assert_eq!(owner, "0", "the file's owner seen inside");
+    let on_disk = std::fs::metadata(vol.path().join("made")).expect("made by the container");
+    record(
+        endpoint,
+        "hostPath file made by root in a POD-userns container: owner on the host",
+        &std::os::unix::fs::MetadataExt::uid(&on_disk).to_string(),
+    );
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&on_disk), 0);
+    let userns = run(&["readlink", "/proc/self/ns/user"]).await;
     match endpoint {
         Endpoint::Basalt => {
-            assert_eq!(features, Some(false));
-            let e = r.expect_err("pod user namespaces are refused");
-            assert_eq!(e.code(), Code::InvalidArgument, "{e}");
-            assert!(e.message().contains("userns_options.mode"), "{e}");
+            assert_eq!(features, Some(true));
+            assert_eq!(uid_map, ["0", &HOST_ID.to_string(), "65536"]);
+            // The container's processes are the mapped uid on the host.
+            let host_uids: Vec<u32> = basalt_cri_tests::leaks::all_pids()
+                .into_iter()
+                .filter(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/ns/user"))
+                        .is_ok_and(|l| l.to_string_lossy() == userns)
+                })
+                .filter_map(|pid| {
+                    let st = std::fs::metadata(format!("/proc/{pid}")).ok()?;
+                    Some(std::os::unix::fs::MetadataExt::uid(&st))
+                })
+                .collect();
+            assert!(host_uids.contains(&HOST_ID), "{host_uids:?}");
         }
         Endpoint::Containerd => {
             assert_eq!(features, None, "containerd 1.6 reports no handler features");
-            let pod = r.expect("containerd 1.6 ignores userns_options");
-            let id = h
-                .create_start(&pod, h.container_config("c", BUSYBOX, &["sleep", "3600"]))
-                .await;
-            let map = h
-                .exec_sync(&id, &["cat", "/proc/self/uid_map"], 10)
-                .await
-                .unwrap();
-            let map = String::from_utf8_lossy(&map.stdout);
-            record(endpoint, "uid_map in a POD-userns container", map.trim());
             assert_eq!(
-                map.split_whitespace().collect::<Vec<_>>(),
+                uid_map,
                 ["0", "0", "4294967295"],
                 "the host's user namespace"
             );
-            h.remove_pod(&pod).await;
         }
     }
+    h.remove_pod(&pod).await;
+    let pinned: Vec<String> = basalt_cri_tests::leaks::mountinfo()
+        .into_iter()
+        .filter(|m| m.root == userns)
+        .map(|m| m.mount_point)
+        .collect();
+    assert!(
+        pinned.is_empty(),
+        "user namespace still pinned at {pinned:?}"
+    );
     h.assert_empty().await;
 }

@@ -132,7 +132,7 @@ fn target_pid_namespace_comes_from_the_caller() {
 }
 
 #[test]
-fn cgroup_namespace_on_v2_and_user_namespaces_unsupported() {
+fn cgroup_namespace_on_v2_and_the_pods_user_namespace() {
     let mut env = Env::new();
     env.opts.cgroup_v2 = true;
     assert!(namespaces(&env.spec(&config())).contains(&(LinuxNamespaceType::Cgroup, None)));
@@ -145,16 +145,61 @@ fn cgroup_namespace_on_v2_and_user_namespaces_unsupported() {
                 container_id: 0,
                 length: 65536,
             }],
-            gids: vec![],
+            gids: vec![IdMapping {
+                host_id: 65536,
+                container_id: 0,
+                length: 65536,
+            }],
         }),
         ..Default::default()
     });
+    // A sandbox made without a user namespace cannot hold a container in one.
     assert_err(
         &env.err(&c),
-        ErrorKind::Unimplemented,
-        "namespace_options.userns_options",
-        "",
+        ErrorKind::InvalidArgument,
+        "namespace_options.userns_options.mode",
+        "has no user namespace",
     );
+    let host = env.path("vol");
+    std::fs::create_dir_all(&host).unwrap();
+    c.mounts = vec![basalt_proto::cri::Mount {
+        container_path: "/vol".into(),
+        host_path: host.to_string_lossy().into_owned(),
+        ..Default::default()
+    }];
+    let userns = env.path("userns");
+    let sb = Sandbox {
+        user_ns: Some(&userns),
+        ..Sandbox::new("sb-1", &env.pod)
+    };
+    let spec = env
+        .run_with(&Container::new("ctr-1", &c), &sb)
+        .unwrap()
+        .spec;
+    // Joined first, so that the namespaces the runtime creates belong to it.
+    let ns = namespaces(&spec);
+    assert_eq!(
+        ns[0],
+        (
+            LinuxNamespaceType::User,
+            Some(userns.to_string_lossy().into_owned())
+        )
+    );
+    let linux = spec.linux().as_ref().unwrap();
+    let map = linux.uid_mappings().as_ref().unwrap();
+    assert_eq!(
+        (map[0].container_id(), map[0].host_id(), map[0].size()),
+        (0, 65536, 65536)
+    );
+    // A host directory is idmapped with the pod's mappings.
+    let vol = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| m.destination() == Path::new("/vol"))
+        .unwrap();
+    assert_eq!(vol.uid_mappings().as_ref().unwrap(), map);
+    assert_eq!(vol.gid_mappings().as_ref(), linux.gid_mappings().as_ref());
 }
 
 fn with_resources(r: LinuxContainerResources) -> ContainerConfig {

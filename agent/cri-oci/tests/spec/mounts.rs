@@ -320,7 +320,7 @@ fn bad_mounts_name_the_field() {
                 ..host_mount(dir, "/x")
             },
             "mounts[0].uidMappings",
-            "user namespaces",
+            "need a pod user namespace",
         ),
     ];
     for (m, field, value) in cases {
