@@ -29,6 +29,11 @@ pub struct AgentArgs {
     /// Cgroup parent of pods whose sandbox config names none [config: agent.cgroup-parent; default: /kubepods]
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<String>,
+    /// Cgroup the pod monitors run in, apart from the pods they watch (as kubelet's --runtime-cgroups and
+    /// CRI-O's conmon_cgroup); empty leaves them in the agent's [config: agent.monitor-cgroup; default:
+    /// /basalt-monitors]
+    #[arg(long, value_name = "PATH")]
+    pub monitor_cgroup: Option<String>,
     /// Address of the exec/attach/port-forward streaming server; port 0 picks a free port
     /// [config: agent.streaming-address; default: 127.0.0.1:0]
     #[arg(long, value_name = "ADDR")]
@@ -74,6 +79,7 @@ pub struct AgentConfig {
     pub registry_config: Option<PathBuf>,
     pub insecure_registry: Vec<String>,
     pub cgroup_parent: String,
+    pub monitor_cgroup: String,
     pub streaming_address: SocketAddr,
     pub cri_socket: Option<PathBuf>,
     pub manifest_dir: PathBuf,
@@ -94,6 +100,7 @@ impl Default for AgentConfig {
             registry_config: None,
             insecure_registry: Vec::new(),
             cgroup_parent: "/kubepods".into(),
+            monitor_cgroup: "/basalt-monitors".into(),
             streaming_address: ([127, 0, 0, 1], 0).into(),
             cri_socket: None,
             manifest_dir: "/etc/basalt/manifests".into(),
@@ -148,6 +155,9 @@ impl AgentConfig {
         if let Some(v) = &args.cgroup_parent {
             c.cgroup_parent = v.clone();
         }
+        if let Some(v) = &args.monitor_cgroup {
+            c.monitor_cgroup = v.clone();
+        }
         if let Some(v) = args.streaming_address {
             c.streaming_address = v;
         }
@@ -192,6 +202,15 @@ impl AgentConfig {
             return Err(format!(
                 "agent.cgroup-parent {:?}: must be an absolute cgroup path",
                 c.cgroup_parent
+            ));
+        }
+        if !c.monitor_cgroup.is_empty()
+            && (!c.monitor_cgroup.starts_with('/')
+                || c.monitor_cgroup.split('/').any(|p| p == ".."))
+        {
+            return Err(format!(
+                "agent.monitor-cgroup {:?}: must be an absolute cgroup path (or empty)",
+                c.monitor_cgroup
             ));
         }
         Ok(c)
@@ -251,5 +270,11 @@ mod tests {
             e.contains("agent.cgroup-parent") && e.contains("\"pods\""),
             "{e}"
         );
+        let args = AgentArgs {
+            monitor_cgroup: Some("/a/../../etc".into()),
+            ..Default::default()
+        };
+        let e = AgentConfig::resolve(None, &args).unwrap_err();
+        assert!(e.contains("agent.monitor-cgroup"), "{e}");
     }
 }

@@ -10,7 +10,7 @@ use basalt_shim::protocol::{
 use tonic::Status;
 
 use crate::monitor;
-use crate::records::{new_id, now_ns, ContainerRecord, SandboxRecord, SandboxState};
+use crate::records::{new_id, now_ns, ContainerRecord, SandboxRecord, SandboxState, Survive};
 use crate::sandbox::{container_state, labels_match};
 use crate::server::Agent;
 use crate::status;
@@ -105,7 +105,7 @@ impl Agent {
         {
             Ok(rec) => {
                 self.records
-                    .put_container(&rec)
+                    .put_container(&rec, Survive::Crash)
                     .map_err(|e| status::internal("recording the container", e))?;
                 self.events
                     .container(&id, &sandbox.id, ContainerEventType::ContainerCreatedEvent);
@@ -585,7 +585,7 @@ impl Agent {
         let l = c.config.linux.get_or_insert_with(Default::default);
         l.resources = Some(linux);
         self.records
-            .put_container(&c)
+            .put_container(&c, Survive::PowerLoss)
             .map_err(|e| status::internal("recording the container", e))?;
         Ok(())
     }
@@ -681,7 +681,7 @@ pub fn parse_signal(s: &str) -> Option<i32> {
 }
 
 /// The host uid and gid of the root of the pod's user namespace.
-fn pod_root_host_ids(config: &cri::PodSandboxConfig) -> Option<(u32, u32)> {
+pub(crate) fn pod_root_host_ids(config: &cri::PodSandboxConfig) -> Option<(u32, u32)> {
     let u = crate::sandbox::namespace_options(config).userns_options?;
     let host = |maps: &[cri::IdMapping]| {
         maps.iter()

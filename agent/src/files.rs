@@ -35,6 +35,15 @@ pub fn write_pod_files(
     std::fs::write(dir.join("hosts"), hosts)
 }
 
+/// Gives the pod's files to its root: `(uid, gid)` on the host that id 0 of the pod's user namespace maps to.
+/// Without it they would show up as the overflow id inside, readable but not writable by the pod's root.
+pub fn give_pod_files_to(dir: &Path, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    for f in ["hostname", "resolv.conf", "hosts"] {
+        std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
 /// The pod's resolv.conf: from the DNS config when the kubelet gives one, else the host's (as containerd does).
 pub fn resolv_conf(dns: Option<&cri::DnsConfig>) -> std::io::Result<String> {
     let Some(dns) =

@@ -93,6 +93,20 @@ pub enum RecordError {
     },
 }
 
+/// What writing a record must survive.
+///
+/// Every write is atomic (a temp file renamed into place), so a reader or a restart after SIGKILL sees the old
+/// record or the new one. The fsync that a power loss asks for costs most of a millisecond here, and pod startup
+/// writes several records, so it is spent only where a lost record would leave something behind after a reboot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Survive {
+    /// The agent's crash. For records of this boot's processes, namespaces and mounts, which a power loss takes
+    /// away with the record; the writable roots a lost record named are removed at start as orphans.
+    Crash,
+    /// A power loss as well. For what outlives the boot: an IP lease owed a CNI DEL, an exit status.
+    PowerLoss,
+}
+
 /// The two record tables, in memory and on disk.
 pub struct Records {
     dir: PathBuf,
@@ -162,8 +176,8 @@ impl Records {
         v
     }
 
-    pub fn put_sandbox(&self, rec: &SandboxRecord) -> Result<(), RecordError> {
-        write_json(&self.dir.join("sandboxes"), &rec.id, rec)?;
+    pub fn put_sandbox(&self, rec: &SandboxRecord, survive: Survive) -> Result<(), RecordError> {
+        write_json(&self.dir.join("sandboxes"), &rec.id, rec, survive)?;
         self.sandboxes
             .lock()
             .unwrap()
@@ -171,8 +185,12 @@ impl Records {
         Ok(())
     }
 
-    pub fn put_container(&self, rec: &ContainerRecord) -> Result<(), RecordError> {
-        write_json(&self.dir.join("containers"), &rec.id, rec)?;
+    pub fn put_container(
+        &self,
+        rec: &ContainerRecord,
+        survive: Survive,
+    ) -> Result<(), RecordError> {
+        write_json(&self.dir.join("containers"), &rec.id, rec, survive)?;
         self.containers
             .lock()
             .unwrap()
@@ -239,7 +257,12 @@ fn load_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, RecordError> {
     Ok(out)
 }
 
-fn write_json<T: Serialize>(dir: &Path, id: &str, value: &T) -> Result<(), RecordError> {
+fn write_json<T: Serialize>(
+    dir: &Path,
+    id: &str,
+    value: &T,
+    survive: Survive,
+) -> Result<(), RecordError> {
     let path = dir.join(format!("{id}.json"));
     let tmp = dir.join(format!("{id}.tmp"));
     let io = |source| RecordError::Io {
@@ -252,7 +275,9 @@ fn write_json<T: Serialize>(dir: &Path, id: &str, value: &T) -> Result<(), Recor
     })?;
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    if survive == Survive::PowerLoss {
+        f.sync_all().map_err(io)?;
+    }
     std::fs::rename(&tmp, &path).map_err(io)?;
     Ok(())
 }

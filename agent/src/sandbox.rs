@@ -10,7 +10,7 @@ use serde_json::json;
 use tonic::Status;
 
 use crate::monitor;
-use crate::records::{new_id, now_ns, SandboxRecord, SandboxState};
+use crate::records::{new_id, now_ns, SandboxRecord, SandboxState, Survive};
 use crate::server::Agent;
 use crate::status;
 
@@ -175,7 +175,7 @@ impl Agent {
         // StopPodSandbox/RemovePodSandbox clean up, never an invisible leftover.
         rec.state = SandboxState::NotReady;
         self.records
-            .put_sandbox(&rec)
+            .put_sandbox(&rec, Survive::Crash)
             .map_err(|e| status::internal("recording the sandbox", e))?;
         match self
             .setup_sandbox(&mut rec, pin, sysctls, host_net, idmap.unwrap_or_default())
@@ -184,7 +184,7 @@ impl Agent {
             Ok(()) => {
                 rec.state = SandboxState::Ready;
                 self.records
-                    .put_sandbox(&rec)
+                    .put_sandbox(&rec, Survive::Crash)
                     .map_err(|e| status::internal("recording the sandbox", e))?;
                 Ok(id)
             }
@@ -213,9 +213,14 @@ impl Agent {
         crate::files::write_pod_files(&pod_dir, &rec.config, host_net).map_err(|e| {
             status::internal("writing the pod's hostname, hosts and resolv.conf", e)
         })?;
+        if let Some(root) = crate::container::pod_root_host_ids(&rec.config) {
+            crate::files::give_pod_files_to(&pod_dir, root).map_err(|e| {
+                status::internal("giving the pod's files to its user namespace's root", e)
+            })?;
+        }
         let hostname =
             (!host_net && !rec.config.hostname.is_empty()).then(|| rec.config.hostname.clone());
-        let (_pid, namespaces) = monitor::spawn(monitor::Spawn {
+        let (pid, namespaces) = monitor::spawn(monitor::Spawn {
             sandbox_id: rec.id.clone(),
             dir: rec.shim_dir.clone(),
             runtime_root: self.runtime_root.clone(),
@@ -226,16 +231,19 @@ impl Agent {
             gid_map,
         })
         .await?;
+        monitor::join_cgroup(&self.args.monitor_cgroup, pid);
         rec.namespaces = namespaces;
         if pin.contains(&basalt_shim::Namespace::Ipc) {
             crate::files::mount_shm(&pod_dir.join("shm"))
                 .map_err(|e| status::internal("mounting the pod's /dev/shm", e))?;
             rec.shm_mounted = true;
         }
-        self.records
-            .put_sandbox(rec)
-            .map_err(|e| status::internal("recording the sandbox", e))?;
-        if !host_net {
+        if host_net {
+            self.records
+                .put_sandbox(rec, Survive::Crash)
+                .map_err(|e| status::internal("recording the sandbox", e))?;
+        } else {
+            // Its record of the owed DEL records the namespaces too.
             self.cni_add(rec).await?;
         }
         Ok(())
@@ -291,7 +299,7 @@ impl Agent {
         rec.cni_network = Some(net.name.clone());
         // Owed a DEL from here on, even if ADD fails half-way.
         self.records
-            .put_sandbox(rec)
+            .put_sandbox(rec, Survive::PowerLoss)
             .map_err(|e| status::internal("recording the sandbox", e))?;
         let cni = self.cni.clone();
         let result = tokio::task::spawn_blocking(move || cni.add(&net, &rt))
@@ -355,14 +363,14 @@ impl Agent {
                 for s in list {
                     if let Some(mut c) = self.records.container(&s.id) {
                         c.final_status = Some(s);
-                        let _ = self.records.put_container(&c);
+                        let _ = self.records.put_container(&c, Survive::PowerLoss);
                     }
                 }
             }
         }
         self.cni_del(rec).await?;
         self.records
-            .put_sandbox(rec)
+            .put_sandbox(rec, Survive::PowerLoss)
             .map_err(|e| status::internal("recording the sandbox", e))?;
         if rec.shim_dir.exists() {
             let shut_down = monitor::call(&rec.shim_dir, Request::Shutdown)
@@ -373,7 +381,7 @@ impl Agent {
                     // Containers the monitor never reported get their exit records from disk.
                     if c.final_status.is_none() {
                         c.final_status = monitor::exit_record(&rec.shim_dir, &c.id);
-                        let _ = self.records.put_container(&c);
+                        let _ = self.records.put_container(&c, Survive::PowerLoss);
                     }
                     continue;
                 }
@@ -410,7 +418,7 @@ impl Agent {
                             cgroup_path: String::new(),
                         })
                     });
-                    let _ = self.records.put_container(&c);
+                    let _ = self.records.put_container(&c, Survive::PowerLoss);
                 }
             }
             monitor::cleanup(rec.shim_dir.clone()).await?;
@@ -434,7 +442,7 @@ impl Agent {
         let mut rec = self.records.sandbox(&rec.id).unwrap_or(rec);
         let result = self.teardown_sandbox(&mut rec).await;
         self.records
-            .put_sandbox(&rec)
+            .put_sandbox(&rec, Survive::PowerLoss)
             .map_err(|e| status::internal("recording the sandbox", e))?;
         for c in self.records.containers_of(&rec.id) {
             self.events.container(

@@ -216,6 +216,14 @@ impl Cgroup {
         self.set_all(resources)
     }
 
+    /// Creates the cgroup and moves `pid` in, with no limits and no device rules: for the runtime's own
+    /// helpers, which need what their host process has.
+    pub fn add_process(&mut self, pid: i32) -> Result<()> {
+        self.mgr
+            .add_proc(CgroupPid::from(pid as u64))
+            .map_err(err(&self.path))
+    }
+
     /// Like [`Cgroup::apply`] for an init that was born in the cgroup (clone3 `CLONE_INTO_CGROUP`).
     pub fn set_resources(&mut self, resources: Option<&LinuxResources>) -> Result<()> {
         self.set_all(resources)

@@ -18,9 +18,10 @@ const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
-fn cstring(p: &Path) -> std::io::Result<CString> {
-    CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has a NUL byte"))
+/// The syscalls' errors are errnos, as nix's are, so the runtime's mount code reports both kinds alike.
+fn cstring(p: &Path) -> nix::Result<CString> {
+    // A path with a NUL byte in it is what the kernel would call an invalid argument.
+    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| nix::errno::Errno::EINVAL)
 }
 
 /// A detached copy of the mount at `source` (with its submounts when `recursive`), idmapped through the user
@@ -29,7 +30,7 @@ pub fn clone_idmapped(
     source: &Path,
     recursive: bool,
     userns: BorrowedFd<'_>,
-) -> std::io::Result<OwnedFd> {
+) -> nix::Result<OwnedFd> {
     let c = cstring(source)?;
     let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
     if recursive {
@@ -38,7 +39,7 @@ pub fn clone_idmapped(
     // SAFETY: a valid C string; the kernel returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(nix::errno::Errno::last());
     }
     // SAFETY: open_tree returned a fresh descriptor that we own.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
@@ -64,13 +65,13 @@ pub fn clone_idmapped(
         )
     };
     if r != 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(nix::errno::Errno::last());
     }
     Ok(tree)
 }
 
 /// Attaches a detached mount (from [`clone_idmapped`]) at `dest`.
-pub fn attach(tree: BorrowedFd<'_>, dest: &Path) -> std::io::Result<()> {
+pub fn attach(tree: BorrowedFd<'_>, dest: &Path) -> nix::Result<()> {
     let c = cstring(dest)?;
     // SAFETY: valid C strings and a descriptor of the caller's.
     let r = unsafe {
@@ -84,13 +85,13 @@ pub fn attach(tree: BorrowedFd<'_>, dest: &Path) -> std::io::Result<()> {
         )
     };
     if r != 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(nix::errno::Errno::last());
     }
     Ok(())
 }
 
 /// Makes every mount under `path` read-only (`mount_setattr` with AT_RECURSIVE and MOUNT_ATTR_RDONLY).
-pub fn set_recursive_readonly(path: &Path) -> std::io::Result<()> {
+pub fn set_recursive_readonly(path: &Path) -> nix::Result<()> {
     let c = cstring(path)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
@@ -110,7 +111,7 @@ pub fn set_recursive_readonly(path: &Path) -> std::io::Result<()> {
         )
     };
     if r != 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(nix::errno::Errno::last());
     }
     Ok(())
 }

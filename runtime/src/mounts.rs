@@ -222,7 +222,7 @@ pub fn open_idmapped(
             opts.flags.contains(MsFlags::MS_REC),
             ns.as_fd(),
         )
-        .map_err(Error::io(format!(
+        .map_err(Error::sys(format!(
             "idmapping {} with {}",
             source.display(),
             userns.display()
@@ -237,7 +237,6 @@ fn move_detached(fd: std::os::fd::RawFd, dest: &Path) -> nix::Result<()> {
     // SAFETY: `fd` is one of the context's idmapped trees, open until the mounts are done.
     let tree = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     crate::mount_api::attach(tree, dest)
-        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL)))
 }
 
 /// Performs one `mounts[]` entry under `rootfs`.
@@ -292,7 +291,7 @@ pub fn mount_entry(rootfs: &Path, m: &Mount, ctx: &MountContext) -> Result<()> {
             }))?;
         }
         if opts.recursive_ro {
-            set_recursive_readonly(&dest).map_err(sys(|| {
+            crate::mount_api::set_recursive_readonly(&dest).map_err(sys(|| {
                 format!(
                     "making {} recursively read-only (rro)",
                     m.destination().display()
@@ -412,11 +411,6 @@ fn mount_cgroup(dest: &Path, opts: &MountOptions, ctx: &MountContext) -> Result<
 }
 
 /// Every mount under `path` read-only.
-fn set_recursive_readonly(path: &Path) -> nix::Result<()> {
-    crate::mount_api::set_recursive_readonly(path)
-        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL)))
-}
-
 /// Flags the kernel will not let a remount clear (nosuid, nodev, noexec of the existing mount).
 fn locked_flags(path: &Path) -> MsFlags {
     use nix::sys::statvfs::{statvfs, FsFlags};

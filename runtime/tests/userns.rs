@@ -142,4 +142,17 @@ fn joined_user_namespace_owns_the_new_namespaces() {
         std::fs::metadata(vol.join("made-inside")).expect("file made through the idmapped mount");
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), 0);
     assert!(!opts.root.join(&opts.id).exists(), "state dir left behind");
+    // The cgroup, in whichever hierarchies this host has (`/<id>` on v2, `/<controller>/<id>` on v1).
+    let cgroup_root = std::path::Path::new("/sys/fs/cgroup");
+    let left: Vec<_> = std::iter::once(cgroup_root.to_path_buf())
+        .chain(
+            std::fs::read_dir(cgroup_root)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path()),
+        )
+        .map(|h| h.join(&opts.id))
+        .filter(|d| d.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
 }

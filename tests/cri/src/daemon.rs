@@ -25,7 +25,13 @@ impl Daemon {
         registry: &str,
         pause_image: &str,
     ) -> Result<Daemon> {
-        let log = dir.join(format!("{}.log", endpoint.name()));
+        // BASALT_TEST_AGENT_LOG=<file>: our agent logs at debug level to that file, which outlives the harness.
+        let debug_log =
+            std::env::var_os("BASALT_TEST_AGENT_LOG").filter(|_| endpoint == Endpoint::Basalt);
+        let log = match &debug_log {
+            Some(p) => PathBuf::from(p),
+            None => dir.join(format!("{}.log", endpoint.name())),
+        };
         // Appended to: a restarted daemon's log follows the killed one's.
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -43,7 +49,12 @@ impl Daemon {
                 let run = dir.join("run");
                 // An empty config of our own: the instance must not pick up a host's /etc/basalt/config.yaml.
                 let config = dir.join("basalt.yaml");
-                std::fs::write(&config, "{}\n")?;
+                let level = if debug_log.is_some() {
+                    "log-level: debug\n"
+                } else {
+                    "{}\n"
+                };
+                std::fs::write(&config, level)?;
                 let mut cmd = Command::new(basalt_bin());
                 cmd.arg("--config")
                     .arg(&config)

@@ -68,6 +68,15 @@ pub struct Harness {
 
 impl Harness {
     /// Starts a private instance of `endpoint`, or panics with the daemon's log.
+    /// For a test of something only Basalt has: its harness, or `None` (after saying why) when the agent cannot
+    /// run here.
+    pub async fn start_basalt_only(test: &str) -> Option<Harness> {
+        if crate::endpoint::skip_unavailable(Endpoint::Basalt, test) {
+            return None;
+        }
+        Some(Self::start(Endpoint::Basalt).await)
+    }
+
     pub async fn start(endpoint: Endpoint) -> Harness {
         match Self::try_start(endpoint).await {
             Ok(h) => h,
@@ -240,12 +249,19 @@ impl Harness {
             .run_pod_with(self.pod_config(name))
             .await
             .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", self.daemon_log_tail()));
+        self.track(&pod);
+        pod
+    }
+
+    /// Notes where the pod's network namespace is mounted while it lives, so that the leak check after its
+    /// removal can tell those mounts apart. [`Harness::run_pod`] does this; a caller that times the CRI calls
+    /// alone runs the pod with [`Harness::run_pod_with`] and calls this after the clock stops.
+    pub fn track(&self, pod: &Pod) {
         let fp = Footprint::observe(&pod.id, vec![], pod.cgroup_parent(), None, None);
         if let Some(ino) = fp.netns_inode {
             let mut seen = self.netns_seen.lock().unwrap();
             seen.extend(fp.netns_mounts.into_iter().map(|m| (ino, m)));
         }
-        pod
     }
 
     /// A container config running `cmd` in fixture `image`, logging to `<name>/0.log` in the pod's log dir.
@@ -320,6 +336,17 @@ impl Harness {
         )
         .await;
         id
+    }
+
+    /// The runtime's Status (conditions, runtime handlers and their features, runtime features).
+    pub async fn runtime_status(&self) -> api::StatusResponse {
+        self.cri
+            .runtime
+            .clone()
+            .status(api::StatusRequest { verbose: false })
+            .await
+            .unwrap_or_else(|e| panic!("Status: {e}"))
+            .into_inner()
     }
 
     pub async fn container_status(&self, id: &str) -> Result<api::ContainerStatus, Status> {
@@ -506,7 +533,7 @@ impl Harness {
         );
     }
 
-    fn daemon_log_tail(&self) -> String {
+    pub fn daemon_log_tail(&self) -> String {
         let log = self.daemon_log();
         let lines: Vec<&str> = log.lines().collect();
         format!(
@@ -594,11 +621,8 @@ impl Harness {
     fn instance_leftovers(&self) -> Vec<String> {
         let dir = self.dir().to_string_lossy().into_owned();
         let mut left = Vec::new();
-        for pid in leaks::all_pids() {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&dir) {
-                left.push(format!("process {pid} ({})", leaks::comm(pid)));
-            }
+        for pid in leaks::pids_naming(&dir) {
+            left.push(format!("process {pid} ({})", leaks::comm(pid)));
         }
         for m in leaks::mountinfo() {
             if m.mount_point.starts_with(&dir) {
@@ -613,15 +637,12 @@ impl Harness {
     fn last_resort_cleanup(&self) {
         let dir = self.dir().to_string_lossy().into_owned();
         let cg = format!("{CGROUP_ROOT}/{}", self.token);
-        for pid in leaks::all_pids() {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let mine = String::from_utf8_lossy(&cmdline).contains(&dir);
-            if mine || leaks::pids_in_cgroup(&cg).contains(&pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        let in_cgroup = leaks::pids_in_cgroup(&cg);
+        for pid in leaks::pids_naming(&dir).into_iter().chain(in_cgroup) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let seen = self
             .netns_seen

@@ -66,14 +66,11 @@ impl Footprint {
                 comm(pid)
             ));
         }
-        for pid in all_pids() {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if contains(&cmdline, self.sandbox_id.as_bytes()) {
-                left.push(format!(
-                    "process {pid} ({}) naming the sandbox id in its command line",
-                    comm(pid)
-                ));
-            }
+        for pid in pids_naming(&self.sandbox_id) {
+            left.push(format!(
+                "process {pid} ({}) naming the sandbox id in its command line",
+                comm(pid)
+            ));
         }
         let ids: Vec<&str> = std::iter::once(self.sandbox_id.as_str())
             .chain(self.container_ids.iter().map(String::as_str))
@@ -143,6 +140,17 @@ pub fn all_pids() -> Vec<u32> {
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Processes whose command line contains `needle` (a sandbox id, a marker in a container's command).
+pub fn pids_naming(needle: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|p| {
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            contains(&cmdline, needle.as_bytes())
+        })
         .collect()
 }
 

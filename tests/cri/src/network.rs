@@ -63,7 +63,10 @@ impl Network {
 
     fn write_conf(&self) -> Result<()> {
         std::fs::create_dir_all(&self.conf_dir)?;
-        // No gateway, no masquerade, no routes: pods reach each other on this bridge and nothing else.
+        // No gateway, no masquerade, no routes: pods reach each other on this bridge and nothing else. No
+        // `loopback` entry: a CRI brings the pod's `lo` up itself (containerd through its built-in loopback
+        // network, Basalt's monitor when it makes the netns), and node conflists leave it out (containerd's
+        // example bridge conflist, k3s's flannel one). With it, each ADD and DEL ran the plugin a second time.
         let conf = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": self.name,
@@ -79,8 +82,7 @@ impl Network {
                         "dataDir": self.ipam_dir,
                         "ranges": [[{"subnet": self.subnet}]],
                     }
-                },
-                {"type": "loopback"}
+                }
             ]
         });
         std::fs::write(

@@ -670,14 +670,7 @@ cri_test!(supplemental_groups_policy);
 async fn supplemental_groups_policy(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
-    let status = h
-        .cri
-        .runtime
-        .clone()
-        .status(api::StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = h.runtime_status().await;
     let pod = h.run_pod("groups").await;
     let mut seen = Vec::new();
     for (name, policy) in [

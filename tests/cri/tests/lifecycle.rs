@@ -121,14 +121,8 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     });
     let exiter = h.create_start(&pod, cfg).await;
     let before = h.footprint(&pod).await;
-    let pid = basalt_cri_tests::leaks::all_pids()
-        .into_iter()
-        .find(|p| {
-            String::from_utf8_lossy(
-                &std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default(),
-            )
-            .contains(&marker)
-        })
+    let pid = *basalt_cri_tests::leaks::pids_naming(&marker)
+        .first()
         .expect("the exiter's process");
     h.kill_daemon();
     std::fs::write(signal.path().join("go"), "").unwrap();
@@ -198,18 +192,53 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
+/// A pod's monitor runs in the monitors' cgroup (`agent.monitor-cgroup`, default `/basalt-monitors`), apart from
+/// the pod it watches, so that the pod's limits never count it and the node's overhead is accounted in one
+/// place. Basalt only: containerd 1.6's shims stay in containerd's own cgroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_run_in_their_own_cgroup() {
+    let Some(h) = Harness::start_basalt_only("monitors_run_in_their_own_cgroup").await else {
+        return;
+    };
+    let pod = h.run_pod("monitorcg").await;
+    let monitor = *basalt_cri_tests::leaks::pids_naming(&pod.id)
+        .iter()
+        .find(|p| basalt_cri_tests::leaks::comm(**p) == "basalt")
+        .expect("the pod's monitor");
+    let cgroups = || std::fs::read_to_string(format!("/proc/{monitor}/cgroup")).unwrap_or_default();
+    // The agent moves it off the request path: poll, with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cgroups().lines().any(|l| l.ends_with(":/basalt-monitors")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "monitor {monitor} is not in /basalt-monitors:\n{}",
+            cgroups()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every resource controller (`<n>:<controllers>:<path>`; the v2 line has none, named hierarchies are not
+    // controllers): on a v1 or hybrid host the monitor's memory, cpu and pids are all counted there.
+    let lines = cgroups();
+    for line in lines.lines() {
+        let controllers = line.split(':').nth(1).unwrap_or_default();
+        if controllers.is_empty() || controllers.starts_with("name=") {
+            continue;
+        }
+        assert!(line.ends_with(":/basalt-monitors"), "{line} in\n{lines}");
+    }
+    h.remove_pod(&pod).await;
+    h.assert_empty().await;
+}
+
 /// Air-gapped nodes: an OCI archive dropped into `<data-dir>/images` is imported, pinned, when the agent
 /// starts, and is then usable without any registry (k3s's agent/images). Basalt only: containerd has no such
 /// directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn airgap_archives_are_imported_at_start() {
-    if basalt_cri_tests::endpoint::skip_unavailable(
-        Endpoint::Basalt,
-        "airgap_archives_are_imported_at_start",
-    ) {
+    let Some(mut h) = Harness::start_basalt_only("airgap_archives_are_imported_at_start").await
+    else {
         return;
-    }
-    let mut h = Harness::start(Endpoint::Basalt).await;
+    };
     let archive = &h
         .fixtures()
         .get(basalt_testsupport::fixtures::NONROOT)
@@ -268,15 +297,7 @@ async fn dead_monitor_is_cleaned_up(endpoint: Endpoint) {
         h.container_config("main", BUSYBOX, &["sleep", "3600"]),
     )
     .await;
-    let monitors: Vec<u32> = basalt_cri_tests::leaks::all_pids()
-        .into_iter()
-        .filter(|p| {
-            String::from_utf8_lossy(
-                &std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default(),
-            )
-            .contains(&pod.id)
-        })
-        .collect();
+    let monitors = basalt_cri_tests::leaks::pids_naming(&pod.id);
     assert!(!monitors.is_empty(), "no process names the sandbox");
     for p in &monitors {
         let _ = nix::sys::signal::kill(
@@ -345,13 +366,11 @@ fn names_in(dir: &std::path::Path) -> Vec<String> {
 /// Basalt only: these are our image store's and bundle directory's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roots_of_a_create_cut_short_are_removed_at_start() {
-    if basalt_cri_tests::endpoint::skip_unavailable(
-        Endpoint::Basalt,
-        "roots_of_a_create_cut_short_are_removed_at_start",
-    ) {
+    let Some(mut h) =
+        Harness::start_basalt_only("roots_of_a_create_cut_short_are_removed_at_start").await
+    else {
         return;
-    }
-    let mut h = Harness::start(Endpoint::Basalt).await;
+    };
     h.pull(BUSYBOX).await;
     h.pull(basalt_testsupport::fixtures::NONROOT).await;
     let pod = h.run_pod("cutshort").await;

@@ -545,13 +545,8 @@ async fn pod_user_namespace(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
     let features = h
-        .cri
-        .runtime
-        .clone()
-        .status(api::StatusRequest { verbose: false })
+        .runtime_status()
         .await
-        .unwrap()
-        .into_inner()
         .runtime_handlers
         .first()
         .and_then(|r| r.features)
@@ -619,6 +614,23 @@ async fn pod_user_namespace(endpoint: Endpoint) {
         &std::os::unix::fs::MetadataExt::uid(&on_disk).to_string(),
     );
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&on_disk), 0);
+    // The pod's files are its root's, as they are in a pod without a user namespace: /etc/hosts is
+    // editable (kubelet's host aliases, tools that add a name).
+    let pod_files = run(&[
+        "sh",
+        "-c",
+        "echo '10.9.9.9 added' >> /etc/hosts && stat -c %u:%g /etc/hosts /etc/resolv.conf /etc/hostname",
+    ])
+    .await;
+    record(
+        endpoint,
+        "owners of /etc/hosts, resolv.conf, hostname",
+        &pod_files,
+    );
+    assert!(
+        pod_files.lines().all(|l| l == "0:0") && pod_files.lines().count() == 3,
+        "{pod_files}"
+    );
     let userns = run(&["readlink", "/proc/self/ns/user"]).await;
     match endpoint {
         Endpoint::Basalt => {
