@@ -150,6 +150,16 @@ impl Agent {
                     .collect()
             })
             .unwrap_or_default();
+        // Refused before anything is made.
+        for (k, v) in &sysctls {
+            if let Err(why) = basalt_shim::pin::sysctl_namespace(k) {
+                return Err(status::invalid(
+                    &format!("config.linux.sysctls[{k:?}]"),
+                    v,
+                    &why,
+                ));
+            }
+        }
         let cgroup_parent = config
             .linux
             .as_ref()
@@ -220,7 +230,28 @@ impl Agent {
         }
         let hostname =
             (!host_net && !rec.config.hostname.is_empty()).then(|| rec.config.hostname.clone());
-        let (pid, namespaces) = monitor::spawn(monitor::Spawn {
+        // The agent makes the pod's network namespace itself, so that CNI ADD runs while the monitor starts
+        // (the monitor's start is a few ms of every pod's). A pod user namespace must own its network
+        // namespace, and only the monitor makes that.
+        let (mut pin, mut sysctls) = (pin, sysctls);
+        let own_netns = !host_net && !pin.contains(&basalt_shim::Namespace::User);
+        if own_netns {
+            pin.retain(|n| *n != basalt_shim::Namespace::Net);
+            let (net_sysctls, rest): (Vec<_>, Vec<_>) = sysctls.into_iter().partition(|(k, _)| {
+                basalt_shim::pin::sysctl_namespace(k) == Ok(basalt_shim::Namespace::Net)
+            });
+            sysctls = rest;
+            let path = netns_pin(&pod_dir);
+            let pinned = path.clone();
+            tokio::task::spawn_blocking(move || {
+                basalt_shim::pin::pin_network(&pinned, &net_sysctls)
+            })
+            .await
+            .map_err(status::from_join)?
+            .map_err(|e| Status::invalid_argument(format!("the pod's network namespace: {e}")))?;
+            rec.namespaces.insert("net".into(), path);
+        }
+        let spawning = monitor::spawn(monitor::Spawn {
             sandbox_id: rec.id.clone(),
             dir: rec.shim_dir.clone(),
             runtime_root: self.runtime_root.clone(),
@@ -229,10 +260,23 @@ impl Agent {
             sysctls,
             uid_map,
             gid_map,
-        })
-        .await?;
-        monitor::join_cgroup(&self.args.monitor_cgroup, pid);
-        rec.namespaces = namespaces;
+        });
+        // Moved as soon as it runs: see `monitor::join_cgroup` for why early.
+        let spawn = async {
+            let (pid, namespaces) = spawning.await?;
+            monitor::join_cgroup(&self.args.monitor_cgroup, pid);
+            Ok::<_, Status>(namespaces)
+        };
+        let namespaces = if own_netns {
+            let (spawned, added) = tokio::join!(spawn, self.cni_add(rec));
+            // Whichever failed, the caller's teardown undoes both.
+            let spawned = spawned?;
+            added?;
+            spawned
+        } else {
+            spawn.await?
+        };
+        rec.namespaces.extend(namespaces);
         if pin.contains(&basalt_shim::Namespace::Ipc) {
             crate::files::mount_shm(&pod_dir.join("shm"))
                 .map_err(|e| status::internal("mounting the pod's /dev/shm", e))?;
@@ -242,7 +286,7 @@ impl Agent {
             self.records
                 .put_sandbox(rec, Survive::Crash)
                 .map_err(|e| status::internal("recording the sandbox", e))?;
-        } else {
+        } else if !own_netns {
             // Its record of the owed DEL records the namespaces too.
             self.cni_add(rec).await?;
         }
@@ -427,6 +471,13 @@ impl Agent {
             crate::files::unmount_shm(&rec.pod_dir.join("shm"))
                 .map_err(|e| status::internal("unmounting the pod's /dev/shm", e))?;
             rec.shm_mounted = false;
+        }
+        // Whether or not a record names it: a crash may have come between making it and recording it.
+        let netns = netns_pin(&rec.pod_dir);
+        basalt_shim::pin::unpin_network(&netns)
+            .map_err(|e| status::internal("unmounting the pod's network namespace", e))?;
+        if rec.namespaces.get("net") == Some(&netns) {
+            rec.namespaces.remove("net");
         }
         rec.state = SandboxState::NotReady;
         Ok(())
@@ -614,4 +665,9 @@ pub fn container_state(s: ShimState) -> cri::ContainerState {
         ShimState::Running => cri::ContainerState::ContainerRunning,
         ShimState::Exited => cri::ContainerState::ContainerExited,
     }
+}
+
+/// Where the agent pins a pod's network namespace (when the monitor does not: see `setup_sandbox`).
+fn netns_pin(pod_dir: &std::path::Path) -> PathBuf {
+    pod_dir.join("netns")
 }

@@ -309,6 +309,58 @@ impl Drop for Pins {
     }
 }
 
+/// A new network namespace with `lo` up and `sysctls` (all `net.*`) set, bind-mounted onto the file `path`;
+/// for a caller that wants the pod's network before its monitor runs (the agent, which starts CNI ADD while
+/// the monitor starts). Made on a thread of its own, which exits after, so the caller's threads all stay in
+/// their namespace. Blocking. On error nothing is left at `path`.
+pub fn pin_network(path: &Path, sysctls: &[(String, String)]) -> Result<(), String> {
+    for (key, _) in sysctls {
+        if sysctl_namespace(key)? != Namespace::Net {
+            return Err(format!("sysctl {key:?} is not a network sysctl"));
+        }
+    }
+    let (path, sysctls) = (path.to_owned(), sysctls.to_vec());
+    let made = std::thread::spawn(move || {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+        configure(&PinSpec {
+            namespaces: vec![Namespace::Net],
+            sysctls,
+            ..Default::default()
+        })?;
+        std::fs::write(&path, b"").map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let pinned = mount(
+            Some("/proc/thread-self/ns/net"),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        );
+        pinned.map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            format!(
+                "bind-mounting the network namespace onto {}: {e}",
+                path.display()
+            )
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the thread making the network namespace panicked".into()));
+    made
+}
+
+/// Undoes [`pin_network`]. Idempotent.
+pub fn unpin_network(path: &Path) -> std::io::Result<()> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Kills and reaps the pinning child unless disarmed (by taking the pid).
 struct ChildGuard(Option<Pid>);
 
@@ -495,6 +547,50 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.contains("--pin uts"), "{e}");
+    }
+
+    #[test]
+    fn a_network_namespace_pinned_for_the_agent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("netns");
+        let ours = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let e = pin_network(&path, &[("kernel.shmmax".into(), "1".into())]).unwrap_err();
+        assert!(e.contains("kernel.shmmax"), "{e}");
+        assert!(!path.exists(), "a refused pin left {}", path.display());
+
+        let sysctl = (
+            "net.ipv4.ip_unprivileged_port_start".to_owned(),
+            "80".to_owned(),
+        );
+        pin_network(&path, std::slice::from_ref(&sysctl)).unwrap();
+        assert_eq!(
+            std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+            ours,
+            "the caller's thread left its network namespace"
+        );
+        let inside = |cmd: &[&str]| {
+            let out = std::process::Command::new("nsenter")
+                .arg(format!("--net={}", path.display()))
+                .args(cmd)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{cmd:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_ne!(
+            inside(&["readlink", "/proc/self/ns/net"]).trim(),
+            ours.to_string_lossy()
+        );
+        assert!(inside(&["ip", "-o", "link", "show", "lo"]).contains(",UP"));
+        assert_eq!(
+            inside(&["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]).trim(),
+            "80"
+        );
+        unpin_network(&path).unwrap();
+        unpin_network(&path).unwrap();
+        assert!(!path.exists());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&path.display().to_string()), "{mounts}");
     }
 
     #[test]

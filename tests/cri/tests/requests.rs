@@ -532,6 +532,77 @@ async fn remove_running_pod_leaves_nothing(endpoint: Endpoint) {
     h.assert_gone(&fp).await;
 }
 
+cri_test!(pod_sysctls);
+
+/// Namespaced sysctls of the sandbox config reach every container of the pod: a `net.*` one (in the pod's
+/// network namespace) and an ipc one. A sysctl that is not namespaced is refused naming it, and the refused
+/// pod leaves nothing behind.
+async fn pod_sysctls(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let mut cfg = h.pod_config("sysctls");
+    let linux = cfg.linux.get_or_insert_with(Default::default);
+    linux
+        .sysctls
+        .insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
+    linux
+        .sysctls
+        .insert("kernel.shm_rmid_forced".into(), "1".into());
+    let pod = h
+        .run_pod_with(cfg)
+        .await
+        .expect("RunPodSandbox with sysctls");
+    h.track(&pod);
+    let id = h
+        .create_start(&pod, h.container_config("c", BUSYBOX, &["sleep", "3600"]))
+        .await;
+    let r = h
+        .exec_sync(
+            &id,
+            &[
+                "cat",
+                "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+                "/proc/sys/kernel/shm_rmid_forced",
+            ],
+            10,
+        )
+        .await
+        .expect("ExecSync");
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "80\n1\n", "{r:?}");
+    h.remove_pod(&pod).await;
+
+    let mut cfg = h.pod_config("badsysctl");
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .sysctls
+        .insert("kernel.pid_max".into(), "4096".into());
+    let mounts_under_us = || {
+        basalt_cri_tests::leaks::mountinfo()
+            .into_iter()
+            .filter(|m| m.mount_point.starts_with(&*h.dir().to_string_lossy()))
+            .map(|m| m.mount_point)
+            .collect::<Vec<_>>()
+    };
+    let before = mounts_under_us();
+    let r = h.run_pod_with(cfg).await;
+    let shown = r
+        .as_ref()
+        .map(|p| p.id.clone())
+        .unwrap_or_else(|s| format!("{:?}: {}", s.code(), s.message()));
+    record(endpoint, "RunPodSandbox with sysctl kernel.pid_max", &shown);
+    match (endpoint, r) {
+        (Endpoint::Basalt, Err(s)) => {
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+            assert!(s.message().contains("kernel.pid_max"), "{s:?}");
+        }
+        // containerd 1.6 hands it to runc with the pause container, and runc refuses it.
+        (Endpoint::Containerd, Err(s)) => assert!(s.message().contains("pid_max"), "{s:?}"),
+        (_, Ok(p)) => panic!("a pod with kernel.pid_max ran: {}", p.id),
+    }
+    h.assert_empty().await;
+    assert_eq!(mounts_under_us(), before, "mounts left by the refused pod");
+}
+
 cri_test!(pod_user_namespace);
 
 /// `hostUsers: false`: userns_options mode POD with id mappings. Ours runs the pod in a user namespace with
