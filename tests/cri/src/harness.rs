@@ -253,6 +253,24 @@ impl Harness {
         pod
     }
 
+    /// The start of most cases: busybox pulled, pod `name` run, and in it a container `main` that sleeps.
+    /// Returns the pod and the container's id.
+    pub async fn run_sleeping_pod(&self, name: &str) -> (Pod, String) {
+        self.pull(basalt_testsupport::fixtures::BUSYBOX).await;
+        let pod = self.run_pod(name).await;
+        let id = self
+            .create_start(
+                &pod,
+                self.container_config(
+                    "main",
+                    basalt_testsupport::fixtures::BUSYBOX,
+                    &["sleep", "3600"],
+                ),
+            )
+            .await;
+        (pod, id)
+    }
+
     /// Notes where the pod's network namespace is mounted while it lives, so that the leak check after its
     /// removal can tell those mounts apart. [`Harness::run_pod`] does this; a caller that times the CRI calls
     /// alone runs the pod with [`Harness::run_pod_with`] and calls this after the clock stops.

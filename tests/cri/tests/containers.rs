@@ -68,14 +68,7 @@ cri_test!(exec_sync);
 /// ExecSync returns stdout, stderr and the exit code apart; a command outliving its timeout is cut short.
 async fn exec_sync(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
-    h.pull(BUSYBOX).await;
-    let pod = h.run_pod("exec").await;
-    let id = h
-        .create_start(
-            &pod,
-            h.container_config("main", BUSYBOX, &["sleep", "3600"]),
-        )
-        .await;
+    let (pod, id) = h.run_sleeping_pod("exec").await;
     let r = h
         .exec_sync(&id, &sh("echo out; echo err >&2; exit 3"), 10)
         .await

@@ -94,14 +94,7 @@ cri_test!(daemon_sigkill_recovers);
 /// container are still there and running, exec works, and removing them still cleans everything.
 async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     let mut h = Harness::start(endpoint).await;
-    h.pull(BUSYBOX).await;
-    let pod = h.run_pod("crash").await;
-    let id = h
-        .create_start(
-            &pod,
-            h.container_config("main", BUSYBOX, &["sleep", "3600"]),
-        )
-        .await;
+    let (pod, id) = h.run_sleeping_pod("crash").await;
     // A second container that exits, with code 42, only while the daemon is down.
     let signal = tempfile::tempdir().unwrap();
     let marker = format!("exit-while-down-{}", h.token);
@@ -290,13 +283,7 @@ cri_test!(dead_monitor_is_cleaned_up);
 /// NOTREADY, and RemovePodSandbox still leaves nothing behind (the container's processes, cgroup, mounts, netns).
 async fn dead_monitor_is_cleaned_up(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
-    h.pull(BUSYBOX).await;
-    let pod = h.run_pod("deadshim").await;
-    h.create_start(
-        &pod,
-        h.container_config("main", BUSYBOX, &["sleep", "3600"]),
-    )
-    .await;
+    let (pod, _) = h.run_sleeping_pod("deadshim").await;
     let monitors = basalt_cri_tests::leaks::pids_naming(&pod.id);
     assert!(!monitors.is_empty(), "no process names the sandbox");
     for p in &monitors {
@@ -371,15 +358,8 @@ async fn roots_of_a_create_cut_short_are_removed_at_start() {
     else {
         return;
     };
-    h.pull(BUSYBOX).await;
+    let (pod, kept) = h.run_sleeping_pod("cutshort").await;
     h.pull(basalt_testsupport::fixtures::NONROOT).await;
-    let pod = h.run_pod("cutshort").await;
-    let kept = h
-        .create_start(
-            &pod,
-            h.container_config("kept", BUSYBOX, &["sleep", "3600"]),
-        )
-        .await;
     let mut cfg = h.container_config("cut", BUSYBOX, &["sleep", "3600"]);
     cfg.mounts.push(api::Mount {
         container_path: "/img".into(),

@@ -162,14 +162,7 @@ cri_test!(streaming_urls);
 /// Exec, Attach and PortForward hand back a URL on the streaming server (the WebSocket test uses them).
 async fn streaming_urls(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
-    h.pull(BUSYBOX).await;
-    let pod = h.run_pod("stream").await;
-    let id = h
-        .create_start(
-            &pod,
-            h.container_config("main", BUSYBOX, &["sleep", "3600"]),
-        )
-        .await;
+    let (pod, id) = h.run_sleeping_pod("stream").await;
     let mut rt = h.cri.runtime.clone();
     let exec = rt
         .exec(api::ExecRequest {
