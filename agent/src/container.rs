@@ -239,6 +239,7 @@ impl Agent {
             std::fs::create_dir_all(p)
                 .map_err(|e| status::invalid("log_path", p, &format!("cannot create: {e}")))?;
         }
+        self.monitor_joins.wait(&sandbox.id).await;
         made.monitor = true;
         monitor::call(
             &sandbox.shim_dir,

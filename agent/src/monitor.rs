@@ -1,11 +1,13 @@
 //! Talking to pod monitors: start one for a new sandbox, send it a request, clean up after a dead one.
 //! One short connection per request: after an agent restart there is nothing to re-establish.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use basalt_shim::client::ClientError;
 use basalt_shim::protocol::{ContainerStatus, Request, Response};
+use tokio::sync::watch;
 use tonic::Status;
 
 use crate::status;
@@ -58,26 +60,53 @@ pub async fn spawn(s: Spawn) -> Result<(i32, BTreeMap<String, PathBuf>), Status>
     .map_err(|e| Status::invalid_argument(format!("starting the pod monitor: {e}")))
 }
 
-/// Moves a new monitor into the monitors' cgroup (`agent.monitor-cgroup`; empty: it stays in the agent's), on a
-/// blocking thread and without waiting for it.
+/// Monitors on their way into the monitors' cgroup (`agent.monitor-cgroup`; empty: they stay in the agent's),
+/// by sandbox id.
 ///
-/// Why not on the request path: on cgroup v1 the first move into any cgroup after a quiet spell waits for an
-/// RCU grace period (measured at 10–15 ms on the development VM), while a move within about one grace period
-/// of another does not wait. Made while the agent runs the sandbox's CNI ADD, this move pays that wait for the
-/// container's own move into its cgroup a few milliseconds later. Pure cgroup v2 hosts clone containers
-/// straight into their cgroup and wait for nothing.
-pub fn join_cgroup(cgroup: &str, pid: i32) {
-    if cgroup.is_empty() {
-        return;
-    }
-    let cgroup = cgroup.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let joined =
-            basalt_runtime::cgroup::Cgroup::create(&cgroup).and_then(|mut cg| cg.add_process(pid));
-        if let Err(e) = joined {
-            tracing::warn!(pid, %cgroup, "moving the pod monitor into its cgroup: {e}");
+/// Why a move started as soon as a monitor runs and not waited for by RunPodSandbox: on cgroup v1 the first
+/// move into any cgroup after a quiet spell waits for an RCU grace period (measured at 10–15 ms on the
+/// development VM), while a move within about one grace period of another does not wait. Started alongside the
+/// sandbox's CNI ADD, this move pays that wait for the container's own move into its cgroup a few milliseconds
+/// later, and CreateContainer prepares the root filesystem and the spec meanwhile. CreateContainer waits for it
+/// before the monitor makes anything, so a container never starts with its monitor in the wrong place. Pure
+/// cgroup v2 hosts clone containers straight into their cgroup and wait for nothing.
+#[derive(Default)]
+pub struct Joins(Arc<Mutex<HashMap<String, watch::Receiver<()>>>>);
+
+impl Joins {
+    /// Starts moving the monitor `pid` of `sandbox_id` on a blocking thread. A failure is logged, not
+    /// returned: the pod works the same from the agent's cgroup.
+    pub fn start(&self, sandbox_id: &str, cgroup: &str, pid: i32) {
+        if cgroup.is_empty() {
+            return;
         }
-    });
+        // Dropped when the move is over, which wakes the waiters.
+        let (done, waiting) = watch::channel(());
+        self.lock().insert(sandbox_id.to_owned(), waiting);
+        let (joins, id, cgroup) = (self.0.clone(), sandbox_id.to_owned(), cgroup.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let joined = basalt_runtime::cgroup::Cgroup::create(&cgroup)
+                .and_then(|mut cg| cg.add_process(pid));
+            if let Err(e) = joined {
+                tracing::warn!(pid, %cgroup, "moving the pod monitor into its cgroup: {e}");
+            }
+            joins.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            drop(done);
+        });
+    }
+
+    /// Returns once the move of `sandbox_id`'s monitor is over (at once when none is under way).
+    pub async fn wait(&self, sandbox_id: &str) {
+        let waiting = self.lock().get(sandbox_id).cloned();
+        if let Some(mut waiting) = waiting {
+            // Err: the sender is gone, which is what it signals.
+            let _ = waiting.changed().await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<()>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub fn socket(dir: &Path) -> PathBuf {

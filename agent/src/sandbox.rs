@@ -261,10 +261,12 @@ impl Agent {
             uid_map,
             gid_map,
         });
-        // Moved as soon as it runs: see `monitor::join_cgroup` for why early.
+        // Moved as soon as it runs: see `monitor::Joins` for why early.
+        let sandbox_id = rec.id.clone();
         let spawn = async {
             let (pid, namespaces) = spawning.await?;
-            monitor::join_cgroup(&self.args.monitor_cgroup, pid);
+            self.monitor_joins
+                .start(&sandbox_id, &self.args.monitor_cgroup, pid);
             Ok::<_, Status>(namespaces)
         };
         let namespaces = if own_netns {

@@ -27,6 +27,7 @@ pub struct Agent {
     pub events: Events,
     /// Set by UpdateRuntimeConfig.
     pub pod_cidr: Mutex<Option<String>>,
+    pub monitor_joins: crate::monitor::Joins,
 }
 
 impl Agent {
@@ -312,6 +313,7 @@ async fn start_cri(
         streaming,
         events: Events::new(),
         pod_cidr: Mutex::new(None),
+        monitor_joins: Default::default(),
         args,
     });
     crate::events::watch_exits(agent.clone());

@@ -187,37 +187,41 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
 
 /// A pod's monitor runs in the monitors' cgroup (`agent.monitor-cgroup`, default `/basalt-monitors`), apart from
 /// the pod it watches, so that the pod's limits never count it and the node's overhead is accounted in one
-/// place. Basalt only: containerd 1.6's shims stay in containerd's own cgroup.
+/// place. The agent moves it there while RunPodSandbox runs CNI ADD and CreateContainer waits for the move, so
+/// it is there once a container exists. Basalt only: containerd 1.6's shims stay in containerd's own cgroup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitors_run_in_their_own_cgroup() {
     let Some(h) = Harness::start_basalt_only("monitors_run_in_their_own_cgroup").await else {
         return;
     };
-    let pod = h.run_pod("monitorcg").await;
+    let (pod, _) = h.run_sleeping_pod("monitorcg").await;
     let monitor = *basalt_cri_tests::leaks::pids_naming(&pod.id)
         .iter()
         .find(|p| basalt_cri_tests::leaks::comm(**p) == "basalt")
         .expect("the pod's monitor");
-    let cgroups = || std::fs::read_to_string(format!("/proc/{monitor}/cgroup")).unwrap_or_default();
-    // The agent moves it off the request path: poll, with a deadline.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !cgroups().lines().any(|l| l.ends_with(":/basalt-monitors")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "monitor {monitor} is not in /basalt-monitors:\n{}",
-            cgroups()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let lines =
+        std::fs::read_to_string(format!("/proc/{monitor}/cgroup")).expect("the monitor's cgroups");
+    assert!(
+        lines.lines().any(|l| l.ends_with(":/basalt-monitors")),
+        "monitor {monitor} is not in /basalt-monitors:\n{lines}"
+    );
     // Every resource controller (`<n>:<controllers>:<path>`; the v2 line has none, named hierarchies are not
     // controllers): on a v1 or hybrid host the monitor's memory, cpu and pids are all counted there.
-    let lines = cgroups();
     for line in lines.lines() {
         let controllers = line.split(':').nth(1).unwrap_or_default();
         if controllers.is_empty() || controllers.starts_with("name=") {
             continue;
         }
         assert!(line.ends_with(":/basalt-monitors"), "{line} in\n{lines}");
+    }
+    // And only monitors: the container they start is born in its own cgroup, not theirs.
+    for pid in basalt_cri_tests::leaks::pids_in_cgroup("/basalt-monitors") {
+        // Empty: it exited since the listing (other cases remove pods meanwhile).
+        let comm = basalt_cri_tests::leaks::comm(pid);
+        assert!(
+            comm.is_empty() || comm == "basalt",
+            "{comm} (pid {pid}) in /basalt-monitors"
+        );
     }
     h.remove_pod(&pod).await;
     h.assert_empty().await;
