@@ -127,6 +127,7 @@ async fn start_kubelet(
         sync_period: std::time::Duration::from_secs(1),
         file_check_frequency: std::time::Duration::from_secs(20),
         max_dead_per_container: 1,
+        user_namespaces: Default::default(),
     };
     let cri = basalt_kubelet::cri::Cri::connect(endpoint).context("CRI endpoint")?;
     let kubelet = basalt_kubelet::Kubelet::new(cri, settings);

@@ -5,7 +5,7 @@
 //!
 //! Pods come from a [`source`] (the manifest dir and an HTTP URL, parsed by [`manifest`]); the [`Kubelet`]
 //! keeps one [`worker`] per pod, which drives the runtime through [`cri`] with configs from [`podconfig`],
-//! [`volumes`] and [`resources`], restarts with [`backoff`], checks [`probes`] and runs [`hooks`]; the
+//! [`volumes`] and [`resources`] (and a [`userns`] range for `hostUsers: false`), restarts with [`backoff`], checks [`probes`] and runs [`hooks`]; the
 //! [`pleg`] wakes a worker when its containers change. [`api`] serves the kubelet API, with
 //! [`stream_proxy`] for exec/attach/port-forward and [`node`] for the eviction signals.
 
@@ -23,6 +23,7 @@ pub mod quantity;
 pub mod resources;
 pub mod source;
 pub mod stream_proxy;
+pub mod userns;
 pub mod volumes;
 pub mod worker;
 
@@ -59,6 +60,8 @@ pub struct Settings {
     pub file_check_frequency: Duration,
     /// Exited containers kept per container name (kubelet's `--maximum-dead-containers-per-container`).
     pub max_dead_per_container: u32,
+    /// Host ids for `hostUsers: false` pods, 65536 per pod.
+    pub user_namespaces: userns::Range,
 }
 
 /// Counters the `/metrics` endpoint reports.
@@ -94,6 +97,7 @@ impl Drop for AbortOnDrop {
 pub struct Kubelet {
     pub cri: cri::Cri,
     pub settings: Arc<Settings>,
+    pub userns: Arc<userns::Allocator>,
     pods: Mutex<BTreeMap<String, Entry>>,
     pub metrics: Metrics,
     pub manifest_errors: Mutex<Vec<manifest::ManifestError>>,
@@ -104,6 +108,10 @@ impl Kubelet {
     pub fn new(cri: cri::Cri, settings: Settings) -> Arc<Kubelet> {
         Arc::new(Kubelet {
             cri,
+            userns: Arc::new(userns::Allocator::load(
+                settings.user_namespaces,
+                &settings.pods_root,
+            )),
             settings: Arc::new(settings),
             pods: Mutex::new(BTreeMap::new()),
             metrics: Metrics::default(),
@@ -214,7 +222,12 @@ impl Kubelet {
         mut stop: watch::Receiver<bool>,
         wake: Arc<tokio::sync::Notify>,
     ) {
-        let mut w = worker::Worker::new(self.cri.clone(), self.settings.clone(), pod);
+        let mut w = worker::Worker::new(
+            self.cri.clone(),
+            self.settings.clone(),
+            self.userns.clone(),
+            pod,
+        );
         loop {
             if *stop.borrow() {
                 w.terminate().await;

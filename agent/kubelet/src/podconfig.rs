@@ -30,6 +30,8 @@ pub struct PodContext<'a> {
     pub pod_ips: Vec<String>,
     pub host_ip: String,
     pub seccomp_default: bool,
+    /// The pod's user namespace (`hostUsers: false`), its range allocated.
+    pub userns: Option<cri::UserNamespace>,
 }
 
 impl PodContext<'_> {
@@ -140,6 +142,7 @@ pub fn sandbox_config(ctx: &PodContext, attempt: u32) -> cri::PodSandboxConfig {
         } else {
             cri::NamespaceMode::Pod as i32
         },
+        userns_options: ctx.userns.clone(),
         ..Default::default()
     };
     let sysctls = psc
@@ -573,6 +576,7 @@ mod tests {
             pod_ips: vec!["10.1.0.5".into()],
             host_ip: "192.0.2.1".into(),
             seccomp_default: true,
+            userns: None,
         }
     }
 

@@ -61,6 +61,9 @@ struct Relisted {
 pub struct Worker {
     cri: Cri,
     settings: Arc<Settings>,
+    allocator: Arc<crate::userns::Allocator>,
+    /// The pod's user namespace once its range is known (`hostUsers: false`).
+    userns: Option<cri::UserNamespace>,
     pub pod: Pod,
     sandbox: Option<(String, Vec<String>)>,
     tracked: HashMap<String, Tracked>,
@@ -83,9 +86,16 @@ fn now() -> Time {
 }
 
 impl Worker {
-    pub fn new(cri: Cri, settings: Arc<Settings>, pod: Pod) -> Worker {
+    pub fn new(
+        cri: Cri,
+        settings: Arc<Settings>,
+        allocator: Arc<crate::userns::Allocator>,
+        pod: Pod,
+    ) -> Worker {
         Worker {
             cri,
+            allocator,
+            userns: None,
             backoff: Backoff::new(settings.backoff),
             pull_backoff: Backoff::new(settings.backoff),
             settings,
@@ -122,6 +132,7 @@ impl Worker {
                 .unwrap_or_default(),
             host_ip: self.settings.host_ip.clone(),
             seccomp_default: self.settings.seccomp_default,
+            userns: self.userns.clone(),
         }
     }
 
@@ -226,6 +237,7 @@ impl Worker {
             .pod_sandboxes(&self.uid())
             .await
             .map_err(|e| format!("ListPodSandbox: {}", e.message()))?;
+        self.userns = self.user_namespace().await?;
         let ready = crate::cri::newest_ready(&list);
         if let Some(s) = ready {
             if self.sandbox.as_ref().map(|x| &x.0) != Some(&s.id) {
@@ -272,6 +284,47 @@ impl Worker {
         self.sandbox = Some((id.clone(), ips));
         self.started_at.get_or_insert_with(now);
         Ok(id)
+    }
+
+    /// For `hostUsers: false`: the pod's id range, kept from before or allocated now. Upstream's rules: no
+    /// host namespace besides, and a runtime that says it supports user namespaces.
+    async fn user_namespace(&self) -> Result<Option<cri::UserNamespace>, String> {
+        let spec = self.pod.spec.as_ref().expect("validated");
+        if spec.host_users != Some(false) {
+            return Ok(None);
+        }
+        for (field, host) in [
+            ("hostNetwork", spec.host_network),
+            ("hostPID", spec.host_pid),
+            ("hostIPC", spec.host_ipc),
+        ] {
+            if host == Some(true) {
+                return Err(format!(
+                    "spec.hostUsers false: spec.{field} true is not allowed with it"
+                ));
+            }
+        }
+        if self.userns.is_none() {
+            let status = self
+                .cri
+                .runtime
+                .clone()
+                .status(cri::StatusRequest { verbose: false })
+                .await
+                .map_err(|e| format!("runtime Status: {}", e.message()))?
+                .into_inner();
+            let supported = status.runtime_handlers.iter().any(|h| {
+                h.name.is_empty() && h.features.as_ref().is_some_and(|f| f.user_namespaces)
+            });
+            if !supported {
+                return Err(
+                    "spec.hostUsers false: the runtime's default handler does not support \
+                            user namespaces"
+                        .into(),
+                );
+            }
+        }
+        self.allocator.allocate(&self.uid()).map(Some)
     }
 
     /// The sandbox's containers: the latest and the previous attempt per name with full status, and every
@@ -780,6 +833,9 @@ impl Worker {
         if let Err(e) = crate::qos::remove(&cgroup) {
             tracing::warn!(pod = ?self.pod.metadata.name, "removing the pod cgroup {cgroup}: {e}");
         }
+        // Only now that nothing of the pod runs in its range any more; before its directory goes, so that a
+        // pod directory gone means its range is free.
+        self.allocator.release(&self.uid());
         if let Err(e) = volumes::teardown(&self.pod_dir()) {
             tracing::warn!(pod = ?self.pod.metadata.name, "removing volumes: {e}");
         }

@@ -53,6 +53,7 @@ impl Node {
             sync_period: Duration::from_millis(500),
             file_check_frequency: Duration::from_secs(20),
             max_dead_per_container: 1,
+            user_namespaces: Default::default(),
         };
         let mut settings = settings;
         tune(&mut settings);
@@ -116,6 +117,23 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// A pod the kubelet will not run: waits for the message in its status, checks the runtime has no
+    /// sandbox of it, and returns its UID and the message.
+    async fn refused(&self, name: &str) -> (String, String) {
+        let p = self
+            .wait(name, "refused", |p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.message.as_deref())
+                    .is_some()
+            })
+            .await;
+        let u = uid(&p);
+        let sandboxes = self.kubelet.cri.pod_sandboxes(&u).await.unwrap();
+        assert!(sandboxes.is_empty(), "{name} has sandboxes: {sandboxes:?}");
+        (u, p.status.and_then(|s| s.message).unwrap_or_default())
     }
 
     /// After a manifest is removed: the kubelet forgets the pod and the runtime has nothing of it.
@@ -1166,3 +1184,77 @@ async fn container_gc_and_eviction_signals(endpoint: Endpoint) {
 cri_test!(manifest_url_source);
 cri_test!(pleg_wakes_the_worker_on_exit);
 cri_test!(container_gc_and_eviction_signals);
+
+cri_test!(host_users_false_gets_a_range_of_its_own);
+
+/// `hostUsers: false` (upstream's user-namespace manager): each such pod runs in a user namespace mapping its
+/// ids 0–65535 to 65536 host ids no other pod has, recorded in `<pod dir>/userns` for a restarted kubelet and
+/// handed back when the pod is gone. containerd 1.6 has no user namespaces: the kubelet refuses the pod, as
+/// upstream's does, instead of running it with the node's ids.
+async fn host_users_false_gets_a_range_of_its_own(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let node = Node::start(&h).await;
+    let img = h.image(BUSYBOX);
+    let manifest = |name: &str, extra: &str| {
+        format!("kind: Pod\nmetadata: {{name: {name}}}\nspec:\n  hostUsers: false\n  terminationGracePeriodSeconds: 1\n{extra}  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n")
+    };
+    // Refused whatever the runtime: a host namespace with a pod user namespace.
+    node.put(
+        "hostnet.yaml",
+        &manifest("hostnet", "  hostNetwork: true\n"),
+    );
+    let (u, msg) = node.refused("hostnet").await;
+    assert!(msg.contains("spec.hostNetwork"), "{msg}");
+    node.remove("hostnet.yaml");
+    node.wait_gone(&h, &u).await;
+
+    node.put("a.yaml", &manifest("a", ""));
+    node.put("b.yaml", &manifest("b", ""));
+    if endpoint == Endpoint::Containerd {
+        let (_, msg) = node.refused("a").await;
+        assert!(msg.contains("does not support user namespaces"), "{msg}");
+        assert!(node.kubelet.userns.in_use().is_empty());
+    } else {
+        let mut maps = Vec::new();
+        for name in ["a", "b"] {
+            let p = node.wait(name, "running", |p| phase(p) == "Running").await;
+            let r = h
+                .exec_sync(
+                    &container_id(&p, "c"),
+                    &["cat", "/proc/self/uid_map", "/proc/self/gid_map"],
+                    10,
+                )
+                .await
+                .expect("ExecSync");
+            let out = String::from_utf8_lossy(&r.stdout).into_owned();
+            let lines: Vec<Vec<u64>> = out
+                .lines()
+                .map(|l| l.split_whitespace().map(|n| n.parse().unwrap()).collect())
+                .collect();
+            assert_eq!(lines.len(), 2, "{out}");
+            assert_eq!(lines[0], lines[1], "uid and gid maps differ: {out}");
+            let (inside, host, len) = (lines[0][0], lines[0][1], lines[0][2]);
+            assert_eq!((inside, len), (0, 65536), "{out}");
+            assert!(host >= 65536 && host % 65536 == 0, "{out}");
+            let kept =
+                std::fs::read_to_string(node.dir.path().join("pods").join(uid(&p)).join("userns"))
+                    .expect("the pod's userns file");
+            assert!(kept.contains(&format!("\"hostId\":{host}")), "{kept}");
+            maps.push((uid(&p), host as u32));
+        }
+        assert_ne!(maps[0].1, maps[1].1, "two pods share host ids");
+        let in_use = node.kubelet.userns.in_use();
+        assert_eq!(in_use, maps.iter().cloned().collect());
+        // What a kubelet restarted now (after SIGKILL) starts from.
+        let pods_root = node.dir.path().join("pods");
+        let restarted = basalt_kubelet::userns::Allocator::load(Default::default(), &pods_root);
+        assert_eq!(restarted.in_use(), in_use);
+    }
+    for (file, name) in [("a.yaml", "a"), ("b.yaml", "b")] {
+        let u = uid(&node.pod(name).expect("known"));
+        node.remove(file);
+        node.wait_gone(&h, &u).await;
+    }
+    assert!(node.kubelet.userns.in_use().is_empty());
+}
