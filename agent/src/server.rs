@@ -127,7 +127,13 @@ async fn start_kubelet(
         sync_period: std::time::Duration::from_secs(1),
         file_check_frequency: std::time::Duration::from_secs(20),
         max_dead_per_container: 1,
-        user_namespaces: Default::default(),
+        user_namespaces: basalt_kubelet::userns::Range::from_subid_files(
+            Path::new("/etc/subuid"),
+            Path::new("/etc/subgid"),
+        )
+        .map_err(anyhow::Error::msg)
+        .context("hostUsers: false id range")?
+        .unwrap_or_default(),
     };
     let cri = basalt_kubelet::cri::Cri::connect(endpoint).context("CRI endpoint")?;
     let kubelet = basalt_kubelet::Kubelet::new(cri, settings);

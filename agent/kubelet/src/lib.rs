@@ -60,7 +60,7 @@ pub struct Settings {
     pub file_check_frequency: Duration,
     /// Exited containers kept per container name (kubelet's `--maximum-dead-containers-per-container`).
     pub max_dead_per_container: u32,
-    /// Host ids for `hostUsers: false` pods, 65536 per pod.
+    /// Host ids for `hostUsers: false` pods, 65536 per pod (upstream: the `kubelet` user's subordinate ids).
     pub user_namespaces: userns::Range,
 }
 

@@ -56,6 +56,48 @@ impl Range {
         Ok(Range { first, blocks })
     }
 
+    /// Upstream's configuration: the `kubelet` user's entries in `/etc/subuid` and `/etc/subgid`, which must
+    /// be the same range; None when there are none (the default range applies).
+    pub fn from_subid_files(subuid: &Path, subgid: &Path) -> Result<Option<Range>, String> {
+        let entry = |file: &Path| -> Result<Option<(u32, u32)>, String> {
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(format!("{}: {e}", file.display())),
+            };
+            let Some(line) = text
+                .lines()
+                .find(|l| l.split(':').next() == Some("kubelet"))
+            else {
+                return Ok(None);
+            };
+            let bad = || {
+                format!(
+                    "{}: {line:?} is not kubelet:<first id>:<count>",
+                    file.display()
+                )
+            };
+            match line.split(':').collect::<Vec<_>>()[..] {
+                [_, first, count] => Ok(Some((
+                    first.trim().parse().map_err(|_| bad())?,
+                    count.trim().parse().map_err(|_| bad())?,
+                ))),
+                _ => Err(bad()),
+            }
+        };
+        match (entry(subuid)?, entry(subgid)?) {
+            (None, None) => Ok(None),
+            (Some(u), Some(g)) if u == g => Range::new(u.0, u.1)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", subuid.display())),
+            (u, g) => Err(format!(
+                "the kubelet user's ranges differ: {} {u:?}, {} {g:?}",
+                subuid.display(),
+                subgid.display()
+            )),
+        }
+    }
+
     fn base(&self, block: u32) -> u32 {
         self.first + block * IDS_PER_POD
     }
@@ -286,6 +328,32 @@ mod tests {
         let m = serde_json::json!([{"containerId": 0, "hostId": 65536, "length": 65536}]);
         assert_eq!(v["uidMappings"], m);
         assert_eq!(v["gidMappings"], m);
+    }
+
+    #[test]
+    fn the_kubelet_users_subordinate_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (u, g) = (dir.path().join("subuid"), dir.path().join("subgid"));
+        assert_eq!(Range::from_subid_files(&u, &g), Ok(None), "no files");
+        std::fs::write(&u, "root:100000:65536\nkubelet:131072:196608\n").unwrap();
+        std::fs::write(&g, "kubelet:131072:196608\n").unwrap();
+        assert_eq!(
+            Range::from_subid_files(&u, &g),
+            Ok(Some(Range {
+                first: 131072,
+                blocks: 3
+            }))
+        );
+        std::fs::write(&g, "kubelet:131072:65536\n").unwrap();
+        let e = Range::from_subid_files(&u, &g).unwrap_err();
+        assert!(e.contains("differ"), "{e}");
+        std::fs::write(&u, "kubelet:100000:65536\n").unwrap();
+        std::fs::write(&g, "kubelet:100000:65536\n").unwrap();
+        let e = Range::from_subid_files(&u, &g).unwrap_err();
+        assert!(e.contains("subuid") && e.contains("100000"), "{e}");
+        std::fs::write(&u, "kubelet:x\n").unwrap();
+        let e = Range::from_subid_files(&u, &g).unwrap_err();
+        assert!(e.contains("kubelet:x"), "{e}");
     }
 
     #[test]
