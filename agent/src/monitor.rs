@@ -60,6 +60,9 @@ pub async fn spawn(s: Spawn) -> Result<(i32, BTreeMap<String, PathBuf>), Status>
     .map_err(|e| Status::invalid_argument(format!("starting the pod monitor: {e}")))
 }
 
+/// How long CreateContainer waits for its monitor's move: about a hundred times what it takes.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Monitors on their way into the monitors' cgroup (`agent.monitor-cgroup`; empty: they stay in the agent's),
 /// by sandbox id.
 ///
@@ -68,7 +71,7 @@ pub async fn spawn(s: Spawn) -> Result<(i32, BTreeMap<String, PathBuf>), Status>
 /// development VM), while a move within about one grace period of another does not wait. Started alongside the
 /// sandbox's CNI ADD, this move pays that wait for the container's own move into its cgroup a few milliseconds
 /// later, and CreateContainer prepares the root filesystem and the spec meanwhile. CreateContainer waits for it
-/// before the monitor makes anything, so a container never starts with its monitor in the wrong place. Pure
+/// (up to [`JOIN_PATIENCE`]) before the monitor makes anything, so the move is not left half done. Pure
 /// cgroup v2 hosts clone containers straight into their cgroup and wait for nothing.
 #[derive(Default)]
 pub struct Joins(Arc<Mutex<HashMap<String, watch::Receiver<()>>>>);
@@ -95,12 +98,21 @@ impl Joins {
         });
     }
 
-    /// Returns once the move of `sandbox_id`'s monitor is over (at once when none is under way).
+    /// Returns once the move of `sandbox_id`'s monitor is over (at once when none is under way), or after
+    /// [`JOIN_PATIENCE`]: a move the kernel holds up must not hold the pod up with it.
     pub async fn wait(&self, sandbox_id: &str) {
         let waiting = self.lock().get(sandbox_id).cloned();
         if let Some(mut waiting) = waiting {
             // Err: the sender is gone, which is what it signals.
-            let _ = waiting.changed().await;
+            if tokio::time::timeout(JOIN_PATIENCE, waiting.changed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    sandbox = %sandbox_id,
+                    "the pod monitor's move into its cgroup takes over {JOIN_PATIENCE:?}; going on without it"
+                );
+            }
         }
     }
 
