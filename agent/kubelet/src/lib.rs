@@ -5,9 +5,10 @@
 //!
 //! Pods come from a [`source`] (the manifest dir and an HTTP URL, parsed by [`manifest`]); the [`Kubelet`]
 //! keeps one [`worker`] per pod, which drives the runtime through [`cri`] with configs from [`podconfig`],
-//! [`volumes`] and [`resources`] (and a [`userns`] range for `hostUsers: false`), restarts with [`backoff`], checks [`probes`] and runs [`hooks`]; the
-//! [`pleg`] wakes a worker when its containers change. [`api`] serves the kubelet API, with
-//! [`stream_proxy`] for exec/attach/port-forward and [`node`] for the eviction signals.
+//! [`volumes`] and [`resources`] (and a [`userns`] range for `hostUsers: false`), restarts with
+//! [`backoff`], checks [`probes`] and runs [`hooks`]; the [`pleg`] wakes a worker when its containers
+//! change. [`api`] serves the kubelet API, with [`stream_proxy`] for exec/attach/port-forward and [`node`]
+//! for the eviction signals.
 
 pub mod api;
 pub mod backoff;

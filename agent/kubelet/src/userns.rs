@@ -236,7 +236,7 @@ impl Allocator {
             .retain(|_, holder| holder != uid);
     }
 
-    /// The host id base of each pod holding a range (for tests and the node's API).
+    /// The host id base of each pod holding a range.
     pub fn in_use(&self) -> BTreeMap<String, u32> {
         let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         used.iter()

@@ -304,25 +304,28 @@ impl Worker {
                 ));
             }
         }
-        if self.userns.is_none() {
-            let status = self
-                .cri
-                .runtime
-                .clone()
-                .status(cri::StatusRequest { verbose: false })
-                .await
-                .map_err(|e| format!("runtime Status: {}", e.message()))?
-                .into_inner();
-            let supported = status.runtime_handlers.iter().any(|h| {
-                h.name.is_empty() && h.features.as_ref().is_some_and(|f| f.user_namespaces)
-            });
-            if !supported {
-                return Err(
-                    "spec.hostUsers false: the runtime's default handler does not support \
-                            user namespaces"
-                        .into(),
-                );
-            }
+        // Known from an earlier pass: every pass comes here, and the range never changes while the pod exists.
+        if self.userns.is_some() {
+            return Ok(self.userns.clone());
+        }
+        let status = self
+            .cri
+            .runtime
+            .clone()
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .map_err(|e| format!("runtime Status: {}", e.message()))?
+            .into_inner();
+        let supported = status
+            .runtime_handlers
+            .iter()
+            .any(|h| h.name.is_empty() && h.features.as_ref().is_some_and(|f| f.user_namespaces));
+        if !supported {
+            return Err(
+                "spec.hostUsers false: the runtime's default handler does not support \
+                        user namespaces"
+                    .into(),
+            );
         }
         self.allocator.allocate(&self.uid()).map(Some)
     }
