@@ -1252,9 +1252,28 @@ async fn host_users_false_gets_a_range_of_its_own(endpoint: Endpoint) {
         assert_eq!(restarted.in_use(), in_use);
     }
     for (file, name) in [("a.yaml", "a"), ("b.yaml", "b")] {
-        let u = uid(&node.pod(name).expect("known"));
+        let p = node.pod(name).expect("known");
+        let u = uid(&p);
+        // Everything the pod's sandbox made (netns, veth, lease, cgroups, mounts, processes), seen while it runs.
+        let mut footprints = Vec::new();
+        for s in node.kubelet.cri.pod_sandboxes(&u).await.unwrap() {
+            let sandbox = basalt_cri_tests::Pod {
+                id: s.id,
+                config: api::PodSandboxConfig {
+                    linux: Some(api::LinuxPodSandboxConfig {
+                        cgroup_parent: basalt_kubelet::resources::pod_cgroup(&node.cgroup_root, &p),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            };
+            footprints.push(h.footprint(&sandbox).await);
+        }
         node.remove(file);
         node.wait_gone(&h, &u).await;
+        for fp in &footprints {
+            h.assert_gone(fp).await;
+        }
     }
     assert!(node.kubelet.userns.in_use().is_empty());
 }
