@@ -6,11 +6,13 @@
 //! Nothing here may reach past 127.0.0.1 or leave a process behind: every helper cleans up on drop.
 
 pub mod bundle;
+pub mod etcd;
 pub mod fixtures;
 pub mod image;
 pub mod pki;
 pub mod registry;
 
+pub use etcd::EtcdCluster;
 pub use fixtures::{Fixture, Fixtures};
 pub use image::{ImageBuilder, LayerBuilder, OciImage};
 pub use registry::{Registry, RegistryMode};
