@@ -83,8 +83,8 @@ pub enum Command {
     /// Pod monitor, started by the agent once per pod (not for interactive use)
     #[command(hide = true)]
     Shim(PassThrough),
-    /// All-in-one node: control plane and agent
-    Server(Pending),
+    /// The control plane: the Kubernetes apiserver on embedded SQLite (or etcd)
+    Server(Box<basalt_controlplane::ServerArgs>),
     /// Container images: pull, import, export, list, inspect, remove
     Image(basalt_images::cli::ImageArgs),
     /// Build and boot the node image (kernel + initramfs with basalt as PID 1)

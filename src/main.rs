@@ -76,7 +76,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Shim(args) => basalt_shim::main(with_name("basalt shim", args)),
-        Command::Server(_) => not_built("`basalt server` (control plane and agent, all-in-one)"),
+        Command::Server(args) => match basalt_controlplane::main(&config, *args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("basalt server: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Csi(_) => not_built("`basalt csi` (the hostpath CSI plugin)"),
     }
 }

@@ -117,7 +117,7 @@ fn argv0_selects_the_personality() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["server", "csi"] {
+    for sub in ["csi"] {
         let out = run(Path::new(BIN), &[sub, "--some-flag", "x"]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(69), "{sub}: {err}");

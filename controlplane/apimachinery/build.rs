@@ -186,6 +186,7 @@ fn main() {
 fn apply_merge_semantics(definitions: &mut BTreeMap<String, Value>) {
     let text =
         std::fs::read_to_string("data/merge-semantics.txt").expect("read data/merge-semantics.txt");
+    let mut key_defaults: Vec<(String, String, String)> = Vec::new();
     for line in text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -238,10 +239,30 @@ fn apply_merge_semantics(definitions: &mut BTreeMap<String, Value>) {
                 "merge-key" => {
                     attrs.insert("x-kubernetes-patch-merge-key".into(), v.into());
                 }
+                "key-default" => {
+                    let item = prop
+                        .get("items")
+                        .and_then(|i| i.get("$ref"))
+                        .and_then(Value::as_str)
+                        .and_then(|r| r.rsplit('/').next())
+                        .expect("a list map of referenced items")
+                        .to_string();
+                    let (field, value) = v.split_once(':').expect("key:value");
+                    key_defaults.push((item, field.to_string(), value.to_string()));
+                }
                 other => panic!("data/merge-semantics.txt: unknown attribute {other}"),
             }
         }
         prop.extend(attrs);
+    }
+    for (def, field, value) in key_defaults {
+        let p = definitions
+            .get_mut(&def)
+            .and_then(|d| d.pointer_mut(&format!("/properties/{field}")))
+            .unwrap_or_else(|| panic!("{def} has no property {field}"));
+        p.as_object_mut()
+            .unwrap()
+            .insert("default".into(), Value::String(value));
     }
 }
 

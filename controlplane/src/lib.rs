@@ -1,6 +1,155 @@
-//! A compact control plane flashed on the same image: apiserver (embedded SQLite, etcd when a cluster
-//! outgrows one machine), scheduler and controllers.
+//! `basalt server`: the control plane of a cluster, composed from its crates.
 //!
-//! It must never be required for a node to run its static pods: the agent works with no apiserver at all.
+//! - [`pki`]: the cluster CA, the serving and client certificates, the service-account key, the admin
+//!   kubeconfig — made at first start, kept under `<data-dir>/server/tls`.
+//! - [`run`]: opens the store (SQLite under `<data-dir>/server/db` by default, or etcd), starts the
+//!   apiserver, and serves until SIGTERM.
 //!
-//! Not built yet.
+//! The apiserver lives in `controlplane/apiserver` and the store in `controlplane/store`; the scheduler and
+//! controllers join here. It must never be required for a node to run its static pods.
+
+pub mod pki;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use basalt_store::{EtcdConfig, EtcdStore, SqliteStore, Store};
+use clap::Args;
+
+/// `basalt server`'s flags (k3s's names where it has one).
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Address the apiserver listens on
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// HTTPS port of the apiserver (0: any free port, printed at start)
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Address other nodes and the cluster reach this server at [default: the first non-loopback address]
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// Extra names and addresses in the serving certificate (repeatable)
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// etcd instead of the embedded SQLite: etcd://host:port[,host:port…] or https://…
+    #[arg(long, value_name = "URL")]
+    pub datastore_endpoint: Option<String>,
+    /// CA of the etcd members' certificates
+    #[arg(long, value_name = "FILE")]
+    pub datastore_cafile: Option<PathBuf>,
+    /// Client certificate for etcd
+    #[arg(long, value_name = "FILE")]
+    pub datastore_certfile: Option<PathBuf>,
+    /// Client key for etcd
+    #[arg(long, value_name = "FILE")]
+    pub datastore_keyfile: Option<PathBuf>,
+    /// Service IP range
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Where to write the admin kubeconfig [default: <data-dir>/server/admin.kubeconfig]
+    #[arg(long, value_name = "FILE")]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// How often the store's old history is compacted, in seconds
+    #[arg(long, default_value_t = 300, hide = true)]
+    pub compaction_interval: u64,
+}
+
+fn default_advertise() -> IpAddr {
+    // The address the kernel would use to reach the outside, without sending anything.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// Runs `basalt server` until SIGTERM or SIGINT.
+pub fn main(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("server")
+        .build()?;
+    rt.block_on(run(config, args))
+}
+
+pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Result<()> {
+    let dir = config.data_dir.join("server");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let advertise = args.advertise_address.unwrap_or_else(default_advertise);
+    let node_name = config
+        .node_name
+        .clone()
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let mut sans = vec![node_name];
+    sans.extend(args.tls_san.iter().cloned());
+    let service_ip = basalt_apiserver::admission::first_service_ip(&args.service_cidr);
+    let pki = pki::Pki::ensure(
+        &dir.join("tls"),
+        &sans,
+        &[advertise, IpAddr::V4(service_ip)],
+    )?;
+
+    let store: Arc<dyn Store> = match &args.datastore_endpoint {
+        None => {
+            let db = dir.join("db");
+            std::fs::create_dir_all(&db)?;
+            Arc::new(SqliteStore::open(&db.join("state.db")).context("open the SQLite datastore")?)
+        }
+        Some(endpoint) => {
+            let mut etcd = EtcdConfig::from_endpoint(endpoint).map_err(anyhow::Error::msg)?;
+            etcd.ca_file = args.datastore_cafile.clone();
+            etcd.cert_file = args.datastore_certfile.clone();
+            etcd.key_file = args.datastore_keyfile.clone();
+            Arc::new(
+                EtcdStore::connect(&etcd)
+                    .await
+                    .context("connect to the etcd datastore")?,
+            )
+        }
+    };
+    let bind = SocketAddr::new(args.bind_address, args.https_listen_port);
+    let mut api = basalt_apiserver::Config::new(bind, &pki.dir);
+    api.cert_file = pki.serving_cert.clone();
+    api.key_file = pki.serving_key.clone();
+    api.client_ca_file = pki.ca_cert.clone();
+    api.service_account_key_file = pki.service_account_key.clone();
+    api.advertise_address = advertise;
+    api.service_cidr = args.service_cidr.clone();
+    api.compaction_interval = std::time::Duration::from_secs(args.compaction_interval.max(1));
+    let server = basalt_apiserver::ApiServer::start(api, store.clone()).await?;
+
+    let kubeconfig = args
+        .write_kubeconfig
+        .clone()
+        .unwrap_or_else(|| dir.join("admin.kubeconfig"));
+    let host = if args.bind_address.is_unspecified() || args.bind_address.is_loopback() {
+        format!("127.0.0.1:{}", server.addr.port())
+    } else {
+        server.addr.to_string()
+    };
+    pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{host}"))?;
+    // What scripts and the tests read: where the API is, and how to reach it.
+    println!(
+        "basalt server: apiserver on https://{host} ({} datastore)",
+        store.backend()
+    );
+    println!("basalt server: admin kubeconfig {}", kubeconfig.display());
+    tracing::info!(addr = %server.addr, kubeconfig = %kubeconfig.display(), "server ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("server stopping");
+    Ok(())
+}

@@ -183,12 +183,19 @@ fn finish_marks(m: &mut Map<String, Value>) {
     }
 }
 
-/// The key path element of a list-map item.
-fn key_element(item: &Value, keys: &[String]) -> PathElement {
+/// The key path element of a list-map item. A key field the item leaves out counts with its schema
+/// default (a port without a protocol is the TCP port), as structured-merge-diff keys it.
+fn key_element(item: &Value, keys: &[String], item_node: &Node) -> PathElement {
     let mut m = Map::new();
     for k in keys {
-        if let Some(v) = item.get(k) {
-            m.insert(k.clone(), v.clone());
+        let v = item.get(k).cloned().or_else(|| {
+            item_node
+                .field(k)
+                .and_then(Node::meta)
+                .and_then(|m| m.default.clone())
+        });
+        if let Some(v) = v {
+            m.insert(k.clone(), v);
         }
     }
     PathElement::Key(canonical(&Value::Object(m)))
@@ -246,7 +253,7 @@ fn collect(v: &Value, node: &Node, path: &mut Path, set: &mut FieldSet, maps_are
             }
             ListType::Map(keys) => {
                 for item in items {
-                    path.push(key_element(item, keys));
+                    path.push(key_element(item, keys, &a.items));
                     set.insert(path.clone());
                     collect(item, &a.items, path, set, maps_are_members);
                     path.pop();
@@ -280,7 +287,7 @@ pub fn get<'a>(v: &'a Value, path: &[PathElement], node: &Node) -> Option<&'a Va
                 cur = cur
                     .as_array()?
                     .iter()
-                    .find(|i| key_element(i, keys) == PathElement::Key(k.clone()))?;
+                    .find(|i| key_element(i, keys, &a.items) == PathElement::Key(k.clone()))?;
                 node = &a.items;
             }
             PathElement::Value(val) => {
@@ -317,7 +324,7 @@ fn remove(v: &mut Value, path: &[PathElement], node: &Node) {
                 node = &a.items;
                 cur.as_array_mut().and_then(|l| {
                     l.iter_mut()
-                        .find(|i| key_element(i, keys) == PathElement::Key(k.clone()))
+                        .find(|i| key_element(i, keys, &a.items) == PathElement::Key(k.clone()))
                 })
             }
             PathElement::Value(_) | PathElement::Index(_) => return,
@@ -334,12 +341,10 @@ fn remove(v: &mut Value, path: &[PathElement], node: &Node) {
             }
         }
         PathElement::Key(k) => {
-            let keys = match node.as_array().map(|a| &a.list) {
-                Some(ListType::Map(keys)) => keys.clone(),
-                _ => return,
-            };
+            let Some(a) = node.as_array() else { return };
+            let ListType::Map(keys) = &a.list else { return };
             if let Some(l) = cur.as_array_mut() {
-                l.retain(|i| key_element(i, &keys) != PathElement::Key(k.clone()));
+                l.retain(|i| key_element(i, keys, &a.items) != PathElement::Key(k.clone()));
             }
         }
         PathElement::Value(val) => {
@@ -382,7 +387,7 @@ pub fn merge(live: &Value, applied: &Value, node: &Node) -> Value {
             ListType::Map(keys) => {
                 // Applied items in the applier's order, each merged over its live version; live items the
                 // applier does not mention keep their place after the ones before them.
-                let key = |i: &Value| key_element(i, keys);
+                let key = |i: &Value| key_element(i, keys, &arr.items);
                 let applied_keys: Vec<PathElement> = a.iter().map(key).collect();
                 let mut out = Vec::new();
                 let mut next_applied = 0;
@@ -620,6 +625,7 @@ pub struct Conflict {
     pub manager: String,
     pub operation: Operation,
     pub api_version: String,
+    pub time: String,
     /// `.spec.replicas`, `.spec.containers[name="web"].image`
     pub field: String,
 }
@@ -697,6 +703,7 @@ pub fn apply(
                     manager: e.manager.clone(),
                     operation: e.operation,
                     api_version: e.api_version.clone(),
+                    time: e.time.clone(),
                     field: path_string(p),
                 });
                 taken.insert(p.clone());
@@ -724,9 +731,14 @@ pub fn apply(
         .fold(FieldSet::new(), |acc, e| acc.union(&e.fields));
     let dropped = previous.difference(&applied_set);
     // Deepest paths first, so that an item goes after the fields in it.
+    // A path whose children are still applied (or owned) stays: only its own membership was dropped.
     let mut doomed: Vec<&Path> = dropped
         .iter()
-        .filter(|p| !others.contains(p) && others.under(p).next().is_none())
+        .filter(|p| {
+            !others.contains(p)
+                && others.under(p).next().is_none()
+                && applied_set.under(p).next().is_none()
+        })
         .collect();
     doomed.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in doomed {
@@ -1016,6 +1028,26 @@ mod tests {
         assert_eq!(
             conflicts[0].message(),
             "conflict with \"kubectl-scale\" using apps/v1"
+        );
+    }
+
+    #[test]
+    fn a_key_field_left_out_counts_with_its_default() {
+        // Live ports carry the defaulted protocol; an applier that leaves it out means the same port.
+        let node = deployment();
+        let live = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}}}});
+        let applied = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "ports": [{"containerPort": 80}]}]}}}});
+        let merged = merge(&live, &applied, node);
+        assert_eq!(
+            merged["spec"]["template"]["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80, "protocol": "TCP"}])
+        );
+        let set = applied_fields(&applied, node).to_fields_v1();
+        assert!(
+            set["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"]
+                ["f:ports"]
+                .get("k:{\"containerPort\":80,\"protocol\":\"TCP\"}")
+                .is_some()
         );
     }
 

@@ -25,6 +25,24 @@ pub fn dns1123_label(s: &str) -> Result<(), String> {
     Err("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".into())
 }
 
+/// A DNS-1035 label (`my-name`, starting with a letter): service names.
+pub fn dns1035_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= DNS1123_LABEL_MAX
+        && s.chars().all(|c| is_alnum_lower(c) || c == '-')
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.ends_with(is_alnum_lower);
+    if ok {
+        return Ok(());
+    }
+    if s.len() > DNS1123_LABEL_MAX {
+        return Err(format!(
+            "must be no more than {DNS1123_LABEL_MAX} characters"
+        ));
+    }
+    Err("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".into())
+}
+
 /// A DNS-1123 subdomain (`example.com`): most object names.
 pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
@@ -121,6 +139,8 @@ mod tests {
         assert!(dns1123_subdomain(&"a".repeat(254)).is_err());
         assert!(dns1123_label("a.b").is_err());
         assert!(dns1123_label("ns-1").is_ok());
+        assert!(dns1035_label("1svc").is_err());
+        assert!(dns1035_label("svc-1").is_ok());
         assert!(qualified_name("app.kubernetes.io/name").is_ok());
         assert!(qualified_name("/x").is_err());
         assert!(qualified_name("a b").is_err());

@@ -33,6 +33,7 @@ pub enum ErrorKind {
     TooLong,
     TooMany,
     Forbidden,
+    NotFound,
 }
 
 impl ErrorKind {
@@ -46,6 +47,7 @@ impl ErrorKind {
             ErrorKind::TooLong => "FieldValueTooLong",
             ErrorKind::TooMany => "FieldValueTooMany",
             ErrorKind::Forbidden => "FieldValueForbidden",
+            ErrorKind::NotFound => "FieldValueNotFound",
         }
     }
 }
@@ -108,12 +110,16 @@ impl fmt::Display for FieldError {
             ErrorKind::TooLong => "Too long",
             ErrorKind::TooMany => "Too many",
             ErrorKind::Forbidden => "Forbidden",
+            ErrorKind::NotFound => "Not found",
         };
         write!(f, "{}: {what}", self.path)?;
         if let Some(v) = &self.value {
             if matches!(
                 self.kind,
-                ErrorKind::Invalid | ErrorKind::NotSupported | ErrorKind::Duplicate
+                ErrorKind::Invalid
+                    | ErrorKind::NotSupported
+                    | ErrorKind::Duplicate
+                    | ErrorKind::NotFound
             ) {
                 write!(f, ": {}", quote(v))?;
             }

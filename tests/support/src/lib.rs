@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod etcd;
 pub mod fixtures;
 pub mod image;
+pub mod kube;
 pub mod pki;
 pub mod registry;
 

