@@ -94,8 +94,8 @@ pub enum Command {
     Init(PassThrough),
     /// Run as a CNI plugin (bridge with host-local IPAM), driven by CNI_* variables and stdin
     Cni(CniArgs),
-    /// Run the hostpath CSI plugin
-    Csi(Pending),
+    /// The hostpath CSI plugin: Identity, Controller and Node services on a unix socket
+    Csi(basalt_csi::CsiArgs),
     /// Print the effective configuration (defaults < config file < flags) as YAML
     Config,
     /// Print the version

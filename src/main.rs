@@ -77,7 +77,13 @@ fn main() -> ExitCode {
         },
         Command::Shim(args) => basalt_shim::main(with_name("basalt shim", args)),
         Command::Server(_) => not_built("`basalt server` (control plane and agent, all-in-one)"),
-        Command::Csi(_) => not_built("`basalt csi` (the hostpath CSI plugin)"),
+        Command::Csi(args) => match basalt_csi::main(&config, args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("basalt csi: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
