@@ -83,14 +83,13 @@ impl Fixture {
         bytes: i64,
         cap: api::VolumeCapability,
     ) -> Result<api::Volume> {
-        Ok(self
-            .c
+        self.c
             .controller
             .create_volume(create(name, bytes, cap))
             .await?
             .into_inner()
             .volume
-            .context("volume")?)
+            .context("volume")
     }
 
     async fn delete(&mut self, id: &str) -> Result<()> {
@@ -1482,7 +1481,7 @@ async fn path_escapes_are_refused_and_nothing_outside_the_base_directory_is_touc
     let b = f.create("real-block", 4 * MIB, block_cap()).await?;
     let t = f.path("pods/x/mount");
     let base = f.plugin.base.clone();
-    let rel_outside = format!("../../outside");
+    let rel_outside = "../../outside".to_owned();
     for bad in [
         "..".to_owned(),
         "../../../../etc".to_owned(),
