@@ -93,13 +93,7 @@ impl Fixture {
     }
 
     async fn delete(&mut self, id: &str) -> Result<()> {
-        self.c
-            .controller
-            .delete_volume(api::DeleteVolumeRequest {
-                volume_id: id.into(),
-                ..Default::default()
-            })
-            .await?;
+        self.c.controller.delete_volume(testing::delete(id)).await?;
         Ok(())
     }
 
@@ -289,15 +283,11 @@ async fn controller_errors(f: &mut Fixture) -> Result<()> {
         "unknown parameter",
     )?;
     for src in [
-        api::volume_content_source::Type::Snapshot(api::volume_content_source::SnapshotSource {
-            snapshot_id: "0123456789abcdef0123456789abcdef".into(),
-        }),
-        api::volume_content_source::Type::Volume(api::volume_content_source::VolumeSource {
-            volume_id: "0123456789abcdef0123456789abcdef".into(),
-        }),
+        testing::from_snapshot("0123456789abcdef0123456789abcdef"),
+        testing::from_volume("0123456789abcdef0123456789abcdef"),
     ] {
         let mut r = create("v", MIB, mount_cap());
-        r.volume_content_source = Some(api::VolumeContentSource { r#type: Some(src) });
+        r.volume_content_source = src;
         code(
             ctl.create_volume(r).await,
             Code::NotFound,
@@ -340,12 +330,9 @@ async fn controller_errors(f: &mut Fixture) -> Result<()> {
         Code::InvalidArgument,
         "delete no id",
     )?;
-    ctl.delete_volume(api::DeleteVolumeRequest {
-        volume_id: "0123456789abcdef0123456789abcdef".into(),
-        ..Default::default()
-    })
-    .await
-    .context("deleting an unknown volume succeeds")?;
+    ctl.delete_volume(testing::delete("0123456789abcdef0123456789abcdef"))
+        .await
+        .context("deleting an unknown volume succeeds")?;
     code(
         ctl.controller_get_volume(api::ControllerGetVolumeRequest::default())
             .await,
@@ -402,12 +389,8 @@ async fn controller_errors(f: &mut Fixture) -> Result<()> {
         "expand unknown",
     )?;
     code(
-        ctl.create_snapshot(api::CreateSnapshotRequest {
-            source_volume_id: "0123456789abcdef0123456789abcdef".into(),
-            name: "s".into(),
-            ..Default::default()
-        })
-        .await,
+        ctl.create_snapshot(testing::snapshot("0123456789abcdef0123456789abcdef", "s"))
+            .await,
         Code::NotFound,
         "snapshot of unknown",
     )?;
@@ -582,11 +565,7 @@ async fn snapshots(f: &mut Fixture) -> Result<()> {
         .node_publish_volume(publish(&src.volume_id, &t, mount_cap(), false))
         .await?;
     write_file(&t.join("data"), "before the snapshot")?;
-    let req = |name: &str, src: &str| api::CreateSnapshotRequest {
-        source_volume_id: src.into(),
-        name: name.into(),
-        ..Default::default()
-    };
+    let req = |name: &str, src: &str| testing::snapshot(src, name);
     let s =
         f.c.controller
             .create_snapshot(req("s1", &src.volume_id))
@@ -689,25 +668,17 @@ async fn snapshots(f: &mut Fixture) -> Result<()> {
     for (name, source, want) in [
         (
             "from-snap",
-            api::volume_content_source::Type::Snapshot(
-                api::volume_content_source::SnapshotSource {
-                    snapshot_id: s.snapshot_id.clone(),
-                },
-            ),
+            testing::from_snapshot(&s.snapshot_id),
             "before the snapshot",
         ),
         (
             "from-vol",
-            api::volume_content_source::Type::Volume(api::volume_content_source::VolumeSource {
-                volume_id: src.volume_id.clone(),
-            }),
+            testing::from_volume(&src.volume_id),
             "after the snapshot",
         ),
     ] {
         let mut r = create(name, 32 * MIB, mount_cap());
-        r.volume_content_source = Some(api::VolumeContentSource {
-            r#type: Some(source),
-        });
+        r.volume_content_source = source;
         let v =
             f.c.controller
                 .create_volume(r)
@@ -734,13 +705,7 @@ async fn snapshots(f: &mut Fixture) -> Result<()> {
     }
     let mut r = create("too-small", 4 * MIB, mount_cap());
     r.capacity_range.as_mut().unwrap().limit_bytes = 8 * MIB;
-    r.volume_content_source = Some(api::VolumeContentSource {
-        r#type: Some(api::volume_content_source::Type::Snapshot(
-            api::volume_content_source::SnapshotSource {
-                snapshot_id: s.snapshot_id.clone(),
-            },
-        )),
-    });
+    r.volume_content_source = testing::from_snapshot(&s.snapshot_id);
     code(
         f.c.controller.create_volume(r).await,
         Code::OutOfRange,
@@ -921,12 +886,7 @@ async fn node(f: &mut Fixture) -> Result<()> {
         "published nodes"
     );
     code(
-        f.c.controller
-            .delete_volume(api::DeleteVolumeRequest {
-                volume_id: id.clone(),
-                ..Default::default()
-            })
-            .await,
+        f.c.controller.delete_volume(testing::delete(&id)).await,
         Code::FailedPrecondition,
         "delete while published",
     )?;
@@ -1068,23 +1028,13 @@ async fn block(f: &mut Fixture) -> Result<()> {
     );
     let s =
         f.c.controller
-            .create_snapshot(api::CreateSnapshotRequest {
-                source_volume_id: v.volume_id.clone(),
-                name: "blk-snap".into(),
-                ..Default::default()
-            })
+            .create_snapshot(testing::snapshot(&v.volume_id, "blk-snap"))
             .await?
             .into_inner()
             .snapshot
             .unwrap();
     let mut r = create("blk-restored", 16 * MIB, block_cap());
-    r.volume_content_source = Some(api::VolumeContentSource {
-        r#type: Some(api::volume_content_source::Type::Snapshot(
-            api::volume_content_source::SnapshotSource {
-                snapshot_id: s.snapshot_id.clone(),
-            },
-        )),
-    });
+    r.volume_content_source = testing::from_snapshot(&s.snapshot_id);
     let restored =
         f.c.controller
             .create_volume(r)
@@ -1093,13 +1043,7 @@ async fn block(f: &mut Fixture) -> Result<()> {
             .volume
             .unwrap();
     let mut r = create("blk-as-fs", 16 * MIB, mount_cap());
-    r.volume_content_source = Some(api::VolumeContentSource {
-        r#type: Some(api::volume_content_source::Type::Snapshot(
-            api::volume_content_source::SnapshotSource {
-                snapshot_id: s.snapshot_id.clone(),
-            },
-        )),
-    });
+    r.volume_content_source = testing::from_snapshot(&s.snapshot_id);
     code(
         f.c.controller.create_volume(r).await,
         Code::InvalidArgument,
@@ -1340,11 +1284,7 @@ async fn volumes_snapshots_and_publishes_survive_sigkill_and_a_lost_mount_table(
     write_file(&ta.join("data"), "kept")?;
     let s =
         f.c.controller
-            .create_snapshot(api::CreateSnapshotRequest {
-                source_volume_id: a.volume_id.clone(),
-                name: "keep-snap".into(),
-                ..Default::default()
-            })
+            .create_snapshot(testing::snapshot(&a.volume_id, "keep-snap"))
             .await?
             .into_inner()
             .snapshot
@@ -1437,13 +1377,7 @@ async fn volumes_snapshots_and_publishes_survive_sigkill_and_a_lost_mount_table(
         "data after the image was mounted again"
     );
     let mut r = create("from-kept-snap", 16 * MIB, mount_cap());
-    r.volume_content_source = Some(api::VolumeContentSource {
-        r#type: Some(api::volume_content_source::Type::Snapshot(
-            api::volume_content_source::SnapshotSource {
-                snapshot_id: s.snapshot_id.clone(),
-            },
-        )),
-    });
+    r.volume_content_source = testing::from_snapshot(&s.snapshot_id);
     let c =
         f.c.controller
             .create_volume(r)
@@ -1525,12 +1459,9 @@ async fn path_escapes_are_refused_and_nothing_outside_the_base_directory_is_touc
             Code::NotFound,
             &what("expand"),
         )?;
-        ctl.delete_volume(api::DeleteVolumeRequest {
-            volume_id: bad.clone(),
-            ..Default::default()
-        })
-        .await
-        .with_context(|| what("delete"))?;
+        ctl.delete_volume(testing::delete(&bad))
+            .await
+            .with_context(|| what("delete"))?;
         ctl.delete_snapshot(api::DeleteSnapshotRequest {
             snapshot_id: bad.clone(),
             ..Default::default()
@@ -1608,11 +1539,7 @@ async fn path_escapes_are_refused_and_nothing_outside_the_base_directory_is_touc
     )?;
     code(
         f.c.controller
-            .create_snapshot(api::CreateSnapshotRequest {
-                source_volume_id: b.volume_id.clone(),
-                name: "via-link".into(),
-                ..Default::default()
-            })
+            .create_snapshot(testing::snapshot(&b.volume_id, "via-link"))
             .await,
         Code::FailedPrecondition,
         "snapshot through a symlink",
@@ -1623,11 +1550,7 @@ async fn path_escapes_are_refused_and_nothing_outside_the_base_directory_is_touc
     std::os::unix::fs::symlink(&outside, &snapdir)?;
     code(
         f.c.controller
-            .create_snapshot(api::CreateSnapshotRequest {
-                source_volume_id: v.volume_id.clone(),
-                name: "into-link".into(),
-                ..Default::default()
-            })
+            .create_snapshot(testing::snapshot(&v.volume_id, "into-link"))
             .await,
         Code::FailedPrecondition,
         "snapshot into a symlinked directory",

@@ -228,11 +228,7 @@ async fn csi_first_boot(port: u16) -> Result<Made> {
         .await?;
     let snapshot = c
         .controller
-        .create_snapshot(basalt_csi::api::CreateSnapshotRequest {
-            source_volume_id: fs.volume_id.clone(),
-            name: "persist-snap".into(),
-            ..Default::default()
-        })
+        .create_snapshot(basalt_csi::testing::snapshot(&fs.volume_id, "persist-snap"))
         .await?
         .into_inner()
         .snapshot
@@ -321,13 +317,7 @@ async fn csi_second_boot(port: u16, made: &Made) -> Result<()> {
         .node_unpublish_volume(unpublish(&made.block, tb))
         .await?;
     let mut r = create("restored", 16 * MIB, mount_cap());
-    r.volume_content_source = Some(api::VolumeContentSource {
-        r#type: Some(api::volume_content_source::Type::Snapshot(
-            api::volume_content_source::SnapshotSource {
-                snapshot_id: made.snapshot.clone(),
-            },
-        )),
-    });
+    r.volume_content_source = basalt_csi::testing::from_snapshot(&made.snapshot);
     let restored = c
         .controller
         .create_volume(r)
@@ -343,10 +333,7 @@ async fn csi_second_boot(port: u16, made: &Made) -> Result<()> {
         .await?;
     for id in [&made.fs, &made.block, &restored.volume_id] {
         c.controller
-            .delete_volume(api::DeleteVolumeRequest {
-                volume_id: id.clone(),
-                ..Default::default()
-            })
+            .delete_volume(basalt_csi::testing::delete(id))
             .await?;
     }
     let left = c

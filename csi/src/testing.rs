@@ -302,3 +302,38 @@ pub fn unpublish(id: &str, target: &Path) -> api::NodeUnpublishVolumeRequest {
         target_path: target.display().to_string(),
     }
 }
+
+/// CreateVolume's content source: the snapshot `id`.
+pub fn from_snapshot(id: &str) -> Option<api::VolumeContentSource> {
+    use api::volume_content_source::{SnapshotSource, Type};
+    Some(api::VolumeContentSource {
+        r#type: Some(Type::Snapshot(SnapshotSource {
+            snapshot_id: id.into(),
+        })),
+    })
+}
+
+/// CreateVolume's content source: the volume `id` (a clone).
+pub fn from_volume(id: &str) -> Option<api::VolumeContentSource> {
+    use api::volume_content_source::{Type, VolumeSource};
+    Some(api::VolumeContentSource {
+        r#type: Some(Type::Volume(VolumeSource {
+            volume_id: id.into(),
+        })),
+    })
+}
+
+pub fn delete(id: &str) -> api::DeleteVolumeRequest {
+    api::DeleteVolumeRequest {
+        volume_id: id.into(),
+        ..Default::default()
+    }
+}
+
+pub fn snapshot(source: &str, name: &str) -> api::CreateSnapshotRequest {
+    api::CreateSnapshotRequest {
+        source_volume_id: source.into(),
+        name: name.into(),
+        ..Default::default()
+    }
+}

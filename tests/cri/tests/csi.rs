@@ -84,7 +84,7 @@ async fn a_container_writes_to_a_published_csi_volume_and_teardown_leaves_nothin
         .await
         .unwrap();
     c.controller
-        .delete_volume(api_csi_delete(&v.volume_id))
+        .delete_volume(testing::delete(&v.volume_id))
         .await
         .unwrap();
     let st = plugin.stop().unwrap();
@@ -93,11 +93,4 @@ async fn a_container_writes_to_a_published_csi_volume_and_teardown_leaves_nothin
     assert_eq!(testing::base_entries(&base), Vec::<String>::new());
     assert!(!target.exists(), "the target path is still there");
     h.assert_empty().await;
-}
-
-fn api_csi_delete(id: &str) -> basalt_csi::api::DeleteVolumeRequest {
-    basalt_csi::api::DeleteVolumeRequest {
-        volume_id: id.into(),
-        ..Default::default()
-    }
 }
