@@ -1369,6 +1369,9 @@ async fn volumes_snapshots_and_publishes_survive_sigkill_and_a_lost_mount_table(
         }),
         "after the mounts went: {vols:?}"
     );
+    // Its filesystem unmounted behind the running plugin's back: publishing mounts it again rather than
+    // binding the empty directory beneath (which has no capacity limit).
+    nix::mount::umount2(&image_mount, nix::mount::MntFlags::MNT_DETACH)?;
     f.c.node
         .node_publish_volume(publish(&a.volume_id, &ta, mount_cap(), false))
         .await?;

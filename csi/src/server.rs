@@ -59,8 +59,12 @@ async fn serve(plugin: Plugin, address: Address) -> anyhow::Result<()> {
     match &address {
         Address::Unix(path) => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    // Ours: no one else needs to see the socket being made (chmod follows the bind).
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+                }
             }
             // A socket left by a killed plugin; anything else at that path is not ours to remove.
             if let Ok(m) = std::fs::symlink_metadata(path) {

@@ -505,15 +505,16 @@ impl api::controller_server::Controller for Plugin {
         for (i, c) in r.volume_capabilities.iter().enumerate() {
             unservable |= capability(&format!("volume_capabilities[{i}]"), c)?.is_err();
         }
+        let (available, min) = self.run(|s| Ok((s.available()?, s.min_capacity()))).await?;
         let available = if elsewhere || unservable {
             0
         } else {
-            self.run(|s| s.available()).await?
+            available
         };
         Ok(Response::new(api::GetCapacityResponse {
             available_capacity: available as i64,
             maximum_volume_size: Some(available as i64),
-            minimum_volume_size: Some(store::MIB as i64),
+            minimum_volume_size: Some(min as i64),
         }))
     }
 
@@ -642,7 +643,11 @@ impl api::controller_server::Controller for Plugin {
                 }
                 s.expand(
                     &id,
-                    range.required_bytes.max(range.limit_bytes.min(1)) as u64,
+                    (if range.required_bytes > 0 {
+                        range.required_bytes
+                    } else {
+                        range.limit_bytes
+                    }) as u64,
                     range.limit_bytes as u64,
                 )
             })

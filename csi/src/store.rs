@@ -573,6 +573,20 @@ impl Store {
         Ok(())
     }
 
+    /// The directory of filesystem volume `id`, where its data is: for an image volume its filesystem is
+    /// mounted first if it is not (never the empty directory beneath, which has no capacity limit).
+    fn data_dir(&self, id: &str) -> Result<OwnedFd> {
+        if self
+            .index
+            .volumes
+            .get(id)
+            .is_some_and(|v| v.kind == Kind::Image)
+        {
+            self.mount_image(id)?;
+        }
+        self.dir(&format!("{VOLUMES}/{id}"))
+    }
+
     /// Mounts an image volume's filesystem on its directory unless it already is.
     fn mount_image(&self, id: &str) -> Result<()> {
         if sys::is_mount_point(&self.base.join(VOLUMES).join(id)) {
@@ -609,7 +623,7 @@ impl Store {
             Source::Volume(v) => {
                 let t = tempfile::tempfile_in(self.base.join(SNAPSHOTS))
                     .map_err(io_err("a temporary archive"))?;
-                let src = self.dir(&format!("{VOLUMES}/{v}"))?;
+                let src = self.data_dir(v)?;
                 self.archive(&src, &t)?;
                 t
             }
@@ -790,6 +804,15 @@ impl Store {
         mounted
     }
 
+    /// The least capacity a new filesystem volume gets.
+    pub fn min_capacity(&self) -> u64 {
+        if self.kind == Kind::Image {
+            MIN_IMAGE_CAPACITY
+        } else {
+            MIB
+        }
+    }
+
     /// Whether a published filesystem volume can grow (PluginCapability VolumeExpansion ONLINE).
     pub fn online_expansion(&self) -> bool {
         self.kind != Kind::Image || sys::has_cap_sys_resource()
@@ -894,7 +917,7 @@ impl Store {
             };
         } else {
             std::fs::create_dir_all(t).map_err(io_err(format!("creating {}", t.display())))?;
-            let dir = self.dir(&format!("{VOLUMES}/{id}"))?;
+            let dir = self.data_dir(id)?;
             if let Some(gid) = req.group {
                 // fsGroup: the group owns the volume's root and what is created in it (setgid).
                 nix::unistd::chown(
@@ -992,8 +1015,7 @@ impl Store {
                 inodes: None,
             }),
             Kind::Image => {
-                let s = sys::statvfs(&self.dir(&format!("{VOLUMES}/{id}"))?)
-                    .map_err(io_err("statvfs"))?;
+                let s = sys::statvfs(&self.data_dir(id)?).map_err(io_err("statvfs"))?;
                 let total = s.f_blocks * s.f_frsize;
                 Ok(Usage {
                     bytes_total: total,
@@ -1059,7 +1081,7 @@ impl Store {
         let made = (|| -> Result<u64> {
             match format {
                 Format::Tar => {
-                    let dir = self.dir(&format!("{VOLUMES}/{source}"))?;
+                    let dir = self.data_dir(source)?;
                     // What the pod wrote and the kernel still holds reaches the volume first.
                     // SAFETY: syncfs on an open descriptor.
                     unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
