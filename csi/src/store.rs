@@ -351,7 +351,26 @@ impl Store {
     }
 
     pub fn create_volume(&mut self, req: NewVolume) -> Result<(String, Volume)> {
-        // The source decides the least capacity and, for an image, the kind.
+        // A name seen before: the same volume if it satisfies this request, else the name is taken. Checked
+        // first, so that a repeated call still answers after its source was deleted.
+        if let Some((id, v)) = self.index.volume_by_name(&req.name) {
+            let fits = v.capacity >= req.capacity && (req.limit == 0 || v.capacity <= req.limit);
+            if fits
+                && v.kind.is_block() == req.block
+                && v.source == req.source
+                && v.parameters == req.parameters
+            {
+                return Ok((id.clone(), v.clone()));
+            }
+            return Err(Error::AlreadyExists(format!(
+                "volume name {:?} exists as {id} with capacity {}, {}, source {:?}",
+                req.name,
+                v.capacity,
+                v.kind.name(),
+                v.source
+            )));
+        }
+        // The source decides the least capacity, and whether it is block or filesystem.
         let (src_format, src_capacity) = match &req.source {
             None => (None, 0),
             Some(Source::Snapshot(s)) => {
@@ -360,26 +379,21 @@ impl Store {
             }
             Some(Source::Volume(v)) => {
                 let v = self.volume(v)?;
-                (
-                    Some(if v.kind.is_block() {
-                        Format::Block
-                    } else {
-                        Format::Tar
-                    }),
-                    v.capacity,
-                )
+                let f = if v.kind.is_block() {
+                    Format::Block
+                } else {
+                    Format::Tar
+                };
+                (Some(f), v.capacity)
             }
         };
         if let Some(f) = src_format {
             if (f == Format::Block) != req.block {
+                let kind = |block| if block { "block" } else { "filesystem" };
                 return Err(Error::InvalidArgument(format!(
                     "volume_content_source: a {} source cannot fill a {} volume",
-                    if f == Format::Block {
-                        "block"
-                    } else {
-                        "filesystem"
-                    },
-                    if req.block { "block" } else { "filesystem" }
+                    kind(f == Format::Block),
+                    kind(req.block)
                 )));
             }
         }
@@ -391,10 +405,10 @@ impl Store {
         } else {
             MIB
         };
-        let mut capacity = if req.capacity == 0 && req.limit == 0 {
-            DEFAULT_CAPACITY
-        } else {
-            req.capacity.max(min).max(src_capacity)
+        let mut capacity = match (req.capacity, req.limit) {
+            (0, 0) if src_capacity > 0 => src_capacity,
+            (0, 0) => DEFAULT_CAPACITY,
+            (c, _) => c.max(min).max(src_capacity),
         };
         capacity = capacity.div_ceil(IMAGE_BLOCK) * IMAGE_BLOCK;
         if req.limit > 0 && capacity > req.limit {
@@ -407,23 +421,6 @@ impl Store {
                     req.limit
                 )));
             }
-        }
-
-        if let Some((id, v)) = self.index.volume_by_name(&req.name) {
-            let same = v.capacity == capacity
-                && v.kind.is_block() == req.block
-                && v.source == req.source
-                && v.parameters == req.parameters;
-            if same {
-                return Ok((id.clone(), v.clone()));
-            }
-            return Err(Error::AlreadyExists(format!(
-                "volume name {:?} exists as {id} with capacity {}, {}, source {:?}",
-                req.name,
-                v.capacity,
-                v.kind.name(),
-                v.source
-            )));
         }
         let available = self.available()?;
         if capacity > available {
