@@ -17,8 +17,10 @@
 //! limit is the capacity: no image to format, no loop device, expansion is one quotactl, and free space stays
 //! shared. Anywhere else (no quota feature, not mounted with prjquota, tmpfs, an older kernel without
 //! quotactl_fd) a volume is an ext4 filesystem in a sparse image file of exactly the capacity, loop-mounted on
-//! the volume directory: the kernel's ENOSPC then comes from the volume's own filesystem. Which one a plugin
-//! uses is decided once at start and logged with the reason; each volume keeps the kind it was made with.
+//! the volume directory: the kernel's ENOSPC then comes from the volume's own filesystem. (Past an ext4 project
+//! quota a writer gets EDQUOT, "Disk quota exceeded", where xfs says ENOSPC: the kernel's choice of code.)
+//! Which one a plugin uses is decided once at start and logged with the reason; each volume keeps the kind it
+//! was made with.
 
 use std::collections::BTreeMap;
 use std::fs::File;
