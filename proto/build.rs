@@ -11,5 +11,13 @@ fn main() {
         .message_attribute(".", "#[serde(default)]")
         .compile_fds(fds)
         .expect("generate CRI v1 code");
+    // CSI apart: its messages hold well-known types (Timestamp, wrappers) that have no serde impls, and
+    // nothing keeps CSI requests on disk.
+    let fds = protox::compile(["csi.proto"], ["proto"]).expect("parse proto/csi.proto");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)
+        .expect("generate CSI v1 code");
     println!("cargo:rerun-if-changed=proto");
 }

@@ -59,14 +59,6 @@ impl GlobalArgs {
     }
 }
 
-/// Arguments a not-yet-built subcommand will take; accepted so that `basalt X anything` reports "not built"
-/// rather than a usage error.
-#[derive(Args)]
-pub struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _args: Vec<OsString>,
-}
-
 /// Arguments handed unparsed to a component with its own command line.
 #[derive(Args)]
 pub struct PassThrough {
@@ -94,8 +86,8 @@ pub enum Command {
     Init(PassThrough),
     /// Run as a CNI plugin (bridge with host-local IPAM), driven by CNI_* variables and stdin
     Cni(CniArgs),
-    /// Run the hostpath CSI plugin
-    Csi(Pending),
+    /// The hostpath CSI plugin: Identity, Controller and Node services on a unix socket
+    Csi(basalt_csi::CsiArgs),
     /// Print the effective configuration (defaults < config file < flags) as YAML
     Config,
     /// Print the version

@@ -12,10 +12,6 @@ use clap::Parser;
 use cli::{Cli, Command, NodeImageCommand};
 use personality::Personality;
 
-/// Exit status of a subcommand that exists in the CLI but whose implementation has not landed yet
-/// (EX_UNAVAILABLE from sysexits.h: scripts can tell it from a usage error, which exits 2).
-const EXIT_NOT_BUILT: u8 = 69;
-
 fn main() -> ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     match Personality::from_argv0(&argv0) {
@@ -83,16 +79,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Csi(_) => not_built("`basalt csi` (the hostpath CSI plugin)"),
+        Command::Csi(args) => match basalt_csi::main(&config, args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("basalt csi: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
 /// The argument vector a component's own parser expects: its name, then the rest of the command line.
 fn with_name(name: &str, args: cli::PassThrough) -> Vec<std::ffi::OsString> {
     std::iter::once(name.into()).chain(args.args).collect()
-}
-
-fn not_built(what: &str) -> ExitCode {
-    eprintln!("basalt: {what} is not built yet");
-    ExitCode::from(EXIT_NOT_BUILT)
 }

@@ -116,17 +116,35 @@ fn argv0_selects_the_personality() {
 }
 
 #[test]
-fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["csi"] {
-        let out = run(Path::new(BIN), &[sub, "--some-flag", "x"]);
+fn a_bad_server_flag_is_a_usage_error_naming_it() {
+    let out = run(Path::new(BIN), &["server", "--no-such-flag"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--no-such-flag"), "{err}");
+}
+
+#[test]
+fn csi_refuses_bad_settings_naming_the_key_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "csi:\n  max-volumes-per-node: -3\n").unwrap();
+    let data = dir.path().join("data");
+    for (args, want) in [
+        (vec!["csi", "--csi-address", "tcp://nowhere"], "csi-address"),
+        (vec!["csi", "--base-dir", "relative/dir"], "base-dir"),
+        (
+            vec!["--config", cfg.to_str().unwrap(), "csi"],
+            "max-volumes-per-node",
+        ),
+    ] {
+        let mut all = vec!["--data-dir", data.to_str().unwrap()];
+        all.extend(args.iter().copied());
+        let out = run(Path::new(BIN), &all);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(69), "{sub}: {err}");
-        assert!(
-            err.contains(&format!("`basalt {sub}`")) && err.contains("not built yet"),
-            "{sub}: {err}"
-        );
-        assert_eq!(err.trim().lines().count(), 1, "{sub}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
     }
+    assert!(!data.exists(), "a refused start made {}", data.display());
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub struct Config {
     /// The agent's section (`basalt agent` flags as keys); `basalt agent` parses and checks it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<serde_yaml::Value>,
+    /// The CSI plugin's section (`basalt csi` flags as keys); `basalt csi` parses and checks it. On a node image
+    /// its presence is what makes PID 1 run the plugin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csi: Option<serde_yaml::Value>,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             node_name: None,
             init: None,
             agent: None,
+            csi: None,
         }
     }
 }

@@ -39,7 +39,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
 }
 
 /// Modules the node stack needs (issue #8): container filesystems and networking, then virtio and common
-/// NIC/disk drivers, ext4 for the state disk, and the ACPI power button with evdev so PID 1 sees it.
+/// NIC/disk drivers, ext4 for the state disk, loop devices for CSI volumes, and the ACPI power button with evdev so PID 1 sees it.
 pub const NODE_MODULES: &[&str] = &[
     // libcrc32c (nf_tables, nf_conntrack) and ext4 ask the crypto API for "crc32c" at load time, which would
     // modprobe a provider; there is no modprobe, so the providers come first (modules.softdep says so too).
@@ -71,6 +71,8 @@ pub const NODE_MODULES: &[&str] = &[
     "nvme",
     "sd_mod",
     "ext4",
+    // The CSI plugin's image-backed and raw block volumes are loop devices.
+    "loop",
     "button",
     "evdev",
     // A VM's hardware RNG (qemu's virtio-rng), so the kernel's random pool is ready early.

@@ -31,6 +31,8 @@ pub const RUN_DIR: &str = "/run/basalt";
 pub const LOG: &str = "/run/basalt/init.log";
 /// The agent's standard output and error.
 pub const AGENT_LOG: &str = "/run/basalt/agent.log";
+/// The CSI plugin's standard output and error (it runs when the config has a `csi:` section).
+pub const CSI_LOG: &str = "/run/basalt/csi.log";
 /// The node config PID 1 hands to the agent: the file without `init:`, with command-line overrides applied.
 pub const EFFECTIVE_CONFIG: &str = "/run/basalt/config.yaml";
 /// The agent's one-line-per-pod summary (`namespace/name phase ready/total restarts`) for the console.

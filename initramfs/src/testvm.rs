@@ -65,6 +65,7 @@ pub struct TestVm {
     cpus: u32,
     timeout: Duration,
     env: Vec<(String, String)>,
+    modules: Vec<String>,
 }
 
 impl TestVm {
@@ -87,6 +88,7 @@ impl TestVm {
             cpus: 2,
             timeout: Duration::from_secs(600),
             env: Vec::new(),
+            modules: Vec::new(),
         })
     }
 
@@ -102,6 +104,12 @@ impl TestVm {
 
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+
+    /// Loads these kernel modules (and what they depend on) too, before the command runs.
+    pub fn modules(mut self, names: &[&str]) -> Self {
+        self.modules.extend(names.iter().map(|s| s.to_string()));
         self
     }
 
@@ -216,7 +224,12 @@ impl TestVm {
     /// Builds (once per kernel and init script) the initramfs, cached under /var/tmp; concurrent tests race
     /// safely because each writes a private file and renames it into place.
     fn initrd(&self) -> Result<PathBuf, VmError> {
-        let modules = self.kernel.resolve_modules(GUEST_MODULES)?;
+        let wanted: Vec<&str> = GUEST_MODULES
+            .iter()
+            .copied()
+            .chain(self.modules.iter().map(String::as_str))
+            .collect();
+        let modules = self.kernel.resolve_modules(&wanted)?;
         let mut key = Sha256::new();
         key.update(self.kernel.release.as_bytes());
         key.update(INIT_SCRIPT.as_bytes());

@@ -5,6 +5,8 @@
 //!
 //! `proto/cri-api-v1.proto` is `k8s.io/cri-api/pkg/apis/runtime/v1/api.proto` as published by the Kubernetes
 //! authors (Apache-2.0), unchanged; it is compiled by `build.rs` with protox, without a system `protoc`.
+//! `proto/csi.proto` is our own copy of the CSI spec v1.12 services and messages (same names, field numbers and
+//! enum values as the spec, our comments), compiled the same way.
 
 /// CRI v1 (`runtime.v1`): `RuntimeService` and `ImageService`, their clients and servers.
 pub mod cri {
@@ -16,3 +18,9 @@ pub use cri::{
     image_service_client::ImageServiceClient, image_service_server::ImageServiceServer,
     runtime_service_client::RuntimeServiceClient, runtime_service_server::RuntimeServiceServer,
 };
+
+/// CSI v1 (`csi.v1`): Identity, Controller, GroupController, SnapshotMetadata and Node, clients and servers.
+pub mod csi {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("csi.v1");
+}

@@ -135,15 +135,28 @@ fn run(args: &[OsString]) -> ! {
         &["agent", "--config", layout::EFFECTIVE_CONFIG],
         layout::AGENT_LOG,
     );
+    // The hostpath CSI plugin, when the config asks for it (a `csi:` section): its base directory defaults to
+    // <data-dir>/csi, on the state disk when there is one.
+    let mut csi = settings.node.csi.is_some().then(|| {
+        supervise::Supervised::new(
+            "csi",
+            "/init",
+            &["csi", "--config", layout::EFFECTIVE_CONFIG],
+            layout::CSI_LOG,
+        )
+    });
     let mut last_drawn = String::new();
     let mut drawn_at = Instant::now();
     loop {
-        let wait = agent.tick().unwrap_or(REDRAW).min(Duration::from_secs(5));
+        let mut wait = agent.tick().unwrap_or(REDRAW).min(Duration::from_secs(5));
+        if let Some(w) = csi.as_mut().and_then(|c| c.tick()) {
+            wait = wait.min(w);
+        }
         if let Some(stop) = wait_signal(&waited, wait) {
             shutdown(stop);
         }
         reap(|pid, status| {
-            if !agent.reaped(pid, status) {
+            if !agent.reaped(pid, status) && !csi.as_mut().is_some_and(|c| c.reaped(pid, status)) {
                 // An orphan re-parented to us (its parent died before waiting for it).
                 log::info(format!("reaped orphan pid {pid} (wait status {status:#x})"));
             }
@@ -275,7 +288,8 @@ fn shutdown(stop: Stop) -> ! {
     }
 }
 
-/// Copies this boot's log and the agent's onto the state disk (`init/last-boot.log`, `init/last-agent.log`) so the next boot, or an operator
+/// Copies this boot's log, the agent's and the CSI plugin's onto the state disk (`init/last-boot.log`,
+/// `init/last-agent.log`, `init/last-csi.log`) so the next boot, or an operator
 /// reading the disk, can see what happened; a RAM state directory just loses it with everything else.
 fn keep_log() {
     let dir = std::path::Path::new(layout::STATE_DIR).join("init");
@@ -289,6 +303,11 @@ fn keep_log() {
         }
         if let Err(e) = std::fs::copy(layout::AGENT_LOG, dir.join("last-agent.log")) {
             log::error(format!("saving the agent log: {e}"));
+        }
+        if std::path::Path::new(layout::CSI_LOG).exists() {
+            if let Err(e) = std::fs::copy(layout::CSI_LOG, dir.join("last-csi.log")) {
+                log::error(format!("saving the CSI plugin's log: {e}"));
+            }
         }
     }
 }
