@@ -59,6 +59,7 @@ impl Kinds {
 
 fn main() {
     println!("cargo:rerun-if-changed=data/merge-semantics.txt");
+    println!("cargo:rerun-if-changed=data/proto-fields.txt");
     println!("cargo:rerun-if-changed=build.rs");
     let mut k = Kinds {
         generator: SchemaSettings::draft07().into_generator(),
@@ -181,6 +182,10 @@ fn main() {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
     write_deflated(&out.join("openapi.json.z"), &full);
     write_deflated(&out.join("schemas.json.z"), &compact);
+    let proto = std::fs::read("data/proto-fields.txt").expect("read data/proto-fields.txt");
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&proto).unwrap();
+    std::fs::write(out.join("proto-fields.txt.z"), enc.finish().unwrap()).unwrap();
 }
 
 fn apply_merge_semantics(definitions: &mut BTreeMap<String, Value>) {

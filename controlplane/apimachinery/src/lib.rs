@@ -13,11 +13,13 @@
 //! - [`names`]: object name rules.
 //! - [`duration`]: the short human durations of `kubectl get`'s AGE column.
 //! - [`openapi`]: the embedded definitions, for /openapi/v2 and /openapi/v3.
+//! - [`protobuf`]: Kubernetes' protobuf encoding of built-in kinds, decoded to JSON.
 
 pub mod duration;
 pub mod managed;
 pub mod names;
 pub mod openapi;
+pub mod protobuf;
 pub mod quantity;
 pub mod schema;
 pub mod selector;

@@ -233,6 +233,12 @@ pub fn decode_body(bytes: &[u8], media: &str) -> Result<(Value, Vec<String>), Ap
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
+    if media == "application/vnd.kubernetes.protobuf" {
+        let v = basalt_apimachinery::protobuf::decode(bytes, protobuf_definition).map_err(|e| {
+            ApiError::bad_request(format!("error decoding protobuf request body: {e}"))
+        })?;
+        return Ok((v, Vec::new()));
+    }
     let yaml = media.contains("yaml");
     if !yaml {
         return basalt_apimachinery::validate::parse_json(bytes)
@@ -248,6 +254,19 @@ pub fn decode_body(bytes: &[u8], media: &str) -> Result<(Value, Vec<String>), Ap
     let v: Value = serde_json::to_value(v)
         .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
     Ok((v, Vec::new()))
+}
+
+/// The OpenAPI definition of a kind a protobuf body names.
+fn protobuf_definition(api_version: &str, kind: &str) -> Option<String> {
+    if kind == "DeleteOptions" {
+        return Some("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions".into());
+    }
+    let (group, version) = crate::meta::split_api_version(api_version);
+    basalt_apimachinery::Schemas::builtin()
+        .kinds()
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.kind == kind)
+        .map(|k| k.definition.clone())
 }
 
 /// Reads a whole body, refusing one larger than `limit` as upstream's 3 MiB cap does.

@@ -96,42 +96,39 @@ async fn namespaces(state: Arc<State>) {
                 }
             }
             if remaining == 0 {
-                let _ = internal
-                    .modify(&ns_res, None, &name, |o| {
-                        let before = o.pointer("/spec/finalizers").cloned();
-                        if let Some(f) = o
-                            .pointer_mut("/spec/finalizers")
-                            .and_then(Value::as_array_mut)
-                        {
-                            f.retain(|x| x != "kubernetes");
-                        }
-                        o.pointer("/spec/finalizers") != before.as_ref()
-                    })
-                    .await;
-                // The finalize subresource's rule: no finalizers left at all means gone.
-                if let Ok(Some((o, rev))) = state.objects.get(&ns_res, None, &name).await {
-                    let empty = o
-                        .pointer("/spec/finalizers")
-                        .and_then(Value::as_array)
-                        .is_none_or(|f| f.is_empty());
-                    if empty && meta::finalizers(&o).is_empty() {
-                        let _ = state.objects.delete(&ns_res, None, &name, rev).await;
-                    }
-                }
-            } else {
-                let _ = internal
-                    .modify(&ns_res, None, &name, |o| {
-                        let cond = json!([{"type": "NamespaceContentRemaining", "status": "True", "reason": "SomeResourcesRemain", "message": format!("Some resources are remaining: {remaining} objects"), "lastTransitionTime": crate::clock::now()}]);
-                        let same = o.pointer("/status/conditions/0/message") == cond.pointer("/0/message");
-                        if !same {
-                            o["status"]["conditions"] = cond;
-                        }
-                        !same
-                    })
-                    .await;
+                finalize_namespace(&state, &ns_res, &name).await;
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Releases the `kubernetes` finalizer of an emptied namespace (what the finalize subresource does: the
+/// namespace strategy keeps spec.finalizers out of ordinary updates), and deletes it when nothing else holds it.
+async fn finalize_namespace(state: &Arc<State>, res: &crate::registry::Resource, name: &str) {
+    for _ in 0..16 {
+        let Ok(Some((mut o, rev))) = state.objects.get(res, None, name).await else {
+            return;
+        };
+        if let Some(f) = o
+            .pointer_mut("/spec/finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            f.retain(|x| x != "kubernetes");
+        }
+        let empty = o
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty());
+        let result = if empty && meta::finalizers(&o).is_empty() {
+            state.objects.delete(res, None, name, rev).await.map(|_| ())
+        } else {
+            state.objects.update(res, &o, rev).await.map(|_| ())
+        };
+        match result {
+            Ok(()) | Err(Some(_)) => return,
+            Err(None) => continue,
+        }
     }
 }
 

@@ -31,7 +31,8 @@ fn rewrite_refs(v: &mut Value, to: &str, v3: bool) {
                 *r = r.replace("#/definitions/", to);
             }
             // OpenAPI 3.0 ignores siblings of $ref: a described reference becomes allOf, as upstream writes it.
-            if v3 && m.contains_key("$ref") && m.len() > 1 {
+            // (A `$ref` that is not a string is a property named so, as in JSONSchemaProps.)
+            if v3 && m.get("$ref").is_some_and(Value::is_string) && m.len() > 1 {
                 let r = m.remove("$ref").expect("checked");
                 m.insert("allOf".into(), json!([{"$ref": r}]));
             }

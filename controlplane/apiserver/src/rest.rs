@@ -469,9 +469,14 @@ pub async fn prepare_create(call: &Call<'_>, obj: &mut Value) -> ApiResult<()> {
     if tracks {
         meta::set(obj, "generation", 1);
     }
-    if call.res.strategy.status() == StatusPolicy::Subresource && call.res.custom.is_some() {
+    // A new object's status is the server's to set (upstream's PrepareForCreate resets it).
+    if call.res.strategy.status() == StatusPolicy::Subresource {
         if let Some(o) = obj.as_object_mut() {
-            o.remove("status");
+            if call.res.custom.is_some() {
+                o.remove("status");
+            } else {
+                o.insert("status".into(), json!({}));
+            }
         }
     }
     call.res.strategy.prepare_create(obj);
