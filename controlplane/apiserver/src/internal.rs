@@ -90,6 +90,18 @@ impl Internal {
 
     /// Creates `obj` unless it exists; true if it was created.
     pub async fn ensure(&self, res: &Arc<Resource>, obj: &Value) -> ApiResult<bool> {
+        let ns = Some(crate::meta::namespace(obj)).filter(|n| !n.is_empty());
+        // Looked up first: a create of an existing object can fail for other reasons before the store
+        // says it exists (a service's address is already allocated — to itself).
+        if self
+            .state
+            .objects
+            .get(res, ns, crate::meta::name(obj))
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
         match self.create(res, obj).await {
             Ok(_) => Ok(true),
             Err(e) if e.code == 409 => Ok(false),

@@ -20,6 +20,7 @@ pub enum Datastore {
 
 pub struct KubeServer {
     bin: PathBuf,
+    extra: Vec<String>,
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
@@ -38,12 +39,18 @@ fn free_port() -> Result<u16> {
 impl KubeServer {
     /// Starts `bin server` and waits until it prints its kubeconfig.
     pub fn start(bin: &Path, datastore: Datastore) -> Result<KubeServer> {
+        Self::start_with(bin, datastore, &[])
+    }
+
+    /// As [`KubeServer::start`], with extra `server` flags.
+    pub fn start_with(bin: &Path, datastore: Datastore, extra: &[&str]) -> Result<KubeServer> {
         let dir = tempfile::tempdir()?;
         let etcd = match datastore {
             Datastore::Sqlite => None,
             Datastore::Etcd(n) => Some(EtcdCluster::start(n)?),
         };
         let mut s = KubeServer {
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             bin: bin.to_path_buf(),
             child: None,
             kubeconfig: dir.path().join("admin.kubeconfig"),
@@ -91,6 +98,7 @@ impl KubeServer {
         if let Some(e) = &self.etcd {
             cmd.args(["--datastore-endpoint", &e.datastore_endpoint()]);
         }
+        cmd.args(&self.extra);
         let mut child = cmd.spawn().context("start basalt server")?;
         let out = child.stdout.take().context("server stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
