@@ -536,6 +536,8 @@ mod tests {
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         // SAFETY: the child makes only async-signal-safe calls (open, write, close, _exit) before _exit.
         match unsafe { nix::unistd::fork() }.unwrap() {
+            // SAFETY: in the forked child; the C strings and buffers were made before the fork and stay
+            // valid, and it leaves through _exit without returning into the harness.
             nix::unistd::ForkResult::Child => unsafe {
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
                 // "0" is the writing process itself.
