@@ -52,7 +52,7 @@ pub fn generate(
     };
     let opts = basalt_cri_oci::Options {
         cgroup_parent_default: sandbox.cgroup_parent.clone(),
-        cgroup_v2: basalt_runtime::cgroup::unified(),
+        cgroup_v2: basalt_cgroups::unified(),
         seccomp_profile_root: agent.data_dir.join("seccomp"),
         // Default-on: a container that asks for no profile gets RuntimeDefault.
         seccomp_default: true,

@@ -36,7 +36,7 @@ struct CgroupSample {
 
 fn sample(cgroup_path: &str) -> CgroupSample {
     let rel = cgroup_path.trim_start_matches('/');
-    if basalt_runtime::cgroup::unified() {
+    if basalt_cgroups::unified() {
         let dir = Path::new("/sys/fs/cgroup").join(rel);
         let usage = read_u64(dir.join("memory.current"));
         let inactive = stat_field(dir.join("memory.stat"), "inactive_file").unwrap_or(0);

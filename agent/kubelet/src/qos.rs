@@ -3,7 +3,7 @@
 //! has one) and cpu weight from the summed requests; removed after the pod. cgroups-rs does the writing
 //! through the runtime's cgroup type, so v1 and v2 hosts are handled alike.
 
-use basalt_runtime::cgroup::Cgroup;
+use basalt_cgroups::Cgroup;
 use k8s_openapi::api::core::v1::Pod;
 use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
 
@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(50_000));
         let path = format!("/basalt-test-qos/pod{}", std::process::id());
         ensure(&path, &pod).unwrap();
-        let v2 = basalt_runtime::cgroup::unified();
+        let v2 = basalt_cgroups::unified();
         let mem = if v2 {
             Path::new("/sys/fs/cgroup")
                 .join(path.trim_start_matches('/'))

@@ -1,7 +1,5 @@
-//! The container's cgroup through cgroups-rs: v2 unified where the host has it, v1 on v1 and hybrid hosts
-//! (like the development VM). Paths in systemd's `slice:prefix:name` form are mapped onto cgroupfs.
-//! Device rules go to the v1 devices controller, or on v2 become an eBPF program: [`device_rules`] works out
-//! what the rules (then runc's defaults) amount to, [`device_filter`] compiles, loads and attaches it.
+//! A cgroup through cgroups-rs: v2 unified where the host has it, v1 on v1 and hybrid hosts (like the
+//! development VM). Paths in systemd's `slice:prefix:name` form are mapped onto cgroupfs.
 
 use std::path::PathBuf;
 
@@ -9,12 +7,9 @@ use cgroups_rs::manager::{FsManager, Manager};
 use cgroups_rs::{CgroupPid, FreezerState};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
+use crate::device_filter;
+use crate::device_rules::{self, Policy};
 use crate::error::{Error, Result};
-
-pub mod device_filter;
-pub mod device_rules;
-
-use device_rules::Policy;
 
 pub struct Cgroup {
     path: String,
@@ -216,8 +211,8 @@ impl Cgroup {
         self.set_all(resources)
     }
 
-    /// Creates the cgroup and moves `pid` in, with no limits and no device rules: for the runtime's own
-    /// helpers, which need what their host process has.
+    /// Moves `pid` in (creating the cgroup if need be), with no limits and no device rules: for an `exec`'d
+    /// process joining its container, and for helpers that need what their host process has.
     pub fn add_process(&mut self, pid: i32) -> Result<()> {
         self.mgr
             .add_proc(CgroupPid::from(pid as u64))
@@ -303,13 +298,6 @@ impl Cgroup {
             .lines()
             .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
             .unwrap_or(0)
-    }
-
-    /// Moves `pid` into this existing cgroup (for `exec`).
-    pub fn add(&mut self, pid: i32) -> Result<()> {
-        self.mgr
-            .add_proc(CgroupPid::from(pid as u64))
-            .map_err(err(&self.path))
     }
 
     /// `update`: new limits; device rules, when given, replace the old ones (with the defaults added again).
