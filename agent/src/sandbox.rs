@@ -156,7 +156,7 @@ impl Agent {
                 return Err(status::invalid(
                     &format!("config.linux.sysctls[{k:?}]"),
                     v,
-                    &why,
+                    &why.to_string(),
                 ));
             }
         }

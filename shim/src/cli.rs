@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long)]
     pub hostname: Option<String>,
     /// A namespaced sysctl for the pod, KEY=VALUE (repeatable).
-    #[arg(long = "sysctl", value_parser = parse_sysctl)]
+    #[arg(long = "sysctl", value_parser = crate::pin::parse_sysctl)]
     pub sysctls: Vec<(String, String)>,
     /// A uid mapping of the pinned user namespace, CONTAINER:HOST:SIZE (repeatable).
     #[arg(long = "uid-map", value_parser = crate::pin::parse_id_map)]
@@ -40,13 +40,6 @@ pub struct Args {
     /// The daemon's log level (its log is DIR/shim.log).
     #[arg(long, default_value = "info")]
     pub log_level: String,
-}
-
-fn parse_sysctl(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{s:?}: expected KEY=VALUE")),
-    }
 }
 
 impl Args {

@@ -31,7 +31,7 @@ pub struct Config {
 /// Starts the daemon and returns what it reported once it serves.
 pub(crate) fn start(mut args: Config) -> anyhow::Result<Ready> {
     let spec = args.pins.clone();
-    spec.validate().map_err(|e| anyhow!(e))?;
+    spec.validate()?;
     if args.sandbox_id.is_empty() {
         bail!("--sandbox-id must not be empty");
     }
@@ -166,7 +166,7 @@ fn setup(args: &Config, spec: &PinSpec) -> anyhow::Result<Setup> {
             std::io::Error::last_os_error()
         );
     }
-    let pins = Pins::create(&args.dir, spec).map_err(|e| anyhow!(e))?;
+    let pins = Pins::create(&args.dir, spec)?;
 
     let log_path = crate::paths::log(&args.dir);
     let log = std::fs::OpenOptions::new()
