@@ -17,6 +17,8 @@ mod exec_sync;
 mod process;
 /// HTTP listener, URL issuing, upgrade dispatch.
 mod server;
+/// What an upgraded connection serves.
+mod session;
 /// SPDY/3.1 framing, connection and sessions.
 mod spdy;
 /// metav1.Status for the error channel.

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{Backend, TermSize};
 use crate::process::{self, Event, ProcessTarget};
-use crate::server::Session;
+use crate::session::Session;
 use crate::wsproto::{WsProtocol, STDERR, STDOUT};
 use conn::{Out, Stream};
 
