@@ -2,11 +2,12 @@
 //! labels and annotations kubelet puts on them (so `crictl` users and our own relist find pods by them).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use basalt_proto::cri;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar};
 
+use crate::context::{field_value, PodContext};
 use crate::quantity;
 use crate::volumes::Mounted;
 
@@ -19,43 +20,6 @@ pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationM
 pub const TERMINATION_MESSAGE_POLICY: &str = "io.basalt.termination-message-policy";
 /// Init containers and sidecars are told apart from app containers by this label.
 pub const CONTAINER_KIND: &str = "io.basalt.container.kind";
-
-/// What the kubelet knows about a pod beyond its spec.
-pub struct PodContext<'a> {
-    pub pod: &'a Pod,
-    pub node_name: &'a str,
-    /// `/var/log/pods`-like root: the pod's logs go to `<log_root>/<ns>_<name>_<uid>/`.
-    pub log_root: &'a Path,
-    pub cgroup_parent: String,
-    pub pod_ips: Vec<String>,
-    pub host_ip: String,
-    pub seccomp_default: bool,
-    /// The pod's user namespace (`hostUsers: false`), its range allocated.
-    pub userns: Option<cri::UserNamespace>,
-}
-
-impl PodContext<'_> {
-    pub fn spec(&self) -> &PodSpec {
-        self.pod.spec.as_ref().expect("validated pods have a spec")
-    }
-    pub fn name(&self) -> &str {
-        self.pod.metadata.name.as_deref().unwrap_or_default()
-    }
-    pub fn namespace(&self) -> &str {
-        self.pod.metadata.namespace.as_deref().unwrap_or("default")
-    }
-    pub fn uid(&self) -> &str {
-        self.pod.metadata.uid.as_deref().unwrap_or_default()
-    }
-    pub fn log_dir(&self) -> PathBuf {
-        self.log_root.join(format!(
-            "{}_{}_{}",
-            self.namespace(),
-            self.name(),
-            self.uid()
-        ))
-    }
-}
 
 fn pod_labels(ctx: &PodContext) -> HashMap<String, String> {
     let mut l: HashMap<String, String> = ctx
@@ -254,45 +218,6 @@ pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The downward API value of `fieldRef.fieldPath`.
-pub fn field_value(ctx: &PodContext, path: &str) -> Result<String, String> {
-    let m = &ctx.pod.metadata;
-    let bracket = |prefix: &str, map: Option<&BTreeMap<String, String>>| -> Option<String> {
-        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
-    };
-    if let Some(v) = bracket("metadata.labels['", m.labels.as_ref()) {
-        return Ok(v);
-    }
-    if let Some(v) = bracket("metadata.annotations['", m.annotations.as_ref()) {
-        return Ok(v);
-    }
-    Ok(match path {
-        "metadata.name" => ctx.name().into(),
-        "metadata.namespace" => ctx.namespace().into(),
-        "metadata.uid" => ctx.uid().into(),
-        "spec.nodeName" => ctx.node_name.into(),
-        "spec.serviceAccountName" => ctx.spec().service_account_name.clone().unwrap_or_default(),
-        "status.hostIP" => ctx.host_ip.clone(),
-        "status.hostIPs" => ctx.host_ip.clone(),
-        "status.podIP" => ctx.pod_ips.first().cloned().unwrap_or_default(),
-        "status.podIPs" => ctx.pod_ips.join(","),
-        "metadata.labels" | "metadata.annotations" => {
-            let map = if path == "metadata.labels" {
-                &m.labels
-            } else {
-                &m.annotations
-            };
-            map.iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-        p => return Err(format!("fieldRef.fieldPath {p:?}: not supported")),
-    })
-}
-
 fn resource_value(c: &Container, resource: &str, divisor: Option<&str>) -> Result<String, String> {
     let (section, name) = resource
         .split_once('.')
@@ -316,7 +241,7 @@ fn resource_value(c: &Container, resource: &str, divisor: Option<&str>) -> Resul
         None if cpu => std::thread::available_parallelism()
             .map(|n| n.get() as i64 * 1000)
             .unwrap_or(1000),
-        None => crate::resources::node_memory_bytes(),
+        None => crate::node::memory().map(|m| m.total as i64).unwrap_or(0),
     };
     let div = match divisor {
         Some(d) if cpu => quantity::milli(d).map_err(|e| e.to_string())?.max(1),
@@ -560,6 +485,7 @@ pub fn container_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
 
     fn pod(yaml: &str) -> Pod {
         crate::manifest::parse(Path::new("/m/p.yaml"), yaml, "node1")
@@ -666,7 +592,7 @@ spec:
 
     #[test]
     fn qos_classes() {
-        use crate::resources::{pod_cgroup, qos_class, Qos};
+        use crate::qos::{pod_cgroup, qos_class, Qos};
         let p = pod(POD);
         assert_eq!(qos_class(&p), Qos::Burstable);
         assert!(pod_cgroup("/kubepods", &p).starts_with("/kubepods/burstable/pod"));

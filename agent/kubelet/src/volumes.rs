@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, Volume};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::podconfig::PodContext;
+use crate::context::PodContext;
 use crate::quantity;
 
 /// A volume ready on the host.
@@ -212,7 +212,7 @@ fn write_downward<'a>(
             ));
         }
         let value = match (&item.field_ref, &item.resource_field_ref) {
-            (Some(f), _) => crate::podconfig::field_value(ctx, &f.field_path)
+            (Some(f), _) => crate::context::field_value(ctx, &f.field_path)
                 .map_err(|e| format!("items[{i}]: {e}"))?,
             (None, Some(_)) => {
                 return Err(format!(

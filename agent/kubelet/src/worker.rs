@@ -13,8 +13,9 @@ use k8s_openapi::api::core::v1::{Container, ContainerState, Pod, PodCondition, P
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::backoff::Backoff;
+use crate::context::PodContext;
 use crate::cri::Cri;
-use crate::podconfig::{self, PodContext, CONTAINER_KIND, CONTAINER_NAME, POD_UID, RESTART_COUNT};
+use crate::podconfig::{self, CONTAINER_KIND, CONTAINER_NAME, POD_UID, RESTART_COUNT};
 use crate::probes::{self, Outcome, ProbeState, Target};
 use crate::volumes;
 use crate::Settings;
@@ -124,7 +125,7 @@ impl Worker {
             pod: &self.pod,
             node_name: &self.settings.node_name,
             log_root: &self.settings.log_root,
-            cgroup_parent: crate::resources::pod_cgroup(&self.settings.cgroup_root, &self.pod),
+            cgroup_parent: crate::qos::pod_cgroup(&self.settings.cgroup_root, &self.pod),
             pod_ips: self
                 .sandbox
                 .as_ref()
@@ -267,7 +268,8 @@ impl Worker {
         let pod_dir = self.pod_dir();
         std::fs::create_dir_all(&pod_dir).map_err(|e| format!("{}: {e}", pod_dir.display()))?;
         let cgroup = self.ctx().cgroup_parent;
-        crate::qos::ensure(&cgroup, &self.pod).map_err(|e| format!("pod cgroup {cgroup}: {e}"))?;
+        crate::pod_cgroup::ensure(&cgroup, &self.pod)
+            .map_err(|e| format!("pod cgroup {cgroup}: {e}"))?;
         let config = podconfig::sandbox_config(&self.ctx(), attempt);
         std::fs::create_dir_all(&config.log_directory)
             .map_err(|e| format!("{}: {e}", config.log_directory))?;
@@ -833,7 +835,7 @@ impl Worker {
                 .await;
         }
         let cgroup = self.ctx().cgroup_parent;
-        if let Err(e) = crate::qos::remove(&cgroup) {
+        if let Err(e) = crate::pod_cgroup::remove(&cgroup) {
             tracing::warn!(pod = ?self.pod.metadata.name, "removing the pod cgroup {cgroup}: {e}");
         }
         // Only now that nothing of the pod runs in its range any more; before its directory goes, so that a
@@ -985,7 +987,7 @@ impl Worker {
             host_ip: Some(self.settings.host_ip.clone()),
             pod_ip: ips.first().cloned(),
             pod_ips: Some(ips.into_iter().map(|ip| PodIP { ip }).collect()),
-            qos_class: Some(crate::resources::qos_class(&self.pod).as_str().into()),
+            qos_class: Some(crate::qos::qos_class(&self.pod).as_str().into()),
             start_time: self.started_at.clone(),
             message,
             ..Default::default()

@@ -1261,7 +1261,7 @@ async fn host_users_false_gets_a_range_of_its_own(endpoint: Endpoint) {
                 id: s.id,
                 config: api::PodSandboxConfig {
                     linux: Some(api::LinuxPodSandboxConfig {
-                        cgroup_parent: basalt_kubelet::resources::pod_cgroup(&node.cgroup_root, &p),
+                        cgroup_parent: basalt_kubelet::qos::pod_cgroup(&node.cgroup_root, &p),
                         ..Default::default()
                     }),
                     ..Default::default()
