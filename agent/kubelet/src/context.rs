@@ -44,8 +44,13 @@ impl PodContext<'_> {
     }
 }
 
+/// A `fieldRef.fieldPath` the downward API has no value for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fieldRef.fieldPath {0:?}: not supported")]
+pub struct UnsupportedField(pub String);
+
 /// The downward API value of `fieldRef.fieldPath`.
-pub fn field_value(ctx: &PodContext, path: &str) -> Result<String, String> {
+pub fn field_value(ctx: &PodContext, path: &str) -> Result<String, UnsupportedField> {
     let m = &ctx.pod.metadata;
     let bracket = |prefix: &str, map: Option<&BTreeMap<String, String>>| -> Option<String> {
         let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
@@ -79,6 +84,6 @@ pub fn field_value(ctx: &PodContext, path: &str) -> Result<String, String> {
                 .collect::<Vec<_>>()
                 .join("\n")
         }
-        p => return Err(format!("fieldRef.fieldPath {p:?}: not supported")),
+        p => return Err(UnsupportedField(p.to_owned())),
     })
 }

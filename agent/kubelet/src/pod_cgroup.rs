@@ -7,10 +7,27 @@ use basalt_cgroups::Cgroup;
 use k8s_openapi::api::core::v1::Pod;
 use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
 
-use crate::podconfig::container_resources;
+use crate::podconfig::{container_resources, ConfigError};
+
+/// Why the pod's cgroup could not be made or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum PodCgroupError {
+    /// A container's resources do not parse.
+    #[error(transparent)]
+    Resources(#[from] ConfigError),
+    #[error("{0}")]
+    Limits(#[from] oci_spec::OciSpecError),
+    #[error("{0}")]
+    Cgroup(#[from] basalt_cgroups::Error),
+    #[error("{}: {error}", .path.display())]
+    Dir {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+}
 
 /// The pod's resources: what its cgroup is limited to.
-pub fn pod_resources(pod: &Pod) -> Result<oci_spec::runtime::LinuxResources, String> {
+pub fn pod_resources(pod: &Pod) -> Result<oci_spec::runtime::LinuxResources, PodCgroupError> {
     let spec = pod.spec.as_ref().expect("validated");
     let mut shares: u64 = 0;
     let mut quota: Option<i64> = Some(0);
@@ -31,39 +48,37 @@ pub fn pod_resources(pod: &Pod) -> Result<oci_spec::runtime::LinuxResources, Str
     if let Some(q) = quota.filter(|q| *q > 0) {
         cpu = cpu.quota(q).period(100_000u64);
     }
-    let mut b = LinuxResourcesBuilder::default().cpu(cpu.build().map_err(|e| e.to_string())?);
+    let mut b = LinuxResourcesBuilder::default().cpu(cpu.build()?);
     if let Some(m) = memory.filter(|m| *m > 0) {
-        b = b.memory(
-            LinuxMemoryBuilder::default()
-                .limit(m)
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
+        b = b.memory(LinuxMemoryBuilder::default().limit(m).build()?);
     }
-    b.build().map_err(|e| e.to_string())
+    Ok(b.build()?)
 }
 
-pub fn ensure(path: &str, pod: &Pod) -> Result<(), String> {
+pub fn ensure(path: &str, pod: &Pod) -> Result<(), PodCgroupError> {
     let res = pod_resources(pod)?;
-    let mut cg = Cgroup::create(path).map_err(|e| e.to_string())?;
+    let mut cg = Cgroup::create(path)?;
     // On v1 cgroups-rs makes directories only when a process joins; the pod cgroup holds none itself.
     // cpuset is left to the runtime: a v1 cpuset cgroup needs cpus/mems copied down before use.
     for (name, dir) in cg.v1_dirs() {
         if !name.contains("cpuset") {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|error| PodCgroupError::Dir {
+                path: dir.clone(),
+                error,
+            })?;
         }
     }
-    cg.set(&res).map_err(|e| e.to_string())
+    Ok(cg.set(&res)?)
 }
 
-pub fn remove(path: &str) -> Result<(), String> {
-    let mut cg = Cgroup::new(path).map_err(|e| e.to_string())?;
-    cg.destroy().map_err(|e| e.to_string())?;
+pub fn remove(path: &str) -> Result<(), PodCgroupError> {
+    let mut cg = Cgroup::new(path)?;
+    cg.destroy()?;
     for (_, dir) in cg.v1_dirs() {
         match std::fs::remove_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", dir.display())),
+            Err(error) => return Err(PodCgroupError::Dir { path: dir, error }),
         }
     }
     Ok(())

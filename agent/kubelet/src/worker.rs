@@ -15,14 +15,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::backoff::Backoff;
 use crate::context::PodContext;
 use crate::cri::Cri;
-use crate::podconfig::{self, CONTAINER_KIND, CONTAINER_NAME, POD_UID, RESTART_COUNT};
+use crate::podconfig::{
+    self, ContainerKind, CONTAINER_KIND, CONTAINER_NAME, POD_UID, RESTART_COUNT,
+};
 use crate::probes::{self, Outcome, ProbeState, Target};
 use crate::volumes;
 use crate::Settings;
 
-const INIT: &str = "init";
-const SIDECAR: &str = "sidecar";
-const APP: &str = "app";
+const INIT: ContainerKind = ContainerKind::Init;
+const SIDECAR: ContainerKind = ContainerKind::Sidecar;
+const APP: ContainerKind = ContainerKind::App;
 
 /// What the worker keeps between passes for one container name.
 #[derive(Debug, Default)]
@@ -329,7 +331,10 @@ impl Worker {
                     .into(),
             );
         }
-        self.allocator.allocate(&self.uid()).map(Some)
+        self.allocator
+            .allocate(&self.uid())
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     /// The sandbox's containers: the latest and the previous attempt per name with full status, and every
@@ -425,7 +430,7 @@ impl Worker {
         &mut self,
         sandbox_id: &str,
         c: &Container,
-        kind: &str,
+        kind: ContainerKind,
         seen: Option<&Seen>,
         policy: &str,
     ) -> Result<(), String> {
@@ -457,7 +462,7 @@ impl Worker {
         &mut self,
         sandbox_id: &str,
         c: &Container,
-        kind: &str,
+        kind: ContainerKind,
         prev: &Seen,
     ) -> Result<(), String> {
         let ran_for =
@@ -550,7 +555,7 @@ impl Worker {
         &mut self,
         sandbox_id: &str,
         c: &Container,
-        kind: &str,
+        kind: ContainerKind,
         attempt: u32,
     ) -> Result<(), String> {
         if let Err((reason, message)) = self.ensure_image(c).await {
@@ -580,7 +585,8 @@ impl Worker {
         let config =
             match podconfig::container_config(&ctx, c, kind, attempt, &volumes, Some(&tlog)) {
                 Ok(c) => c,
-                Err(m) => {
+                Err(e) => {
+                    let m = e.to_string();
                     self.tracked.entry(c.name.clone()).or_default().waiting =
                         Some(("CreateContainerConfigError".into(), m.clone()));
                     return Err(m);
