@@ -8,7 +8,8 @@
 //!   [`Metrics`]; the [`pleg`] wakes a worker when its containers change.
 //! - A worker drives the runtime through [`cri`] with configs from [`podconfig`] (for a pod seen through its
 //!   [`context`]), [`volumes`], a [`pod_cgroup`] under its [`qos`] class and a [`userns`] range for
-//!   `hostUsers: false`; it restarts with [`backoff`], checks [`probes`] and runs [`hooks`].
+//!   `hostUsers: false`; it restarts with [`backoff`], checks [`probes`], runs [`hooks`] and computes the
+//!   pod's [`status`]. What stops a pass is an [`Error`].
 //! - [`api`] serves the kubelet API, with [`stream_proxy`] for exec/attach/port-forward and [`node`] for the
 //!   eviction signals; [`quantity`] reads resource quantities.
 
@@ -16,6 +17,7 @@ pub mod api;
 pub mod backoff;
 pub mod context;
 pub mod cri;
+mod error;
 pub mod hooks;
 pub mod manager;
 pub mod manifest;
@@ -29,11 +31,13 @@ pub mod qos;
 pub mod quantity;
 mod settings;
 pub mod source;
+pub mod status;
 pub mod stream_proxy;
 pub mod userns;
 pub mod volumes;
 pub mod worker;
 
+pub use error::{ContainerCall, Error};
 pub use manager::Kubelet;
 pub use metrics::Metrics;
 pub use settings::Settings;
