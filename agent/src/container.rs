@@ -9,11 +9,11 @@ use basalt_shim::protocol::{
 };
 use tonic::Status;
 
+use crate::agent::Agent;
 use crate::monitor;
-use crate::records::{new_id, now_ns, ContainerRecord, SandboxRecord, SandboxState, Survive};
 use crate::sandbox::{container_state, labels_match};
-use crate::server::Agent;
 use crate::status;
+use crate::store::{new_id, now_ns, ContainerRecord, SandboxRecord, SandboxState, Survive};
 
 /// Output ExecSync keeps per stream; kubelet itself caps probe output far below this.
 const EXEC_SYNC_MAX_OUTPUT: usize = 16 << 20;
@@ -145,7 +145,7 @@ impl Agent {
             })?;
             let (rootfs, userns) = (root.rootfs.clone(), userns.clone());
             tokio::task::spawn_blocking(move || {
-                crate::userns::idmap_root(&rootfs, &userns, root_ids)
+                crate::idmap::idmap_root(&rootfs, &userns, root_ids)
             })
             .await
             .map_err(status::from_join)?

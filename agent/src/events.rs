@@ -9,8 +9,8 @@ use basalt_proto::cri::{self, ContainerEventType};
 use basalt_shim::protocol::State as ShimState;
 use tokio::sync::broadcast;
 
-use crate::records::{now_ns, SandboxState};
-use crate::server::Agent;
+use crate::agent::Agent;
+use crate::store::{now_ns, SandboxState};
 
 pub struct Events {
     tx: broadcast::Sender<cri::ContainerEventResponse>,

@@ -8,7 +8,7 @@ use basalt_images::{ImageRecord, Reference};
 use basalt_proto::cri::{self, image_service_server::ImageService};
 use tonic::{Request, Response, Status};
 
-use crate::server::Agent;
+use crate::agent::Agent;
 use crate::status;
 
 pub struct Images(pub Arc<Agent>);
@@ -223,7 +223,7 @@ impl ImageService for Images {
         let usage = blocking(move || {
             let (bytes, inodes) = crate::stats::dir_usage(&root);
             Ok(cri::FilesystemUsage {
-                timestamp: crate::records::now_ns(),
+                timestamp: crate::store::now_ns(),
                 fs_id: Some(cri::FilesystemIdentifier {
                     mountpoint: root.to_string_lossy().into_owned(),
                 }),

@@ -6,27 +6,29 @@
 //! monitors (`basalt shim`), which outlive the agent.
 //!
 //! The CRI server: [`args`] is the command line, [`server`] binds the socket and the streaming server,
-//! [`records`] is what the agent remembers of sandboxes and containers, [`sandbox`] and [`container`] implement
-//! RuntimeService on top of the monitors, [`image`] implements ImageService on the image store, [`stats`] reads
-//! cgroups, [`stream`] connects the streaming server to the monitors, [`orphans`] removes what a create cut
-//! short by a crash left, and [`status`] maps errors to gRPC codes.
+//! [`agent`] is the state the calls share, [`store`] is what the agent remembers of sandboxes and containers,
+//! [`sandbox`] and [`container`] implement RuntimeService on top of the monitors, [`image`] implements
+//! ImageService on the image store, [`stats`] reads cgroups, [`stream`] connects the streaming server to the
+//! monitors, [`recover`] is start-up recovery, [`idmap`] idmaps a container's root for a pod user namespace,
+//! and [`status`] maps errors to gRPC codes.
 
+pub mod agent;
 pub mod args;
 pub mod container;
 pub mod events;
 pub mod files;
+pub mod idmap;
 pub mod image;
 pub mod monitor;
-pub mod orphans;
-pub mod records;
+pub mod recover;
 pub mod runtime_service;
 pub mod sandbox;
 pub mod server;
 pub mod spec;
 pub mod stats;
 pub mod status;
+pub mod store;
 pub mod stream;
-pub mod userns;
 
 pub use args::{AgentArgs, AgentConfig};
 pub use server::main;

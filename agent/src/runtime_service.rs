@@ -8,7 +8,7 @@ use basalt_proto::cri::{self, runtime_service_server::RuntimeService};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::server::Agent;
+use crate::agent::Agent;
 use crate::status;
 
 pub struct Runtime(pub Arc<Agent>);

@@ -9,10 +9,10 @@ use basalt_shim::protocol::{Request, State as ShimState};
 use serde_json::json;
 use tonic::Status;
 
+use crate::agent::Agent;
 use crate::monitor;
-use crate::records::{new_id, now_ns, SandboxRecord, SandboxState, Survive};
-use crate::server::Agent;
 use crate::status;
+use crate::store::{new_id, now_ns, SandboxRecord, SandboxState, Survive};
 
 const IFNAME: &str = "eth0";
 

@@ -8,42 +8,10 @@ use basalt_proto::{ImageServiceServer, RuntimeServiceServer};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::agent::Agent;
 use crate::args::{AgentArgs, AgentConfig};
 use crate::events::Events;
-use crate::records::Records;
-
-/// Everything the CRI services share.
-pub struct Agent {
-    pub args: AgentConfig,
-    pub data_dir: PathBuf,
-    pub run_dir: PathBuf,
-    pub records: Arc<Records>,
-    pub images: Arc<basalt_images::Store>,
-    pub hosts: basalt_images::Hosts,
-    pub cni: basalt_cni::caller::Cni,
-    /// State root of the runtime library (one directory per container), shared by all monitors.
-    pub runtime_root: PathBuf,
-    pub streaming: basalt_streaming::Server,
-    pub events: Events,
-    /// Set by UpdateRuntimeConfig.
-    pub pod_cidr: Mutex<Option<String>>,
-    pub monitor_joins: crate::monitor::Joins,
-}
-
-impl Agent {
-    /// A short name: the monitor's socket lives inside, and a unix socket path must fit in 108 bytes.
-    pub fn shim_dir(&self, sandbox_id: &str) -> PathBuf {
-        self.run_dir
-            .join("shims")
-            .join(&sandbox_id[..sandbox_id.len().min(16)])
-    }
-    pub fn pod_dir(&self, sandbox_id: &str) -> PathBuf {
-        self.run_dir.join("pods").join(sandbox_id)
-    }
-    pub fn bundle_dir(&self, container_id: &str) -> PathBuf {
-        self.run_dir.join("bundles").join(container_id)
-    }
-}
+use crate::store::Records;
 
 /// Runs the agent until SIGTERM or SIGINT. Pods keep running when it stops (or is killed).
 pub fn main(config: &basalt_config::Config, args: AgentArgs) -> anyhow::Result<()> {
@@ -324,19 +292,9 @@ async fn start_cri(
         args,
     });
     crate::events::watch_exits(agent.clone());
-    let sweeper = agent.clone();
-    let swept = tokio::task::spawn_blocking(move || {
-        crate::orphans::sweep(
-            &sweeper.records,
-            &sweeper.images,
-            &sweeper.run_dir.join("bundles"),
-        )
-    })
-    .await
-    .context("orphan sweep task")?;
-    if !swept.is_empty() {
-        tracing::info!(?swept, "removed what interrupted creates left");
-    }
+    crate::recover::run(&agent)
+        .await
+        .context("orphan sweep task")?;
 
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;

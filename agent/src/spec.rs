@@ -7,8 +7,8 @@ use basalt_proto::cri;
 use serde_json::json;
 use tonic::{Code, Status};
 
-use crate::records::SandboxRecord;
-use crate::server::Agent;
+use crate::agent::Agent;
+use crate::store::SandboxRecord;
 
 pub struct Generated {
     pub spec: oci_spec::runtime::Spec,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use basalt_proto::cri::{self, MetricType};
 use basalt_shim::protocol::{ContainerStatus, State as ShimState};
 
-use crate::records::{now_ns, ContainerRecord, SandboxRecord};
-use crate::server::Agent;
+use crate::agent::Agent;
+use crate::store::{now_ns, ContainerRecord, SandboxRecord};
 
 fn u64v(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })

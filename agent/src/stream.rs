@@ -10,9 +10,9 @@ use basalt_shim::protocol::{Frame, Request};
 use basalt_streaming::{AttachTarget, ExecTarget, PortStream, ProcessIo};
 use tonic::Status;
 
-use crate::records::Records;
-use crate::server::Agent;
+use crate::agent::Agent;
 use crate::status;
+use crate::store::Records;
 
 impl Agent {
     fn running_container(&self, id: &str) -> Result<String, Status> {
