@@ -1,12 +1,18 @@
-//! The state every CRI call shares, and where a pod's and a container's files go.
+//! The state every CRI call shares, and what the calls ask of it: where a pod's and a container's files go,
+//! a container's live status (from its monitor) and whether a sandbox is ready.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use basalt_proto::cri::PodSandboxState;
+use basalt_shim::protocol::{ContainerStatus, Request};
+use tonic::Status;
+
 use crate::args::AgentConfig;
 use crate::events::Events;
 use crate::monitor;
-use crate::store::Records;
+use crate::status;
+use crate::store::{ContainerRecord, Records, SandboxRecord, SandboxState};
 
 /// Everything the CRI services share.
 pub struct Agent {
@@ -38,5 +44,44 @@ impl Agent {
     }
     pub fn bundle_dir(&self, container_id: &str) -> PathBuf {
         self.run_dir.join("bundles").join(container_id)
+    }
+
+    /// The container `id` names (or a prefix of it) and its sandbox, ready or not.
+    pub fn container_with_sandbox(
+        &self,
+        id: &str,
+    ) -> Result<(ContainerRecord, SandboxRecord), Status> {
+        let c = self
+            .records
+            .find_container(id)
+            .ok_or_else(|| status::not_found("container", id))?;
+        let s = self
+            .records
+            .sandbox(&c.sandbox_id)
+            .ok_or_else(|| status::not_found("pod sandbox", &c.sandbox_id))?;
+        Ok((c, s))
+    }
+
+    /// The live status from the monitor, or the last one recorded when the monitor is gone.
+    pub async fn live_status(&self, c: &ContainerRecord) -> Option<ContainerStatus> {
+        if let Some(s) = &c.final_status {
+            return Some(s.clone());
+        }
+        let sandbox = self.records.sandbox(&c.sandbox_id)?;
+        match monitor::status_of(&sandbox.shim_dir, &c.id).await {
+            Ok(s) => Some(s),
+            Err(_) => monitor::exit_record(&sandbox.shim_dir, &c.id),
+        }
+    }
+
+    /// A sandbox is ready while its monitor answers; one whose monitor died is NOTREADY.
+    pub async fn sandbox_state(&self, rec: &SandboxRecord) -> PodSandboxState {
+        if rec.state != SandboxState::Ready {
+            return PodSandboxState::SandboxNotready;
+        }
+        match monitor::call(&rec.shim_dir, Request::Ping).await {
+            Ok(_) => PodSandboxState::SandboxReady,
+            Err(_) => PodSandboxState::SandboxNotready,
+        }
     }
 }

@@ -43,3 +43,10 @@ pub fn from_image(e: basalt_images::Error) -> Status {
 pub fn from_join(e: tokio::task::JoinError) -> Status {
     Status::internal(format!("worker task failed: {e}"))
 }
+
+/// Runs `f` on the blocking pool (the image store and the filesystem are synchronous).
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f).await.map_err(from_join)?
+}

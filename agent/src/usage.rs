@@ -1,15 +1,14 @@
-//! Container and pod statistics read straight from cgroupfs (v1 or v2), the writable layer and the pod's
+//! What a container and a pod use, read straight from cgroupfs (v1 or v2), the writable layer and the pod's
 //! network namespace (`/proc/<pid>/net/dev` of a process inside it).
 
 use std::path::{Path, PathBuf};
 
-use basalt_proto::cri::{self, MetricType};
+use basalt_proto::cri;
 use basalt_shim::protocol::{ContainerStatus, State as ShimState};
 
-use crate::agent::Agent;
-use crate::store::{now_ns, ContainerRecord, SandboxRecord};
+use crate::store::{now_ns, ContainerRecord};
 
-fn u64v(value: u64) -> Option<cri::UInt64Value> {
+pub fn u64v(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
 }
 
@@ -89,138 +88,8 @@ pub fn dir_usage(root: &Path) -> (u64, u64) {
     (bytes, inodes)
 }
 
-impl Agent {
-    pub async fn container_stats(&self, c: &ContainerRecord) -> cri::ContainerStats {
-        let live = self.live_status(c).await;
-        stats_of(c, live.as_ref())
-    }
-
-    pub async fn sandbox_stats(&self, s: &SandboxRecord) -> cri::PodSandboxStats {
-        let ts = now_ns();
-        let mut containers = Vec::new();
-        let mut pid = None;
-        for c in self.records.containers_of(&s.id) {
-            let live = self.live_status(&c).await;
-            if let Some(l) = live.as_ref().filter(|l| l.state == ShimState::Running) {
-                pid.get_or_insert(l.pid);
-            }
-            containers.push(stats_of(&c, live.as_ref()));
-        }
-        let sum = |f: fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
-            let v: Vec<u64> = containers.iter().filter_map(f).collect();
-            (!v.is_empty()).then(|| cri::UInt64Value {
-                value: v.iter().sum(),
-            })
-        };
-        let cpu = cri::CpuUsage {
-            timestamp: ts,
-            usage_core_nano_seconds: sum(|c| {
-                c.cpu
-                    .as_ref()?
-                    .usage_core_nano_seconds
-                    .as_ref()
-                    .map(|v| v.value)
-            }),
-            usage_nano_cores: None,
-        };
-        let memory = cri::MemoryUsage {
-            timestamp: ts,
-            working_set_bytes: sum(|c| {
-                c.memory
-                    .as_ref()?
-                    .working_set_bytes
-                    .as_ref()
-                    .map(|v| v.value)
-            }),
-            usage_bytes: sum(|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value)),
-            ..Default::default()
-        };
-        let network = pid.and_then(|p| network_usage(p, ts));
-        cri::PodSandboxStats {
-            attributes: Some(cri::PodSandboxAttributes {
-                id: s.id.clone(),
-                metadata: s.config.metadata.clone(),
-                labels: s.config.labels.clone(),
-                annotations: s.config.annotations.clone(),
-            }),
-            linux: Some(cri::LinuxPodSandboxStats {
-                cpu: Some(cpu),
-                memory: Some(memory),
-                network,
-                process: Some(cri::ProcessUsage {
-                    timestamp: ts,
-                    process_count: None,
-                }),
-                containers,
-            }),
-            windows: None,
-        }
-    }
-
-    pub async fn pod_metrics(&self) -> Vec<cri::PodSandboxMetrics> {
-        let sandboxes = self.records.all_sandboxes();
-        let mut out = Vec::new();
-        for s in sandboxes {
-            let mut container_metrics = Vec::new();
-            for c in self.records.containers_of(&s.id) {
-                let st = self.container_stats(&c).await;
-                let ts = now_ns();
-                let name = c
-                    .config
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.name.clone())
-                    .unwrap_or_default();
-                let mut metrics = Vec::new();
-                if let Some(v) = st.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds) {
-                    metrics.push(cri::Metric {
-                        name: "container_cpu_usage_seconds_total".into(),
-                        timestamp: ts,
-                        metric_type: MetricType::Counter as i32,
-                        label_values: vec![name.clone()],
-                        value: u64v(v.value / 1_000_000_000),
-                    });
-                }
-                if let Some(v) = st.memory.as_ref().and_then(|m| m.working_set_bytes) {
-                    metrics.push(cri::Metric {
-                        name: "container_memory_working_set_bytes".into(),
-                        timestamp: ts,
-                        metric_type: MetricType::Gauge as i32,
-                        label_values: vec![name.clone()],
-                        value: Some(v),
-                    });
-                }
-                container_metrics.push(cri::ContainerMetrics {
-                    container_id: c.id.clone(),
-                    metrics,
-                });
-            }
-            out.push(cri::PodSandboxMetrics {
-                pod_sandbox_id: s.id.clone(),
-                metrics: Vec::new(),
-                container_metrics,
-            });
-        }
-        out
-    }
-}
-
-pub fn metric_descriptors() -> Vec<cri::MetricDescriptor> {
-    vec![
-        cri::MetricDescriptor {
-            name: "container_cpu_usage_seconds_total".into(),
-            help: "Cumulative cpu time consumed in seconds.".into(),
-            label_keys: vec!["container".into()],
-        },
-        cri::MetricDescriptor {
-            name: "container_memory_working_set_bytes".into(),
-            help: "Current working set in bytes.".into(),
-            label_keys: vec!["container".into()],
-        },
-    ]
-}
-
-fn stats_of(c: &ContainerRecord, live: Option<&ContainerStatus>) -> cri::ContainerStats {
+/// The container's usage: its cgroup while it runs, its writable layer always.
+pub fn container(c: &ContainerRecord, live: Option<&ContainerStatus>) -> cri::ContainerStats {
     let ts = now_ns();
     let running = live.is_some_and(|l| l.state == ShimState::Running);
     let s = live
@@ -273,7 +142,8 @@ fn stats_of(c: &ContainerRecord, live: Option<&ContainerStatus>) -> cri::Contain
     }
 }
 
-fn network_usage(pid: i32, ts: i64) -> Option<cri::NetworkUsage> {
+/// The interfaces of the network namespace `pid` is in, but `lo`.
+pub fn network(pid: i32, ts: i64) -> Option<cri::NetworkUsage> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
     let mut interfaces = Vec::new();
     for line in text.lines().skip(2) {
