@@ -381,6 +381,44 @@ impl Harness {
             .ok_or_else(|| Status::internal("ContainerStatus without status"))
     }
 
+    /// PodSandboxStatus of the sandbox `id`: its status, or the call's error as it came.
+    pub async fn sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus, Status> {
+        self.cri
+            .runtime
+            .clone()
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_owned(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .ok_or_else(|| Status::internal("PodSandboxStatus without status"))
+    }
+
+    /// What ListContainers answers for `filter`.
+    pub async fn list_containers(&self, filter: api::ContainerFilter) -> Vec<api::Container> {
+        self.cri
+            .runtime
+            .clone()
+            .list_containers(api::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers
+    }
+
+    /// The containers of the sandbox `pod_id`, as ListContainers gives them.
+    pub async fn containers_of(&self, pod_id: &str) -> Vec<api::Container> {
+        self.list_containers(api::ContainerFilter {
+            pod_sandbox_id: pod_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Polls ContainerStatus until `state` (panics after `limit`, showing the last status).
     pub async fn wait_state(
         &self,
@@ -449,35 +487,16 @@ impl Harness {
     /// What `pod` owns on the host right now (its containers, processes, netns, veth, lease).
     pub async fn footprint(&self, pod: &Pod) -> Footprint {
         let containers = self
-            .cri
-            .runtime
-            .clone()
-            .list_containers(api::ListContainersRequest {
-                filter: Some(api::ContainerFilter {
-                    pod_sandbox_id: pod.id.clone(),
-                    ..Default::default()
-                }),
-            })
+            .containers_of(&pod.id)
             .await
-            .expect("ListContainers")
-            .into_inner()
-            .containers
             .into_iter()
             .map(|c| c.id)
             .collect();
         let ip = self
-            .cri
-            .runtime
-            .clone()
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: pod.id.clone(),
-                verbose: false,
-            })
+            .sandbox_status(&pod.id)
             .await
             .expect("PodSandboxStatus")
-            .into_inner()
-            .status
-            .and_then(|s| s.network)
+            .network
             .map(|n| n.ip)
             .filter(|ip| !ip.is_empty());
         let lease = ip.as_ref().map(|ip| self.net.lease_path(ip));
