@@ -46,19 +46,26 @@ impl Agent {
         self.run_dir.join("bundles").join(container_id)
     }
 
-    /// The container `id` names (or a prefix of it) and its sandbox, ready or not.
+    /// The container `id` names: its full ID or an unambiguous prefix (crictl's short IDs).
+    pub fn container(&self, id: &str) -> Result<ContainerRecord, Status> {
+        let c = self.records.find_container(id);
+        c.ok_or_else(|| status::not_found("container", id))
+    }
+
+    /// The sandbox `id` names: its full ID or an unambiguous prefix.
+    pub fn sandbox(&self, id: &str) -> Result<SandboxRecord, Status> {
+        let s = self.records.find_sandbox(id);
+        s.ok_or_else(|| status::not_found("pod sandbox", id))
+    }
+
+    /// The container `id` names and its sandbox, ready or not.
     pub fn container_with_sandbox(
         &self,
         id: &str,
     ) -> Result<(ContainerRecord, SandboxRecord), Status> {
-        let c = self
-            .records
-            .find_container(id)
-            .ok_or_else(|| status::not_found("container", id))?;
-        let s = self
-            .records
-            .sandbox(&c.sandbox_id)
-            .ok_or_else(|| status::not_found("pod sandbox", &c.sandbox_id))?;
+        let c = self.container(id)?;
+        let s = self.records.sandbox(&c.sandbox_id);
+        let s = s.ok_or_else(|| status::not_found("pod sandbox", &c.sandbox_id))?;
         Ok((c, s))
     }
 

@@ -9,104 +9,98 @@ use basalt_shim::protocol::{CreateRequest, Request, State as ShimState};
 use tonic::Status;
 
 use crate::agent::Agent;
+use crate::service::Call;
 use crate::store::{new_id, now_ns, ContainerRecord, SandboxRecord, SandboxState, Survive};
 use crate::view::{pod_root_host_ids, repo_digest};
 use crate::{idmap, monitor, spec, status};
 
-pub async fn create_container(
-    agent: &Agent,
-    req: cri::CreateContainerRequest,
-) -> Result<cri::CreateContainerResponse, Status> {
-    let config = req
-        .config
-        .ok_or_else(|| status::invalid("config", "", "is required"))?;
-    let sandbox = agent
-        .records
-        .find_sandbox(&req.pod_sandbox_id)
-        .ok_or_else(|| status::not_found("pod sandbox", &req.pod_sandbox_id))?;
-    let lock = agent.records.lock_for(&sandbox.id);
-    let _guard = lock.lock().await;
-    if sandbox.state != SandboxState::Ready {
-        return Err(Status::failed_precondition(format!(
-            "pod sandbox {} is not ready",
-            sandbox.id
-        )));
-    }
-    let meta = config
-        .metadata
-        .clone()
-        .ok_or_else(|| status::invalid("config.metadata", "", "is required"))?;
-    if meta.name.is_empty() {
-        return Err(status::invalid(
-            "config.metadata.name",
-            "",
-            "must not be empty",
-        ));
-    }
-    let image_name = config
-        .image
-        .as_ref()
-        .map(|i| i.image.clone())
-        .unwrap_or_default();
-    if image_name.is_empty() {
-        return Err(status::invalid(
-            "config.image.image",
-            "",
-            "must name an image",
-        ));
-    }
-    let name = format!("{}_{}_{}", sandbox.id, meta.name, meta.attempt);
-    if let Some(other) = agent
-        .records
-        .containers_of(&sandbox.id)
-        .into_iter()
-        .find(|c| c.name() == name)
-    {
-        return Err(Status::already_exists(format!(
-            "container name {:?} (attempt {}) is reserved by {}",
-            meta.name, meta.attempt, other.id
-        )));
-    }
-    let store = agent.images.clone();
-    let lookup = image_name.clone();
-    let (image, image_config) = tokio::task::spawn_blocking(move || {
-        let rec = store.find_image(&lookup)?;
-        let cfg = store.image_config(&rec)?;
-        Ok::<_, basalt_images::Error>((rec, cfg))
-    })
-    .await
-    .map_err(status::from_join)?
-    .map_err(|e| match e {
-        basalt_images::Error::ImageNotFound { .. } => Status::not_found(format!(
-            "config.image.image {image_name:?}: image not found (pull it first)"
-        )),
-        e => status::from_image(e),
-    })?;
+impl Call for cri::CreateContainerRequest {
+    type Reply = cri::CreateContainerResponse;
 
-    let id = new_id();
-    let plan = Plan {
-        id: &id,
-        sandbox: &sandbox,
-        config: &config,
-        image: &image,
-        image_config: &image_config,
-        image_name: &image_name,
-    };
-    let mut made = Made::default();
-    match make(agent, &plan, &mut made).await {
-        Ok(rec) => {
-            agent
-                .records
-                .put_container(&rec, Survive::Crash)
-                .map_err(|e| status::internal("recording the container", e))?;
-            agent
-                .events
-                .container(&id, &sandbox.id, ContainerEventType::ContainerCreatedEvent);
-            Ok(cri::CreateContainerResponse { container_id: id })
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let config = status::required(self.config, "config")?;
+        let sandbox = agent.sandbox(&self.pod_sandbox_id)?;
+        let lock = agent.records.lock_for(&sandbox.id);
+        let _guard = lock.lock().await;
+        if sandbox.state != SandboxState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id
+            )));
         }
-        Err(e) => {
-            undo(agent, &id, &sandbox, made).await;
-            Err(e)
+        let meta = status::required(config.metadata.clone(), "config.metadata")?;
+        if meta.name.is_empty() {
+            return Err(status::invalid(
+                "config.metadata.name",
+                "",
+                "must not be empty",
+            ));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(status::invalid(
+                "config.image.image",
+                "",
+                "must name an image",
+            ));
+        }
+        let name = format!("{}_{}_{}", sandbox.id, meta.name, meta.attempt);
+        if let Some(other) = agent
+            .records
+            .containers_of(&sandbox.id)
+            .into_iter()
+            .find(|c| c.name() == name)
+        {
+            return Err(Status::already_exists(format!(
+                "container name {:?} (attempt {}) is reserved by {}",
+                meta.name, meta.attempt, other.id
+            )));
+        }
+        let store = agent.images.clone();
+        let lookup = image_name.clone();
+        let (image, image_config) = tokio::task::spawn_blocking(move || {
+            let rec = store.find_image(&lookup)?;
+            let cfg = store.image_config(&rec)?;
+            Ok::<_, basalt_images::Error>((rec, cfg))
+        })
+        .await
+        .map_err(status::from_join)?
+        .map_err(|e| match e {
+            basalt_images::Error::ImageNotFound { .. } => Status::not_found(format!(
+                "config.image.image {image_name:?}: image not found (pull it first)"
+            )),
+            e => status::from_image(e),
+        })?;
+
+        let id = new_id();
+        let plan = Plan {
+            id: &id,
+            sandbox: &sandbox,
+            config: &config,
+            image: &image,
+            image_config: &image_config,
+            image_name: &image_name,
+        };
+        let mut made = Made::default();
+        match make(agent, &plan, &mut made).await {
+            Ok(rec) => {
+                agent
+                    .records
+                    .put_container(&rec, Survive::Crash)
+                    .map_err(|e| status::internal("recording the container", e))?;
+                agent
+                    .events
+                    .container(&id, &sandbox.id, ContainerEventType::ContainerCreatedEvent);
+                Ok(cri::CreateContainerResponse { container_id: id })
+            }
+            Err(e) => {
+                undo(agent, &id, &sandbox, made).await;
+                Err(e)
+            }
         }
     }
 }

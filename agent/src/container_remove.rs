@@ -6,20 +6,22 @@ use basalt_shim::protocol::Request;
 use tonic::Status;
 
 use crate::agent::Agent;
+use crate::service::Call;
 use crate::store::ContainerRecord;
 use crate::{monitor, status};
 
-pub async fn remove_container(
-    agent: &Agent,
-    req: cri::RemoveContainerRequest,
-) -> Result<cri::RemoveContainerResponse, Status> {
-    let Some(c) = agent.records.find_container(&req.container_id) else {
-        return Ok(cri::RemoveContainerResponse {});
-    };
-    let lock = agent.records.lock_for(&c.sandbox_id);
-    let _guard = lock.lock().await;
-    remove(agent, &c).await?;
-    Ok(cri::RemoveContainerResponse {})
+impl Call for cri::RemoveContainerRequest {
+    type Reply = cri::RemoveContainerResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let Some(c) = agent.records.find_container(&self.container_id) else {
+            return Ok(cri::RemoveContainerResponse {});
+        };
+        let lock = agent.records.lock_for(&c.sandbox_id);
+        let _guard = lock.lock().await;
+        remove(agent, &c).await?;
+        Ok(cri::RemoveContainerResponse {})
+    }
 }
 
 /// Removes the container's files, then its record. The caller holds the sandbox's lock.

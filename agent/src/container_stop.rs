@@ -7,44 +7,46 @@ use tonic::Status;
 
 use crate::agent::Agent;
 use crate::monitor;
+use crate::service::Call;
 use crate::spec::STOP_SIGNAL_ANNOTATION;
 use crate::store::ContainerRecord;
 
-pub async fn stop_container(
-    agent: &Agent,
-    req: cri::StopContainerRequest,
-) -> Result<cri::StopContainerResponse, Status> {
-    let done = cri::StopContainerResponse {};
-    // Kubernetes 1.33: stopping an unknown container is not an error.
-    let Some(c) = agent.records.find_container(&req.container_id) else {
-        return Ok(done);
-    };
-    if c.final_status.is_some() {
-        return Ok(done);
+impl Call for cri::StopContainerRequest {
+    type Reply = cri::StopContainerResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let done = cri::StopContainerResponse {};
+        // Kubernetes 1.33: stopping an unknown container is not an error.
+        let Some(c) = agent.records.find_container(&self.container_id) else {
+            return Ok(done);
+        };
+        if c.final_status.is_some() {
+            return Ok(done);
+        }
+        let Some(s) = agent.records.sandbox(&c.sandbox_id) else {
+            return Ok(done);
+        };
+        let signal = stop_signal(&c);
+        match monitor::call(
+            &s.shim_dir,
+            Request::Stop {
+                id: c.id.clone(),
+                timeout_secs: self.timeout.max(0),
+                signal,
+            },
+        )
+        .await
+        {
+            Ok(_) => {}
+            // Gone from the monitor already (or the monitor is gone): nothing left to stop.
+            Err(e) if e.code() == tonic::Code::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        agent
+            .events
+            .container(&c.id, &s.id, ContainerEventType::ContainerStoppedEvent);
+        Ok(done)
     }
-    let Some(s) = agent.records.sandbox(&c.sandbox_id) else {
-        return Ok(done);
-    };
-    let signal = stop_signal(&c);
-    match monitor::call(
-        &s.shim_dir,
-        Request::Stop {
-            id: c.id.clone(),
-            timeout_secs: req.timeout.max(0),
-            signal,
-        },
-    )
-    .await
-    {
-        Ok(_) => {}
-        // Gone from the monitor already (or the monitor is gone): nothing left to stop.
-        Err(e) if e.code() == tonic::Code::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    agent
-        .events
-        .container(&c.id, &s.id, ContainerEventType::ContainerStoppedEvent);
-    Ok(done)
 }
 
 /// The image's STOPSIGNAL, as numbers the monitor sends.

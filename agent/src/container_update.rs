@@ -6,32 +6,34 @@ use serde_json::json;
 use tonic::Status;
 
 use crate::agent::Agent;
+use crate::service::Call;
 use crate::store::Survive;
 use crate::{monitor, status};
 
-pub async fn update_container_resources(
-    agent: &Agent,
-    req: cri::UpdateContainerResourcesRequest,
-) -> Result<cri::UpdateContainerResourcesResponse, Status> {
-    let (mut c, s) = agent.container_with_sandbox(&req.container_id)?;
-    let Some(linux) = req.linux else {
-        return Ok(cri::UpdateContainerResourcesResponse {});
-    };
-    monitor::call(
-        &s.shim_dir,
-        Request::Update {
-            id: c.id.clone(),
-            resources: resources_json(&linux),
-        },
-    )
-    .await?;
-    let l = c.config.linux.get_or_insert_with(Default::default);
-    l.resources = Some(linux);
-    agent
-        .records
-        .put_container(&c, Survive::PowerLoss)
-        .map_err(|e| status::internal("recording the container", e))?;
-    Ok(cri::UpdateContainerResourcesResponse {})
+impl Call for cri::UpdateContainerResourcesRequest {
+    type Reply = cri::UpdateContainerResourcesResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let (mut c, s) = agent.container_with_sandbox(&self.container_id)?;
+        let Some(linux) = self.linux else {
+            return Ok(cri::UpdateContainerResourcesResponse {});
+        };
+        monitor::call(
+            &s.shim_dir,
+            Request::Update {
+                id: c.id.clone(),
+                resources: resources_json(&linux),
+            },
+        )
+        .await?;
+        let l = c.config.linux.get_or_insert_with(Default::default);
+        l.resources = Some(linux);
+        agent
+            .records
+            .put_container(&c, Survive::PowerLoss)
+            .map_err(|e| status::internal("recording the container", e))?;
+        Ok(cri::UpdateContainerResourcesResponse {})
+    }
 }
 
 /// CRI resources as OCI `linux.resources` JSON.

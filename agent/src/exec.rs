@@ -7,102 +7,107 @@ use basalt_streaming::{AttachTarget, ExecTarget};
 use tonic::Status;
 
 use crate::agent::Agent;
+use crate::service::Call;
 use crate::{monitor, status};
 
 /// Output ExecSync keeps per stream; kubelet itself caps probe output far below this.
 const EXEC_SYNC_MAX_OUTPUT: usize = 16 << 20;
 
-pub async fn exec_sync(
-    agent: &Agent,
-    req: cri::ExecSyncRequest,
-) -> Result<cri::ExecSyncResponse, Status> {
-    if req.cmd.is_empty() {
-        return Err(status::invalid("cmd", "[]", "must name a program to run"));
-    }
-    let (c, s) = agent.container_with_sandbox(&req.container_id)?;
-    match monitor::call(
-        &s.shim_dir,
-        Request::ExecSync {
-            id: c.id.clone(),
-            cmd: req.cmd,
-            timeout_secs: req.timeout.max(0),
-            max_output_bytes: EXEC_SYNC_MAX_OUTPUT,
-        },
-    )
-    .await?
-    {
-        Response::ExecSync {
-            stdout,
-            stderr,
-            exit_code,
-        } => Ok(cri::ExecSyncResponse {
-            stdout,
-            stderr,
-            exit_code,
-        }),
-        r => Err(monitor::unexpected(r)),
-    }
-}
+impl Call for cri::ExecSyncRequest {
+    type Reply = cri::ExecSyncResponse;
 
-pub async fn exec(agent: &Agent, req: cri::ExecRequest) -> Result<cri::ExecResponse, Status> {
-    if req.cmd.is_empty() {
-        return Err(status::invalid("cmd", "[]", "must name a program to run"));
-    }
-    check_streams(req.stdin, req.stdout, req.stderr)?;
-    if req.tty && req.stderr {
-        return Err(Status::invalid_argument(
-            "tty and stderr cannot both be set",
-        ));
-    }
-    let id = running_container(agent, &req.container_id)?;
-    let url = agent
-        .streaming
-        .get_exec(ExecTarget {
-            container_id: id,
-            cmd: req.cmd,
-            tty: req.tty,
-            stdin: req.stdin,
-            stdout: req.stdout,
-            stderr: req.stderr,
-        })
-        .map_err(streaming_status)?;
-    Ok(cri::ExecResponse { url })
-}
-
-pub async fn attach(agent: &Agent, req: cri::AttachRequest) -> Result<cri::AttachResponse, Status> {
-    check_streams(req.stdin, req.stdout, req.stderr)?;
-    let id = running_container(agent, &req.container_id)?;
-    let url = agent
-        .streaming
-        .get_attach(AttachTarget {
-            container_id: id,
-            tty: req.tty,
-            stdin: req.stdin,
-            stdout: req.stdout,
-            stderr: req.stderr && !req.tty,
-        })
-        .map_err(streaming_status)?;
-    Ok(cri::AttachResponse { url })
-}
-
-pub async fn port_forward(
-    agent: &Agent,
-    req: cri::PortForwardRequest,
-) -> Result<cri::PortForwardResponse, Status> {
-    let s = agent
-        .records
-        .find_sandbox(&req.pod_sandbox_id)
-        .ok_or_else(|| status::not_found("pod sandbox", &req.pod_sandbox_id))?;
-    for p in &req.port {
-        if !(1..=65535).contains(p) {
-            return Err(status::invalid("port", p, "must be 1-65535"));
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        if self.cmd.is_empty() {
+            return Err(status::invalid("cmd", "[]", "must name a program to run"));
+        }
+        let (c, s) = agent.container_with_sandbox(&self.container_id)?;
+        match monitor::call(
+            &s.shim_dir,
+            Request::ExecSync {
+                id: c.id.clone(),
+                cmd: self.cmd,
+                timeout_secs: self.timeout.max(0),
+                max_output_bytes: EXEC_SYNC_MAX_OUTPUT,
+            },
+        )
+        .await?
+        {
+            Response::ExecSync {
+                stdout,
+                stderr,
+                exit_code,
+            } => Ok(cri::ExecSyncResponse {
+                stdout,
+                stderr,
+                exit_code,
+            }),
+            r => Err(monitor::unexpected(r)),
         }
     }
-    let url = agent
-        .streaming
-        .get_port_forward(&s.id)
-        .map_err(streaming_status)?;
-    Ok(cri::PortForwardResponse { url })
+}
+
+impl Call for cri::ExecRequest {
+    type Reply = cri::ExecResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        if self.cmd.is_empty() {
+            return Err(status::invalid("cmd", "[]", "must name a program to run"));
+        }
+        check_streams(self.stdin, self.stdout, self.stderr)?;
+        if self.tty && self.stderr {
+            return Err(Status::invalid_argument(
+                "tty and stderr cannot both be set",
+            ));
+        }
+        let target = ExecTarget {
+            container_id: running_container(agent, &self.container_id)?,
+            cmd: self.cmd,
+            tty: self.tty,
+            stdin: self.stdin,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        };
+        let url = agent.streaming.get_exec(target).map_err(streaming_status)?;
+        Ok(cri::ExecResponse { url })
+    }
+}
+
+impl Call for cri::AttachRequest {
+    type Reply = cri::AttachResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        check_streams(self.stdin, self.stdout, self.stderr)?;
+        let target = AttachTarget {
+            container_id: running_container(agent, &self.container_id)?,
+            tty: self.tty,
+            stdin: self.stdin,
+            stdout: self.stdout,
+            stderr: self.stderr && !self.tty,
+        };
+        let url = agent
+            .streaming
+            .get_attach(target)
+            .map_err(streaming_status)?;
+        Ok(cri::AttachResponse { url })
+    }
+}
+
+impl Call for cri::PortForwardRequest {
+    type Reply = cri::PortForwardResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let s = agent.sandbox(&self.pod_sandbox_id)?;
+        for p in &self.port {
+            if !(1..=65535).contains(p) {
+                return Err(status::invalid("port", p, "must be 1-65535"));
+            }
+        }
+        let url = agent
+            .streaming
+            .get_port_forward(&s.id)
+            .map_err(streaming_status)?;
+        Ok(cri::PortForwardResponse { url })
+    }
 }
 
 fn check_streams(stdin: bool, stdout: bool, stderr: bool) -> Result<(), Status> {
@@ -117,10 +122,7 @@ fn check_streams(stdin: bool, stdout: bool, stderr: bool) -> Result<(), Status> 
 
 /// The full ID of a container that has not stopped with its sandbox.
 fn running_container(agent: &Agent, id: &str) -> Result<String, Status> {
-    let c = agent
-        .records
-        .find_container(id)
-        .ok_or_else(|| status::not_found("container", id))?;
+    let c = agent.container(id)?;
     if c.final_status.is_some() {
         return Err(Status::failed_precondition(format!(
             "container {} is not running",

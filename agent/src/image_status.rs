@@ -8,62 +8,71 @@ use basalt_proto::cri;
 use tonic::Status;
 
 use crate::agent::Agent;
+use crate::service::Call;
 use crate::{status, view};
 
-pub async fn list_images(
-    agent: &Agent,
-    req: cri::ListImagesRequest,
-) -> Result<cri::ListImagesResponse, Status> {
-    let store = agent.images.clone();
-    let filter = req
-        .filter
-        .and_then(|f| f.image)
-        .map(|i| i.image)
-        .filter(|i| !i.is_empty());
-    let images = status::blocking(move || {
-        if let Some(name) = filter {
-            return Ok(lookup(&store, &name)?
-                .map(|(id, recs)| vec![cri_image(&id, &recs, &store)])
-                .unwrap_or_default());
-        }
-        Ok(by_id(&store)?
-            .iter()
-            .map(|(id, recs)| cri_image(id, recs, &store))
-            .collect())
-    })
-    .await?;
-    Ok(cri::ListImagesResponse { images })
+impl Call for cri::ListImagesRequest {
+    type Reply = cri::ListImagesResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let store = agent.images.clone();
+        let filter = self
+            .filter
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .filter(|i| !i.is_empty());
+        let images = status::blocking(move || {
+            if let Some(name) = filter {
+                return Ok(lookup(&store, &name)?
+                    .map(|(id, recs)| vec![cri_image(&id, &recs, &store)])
+                    .unwrap_or_default());
+            }
+            Ok(by_id(&store)?
+                .iter()
+                .map(|(id, recs)| cri_image(id, recs, &store))
+                .collect())
+        })
+        .await?;
+        Ok(cri::ListImagesResponse { images })
+    }
 }
 
-pub async fn image_status(
-    agent: &Agent,
-    req: cri::ImageStatusRequest,
-) -> Result<cri::ImageStatusResponse, Status> {
-    let name = req.image.map(|i| i.image).unwrap_or_default();
+impl Call for cri::ImageStatusRequest {
+    type Reply = cri::ImageStatusResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let name = image_name(self.image)?;
+        let store = agent.images.clone();
+        let verbose = self.verbose;
+        status::blocking(move || {
+            let Some((id, recs)) = lookup(&store, &name)? else {
+                // Not an error: kubelet asks to learn whether it must pull.
+                return Ok(cri::ImageStatusResponse::default());
+            };
+            let mut info = std::collections::HashMap::new();
+            if verbose {
+                let cfg = store.image_config(&recs[0]).map_err(status::from_image)?;
+                info.insert(
+                    "info".to_owned(),
+                    serde_json::json!({"imageSpec": cfg, "records": recs}).to_string(),
+                );
+            }
+            Ok(cri::ImageStatusResponse {
+                image: Some(cri_image(&id, &recs, &store)),
+                info,
+            })
+        })
+        .await
+    }
+}
+
+/// The image a request's spec names; naming none is InvalidArgument.
+pub fn image_name(spec: Option<cri::ImageSpec>) -> Result<String, Status> {
+    let name = spec.map(|i| i.image).unwrap_or_default();
     if name.is_empty() {
         return Err(status::invalid("image.image", "", "must name an image"));
     }
-    let store = agent.images.clone();
-    let verbose = req.verbose;
-    status::blocking(move || {
-        let Some((id, recs)) = lookup(&store, &name)? else {
-            // Not an error: kubelet asks to learn whether it must pull.
-            return Ok(cri::ImageStatusResponse::default());
-        };
-        let mut info = std::collections::HashMap::new();
-        if verbose {
-            let cfg = store.image_config(&recs[0]).map_err(status::from_image)?;
-            info.insert(
-                "info".to_owned(),
-                serde_json::json!({"imageSpec": cfg, "records": recs}).to_string(),
-            );
-        }
-        Ok(cri::ImageStatusResponse {
-            image: Some(cri_image(&id, &recs, &store)),
-            info,
-        })
-    })
-    .await
+    Ok(name)
 }
 
 /// Every record of one image ID, and the CRI view of them together.

@@ -7,8 +7,9 @@
 //!
 //! - Start-up: [`args`] is the command line and config, [`server`] opens the stores, runs [`recover`]y,
 //!   starts the streaming server and serves the CRI; [`kubelet`] starts the kubelet against it.
-//! - The CRI: [`service`] is the table of calls, one module per call or small family; their shared state is
-//!   the [`agent::Agent`], their records the [`store`], their errors gRPC statuses built by [`status`].
+//! - The CRI: each call is a [`service::Call`] on its request type, in a module per call or small family, and
+//!   [`service`] routes the gRPC methods to them; their shared state is the [`agent::Agent`], their records
+//!   the [`store`], their errors gRPC statuses built by [`status`].
 //!   - sandboxes: [`sandbox_run`], [`sandbox_stop`], [`sandbox_remove`], [`sandbox_status`] (and List);
 //!   - containers: [`container_create`], [`container_start`], [`container_stop`], [`container_remove`],
 //!     [`container_status`] (and List), [`container_update`], [`container_log`];

@@ -5,25 +5,28 @@ use basalt_proto::cri::{self, MetricType};
 use tonic::Status;
 
 use crate::agent::Agent;
+use crate::service::Call;
 use crate::store::now_ns;
 use crate::{container_stats, usage};
 
-pub async fn list_metric_descriptors(
-    _agent: &Agent,
-    _req: cri::ListMetricDescriptorsRequest,
-) -> Result<cri::ListMetricDescriptorsResponse, Status> {
-    Ok(cri::ListMetricDescriptorsResponse {
-        descriptors: metric_descriptors(),
-    })
+impl Call for cri::ListMetricDescriptorsRequest {
+    type Reply = cri::ListMetricDescriptorsResponse;
+
+    async fn call(self, _agent: &Agent) -> Result<Self::Reply, Status> {
+        Ok(cri::ListMetricDescriptorsResponse {
+            descriptors: metric_descriptors(),
+        })
+    }
 }
 
-pub async fn list_pod_sandbox_metrics(
-    agent: &Agent,
-    _req: cri::ListPodSandboxMetricsRequest,
-) -> Result<cri::ListPodSandboxMetricsResponse, Status> {
-    Ok(cri::ListPodSandboxMetricsResponse {
-        pod_metrics: pod_metrics(agent).await,
-    })
+impl Call for cri::ListPodSandboxMetricsRequest {
+    type Reply = cri::ListPodSandboxMetricsResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        Ok(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: pod_metrics(agent).await,
+        })
+    }
 }
 
 async fn pod_metrics(agent: &Agent) -> Vec<cri::PodSandboxMetrics> {
@@ -40,25 +43,32 @@ async fn pod_metrics(agent: &Agent) -> Vec<cri::PodSandboxMetrics> {
                 .as_ref()
                 .map(|m| m.name.clone())
                 .unwrap_or_default();
-            let mut metrics = Vec::new();
-            if let Some(v) = st.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds) {
-                metrics.push(cri::Metric {
-                    name: "container_cpu_usage_seconds_total".into(),
-                    timestamp: ts,
-                    metric_type: MetricType::Counter as i32,
-                    label_values: vec![name.clone()],
-                    value: usage::u64v(v.value / 1_000_000_000),
-                });
-            }
-            if let Some(v) = st.memory.as_ref().and_then(|m| m.working_set_bytes) {
-                metrics.push(cri::Metric {
-                    name: "container_memory_working_set_bytes".into(),
-                    timestamp: ts,
-                    metric_type: MetricType::Gauge as i32,
-                    label_values: vec![name.clone()],
-                    value: Some(v),
-                });
-            }
+            let readings = [
+                (
+                    "container_cpu_usage_seconds_total",
+                    MetricType::Counter,
+                    st.cpu
+                        .and_then(|c| c.usage_core_nano_seconds)
+                        .map(|v| v.value / 1_000_000_000),
+                ),
+                (
+                    "container_memory_working_set_bytes",
+                    MetricType::Gauge,
+                    st.memory.and_then(|m| m.working_set_bytes).map(|v| v.value),
+                ),
+            ];
+            let metrics = readings
+                .into_iter()
+                .filter_map(|(metric, kind, value)| {
+                    Some(cri::Metric {
+                        name: metric.into(),
+                        timestamp: ts,
+                        metric_type: kind as i32,
+                        label_values: vec![name.clone()],
+                        value: usage::u64v(value?),
+                    })
+                })
+                .collect();
             container_metrics.push(cri::ContainerMetrics {
                 container_id: c.id.clone(),
                 metrics,

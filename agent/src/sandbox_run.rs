@@ -8,6 +8,7 @@ use basalt_shim::Namespace;
 use tonic::Status;
 
 use crate::agent::Agent;
+use crate::service::Call;
 use crate::store::{new_id, now_ns, SandboxRecord, SandboxState, Survive};
 use crate::view::{namespace_options, pod_root_host_ids};
 use crate::{files, monitor, network, sandbox_stop, status};
@@ -17,148 +18,144 @@ type IdMap = (u32, u32, u32);
 /// The uid and the gid mappings of a user namespace.
 type IdMaps = (Vec<IdMap>, Vec<IdMap>);
 
-pub async fn run_pod_sandbox(
-    agent: &Agent,
-    req: cri::RunPodSandboxRequest,
-) -> Result<cri::RunPodSandboxResponse, Status> {
-    let config = req
-        .config
-        .ok_or_else(|| status::invalid("config", "", "is required"))?;
-    let runtime_handler = req.runtime_handler;
-    let meta = config
-        .metadata
-        .clone()
-        .ok_or_else(|| status::invalid("config.metadata", "", "is required"))?;
-    for (field, v) in [
-        ("name", &meta.name),
-        ("namespace", &meta.namespace),
-        ("uid", &meta.uid),
-    ] {
-        if v.is_empty() {
-            return Err(status::invalid(
-                &format!("config.metadata.{field}"),
-                v,
-                "must not be empty",
-            ));
-        }
-    }
-    if !runtime_handler.is_empty() && runtime_handler != "basalt" && runtime_handler != "runc" {
-        return Err(status::invalid(
-            "runtime_handler",
-            &runtime_handler,
-            "unknown (this runtime has the default handler only)",
-        ));
-    }
-    let ns = namespace_options(&config);
-    let idmap = pod_user_namespace(&ns)?;
-    let id = new_id();
-    let lock = agent.records.lock_for(&id);
-    let _guard = lock.lock().await;
-    let name = format!(
-        "{}_{}_{}_{}",
-        meta.name, meta.namespace, meta.uid, meta.attempt
-    );
-    if let Some(other) = agent
-        .records
-        .sandboxes
-        .lock()
-        .unwrap()
-        .values()
-        .find(|s| s.name() == name)
-    {
-        return Err(Status::already_exists(format!(
-            "sandbox name {name:?} is reserved by {}",
-            other.id
-        )));
-    }
+impl Call for cri::RunPodSandboxRequest {
+    type Reply = cri::RunPodSandboxResponse;
 
-    let host_net = ns.network == NamespaceMode::Node as i32;
-    let mut pin = Vec::new();
-    if idmap.is_some() {
-        pin.push(Namespace::User);
-    }
-    if !host_net {
-        pin.extend([Namespace::Net, Namespace::Uts]);
-    }
-    if ns.ipc != NamespaceMode::Node as i32 {
-        pin.push(Namespace::Ipc);
-    }
-    if ns.pid == NamespaceMode::Pod as i32 {
-        pin.push(Namespace::Pid);
-    }
-    let sysctls: Vec<(String, String)> = config
-        .linux
-        .as_ref()
-        .map(|l| {
-            l.sysctls
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    // Refused before anything is made.
-    for (k, v) in &sysctls {
-        if let Err(why) = basalt_shim::pin::sysctl_namespace(k) {
-            return Err(status::invalid(
-                &format!("config.linux.sysctls[{k:?}]"),
-                v,
-                &why.to_string(),
-            ));
-        }
-    }
-    let cgroup_parent = config
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.clone())
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| agent.args.cgroup_parent.clone());
-
-    let mut rec = SandboxRecord {
-        id: id.clone(),
-        config: config.clone(),
-        runtime_handler,
-        created_at: now_ns(),
-        state: SandboxState::Ready,
-        shim_dir: agent.shim_dir(&id),
-        pod_dir: agent.pod_dir(&id),
-        namespaces: BTreeMap::new(),
-        ips: Vec::new(),
-        cni_network: None,
-        shm_mounted: false,
-        cgroup_parent,
-    };
-    // Recorded before anything is made, so that a crash half-way leaves a NOTREADY sandbox that
-    // StopPodSandbox/RemovePodSandbox clean up, never an invisible leftover.
-    rec.state = SandboxState::NotReady;
-    agent
-        .records
-        .put_sandbox(&rec, Survive::Crash)
-        .map_err(|e| status::internal("recording the sandbox", e))?;
-    match setup(
-        agent,
-        &mut rec,
-        pin,
-        sysctls,
-        host_net,
-        idmap.unwrap_or_default(),
-    )
-    .await
-    {
-        Ok(()) => {
-            rec.state = SandboxState::Ready;
-            agent
-                .records
-                .put_sandbox(&rec, Survive::Crash)
-                .map_err(|e| status::internal("recording the sandbox", e))?;
-            Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
-        }
-        Err(e) => {
-            if let Err(c) = sandbox_stop::teardown(agent, &mut rec).await {
-                tracing::error!(sandbox = %id, "cleaning up after a failed RunPodSandbox: {c}");
-            } else {
-                let _ = agent.records.remove_sandbox(&id);
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let config = status::required(self.config, "config")?;
+        let runtime_handler = self.runtime_handler;
+        let meta = status::required(config.metadata.clone(), "config.metadata")?;
+        for (field, v) in [
+            ("name", &meta.name),
+            ("namespace", &meta.namespace),
+            ("uid", &meta.uid),
+        ] {
+            if v.is_empty() {
+                return Err(status::invalid(
+                    &format!("config.metadata.{field}"),
+                    v,
+                    "must not be empty",
+                ));
             }
-            Err(e)
+        }
+        if !runtime_handler.is_empty() && runtime_handler != "basalt" && runtime_handler != "runc" {
+            return Err(status::invalid(
+                "runtime_handler",
+                &runtime_handler,
+                "unknown (this runtime has the default handler only)",
+            ));
+        }
+        let ns = namespace_options(&config);
+        let idmap = pod_user_namespace(&ns)?;
+        let id = new_id();
+        let lock = agent.records.lock_for(&id);
+        let _guard = lock.lock().await;
+        let name = format!(
+            "{}_{}_{}_{}",
+            meta.name, meta.namespace, meta.uid, meta.attempt
+        );
+        if let Some(other) = agent
+            .records
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .find(|s| s.name() == name)
+        {
+            return Err(Status::already_exists(format!(
+                "sandbox name {name:?} is reserved by {}",
+                other.id
+            )));
+        }
+
+        let host_net = ns.network == NamespaceMode::Node as i32;
+        let mut pin = Vec::new();
+        if idmap.is_some() {
+            pin.push(Namespace::User);
+        }
+        if !host_net {
+            pin.extend([Namespace::Net, Namespace::Uts]);
+        }
+        if ns.ipc != NamespaceMode::Node as i32 {
+            pin.push(Namespace::Ipc);
+        }
+        if ns.pid == NamespaceMode::Pod as i32 {
+            pin.push(Namespace::Pid);
+        }
+        let sysctls: Vec<(String, String)> = config
+            .linux
+            .as_ref()
+            .map(|l| {
+                l.sysctls
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Refused before anything is made.
+        for (k, v) in &sysctls {
+            if let Err(why) = basalt_shim::pin::sysctl_namespace(k) {
+                return Err(status::invalid(
+                    &format!("config.linux.sysctls[{k:?}]"),
+                    v,
+                    &why.to_string(),
+                ));
+            }
+        }
+        let cgroup_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| agent.args.cgroup_parent.clone());
+
+        let mut rec = SandboxRecord {
+            id: id.clone(),
+            config: config.clone(),
+            runtime_handler,
+            created_at: now_ns(),
+            state: SandboxState::Ready,
+            shim_dir: agent.shim_dir(&id),
+            pod_dir: agent.pod_dir(&id),
+            namespaces: BTreeMap::new(),
+            ips: Vec::new(),
+            cni_network: None,
+            shm_mounted: false,
+            cgroup_parent,
+        };
+        // Recorded before anything is made, so that a crash half-way leaves a NOTREADY sandbox that
+        // StopPodSandbox/RemovePodSandbox clean up, never an invisible leftover.
+        rec.state = SandboxState::NotReady;
+        agent
+            .records
+            .put_sandbox(&rec, Survive::Crash)
+            .map_err(|e| status::internal("recording the sandbox", e))?;
+        match setup(
+            agent,
+            &mut rec,
+            pin,
+            sysctls,
+            host_net,
+            idmap.unwrap_or_default(),
+        )
+        .await
+        {
+            Ok(()) => {
+                rec.state = SandboxState::Ready;
+                agent
+                    .records
+                    .put_sandbox(&rec, Survive::Crash)
+                    .map_err(|e| status::internal("recording the sandbox", e))?;
+                Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+            }
+            Err(e) => {
+                if let Err(c) = sandbox_stop::teardown(agent, &mut rec).await {
+                    tracing::error!(sandbox = %id, "cleaning up after a failed RunPodSandbox: {c}");
+                } else {
+                    let _ = agent.records.remove_sandbox(&id);
+                }
+                Err(e)
+            }
         }
     }
 }

@@ -5,40 +5,34 @@ use basalt_shim::protocol::State as ShimState;
 use tonic::Status;
 
 use crate::agent::Agent;
+use crate::service::Call;
 use crate::store::{now_ns, SandboxRecord};
-use crate::{sandbox_status, status, usage};
+use crate::{usage, view};
 
-pub async fn pod_sandbox_stats(
-    agent: &Agent,
-    req: cri::PodSandboxStatsRequest,
-) -> Result<cri::PodSandboxStatsResponse, Status> {
-    let id = req.pod_sandbox_id;
-    let s = agent
-        .records
-        .find_sandbox(&id)
-        .ok_or_else(|| status::not_found("pod sandbox", &id))?;
-    Ok(cri::PodSandboxStatsResponse {
-        stats: Some(stats(agent, &s).await),
-    })
+impl Call for cri::PodSandboxStatsRequest {
+    type Reply = cri::PodSandboxStatsResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let s = agent.sandbox(&self.pod_sandbox_id)?;
+        let stats = stats(agent, &s).await;
+        Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
+    }
 }
 
-pub async fn list_pod_sandbox_stats(
-    agent: &Agent,
-    req: cri::ListPodSandboxStatsRequest,
-) -> Result<cri::ListPodSandboxStatsResponse, Status> {
-    let f = req.filter.unwrap_or_default();
-    let filter = cri::PodSandboxFilter {
-        id: f.id,
-        label_selector: f.label_selector,
-        state: None,
-    };
-    let mut stats = Vec::new();
-    for s in sandbox_status::list(agent, Some(filter)).await {
-        if let Some(rec) = agent.records.sandbox(&s.id) {
-            stats.push(self::stats(agent, &rec).await);
+impl Call for cri::ListPodSandboxStatsRequest {
+    type Reply = cri::ListPodSandboxStatsResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        // The sandboxes ListPodSandbox would select (this filter has no state), oldest first.
+        let f = self.filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for s in agent.records.all_sandboxes() {
+            if s.id.starts_with(&f.id) && view::labels_match(&s.config.labels, &f.label_selector) {
+                stats.push(self::stats(agent, &s).await);
+            }
         }
+        Ok(cri::ListPodSandboxStatsResponse { stats })
     }
-    Ok(cri::ListPodSandboxStatsResponse { stats })
 }
 
 pub async fn stats(agent: &Agent, s: &SandboxRecord) -> cri::PodSandboxStats {
@@ -60,35 +54,18 @@ pub async fn stats(agent: &Agent, s: &SandboxRecord) -> cri::PodSandboxStats {
     };
     let cpu = cri::CpuUsage {
         timestamp: ts,
-        usage_core_nano_seconds: sum(|c| {
-            c.cpu
-                .as_ref()?
-                .usage_core_nano_seconds
-                .as_ref()
-                .map(|v| v.value)
-        }),
+        usage_core_nano_seconds: sum(|c| Some(c.cpu?.usage_core_nano_seconds?.value)),
         usage_nano_cores: None,
     };
     let memory = cri::MemoryUsage {
         timestamp: ts,
-        working_set_bytes: sum(|c| {
-            c.memory
-                .as_ref()?
-                .working_set_bytes
-                .as_ref()
-                .map(|v| v.value)
-        }),
-        usage_bytes: sum(|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value)),
+        working_set_bytes: sum(|c| Some(c.memory?.working_set_bytes?.value)),
+        usage_bytes: sum(|c| Some(c.memory?.usage_bytes?.value)),
         ..Default::default()
     };
     let network = pid.and_then(|p| usage::network(p, ts));
     cri::PodSandboxStats {
-        attributes: Some(cri::PodSandboxAttributes {
-            id: s.id.clone(),
-            metadata: s.config.metadata.clone(),
-            labels: s.config.labels.clone(),
-            annotations: s.config.annotations.clone(),
-        }),
+        attributes: Some(usage::attributes!(PodSandboxAttributes, s)),
         linux: Some(cri::LinuxPodSandboxStats {
             cpu: Some(cpu),
             memory: Some(memory),

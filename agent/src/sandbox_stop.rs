@@ -6,15 +6,17 @@ use basalt_shim::protocol::Request;
 use tonic::Status;
 
 use crate::agent::Agent;
+use crate::service::Call;
 use crate::store::{now_ns, SandboxRecord, SandboxState, Survive};
 use crate::{files, monitor, network, status};
 
-pub async fn stop_pod_sandbox(
-    agent: &Agent,
-    req: cri::StopPodSandboxRequest,
-) -> Result<cri::StopPodSandboxResponse, Status> {
-    stop(agent, &req.pod_sandbox_id).await?;
-    Ok(cri::StopPodSandboxResponse {})
+impl Call for cri::StopPodSandboxRequest {
+    type Reply = cri::StopPodSandboxResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        stop(agent, &self.pod_sandbox_id).await?;
+        Ok(cri::StopPodSandboxResponse {})
+    }
 }
 
 pub async fn stop(agent: &Agent, id: &str) -> Result<(), Status> {

@@ -1,5 +1,6 @@
-//! The CRI's two gRPC services as tables: each call goes to the module of the same name, which unpacks the
-//! request, does the work and builds the response. Their shared state is the [`Agent`].
+//! The CRI's two gRPC services. Each call is a [`Call`] on its request type, implemented in the module of
+//! its name (or family): RunPodSandbox in `sandbox_run`, ListContainers in `container_status`, and so on; the
+//! tables below route every gRPC method to it. Their shared state is the [`Agent`].
 
 use std::sync::Arc;
 
@@ -10,23 +11,28 @@ use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
 use crate::events::EventStream;
-use crate::{
-    container_create, container_log, container_remove, container_start, container_stats,
-    container_status, container_stop, container_update, exec, image_fs_info, image_pull,
-    image_remove, image_status, metrics, runtime_status, sandbox_remove, sandbox_run,
-    sandbox_stats, sandbox_status, sandbox_stop, update_runtime_config,
-};
+
+/// One CRI call: what its request asks of the agent, and the response.
+// Callers always name the request type, so whether the call's future is Send is known where it matters.
+#[allow(async_fn_in_trait)]
+pub trait Call {
+    type Reply;
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status>;
+}
 
 pub struct Runtime(pub Arc<Agent>);
 pub struct Images(pub Arc<Agent>);
 
-/// `call(Request) -> Response = module;` becomes a method that hands the request to `module::call`.
+/// `method(Request),` in the list becomes the service's method that hands the request to its [`Call`].
 macro_rules! service {
-    ($trait:ident for $ty:ident { $($call:ident($req:ident) -> $resp:ident = $module:ident;)* } $($extra:item)*) => {
+    ($service:ident for $ty:ident [$($method:ident($req:ident),)*] $($extra:item)*) => {
         #[tonic::async_trait]
-        impl $trait for $ty {
-            $(async fn $call(&self, req: Request<cri::$req>) -> Result<Response<cri::$resp>, Status> {
-                $module::$call(&self.0, req.into_inner()).await.map(Response::new)
+        impl $service for $ty {
+            $(async fn $method(
+                &self,
+                req: Request<cri::$req>,
+            ) -> Result<Response<<cri::$req as Call>::Reply>, Status> {
+                req.into_inner().call(&self.0).await.map(Response::new)
             })*
             $($extra)*
         }
@@ -34,40 +40,31 @@ macro_rules! service {
 }
 
 service! {
-    RuntimeService for Runtime {
-        version(VersionRequest) -> VersionResponse = runtime_status;
-        status(StatusRequest) -> StatusResponse = runtime_status;
-        runtime_config(RuntimeConfigRequest) -> RuntimeConfigResponse = runtime_status;
-        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = update_runtime_config;
+    RuntimeService for Runtime [
+    // runtime_status, update_runtime_config
+    version(VersionRequest), status(StatusRequest), runtime_config(RuntimeConfigRequest),
+    update_runtime_config(UpdateRuntimeConfigRequest),
+    // sandbox_run, sandbox_stop, sandbox_remove, sandbox_status
+    run_pod_sandbox(RunPodSandboxRequest), stop_pod_sandbox(StopPodSandboxRequest),
+    remove_pod_sandbox(RemovePodSandboxRequest),
+    pod_sandbox_status(PodSandboxStatusRequest), list_pod_sandbox(ListPodSandboxRequest),
+    // container_create, container_start, container_stop, container_remove
+    create_container(CreateContainerRequest), start_container(StartContainerRequest),
+    stop_container(StopContainerRequest), remove_container(RemoveContainerRequest),
+    // container_status, container_update, container_log
+    container_status(ContainerStatusRequest), list_containers(ListContainersRequest),
+    update_container_resources(UpdateContainerResourcesRequest),
+    reopen_container_log(ReopenContainerLogRequest),
+    // exec
+    exec_sync(ExecSyncRequest), exec(ExecRequest), attach(AttachRequest), port_forward(PortForwardRequest),
+    // container_stats, sandbox_stats, metrics
+    container_stats(ContainerStatsRequest), list_container_stats(ListContainerStatsRequest),
+    pod_sandbox_stats(PodSandboxStatsRequest), list_pod_sandbox_stats(ListPodSandboxStatsRequest),
+    list_metric_descriptors(ListMetricDescriptorsRequest),
+    list_pod_sandbox_metrics(ListPodSandboxMetricsRequest),
+    ]
 
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = sandbox_run;
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = sandbox_stop;
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = sandbox_remove;
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = sandbox_status;
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = sandbox_status;
-
-        create_container(CreateContainerRequest) -> CreateContainerResponse = container_create;
-        start_container(StartContainerRequest) -> StartContainerResponse = container_start;
-        stop_container(StopContainerRequest) -> StopContainerResponse = container_stop;
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = container_remove;
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse = container_status;
-        list_containers(ListContainersRequest) -> ListContainersResponse = container_status;
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = container_update;
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = container_log;
-
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = exec;
-        exec(ExecRequest) -> ExecResponse = exec;
-        attach(AttachRequest) -> AttachResponse = exec;
-        port_forward(PortForwardRequest) -> PortForwardResponse = exec;
-
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = container_stats;
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = container_stats;
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = sandbox_stats;
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = sandbox_stats;
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = metrics;
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = metrics;
-    }
-
+    // events
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -86,11 +83,9 @@ service! {
 }
 
 service! {
-    ImageService for Images {
-        list_images(ListImagesRequest) -> ListImagesResponse = image_status;
-        image_status(ImageStatusRequest) -> ImageStatusResponse = image_status;
-        pull_image(PullImageRequest) -> PullImageResponse = image_pull;
-        remove_image(RemoveImageRequest) -> RemoveImageResponse = image_remove;
-        image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse = image_fs_info;
-    }
+    ImageService for Images [
+    // image_status, image_pull, image_remove, image_fs_info
+    list_images(ListImagesRequest), image_status(ImageStatusRequest), pull_image(PullImageRequest),
+    remove_image(RemoveImageRequest), image_fs_info(ImageFsInfoRequest),
+    ]
 }

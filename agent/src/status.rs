@@ -12,6 +12,11 @@ pub fn invalid(field: &str, value: impl std::fmt::Debug, why: &str) -> Status {
     Status::invalid_argument(format!("{field} {value:?}: {why}"))
 }
 
+/// `value`, or InvalidArgument naming `field` when the request left it out.
+pub fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
+    value.ok_or_else(|| invalid(field, "", "is required"))
+}
+
 pub fn internal(context: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{context}: {e}"))
 }

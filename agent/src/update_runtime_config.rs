@@ -6,19 +6,21 @@ use tonic::Status;
 
 use crate::agent::Agent;
 use crate::network;
+use crate::service::Call;
 
-pub async fn update_runtime_config(
-    agent: &Agent,
-    req: cri::UpdateRuntimeConfigRequest,
-) -> Result<cri::UpdateRuntimeConfigResponse, Status> {
-    let cidr = req
-        .runtime_config
-        .and_then(|c| c.network_config)
-        .map(|n| n.pod_cidr)
-        .unwrap_or_default();
-    if !cidr.is_empty() {
-        *agent.pod_cidr.lock().unwrap() = Some(cidr.clone());
-        network::write_default(&agent.args.cni_conf_dir, &cidr)?;
+impl Call for cri::UpdateRuntimeConfigRequest {
+    type Reply = cri::UpdateRuntimeConfigResponse;
+
+    async fn call(self, agent: &Agent) -> Result<Self::Reply, Status> {
+        let cidr = self
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            *agent.pod_cidr.lock().unwrap() = Some(cidr.clone());
+            network::write_default(&agent.args.cni_conf_dir, &cidr)?;
+        }
+        Ok(cri::UpdateRuntimeConfigResponse {})
     }
-    Ok(cri::UpdateRuntimeConfigResponse {})
 }

@@ -8,6 +8,20 @@ use basalt_shim::protocol::{ContainerStatus, State as ShimState};
 
 use crate::store::{now_ns, ContainerRecord};
 
+/// The attributes (`cri::ContainerAttributes` or `cri::PodSandboxAttributes`) of a container's or a
+/// sandbox's record: the two messages have the same fields.
+macro_rules! attributes {
+    ($message:ident, $rec:expr) => {
+        basalt_proto::cri::$message {
+            id: $rec.id.clone(),
+            metadata: $rec.config.metadata.clone(),
+            labels: $rec.config.labels.clone(),
+            annotations: $rec.config.annotations.clone(),
+        }
+    };
+}
+pub(crate) use attributes;
+
 pub fn u64v(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
 }
@@ -110,12 +124,7 @@ pub fn container(c: &ContainerRecord, live: Option<&ContainerStatus>) -> cri::Co
         .unwrap_or_default();
     let (bytes, inodes) = dir_usage(&upper);
     cri::ContainerStats {
-        attributes: Some(cri::ContainerAttributes {
-            id: c.id.clone(),
-            metadata: c.config.metadata.clone(),
-            labels: c.config.labels.clone(),
-            annotations: c.config.annotations.clone(),
-        }),
+        attributes: Some(attributes!(ContainerAttributes, c)),
         cpu: Some(cri::CpuUsage {
             timestamp: ts,
             usage_core_nano_seconds: s.cpu_ns.and_then(u64v),

@@ -135,6 +135,19 @@ pub fn sandbox(rec: SandboxRecord, state: cri::PodSandboxState) -> cri::PodSandb
     }
 }
 
+/// A status's `info`: `key` with `value` as JSON when the caller asked for a verbose answer, else nothing.
+pub fn verbose_info(
+    verbose: bool,
+    key: &str,
+    value: impl FnOnce() -> serde_json::Value,
+) -> HashMap<String, String> {
+    let mut info = HashMap::new();
+    if verbose {
+        info.insert(key.to_owned(), value().to_string());
+    }
+    info
+}
+
 /// Every label of the selector is on the object, with the same value.
 pub fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -218,22 +231,15 @@ mod tests {
             (cri::ContainerState::try_from(s.state).unwrap(), s.reason)
         };
         use cri::ContainerState::*;
-        assert_eq!(
-            reason(Some(live(ShimState::Running, 0, false))),
-            (ContainerRunning, "".into())
-        );
-        assert_eq!(
-            reason(Some(live(ShimState::Exited, 0, false))),
-            (ContainerExited, "Completed".into())
-        );
-        assert_eq!(
-            reason(Some(live(ShimState::Exited, 1, false))),
-            (ContainerExited, "Error".into())
-        );
-        assert_eq!(
-            reason(Some(live(ShimState::Exited, 137, true))),
-            (ContainerExited, "OOMKilled".into())
-        );
+        for (state, code, oom, want) in [
+            (ShimState::Running, 0, false, (ContainerRunning, "")),
+            (ShimState::Exited, 0, false, (ContainerExited, "Completed")),
+            (ShimState::Exited, 1, false, (ContainerExited, "Error")),
+            (ShimState::Exited, 137, true, (ContainerExited, "OOMKilled")),
+        ] {
+            let got = reason(Some(live(state, code, oom)));
+            assert_eq!(got, (want.0, want.1.to_owned()), "{state:?} {code} {oom}");
+        }
         assert_eq!(reason(None), (ContainerUnknown, "Unknown".into()));
         let listed = container(record(), cri_state(None));
         assert_eq!(
