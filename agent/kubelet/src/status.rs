@@ -125,15 +125,21 @@ pub enum Killed {
 /// What the worker keeps between passes for one container name.
 #[derive(Debug, Default)]
 pub struct Tracked {
-    pub startup: Option<ProbeState>,
-    pub liveness: Option<ProbeState>,
-    pub readiness: Option<ProbeState>,
-    /// The container ID the probe states belong to.
-    pub probed_id: String,
+    pub probes: Probes,
     pub started: bool,
     pub ready: bool,
     pub waiting: Option<Waiting>,
     pub killed: Option<Killed>,
+}
+
+/// The probes of one attempt of a container, as far as they got.
+#[derive(Debug, Default)]
+pub struct Probes {
+    /// The container ID the states belong to.
+    pub id: String,
+    pub startup: Option<ProbeState>,
+    pub liveness: Option<ProbeState>,
+    pub readiness: Option<ProbeState>,
 }
 
 /// The runtime's view of one attempt of a container.
@@ -588,28 +594,23 @@ mod tests {
 
     #[test]
     fn steps_for_init_containers() {
+        use InitStep::*;
         use RestartPolicy::*;
-        assert_eq!(init_step(None, Always), InitStep::Start);
-        assert_eq!(
-            init_step(Some(&observed("i", 0, Exited, 0)), Never),
-            InitStep::Done
-        );
-        assert_eq!(
-            init_step(Some(&observed("i", 0, Exited, 1)), OnFailure),
-            InitStep::Restart
-        );
-        assert_eq!(
-            init_step(Some(&observed("i", 0, Exited, 1)), Never),
-            InitStep::FailPod
-        );
-        assert_eq!(
-            init_step(Some(&observed("i", 0, Created, 0)), Never),
-            InitStep::StartCreated
-        );
-        assert_eq!(
-            init_step(Some(&observed("i", 0, Running, 0)), Never),
-            InitStep::Wait
-        );
+        assert_eq!(init_step(None, Always), Start);
+        for (state, code, policy, want) in [
+            (Exited, 0, Never, Done),
+            (Exited, 1, OnFailure, Restart),
+            (Exited, 1, Never, FailPod),
+            (Created, 0, Never, StartCreated),
+            (Running, 0, Never, Wait),
+        ] {
+            let seen = observed("i", 0, state, code);
+            assert_eq!(
+                init_step(Some(&seen), policy),
+                want,
+                "{state:?} {code} {policy:?}"
+            );
+        }
     }
 
     #[test]
@@ -638,27 +639,21 @@ mod tests {
             image_pull_policy: policy.map(Into::into),
             ..Default::default()
         };
-        assert_eq!(PullPolicy::of(&c("busybox", None)), PullPolicy::Always);
-        assert_eq!(
-            PullPolicy::of(&c("busybox:latest", None)),
-            PullPolicy::Always
-        );
-        assert_eq!(
-            PullPolicy::of(&c("reg:5000/busybox", None)),
-            PullPolicy::Always
-        );
-        assert_eq!(
-            PullPolicy::of(&c("busybox:1.36", None)),
-            PullPolicy::IfNotPresent
-        );
-        assert_eq!(
-            PullPolicy::of(&c("busybox@sha256:ab", None)),
-            PullPolicy::IfNotPresent
-        );
-        assert_eq!(
-            PullPolicy::of(&c("busybox", Some("Never"))),
-            PullPolicy::Never
-        );
+        use PullPolicy::*;
+        for (image, policy, want) in [
+            ("busybox", None, Always),
+            ("busybox:latest", None, Always),
+            ("reg:5000/busybox", None, Always),
+            ("busybox:1.36", None, IfNotPresent),
+            ("busybox@sha256:ab", None, IfNotPresent),
+            ("busybox", Some("Never"), Never),
+        ] {
+            assert_eq!(
+                PullPolicy::of(&c(image, policy)),
+                want,
+                "{image} {policy:?}"
+            );
+        }
     }
 
     #[test]

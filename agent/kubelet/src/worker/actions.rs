@@ -45,18 +45,7 @@ impl Worker {
     async fn ensure_image(&mut self, c: &Container) -> Result<(), Error> {
         let image = c.image.clone().unwrap_or_default();
         let policy = PullPolicy::of(c);
-        let mut images = self.cri.images.clone();
-        let present = images
-            .image_status(cri::ImageStatusRequest {
-                image: Some(cri::ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            })
-            .await
-            .map(|r| r.into_inner().image.is_some())
-            .unwrap_or(false);
+        let present = self.cri.has_image(&image).await;
         match policy {
             PullPolicy::Never if !present => {
                 return Err(Error::ImagePull {
@@ -80,16 +69,7 @@ impl Worker {
                 message: format!("Back-off pulling image {image:?} ({}s)", left.as_secs() + 1),
             });
         }
-        match images
-            .pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-        {
+        match self.cri.pull(&image).await {
             Ok(_) => {
                 self.pull_backoff.forget(&key);
                 Ok(())
@@ -294,16 +274,7 @@ impl Worker {
                     }
                 }
             }
-            let _ = rt
-                .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: s.id.clone(),
-                })
-                .await;
-            let _ = rt
-                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: s.id.clone(),
-                })
-                .await;
+            self.cri.stop_and_remove_sandbox(&s.id).await;
         }
         let cgroup = self.ctx().cgroup_parent;
         if let Err(e) = crate::pod_cgroup::remove(&cgroup) {

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, Probe};
 
 use super::{now_ns, Worker};
-use crate::probes::{self, ProbeState};
-use crate::status::{Killed, Observed, Tracked};
+use crate::probes::{self, ProbeState, Target};
+use crate::status::{Killed, Observed, Probes, Tracked};
 
 impl Worker {
     pub(super) async fn probe(&mut self, s: &Observed, c: &Container) {
@@ -16,83 +16,77 @@ impl Worker {
         let started_at =
             Instant::now() - Duration::from_nanos((now_ns() - started_ns).max(0) as u64);
         let t = self.tracked(&c.name);
-        if t.probed_id != s.id {
+        if t.probes.id != s.id {
+            let state = |p: &Option<Probe>| p.as_ref().map(|p| ProbeState::new(p, started_at));
             *t = Tracked {
-                probed_id: s.id.clone(),
-                startup: c
-                    .startup_probe
-                    .as_ref()
-                    .map(|p| ProbeState::new(p, started_at)),
-                liveness: c
-                    .liveness_probe
-                    .as_ref()
-                    .map(|p| ProbeState::new(p, started_at)),
-                readiness: c
-                    .readiness_probe
-                    .as_ref()
-                    .map(|p| ProbeState::new(p, started_at)),
+                probes: Probes {
+                    id: s.id.clone(),
+                    startup: state(&c.startup_probe),
+                    liveness: state(&c.liveness_probe),
+                    readiness: state(&c.readiness_probe),
+                },
                 started: c.startup_probe.is_none(),
-                ready: false,
-                waiting: None,
-                killed: None,
+                ..Tracked::default()
             };
         }
         let now_i = Instant::now();
         // Startup first: liveness and readiness wait until it succeeded.
-        if let (Some(p), Some(st)) = (&c.startup_probe, t.startup.as_mut()) {
+        if let (Some(p), Some(st)) = (&c.startup_probe, t.probes.startup.as_ref()) {
             if st.result != Some(true) {
-                if now_i >= st.next {
-                    let o = probes::run_probe(&self.cri, &target, p).await;
-                    let t = self.tracked.get_mut(&c.name).unwrap();
-                    let st = t.startup.as_mut().unwrap();
-                    st.record(p, o, now_i);
-                    match st.result {
-                        Some(true) => t.started = true,
-                        Some(false) => {
-                            let m = format!("Startup probe failed: {}", st.last_message);
-                            t.killed = Some(Killed::Startup(m.clone()));
-                            self.kill(&s.id, c, &m).await;
-                        }
-                        None => {}
+                let due = self.run_if_due(&c.name, |p| &mut p.startup, p, &target, now_i);
+                match due.await {
+                    Some((Some(true), _)) => self.tracked(&c.name).started = true,
+                    Some((Some(false), why)) => {
+                        let m = format!("Startup probe failed: {why}");
+                        self.tracked(&c.name).killed = Some(Killed::Startup(m.clone()));
+                        self.kill(&s.id, c, &m).await;
                     }
+                    _ => {}
                 }
                 return;
             }
         }
         if let Some(p) = &c.liveness_probe {
-            let due = self.tracked[&c.name]
-                .liveness
-                .as_ref()
-                .is_some_and(|st| now_i >= st.next);
-            if due {
-                let o = probes::run_probe(&self.cri, &target, p).await;
-                let t = self.tracked.get_mut(&c.name).unwrap();
-                let st = t.liveness.as_mut().unwrap();
-                st.record(p, o, now_i);
-                if st.result == Some(false) {
-                    let m = format!("Liveness probe failed: {}", st.last_message);
-                    t.killed = Some(Killed::Liveness(m.clone()));
-                    t.ready = false;
-                    self.kill(&s.id, c, &m).await;
-                    return;
-                }
+            let due = self.run_if_due(&c.name, |p| &mut p.liveness, p, &target, now_i);
+            if let Some((Some(false), why)) = due.await {
+                let m = format!("Liveness probe failed: {why}");
+                let t = self.tracked(&c.name);
+                t.killed = Some(Killed::Liveness(m.clone()));
+                t.ready = false;
+                self.kill(&s.id, c, &m).await;
+                return;
             }
         }
         match &c.readiness_probe {
-            None => self.tracked.get_mut(&c.name).unwrap().ready = true,
+            None => self.tracked(&c.name).ready = true,
             Some(p) => {
-                let due = self.tracked[&c.name]
-                    .readiness
-                    .as_ref()
-                    .is_some_and(|st| now_i >= st.next);
-                if due {
-                    let o = probes::run_probe(&self.cri, &target, p).await;
-                    let t = self.tracked.get_mut(&c.name).unwrap();
-                    let st = t.readiness.as_mut().unwrap();
-                    st.record(p, o, now_i);
-                    t.ready = st.result == Some(true);
+                let due = self.run_if_due(&c.name, |p| &mut p.readiness, p, &target, now_i);
+                if let Some((result, _)) = due.await {
+                    self.tracked(&c.name).ready = result == Some(true);
                 }
             }
         }
+    }
+
+    /// Runs the probe `p` of container `name` if it is due (its state is `which` of its probes) and records
+    /// the outcome: the verdict after thresholds and the last failure's message; None when it was not due.
+    async fn run_if_due(
+        &mut self,
+        name: &str,
+        which: fn(&mut Probes) -> &mut Option<ProbeState>,
+        p: &Probe,
+        target: &Target,
+        now: Instant,
+    ) -> Option<(Option<bool>, String)> {
+        let due = which(&mut self.tracked(name).probes)
+            .as_ref()
+            .is_some_and(|st| now >= st.next);
+        if !due {
+            return None;
+        }
+        let outcome = probes::run_probe(&self.cri, target, p).await;
+        let st = which(&mut self.tracked(name).probes).as_mut()?;
+        st.record(p, outcome, now);
+        Some((st.result, st.last_message.clone()))
     }
 }

@@ -33,16 +33,7 @@ impl Worker {
             .max()
             .unwrap_or(0);
         for old in &list {
-            let _ = rt
-                .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: old.id.clone(),
-                })
-                .await;
-            let _ = rt
-                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: old.id.clone(),
-                })
-                .await;
+            self.cri.stop_and_remove_sandbox(&old.id).await;
         }
         self.tracked.clear();
         let pod_dir = self.pod_dir();
