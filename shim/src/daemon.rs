@@ -13,7 +13,7 @@ use crate::monitor::Monitor;
 use crate::pin::{PinSpec, Pins};
 use crate::Ready;
 
-/// What the daemon is started with (`basalt shim ARGS`, see [`crate::cli::Args`]).
+/// What the daemon is started with (what `basalt shim ARGS` says).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The pod sandbox this monitor belongs to (answered to `Ping`).

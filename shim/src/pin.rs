@@ -574,6 +574,11 @@ pub fn cleanup(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Why `spec` is refused.
+    fn refused(spec: PinSpec) -> String {
+        spec.validate().unwrap_err().to_string()
+    }
+
     #[test]
     fn sysctls_are_checked_against_the_pinned_namespaces() {
         let spec = |ns: &[Namespace], key: &str| PinSpec {
@@ -592,33 +597,21 @@ mod tests {
         ] {
             spec(&all, ok).validate().unwrap();
         }
-        let e = spec(&all, "kernel.pid_max")
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let e = refused(spec(&all, "kernel.pid_max"));
         assert!(e.contains("\"kernel.pid_max\" is not namespaced"), "{e}");
-        let e = spec(&[Namespace::Ipc], "net.core.somaxconn")
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let e = refused(spec(&[Namespace::Ipc], "net.core.somaxconn"));
         assert!(
             e.contains("net.core.somaxconn") && e.contains("--pin net"),
             "{e}"
         );
-        let e = spec(&all, "net/../../kernel/x")
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let e = refused(spec(&all, "net/../../kernel/x"));
         assert!(e.contains("not a valid sysctl name"), "{e}");
-        let e = PinSpec {
+        let e = refused(PinSpec {
             namespaces: vec![Namespace::Net],
             hostname: Some("pod".into()),
             sysctls: vec![],
             ..PinSpec::default()
-        }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        });
         assert!(e.contains("--pin uts"), "{e}");
     }
 
@@ -719,19 +712,13 @@ mod tests {
         user(vec![(0, 1 << 20, 65536)], vec![(0, 1 << 20, 65536)])
             .validate()
             .unwrap();
-        let e = user(vec![(0, 1 << 20, 65536)], vec![])
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let e = refused(user(vec![(0, 1 << 20, 65536)], vec![]));
         assert!(e.contains("--gid-map"), "{e}");
-        let e = PinSpec {
+        let e = refused(PinSpec {
             namespaces: vec![Namespace::Net],
             uid_map: vec![(0, 1, 1)],
             ..PinSpec::default()
-        }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        });
         assert!(e.contains("--pin user"), "{e}");
     }
 }
