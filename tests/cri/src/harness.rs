@@ -180,25 +180,27 @@ impl Harness {
         image_ref(&self.registry, &self._fixtures, name)
     }
 
-    /// PullImage; returns the image reference the runtime answered.
+    /// PullImage of the fixture `name`; returns the image reference the runtime answered.
     pub async fn pull(&self, name: &str) -> String {
         let image = self.image(name);
-        let r = self
-            .cri
-            .images
-            .clone()
-            .pull_image(api::PullImageRequest {
-                image: Some(api::ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await;
-        match r {
-            Ok(r) => r.into_inner().image_ref,
+        match self.pull_image(&image).await {
+            Ok(image_ref) => image_ref,
             Err(e) => panic!("PullImage {image}: {e}"),
         }
+    }
+
+    /// PullImage of the reference `image`, without credentials: the image reference, or the call's error.
+    pub async fn pull_image(&self, image: &str) -> Result<String, Status> {
+        let spec = api::ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        };
+        let pull = api::PullImageRequest {
+            image: Some(spec),
+            ..Default::default()
+        };
+        let answer = self.cri.images.clone().pull_image(pull).await?;
+        Ok(answer.into_inner().image_ref)
     }
 
     /// A sandbox config with a unique name, uid, namespace, log directory and cgroup parent.
@@ -383,17 +385,13 @@ impl Harness {
 
     /// PodSandboxStatus of the sandbox `id`: its status, or the call's error as it came.
     pub async fn sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus, Status> {
-        self.cri
-            .runtime
-            .clone()
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_owned(),
-                verbose: false,
-            })
-            .await?
-            .into_inner()
-            .status
-            .ok_or_else(|| Status::internal("PodSandboxStatus without status"))
+        let req = api::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: false,
+        };
+        let answer = self.cri.runtime.clone().pod_sandbox_status(req).await?;
+        let status = answer.into_inner().status;
+        status.ok_or_else(|| Status::internal("PodSandboxStatus without status"))
     }
 
     /// What ListContainers answers for `filter`.
@@ -554,12 +552,7 @@ impl Harness {
             .expect("ListPodSandbox")
             .into_inner()
             .items;
-        let containers = rt
-            .list_containers(api::ListContainersRequest::default())
-            .await
-            .expect("ListContainers")
-            .into_inner()
-            .containers;
+        let containers = self.list_containers(api::ContainerFilter::default()).await;
         assert!(pods.is_empty(), "pods left: {pods:?}");
         assert!(containers.is_empty(), "containers left: {containers:?}");
         assert_eq!(

@@ -303,20 +303,10 @@ async fn bad_container_configs(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
     let pod = h.run_pod("bad").await;
-    let mut images = h.cri.images.clone();
-
     let missing = format!("{}/basalt/missing:latest", h.registry.host());
-    let r = images
-        .pull_image(api::PullImageRequest {
-            image: Some(api::ImageSpec {
-                image: missing.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await;
+    let r = h.pull_image(&missing).await;
     record(endpoint, "PullImage of a missing image", &answer(&r));
-    let s = expect_err(r, "PullImage missing").unwrap();
+    let s = r.expect_err("PullImage of a missing image: expected an error");
     assert!(
         s.message().contains("basalt/missing"),
         "error names the image: {s:?}"
