@@ -105,8 +105,8 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     });
     let exiter = h.create_start(&pod, cfg).await;
     let before = h.footprint(&pod).await;
-    let pid = *basalt_cri_tests::leaks::pids_naming(&marker)
-        .first()
+    let pid = basalt_cri_tests::leaks::wait_pid_naming(&marker, Duration::from_secs(10))
+        .await
         .expect("the exiter's process");
     h.kill_daemon();
     std::fs::write(signal.path().join("go"), "").unwrap();
