@@ -11,7 +11,7 @@ use nix::unistd::{fork, ForkResult};
 
 use crate::monitor::Monitor;
 use crate::pin::{PinSpec, Pins};
-use crate::Ready;
+use crate::spawn::Ready;
 
 /// What the daemon is started with (what `basalt shim ARGS` says).
 #[derive(Debug, Clone)]
