@@ -2,6 +2,7 @@
 //! development VM). Paths in systemd's `slice:prefix:name` form are mapped onto cgroupfs.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use cgroups_rs::manager::{FsManager, Manager};
 use cgroups_rs::{CgroupPid, FreezerState};
@@ -10,6 +11,20 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use crate::device_filter;
 use crate::device_rules::{self, Policy};
 use crate::error::{Error, Result};
+
+/// How long [`Cgroup::freeze`] waits for the kernel: freezing a few processes takes milliseconds.
+pub const FREEZE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// A freezer's state as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freezer {
+    Frozen,
+    Thawed,
+    /// FREEZING on v1: on its way.
+    Changing,
+    /// Not readable (no freezer where we look).
+    Unknown,
+}
 
 pub struct Cgroup {
     path: String,
@@ -321,13 +336,66 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
+    /// Freezes or thaws the cgroup's processes and returns once the kernel reports it done, as runc does:
+    /// freezing is asynchronous (a v1 freezer reads FREEZING meanwhile), and a `pause` that returned early
+    /// would leave `state` saying "running". Gives up after [`FREEZE_PATIENCE`]; a state it cannot read is
+    /// not waited for.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
         let state = if frozen {
             FreezerState::Frozen
         } else {
             FreezerState::Thawed
         };
-        self.mgr.freeze(state).map_err(err(&self.path))
+        self.mgr.freeze(state).map_err(err(&self.path))?;
+        let deadline = Instant::now() + FREEZE_PATIENCE;
+        loop {
+            match self.freezer() {
+                Freezer::Frozen if frozen => return Ok(()),
+                Freezer::Thawed if !frozen => return Ok(()),
+                Freezer::Unknown => return Ok(()),
+                _ if Instant::now() >= deadline => {
+                    let want = if frozen { "frozen" } else { "thawed" };
+                    return Err(Error::cgroup(
+                        &self.path,
+                        format!("not {want} after {FREEZE_PATIENCE:?}"),
+                    ));
+                }
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+
+    /// What the kernel says of the cgroup's freezer.
+    fn freezer(&self) -> Freezer {
+        let rel = self.path.trim_start_matches('/');
+        if unified() {
+            let events = std::fs::read_to_string(
+                PathBuf::from("/sys/fs/cgroup")
+                    .join(rel)
+                    .join("cgroup.events"),
+            );
+            match events
+                .ok()
+                .as_deref()
+                .and_then(|e| e.lines().find_map(|l| l.strip_prefix("frozen ")))
+            {
+                Some("1") => Freezer::Frozen,
+                Some("0") => Freezer::Thawed,
+                _ => Freezer::Unknown,
+            }
+        } else {
+            let state = std::fs::read_to_string(
+                PathBuf::from("/sys/fs/cgroup/freezer")
+                    .join(rel)
+                    .join("freezer.state"),
+            );
+            match state.as_deref().map(str::trim) {
+                Ok("FROZEN") => Freezer::Frozen,
+                Ok("THAWED") => Freezer::Thawed,
+                Ok(_) => Freezer::Changing,
+                Err(_) => Freezer::Unknown,
+            }
+        }
     }
 
     /// Removes the cgroup (every hierarchy). Missing is fine: delete is idempotent.
