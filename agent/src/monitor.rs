@@ -88,8 +88,8 @@ impl Joins {
         self.lock().insert(sandbox_id.to_owned(), waiting);
         let (joins, id, cgroup) = (self.0.clone(), sandbox_id.to_owned(), cgroup.to_owned());
         tokio::task::spawn_blocking(move || {
-            let joined = basalt_runtime::cgroup::Cgroup::create(&cgroup)
-                .and_then(|mut cg| cg.add_process(pid));
+            let joined =
+                basalt_cgroups::Cgroup::create(&cgroup).and_then(|mut cg| cg.add_process(pid));
             if let Err(e) = joined {
                 tracing::warn!(pid, %cgroup, "moving the pod monitor into its cgroup: {e}");
             }

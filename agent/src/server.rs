@@ -1,4 +1,5 @@
-//! `basalt agent`: opens the stores, starts the streaming server and serves the CRI on a unix socket.
+//! `basalt agent`: serves the CRI on a unix socket (the stores opened, recovery done, the streaming server
+//! started) and runs the kubelet against it, until SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -8,42 +9,10 @@ use basalt_proto::{ImageServiceServer, RuntimeServiceServer};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::agent::Agent;
 use crate::args::{AgentArgs, AgentConfig};
 use crate::events::Events;
-use crate::records::Records;
-
-/// Everything the CRI services share.
-pub struct Agent {
-    pub args: AgentConfig,
-    pub data_dir: PathBuf,
-    pub run_dir: PathBuf,
-    pub records: Arc<Records>,
-    pub images: Arc<basalt_images::Store>,
-    pub hosts: basalt_images::Hosts,
-    pub cni: basalt_cni::caller::Cni,
-    /// State root of the runtime library (one directory per container), shared by all monitors.
-    pub runtime_root: PathBuf,
-    pub streaming: basalt_streaming::Server,
-    pub events: Events,
-    /// Set by UpdateRuntimeConfig.
-    pub pod_cidr: Mutex<Option<String>>,
-    pub monitor_joins: crate::monitor::Joins,
-}
-
-impl Agent {
-    /// A short name: the monitor's socket lives inside, and a unix socket path must fit in 108 bytes.
-    pub fn shim_dir(&self, sandbox_id: &str) -> PathBuf {
-        self.run_dir
-            .join("shims")
-            .join(&sandbox_id[..sandbox_id.len().min(16)])
-    }
-    pub fn pod_dir(&self, sandbox_id: &str) -> PathBuf {
-        self.run_dir.join("pods").join(sandbox_id)
-    }
-    pub fn bundle_dir(&self, container_id: &str) -> PathBuf {
-        self.run_dir.join("bundles").join(container_id)
-    }
-}
+use crate::store::Records;
 
 /// Runs the agent until SIGTERM or SIGINT. Pods keep running when it stops (or is killed).
 pub fn main(config: &basalt_config::Config, args: AgentArgs) -> anyhow::Result<()> {
@@ -76,7 +45,7 @@ async fn run(config: &basalt_config::Config, args: AgentConfig) -> anyhow::Resul
     let kubelet = if args.cri_only {
         None
     } else {
-        Some(start_kubelet(config, &args, &endpoint).await?)
+        Some(crate::kubelet::start(config, &args, &endpoint).await?)
     };
     tokio::select! {
         _ = term.recv() => {}
@@ -94,166 +63,6 @@ async fn run(config: &basalt_config::Config, args: AgentConfig) -> anyhow::Resul
         t.await.context("CRI server task")??;
     }
     Ok(())
-}
-
-async fn start_kubelet(
-    config: &basalt_config::Config,
-    args: &AgentConfig,
-    endpoint: &Path,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let node_name = match &config.node_name {
-        Some(n) => n.clone(),
-        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
-    };
-    let host_ip = match args.node_ip {
-        Some(ip) => ip.to_string(),
-        None => first_ipv4().unwrap_or_else(|| "127.0.0.1".into()),
-    };
-    let initial = crate::args::parse_duration(&args.restart_backoff).expect("checked by resolve");
-    let settings = basalt_kubelet::Settings {
-        node_name: node_name.clone(),
-        host_ip,
-        manifest_dir: args.manifest_dir.clone(),
-        manifest_url: args.manifest_url.clone(),
-        http_check_frequency: std::time::Duration::from_secs(20),
-        log_root: args.pod_log_dir.clone(),
-        pods_root: config.data_dir.join("pods"),
-        cgroup_root: args.cgroup_parent.clone(),
-        seccomp_default: true,
-        backoff: basalt_kubelet::backoff::Policy {
-            initial,
-            ..Default::default()
-        },
-        sync_period: std::time::Duration::from_secs(1),
-        file_check_frequency: std::time::Duration::from_secs(20),
-        max_dead_per_container: 1,
-        user_namespaces: basalt_kubelet::userns::Range::from_subid_files(
-            Path::new("/etc/subuid"),
-            Path::new("/etc/subgid"),
-        )
-        .map_err(anyhow::Error::msg)
-        .context("hostUsers: false id range")?
-        .unwrap_or_default(),
-    };
-    let cri = basalt_kubelet::cri::Cri::connect(endpoint).context("CRI endpoint")?;
-    let kubelet = basalt_kubelet::Kubelet::new(cri, settings);
-    // Pods start before the API is up: making its key on a first boot waits for the kernel's random pool,
-    // which on a fresh machine without a hardware RNG took a second that static pods need not wait for.
-    let run = tokio::spawn(kubelet.clone().run());
-    let api = async {
-        let data_dir = config.data_dir.clone();
-        let creds = tokio::task::spawn_blocking(move || {
-            basalt_kubelet::api::credentials(&data_dir, &[node_name])
-        })
-        .await?
-        .context("kubelet API token and certificate")?;
-        let addr = basalt_kubelet::api::serve(kubelet.clone(), args.kubelet_address, creds)
-            .await
-            .with_context(|| format!("serving the kubelet API on {}", args.kubelet_address))?;
-        std::fs::write(config.run_dir.join("kubelet-api.addr"), addr.to_string())?;
-        anyhow::Ok(addr)
-    };
-    let addr = match api.await {
-        Ok(addr) => addr,
-        Err(e) => {
-            run.abort();
-            return Err(e);
-        }
-    };
-    tracing::info!(%addr, manifests = %args.manifest_dir.display(), runtime = %endpoint.display(), "kubelet ready");
-    tokio::spawn(publish_pod_summary(
-        kubelet.clone(),
-        config.run_dir.join(POD_SUMMARY),
-    ));
-    Ok(run)
-}
-
-/// `<run-dir>/pods.summary`: one line per pod (`namespace/name phase ready/total restarts`), rewritten
-/// atomically when it changes. The node image's console shows it; PID 1 cannot speak the TLS kubelet API.
-pub const POD_SUMMARY: &str = "pods.summary";
-
-async fn publish_pod_summary(kubelet: Arc<basalt_kubelet::Kubelet>, path: PathBuf) {
-    let mut last = None;
-    loop {
-        let text = pod_summary(&kubelet.pods());
-        if last.as_ref() != Some(&text) {
-            let tmp = path.with_extension("tmp");
-            match std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &path)) {
-                Ok(()) => last = Some(text),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "writing the pod summary")
-                }
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    }
-}
-
-fn pod_summary(pods: &[k8s_openapi::api::core::v1::Pod]) -> String {
-    let mut lines: Vec<String> = pods
-        .iter()
-        .map(|p| {
-            let status = p.status.as_ref();
-            let containers = status
-                .and_then(|s| s.container_statuses.as_deref())
-                .unwrap_or_default();
-            // Why a pod is not running yet is what an operator at the console needs most.
-            let waiting = containers
-                .iter()
-                .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
-                .chain(
-                    status
-                        .and_then(|s| s.init_container_statuses.as_deref())
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()),
-                )
-                .find_map(|w| {
-                    let reason = w.reason.as_deref()?;
-                    let message: String = w
-                        .message
-                        .as_deref()
-                        .unwrap_or("")
-                        .chars()
-                        .take(160)
-                        .collect();
-                    Some(format!(" {reason}: {}", message.replace('\n', " ")))
-                })
-                .or_else(|| {
-                    let m: String = status?.message.as_deref()?.chars().take(160).collect();
-                    Some(format!(" {}", m.replace('\n', " ")))
-                })
-                .unwrap_or_default();
-            format!(
-                "{}/{} {} {}/{} {}{waiting}\n",
-                p.metadata.namespace.as_deref().unwrap_or("default"),
-                p.metadata.name.as_deref().unwrap_or("?"),
-                status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending"),
-                containers.iter().filter(|c| c.ready).count(),
-                containers.len(),
-                containers.iter().map(|c| c.restart_count).sum::<i32>()
-            )
-        })
-        .collect();
-    lines.sort();
-    lines.concat()
-}
-
-/// The first non-loopback IPv4 address of the node: what pods see as status.hostIP.
-fn first_ipv4() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/net/route").ok()?;
-    // The interface of the default route, then its address from getifaddrs.
-    let iface = text
-        .lines()
-        .skip(1)
-        .find(|l| l.split_whitespace().nth(1) == Some("00000000"))?
-        .split_whitespace()
-        .next()?
-        .to_owned();
-    nix::ifaddrs::getifaddrs()
-        .ok()?
-        .filter(|a| a.interface_name == iface)
-        .find_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip().to_string()))
 }
 
 async fn start_cri(
@@ -298,10 +107,7 @@ async fn start_cri(
         cache_dir: data_dir.join("cni"),
         ..Default::default()
     };
-    let backend = Arc::new(crate::stream::Backend::new(
-        records.clone(),
-        run_dir.join("shims"),
-    ));
+    let backend = Arc::new(crate::stream_backend::Backend::new(records.clone()));
     let streaming = basalt_streaming::Server::start(args.streaming_address, backend)
         .await
         .context("starting the streaming server")?;
@@ -323,20 +129,10 @@ async fn start_cri(
         monitor_joins: Default::default(),
         args,
     });
-    crate::events::watch_exits(agent.clone());
-    let sweeper = agent.clone();
-    let swept = tokio::task::spawn_blocking(move || {
-        crate::orphans::sweep(
-            &sweeper.records,
-            &sweeper.images,
-            &sweeper.run_dir.join("bundles"),
-        )
-    })
-    .await
-    .context("orphan sweep task")?;
-    if !swept.is_empty() {
-        tracing::info!(?swept, "removed what interrupted creates left");
-    }
+    crate::events::watch_exits(agent.records.clone(), agent.events.clone());
+    crate::recover::run(&agent)
+        .await
+        .context("orphan sweep task")?;
 
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;
@@ -348,8 +144,8 @@ async fn start_cri(
     std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
     tracing::info!(socket = %socket.display(), streaming = %agent.streaming.addr(), "CRI server ready");
 
-    let runtime = crate::runtime_service::Runtime(agent.clone());
-    let image = crate::image::Images(agent.clone());
+    let runtime = crate::service::Runtime(agent.clone());
+    let image = crate::service::Images(agent.clone());
     let sock = socket.clone();
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()

@@ -4,11 +4,9 @@
 use std::path::Path;
 
 use basalt_proto::cri;
-use serde_json::json;
 use tonic::{Code, Status};
 
-use crate::records::SandboxRecord;
-use crate::server::Agent;
+use crate::store::SandboxRecord;
 
 pub struct Generated {
     pub spec: oci_spec::runtime::Spec,
@@ -18,9 +16,10 @@ pub struct Generated {
 /// Where the image's STOPSIGNAL travels to StopContainer.
 pub const STOP_SIGNAL_ANNOTATION: &str = "io.basalt.stop-signal";
 
-/// `container` carries the request and what the agent resolved for it (a TARGET pid namespace, image volumes).
+/// `container` carries the request and what the agent resolved for it (a TARGET pid namespace, image volumes);
+/// Localhost seccomp profiles are found under `<data_dir>/seccomp`.
 pub fn generate(
-    agent: &Agent,
+    data_dir: &Path,
     sandbox: &SandboxRecord,
     container: &basalt_cri_oci::Container,
     image_config: &basalt_images::ImageConfig,
@@ -52,8 +51,8 @@ pub fn generate(
     };
     let opts = basalt_cri_oci::Options {
         cgroup_parent_default: sandbox.cgroup_parent.clone(),
-        cgroup_v2: basalt_runtime::cgroup::unified(),
-        seccomp_profile_root: agent.data_dir.join("seccomp"),
+        cgroup_v2: basalt_cgroups::unified(),
+        seccomp_profile_root: data_dir.join("seccomp"),
         // Default-on: a container that asks for no profile gets RuntimeDefault.
         seccomp_default: true,
         // A missing host path is a mistake to report, not a directory to make on the host.
@@ -82,43 +81,4 @@ pub fn generate(
         linux: Some((&g.user).into()),
     };
     Ok(Generated { spec, user })
-}
-
-/// CRI resources as OCI `linux.resources` JSON (for UpdateContainerResources).
-pub fn resources_json(r: &cri::LinuxContainerResources) -> serde_json::Value {
-    let mut cpu = serde_json::Map::new();
-    if r.cpu_shares > 0 {
-        cpu.insert("shares".into(), json!(r.cpu_shares));
-    }
-    if r.cpu_quota != 0 {
-        cpu.insert("quota".into(), json!(r.cpu_quota));
-    }
-    if r.cpu_period > 0 {
-        cpu.insert("period".into(), json!(r.cpu_period));
-    }
-    if !r.cpuset_cpus.is_empty() {
-        cpu.insert("cpus".into(), json!(r.cpuset_cpus));
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu.insert("mems".into(), json!(r.cpuset_mems));
-    }
-    let mut memory = serde_json::Map::new();
-    if r.memory_limit_in_bytes > 0 {
-        memory.insert("limit".into(), json!(r.memory_limit_in_bytes));
-    }
-    if r.memory_swap_limit_in_bytes > 0 {
-        memory.insert("swap".into(), json!(r.memory_swap_limit_in_bytes));
-    }
-    let mut out = json!({"cpu": cpu, "memory": memory});
-    if !r.hugepage_limits.is_empty() {
-        out["hugepageLimits"] = json!(r
-            .hugepage_limits
-            .iter()
-            .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
-            .collect::<Vec<_>>());
-    }
-    if !r.unified.is_empty() {
-        out["unified"] = json!(r.unified);
-    }
-    out
 }

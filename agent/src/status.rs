@@ -12,6 +12,11 @@ pub fn invalid(field: &str, value: impl std::fmt::Debug, why: &str) -> Status {
     Status::invalid_argument(format!("{field} {value:?}: {why}"))
 }
 
+/// `value`, or InvalidArgument naming `field` when the request left it out.
+pub fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
+    value.ok_or_else(|| invalid(field, "", "is required"))
+}
+
 pub fn internal(context: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{context}: {e}"))
 }
@@ -42,4 +47,11 @@ pub fn from_image(e: basalt_images::Error) -> Status {
 
 pub fn from_join(e: tokio::task::JoinError) -> Status {
     Status::internal(format!("worker task failed: {e}"))
+}
+
+/// Runs `f` on the blocking pool (the image store and the filesystem are synchronous).
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f).await.map_err(from_join)?
 }

@@ -371,8 +371,9 @@ pub fn has_cap_sys_resource() -> bool {
 
 /// statvfs of the file behind `fd`.
 pub fn statvfs(fd: &impl AsRawFd) -> io::Result<libc::statvfs> {
-    // SAFETY: out-pointer to a zeroed struct.
+    // SAFETY: statvfs is plain old data; all zeroes is a valid value.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the call's duration and `s` is a valid out-pointer.
     cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut s) } as libc::c_long)?;
     Ok(s)
 }

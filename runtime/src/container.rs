@@ -390,7 +390,7 @@ impl Container {
         if self.state.status != want {
             return Err(self.wrong(if frozen { "pause" } else { "resume" }, needs));
         }
-        Cgroup::new(&self.state.cgroup_path)?.freeze(frozen)
+        Ok(Cgroup::new(&self.state.cgroup_path)?.freeze(frozen)?)
     }
 
     /// Removes a stopped container (or, with `force`, kills it first): its processes, cgroup and state dir.

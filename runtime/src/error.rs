@@ -41,6 +41,16 @@ pub enum Error {
     },
 }
 
+/// The same messages as the runtime's own spec and cgroup errors: the crate boundary does not show.
+impl From<basalt_cgroups::Error> for Error {
+    fn from(e: basalt_cgroups::Error) -> Error {
+        match e {
+            basalt_cgroups::Error::Spec { path, message } => Error::Spec { path, message },
+            basalt_cgroups::Error::Cgroup { path, message } => Error::Cgroup { path, message },
+        }
+    }
+}
+
 impl Error {
     pub fn spec(path: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Spec {

@@ -196,7 +196,7 @@ fn intermediate(
     chan: &sync::Channel,
     detach: bool,
 ) -> Result<i32> {
-    Cgroup::new(&state.cgroup_path)?.add(std::process::id() as i32)?;
+    Cgroup::new(&state.cgroup_path)?.add_process(std::process::id() as i32)?;
     for (fd, flag, name) in joins {
         setns(fd.as_fd(), *flag).map_err(Error::sys(format!(
             "joining the container's {name} namespace"

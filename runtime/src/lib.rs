@@ -9,7 +9,6 @@
 //! namespaces) builds the root filesystem with [`mounts`] and [`devices`], sets up the [`process`] and waits on the
 //! exec FIFO until `start`; [`state`] is what survives on disk between CLI calls, in runc's format.
 
-pub mod cgroup;
 pub mod cli;
 pub mod container;
 pub mod devices;
@@ -26,6 +25,8 @@ pub mod state;
 mod sync;
 pub mod tty;
 
+/// The runtime's cgroup layer, a crate of its own so that the kubelet reaches it without the runtime.
+pub use basalt_cgroups as cgroup;
 pub use container::{Container, CreateOptions};
 pub use error::{Error, Result};
 pub use state::{State, Status};

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::pin::{Namespace, PinSpec};
+use crate::daemon::Config;
+use crate::pin::{IdMap, Namespace, PinSpec};
 
 /// Starts the monitor of one pod. Prints `{"pid":…,"namespaces":{…}}` once it serves on `DIR/shim.sock`.
 #[derive(Debug, Parser)]
@@ -28,37 +29,37 @@ pub struct Args {
     #[arg(long)]
     pub hostname: Option<String>,
     /// A namespaced sysctl for the pod, KEY=VALUE (repeatable).
-    #[arg(long = "sysctl", value_parser = parse_sysctl)]
+    #[arg(long = "sysctl", value_parser = crate::pin::parse_sysctl)]
     pub sysctls: Vec<(String, String)>,
-    /// The daemon's log level (its log is DIR/shim.log).
     /// A uid mapping of the pinned user namespace, CONTAINER:HOST:SIZE (repeatable).
     #[arg(long = "uid-map", value_parser = crate::pin::parse_id_map)]
-    pub uid_map: Vec<crate::pin::IdMap>,
+    pub uid_map: Vec<IdMap>,
     /// A gid mapping of the pinned user namespace, CONTAINER:HOST:SIZE (repeatable).
     #[arg(long = "gid-map", value_parser = crate::pin::parse_id_map)]
-    pub gid_map: Vec<crate::pin::IdMap>,
+    pub gid_map: Vec<IdMap>,
+    /// The daemon's log level (its log is DIR/shim.log).
     #[arg(long, default_value = "info")]
     pub log_level: String,
 }
 
-fn parse_sysctl(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{s:?}: expected KEY=VALUE")),
-    }
-}
-
 impl Args {
-    pub fn pin_spec(&self) -> PinSpec {
-        let mut namespaces = self.pin.clone();
+    /// What the daemon starts with.
+    pub fn config(self) -> Config {
+        let mut namespaces = self.pin;
         namespaces.sort();
         namespaces.dedup();
-        PinSpec {
-            namespaces,
-            hostname: self.hostname.clone(),
-            sysctls: self.sysctls.clone(),
-            uid_map: self.uid_map.clone(),
-            gid_map: self.gid_map.clone(),
+        Config {
+            sandbox_id: self.sandbox_id,
+            dir: self.dir,
+            runtime_root: self.runtime_root,
+            pins: PinSpec {
+                namespaces,
+                hostname: self.hostname,
+                sysctls: self.sysctls,
+                uid_map: self.uid_map,
+                gid_map: self.gid_map,
+            },
+            log_level: self.log_level,
         }
     }
 }
@@ -78,7 +79,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             };
         }
     };
-    match crate::daemon::start(args) {
+    match crate::daemon::start(args.config()) {
         Ok(ready) => {
             println!(
                 "{}",

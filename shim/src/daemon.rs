@@ -9,15 +9,29 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context};
 use nix::unistd::{fork, ForkResult};
 
-use crate::cli::Args;
 use crate::monitor::Monitor;
 use crate::pin::{PinSpec, Pins};
-use crate::Ready;
+use crate::spawn::Ready;
+
+/// What the daemon is started with (what `basalt shim ARGS` says).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The pod sandbox this monitor belongs to (answered to `Ping`).
+    pub sandbox_id: String,
+    /// The monitor's own directory (created 0700; must be empty if it exists).
+    pub dir: std::path::PathBuf,
+    /// The runtime library's state root for this pod's containers.
+    pub runtime_root: std::path::PathBuf,
+    /// The pod's namespaces, hostname, sysctls and id maps.
+    pub pins: PinSpec,
+    /// A tracing filter for `DIR/shim.log`.
+    pub log_level: String,
+}
 
 /// Starts the daemon and returns what it reported once it serves.
-pub(crate) fn start(mut args: Args) -> anyhow::Result<Ready> {
-    let spec = args.pin_spec();
-    spec.validate().map_err(|e| anyhow!(e))?;
+pub(crate) fn start(mut args: Config) -> anyhow::Result<Ready> {
+    let spec = args.pins.clone();
+    spec.validate()?;
     if args.sandbox_id.is_empty() {
         bail!("--sandbox-id must not be empty");
     }
@@ -99,7 +113,7 @@ fn undo_dir(dir: &Path, created: bool) {
 }
 
 /// In the daemon: set up, report, serve, exit. Never returns.
-fn daemon(args: Args, spec: PinSpec, created: bool, report: OwnedFd) -> ! {
+fn daemon(args: Config, spec: PinSpec, created: bool, report: OwnedFd) -> ! {
     let mut report = std::fs::File::from(report);
     let code = match setup(&args, &spec) {
         Ok((monitor, listener, ready, _log)) => {
@@ -134,7 +148,7 @@ type Setup = (
     tracing::dispatcher::DefaultGuard,
 );
 
-fn setup(args: &Args, spec: &PinSpec) -> anyhow::Result<Setup> {
+fn setup(args: &Config, spec: &PinSpec) -> anyhow::Result<Setup> {
     let _ = std::env::set_current_dir("/");
     let null = std::fs::OpenOptions::new()
         .read(true)
@@ -152,7 +166,7 @@ fn setup(args: &Args, spec: &PinSpec) -> anyhow::Result<Setup> {
             std::io::Error::last_os_error()
         );
     }
-    let pins = Pins::create(&args.dir, spec).map_err(|e| anyhow!(e))?;
+    let pins = Pins::create(&args.dir, spec)?;
 
     let log_path = crate::paths::log(&args.dir);
     let log = std::fs::OpenOptions::new()

@@ -12,7 +12,8 @@
 //! - [`pin`]: the pod's net/ipc/uts(/pid) namespaces, bind-mounted under `<dir>/ns`.
 //! - the daemon: [`server`] (connections), [`monitor`] (containers and exits), [`exec`] (exec, exec-sync,
 //!   attach), [`stdio`] (pipes, ptys and the output pumps), [`logs`] (the CRI log format).
-//! - for the agent: [`client::Client`], [`spawn()`](spawn::spawn) and [`cleanup()`](pin::cleanup).
+//! - for the agent: [`client::Client`], [`spawn()`](spawn::spawn) (which answers a [`Ready`]),
+//!   [`cleanup()`](pin::cleanup) and the files under a monitor's directory ([`paths`]).
 
 pub mod cli;
 pub mod client;
@@ -20,6 +21,7 @@ mod daemon;
 mod exec;
 pub mod logs;
 mod monitor;
+pub mod paths;
 pub mod pin;
 pub mod protocol;
 mod server;
@@ -28,30 +30,4 @@ mod stdio;
 
 pub use cli::main;
 pub use pin::{cleanup, Namespace};
-pub use spawn::{spawn, SpawnError, SpawnOptions, Spawned};
-
-/// What the monitor prints on stdout once it serves: its pid and the pinned namespace paths.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Ready {
-    pub pid: i32,
-    pub namespaces: std::collections::BTreeMap<String, std::path::PathBuf>,
-}
-
-/// The files under a monitor's directory.
-pub mod paths {
-    use std::path::{Path, PathBuf};
-
-    pub fn socket(dir: &Path) -> PathBuf {
-        dir.join("shim.sock")
-    }
-    pub fn pid_file(dir: &Path) -> PathBuf {
-        dir.join("shim.pid")
-    }
-    pub fn log(dir: &Path) -> PathBuf {
-        dir.join("shim.log")
-    }
-    /// Where a container's last known [`crate::protocol::ContainerStatus`] is kept.
-    pub fn status(dir: &Path, id: &str) -> PathBuf {
-        dir.join("containers").join(id).join("status.json")
-    }
-}
+pub use spawn::{spawn, Ready, SpawnError, SpawnOptions, Spawned};

@@ -67,6 +67,12 @@ impl From<basalt_runtime::Error> for Fail {
     }
 }
 
+impl From<basalt_cgroups::Error> for Fail {
+    fn from(e: basalt_cgroups::Error) -> Fail {
+        basalt_runtime::Error::from(e).into()
+    }
+}
+
 /// Whose exit a reaped pid is.
 pub(crate) enum Waiter {
     Container(String),
@@ -311,7 +317,7 @@ impl Monitor {
         }
         let r: oci_spec::runtime::LinuxResources = serde_json::from_value(resources)
             .map_err(|e| Fail::new(ErrorKind::InvalidArgument, format!("resources: {e}")))?;
-        basalt_runtime::cgroup::Cgroup::new(&c.status.cgroup_path)?.set(&r)?;
+        basalt_cgroups::Cgroup::new(&c.status.cgroup_path)?.set(&r)?;
         Ok(())
     }
 
@@ -355,7 +361,7 @@ impl Monitor {
         c.status.state = State::Exited;
         c.status.exit_code = code;
         c.status.finished_at = now_ns();
-        c.status.oom_killed = basalt_runtime::cgroup::Cgroup::new(&c.status.cgroup_path)
+        c.status.oom_killed = basalt_cgroups::Cgroup::new(&c.status.cgroup_path)
             .map(|cg| cg.oom_kills() > 0)
             .unwrap_or(false);
         c.exited.send_replace(true);

@@ -73,6 +73,64 @@ impl Namespace {
     ];
 }
 
+/// A request the namespaces cannot take: refused before anything is made, naming the flag or the sysctl.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("sysctl {key:?}: not a valid sysctl name")]
+    SysctlName { key: String },
+    #[error(
+        "sysctl {key:?} is not namespaced: a pod may only set net.*, fs.mqueue.*, kernel.shm*, \
+         kernel.msg*, kernel.sem and kernel.{{host,domain}}name"
+    )]
+    NotNamespaced { key: String },
+    #[error("sysctl {key:?} belongs to the {} namespace, which is not pinned (--pin {})", .namespace.name(), .namespace.name())]
+    NotPinned { key: String, namespace: Namespace },
+    #[error("sysctl {key:?} is not a network sysctl")]
+    NotNetwork { key: String },
+    #[error("{text:?}: expected KEY=VALUE")]
+    SysctlArg { text: String },
+    #[error("{text:?}: expected CONTAINER:HOST:SIZE")]
+    IdMap { text: String },
+    #[error("{text:?}: expected CONTAINER:HOST:SIZE with a size above 0")]
+    IdMapValues { text: String },
+    #[error("--pin user needs --uid-map and --gid-map")]
+    UserWithoutMaps,
+    #[error("--uid-map/--gid-map need the user namespace pinned (--pin user)")]
+    MapsWithoutUser,
+    #[error("--hostname {0:?} needs the uts namespace pinned (--pin uts)")]
+    HostnameWithoutUts(String),
+    #[error("--hostname {0:?}: must be 1 to 64 bytes long")]
+    HostnameLength(String),
+}
+
+/// Why the namespaces could not be made or configured. The message says which step, then the system's error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
+    #[error("{what}: {error}")]
+    Sys { what: String, error: nix::Error },
+    /// What the pinning child reported (its own `Error`, as text over the socket).
+    #[error("{0}")]
+    Child(String),
+    #[error("the pinning child died before it was ready")]
+    ChildDied,
+    #[error("the thread making the network namespace panicked")]
+    ThreadPanicked,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |error| Error::Io { what, error }
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
+    let what = what.into();
+    move |error| Error::Sys { what, error }
+}
+
 /// The sysctls System V IPC and POSIX message queues keep per ipc namespace.
 const IPC_SYSCTLS: &[&str] = &[
     "kernel.msgmax",
@@ -86,7 +144,7 @@ const IPC_SYSCTLS: &[&str] = &[
 ];
 
 /// Which pinned namespace a sysctl belongs to, or why it cannot be set for a pod.
-pub fn sysctl_namespace(key: &str) -> Result<Namespace, String> {
+pub fn sysctl_namespace(key: &str) -> Result<Namespace, Invalid> {
     if key.is_empty()
         || key.contains("..")
         || key.starts_with(['.', '/'])
@@ -94,7 +152,7 @@ pub fn sysctl_namespace(key: &str) -> Result<Namespace, String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
     {
-        return Err(format!("sysctl {key:?}: not a valid sysctl name"));
+        return Err(Invalid::SysctlName { key: key.into() });
     }
     // Kubernetes accepts '/' as the separator too (for names with dots in them, like VLAN interfaces).
     let dotted = if key.contains('/') {
@@ -109,10 +167,7 @@ pub fn sysctl_namespace(key: &str) -> Result<Namespace, String> {
     } else if dotted == "kernel.hostname" || dotted == "kernel.domainname" {
         Ok(Namespace::Uts)
     } else {
-        Err(format!(
-            "sysctl {key:?} is not namespaced: a pod may only set net.*, fs.mqueue.*, kernel.shm*, \
-             kernel.msg*, kernel.sem and kernel.{{host,domain}}name"
-        ))
+        Err(Invalid::NotNamespaced { key: key.into() })
     }
 }
 
@@ -141,16 +196,22 @@ pub struct PinSpec {
 pub type IdMap = (u32, u32, u32);
 
 /// Parses `CONTAINER:HOST:SIZE`.
-pub fn parse_id_map(s: &str) -> Result<IdMap, String> {
+pub fn parse_id_map(s: &str) -> Result<IdMap, Invalid> {
     let parts: Vec<&str> = s.split(':').collect();
     match parts[..] {
         [c, h, n] => match (c.parse(), h.parse(), n.parse::<u32>()) {
             (Ok(c), Ok(h), Ok(n)) if n > 0 => Ok((c, h, n)),
-            _ => Err(format!(
-                "{s:?}: expected CONTAINER:HOST:SIZE with a size above 0"
-            )),
+            _ => Err(Invalid::IdMapValues { text: s.into() }),
         },
-        _ => Err(format!("{s:?}: expected CONTAINER:HOST:SIZE")),
+        _ => Err(Invalid::IdMap { text: s.into() }),
+    }
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_sysctl(s: &str) -> Result<(String, String), Invalid> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(Invalid::SysctlArg { text: s.into() }),
     }
 }
 
@@ -162,32 +223,29 @@ fn id_map_text(maps: &[IdMap]) -> String {
 
 impl PinSpec {
     /// Refuses, before anything is made, what the namespaces cannot take.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         let user = self.namespaces.contains(&Namespace::User);
         if user && (self.uid_map.is_empty() || self.gid_map.is_empty()) {
-            return Err("--pin user needs --uid-map and --gid-map".into());
+            return Err(Invalid::UserWithoutMaps);
         }
         if !user && (!self.uid_map.is_empty() || !self.gid_map.is_empty()) {
-            return Err("--uid-map/--gid-map need the user namespace pinned (--pin user)".into());
+            return Err(Invalid::MapsWithoutUser);
         }
         if let Some(h) = &self.hostname {
             if !self.namespaces.contains(&Namespace::Uts) {
-                return Err(format!(
-                    "--hostname {h:?} needs the uts namespace pinned (--pin uts)"
-                ));
+                return Err(Invalid::HostnameWithoutUts(h.clone()));
             }
             if h.is_empty() || h.len() > 64 {
-                return Err(format!("--hostname {h:?}: must be 1 to 64 bytes long"));
+                return Err(Invalid::HostnameLength(h.clone()));
             }
         }
         for (key, _) in &self.sysctls {
-            let ns = sysctl_namespace(key)?;
-            if !self.namespaces.contains(&ns) {
-                return Err(format!(
-                    "sysctl {key:?} belongs to the {} namespace, which is not pinned (--pin {})",
-                    ns.name(),
-                    ns.name()
-                ));
+            let namespace = sysctl_namespace(key)?;
+            if !self.namespaces.contains(&namespace) {
+                return Err(Invalid::NotPinned {
+                    key: key.clone(),
+                    namespace,
+                });
             }
         }
         Ok(())
@@ -209,7 +267,7 @@ pub const HOLDER_PID_FILE: &str = "holder.pid";
 impl Pins {
     /// Clones the pinning child, configures its namespaces and bind-mounts them under `dir/ns`. Must be
     /// called single-threaded. On error nothing it made is left.
-    pub fn create(dir: &Path, spec: &PinSpec) -> Result<Pins, String> {
+    pub fn create(dir: &Path, spec: &PinSpec) -> Result<Pins, Error> {
         let ns_dir = dir.join("ns");
         let mut pins = Pins {
             ns_dir: ns_dir.clone(),
@@ -220,13 +278,13 @@ impl Pins {
             return Ok(pins);
         }
         // `pins` drops (and undoes) itself on every early return below.
-        std::fs::create_dir(&ns_dir).map_err(|e| format!("creating {}: {e}", ns_dir.display()))?;
+        std::fs::create_dir(&ns_dir).map_err(io(format!("creating {}", ns_dir.display())))?;
         let mut flags = CloneFlags::empty();
         for ns in &spec.namespaces {
             flags |= ns.flag();
         }
         let (mut ours, theirs) =
-            UnixStream::pair().map_err(|e| format!("socketpair for the pinning child: {e}"))?;
+            UnixStream::pair().map_err(io("socketpair for the pinning child"))?;
         let keep_pid = spec.namespaces.contains(&Namespace::Pid);
         let mut stack = vec![0u8; 256 * 1024];
         let child_spec = spec.clone();
@@ -241,7 +299,7 @@ impl Pins {
                 Some(libc::SIGCHLD),
             )
         }
-        .map_err(|e| format!("cloning into new {flags:?} namespaces: {e}"))?;
+        .map_err(sys(format!("cloning into new {flags:?} namespaces")))?;
         drop(theirs);
         let mut reap = ChildGuard(Some(child));
         if spec.namespaces.contains(&Namespace::User) {
@@ -249,20 +307,23 @@ impl Pins {
             for (file, maps) in [("uid_map", &spec.uid_map), ("gid_map", &spec.gid_map)] {
                 let p = format!("/proc/{child}/{file}");
                 std::fs::write(&p, id_map_text(maps))
-                    .map_err(|e| format!("writing {p} ({maps:?}): {e}"))?;
+                    .map_err(io(format!("writing {p} ({maps:?})")))?;
             }
             ours.write_all(b"mapped\n")
-                .map_err(|e| format!("telling the pinning child it is mapped: {e}"))?;
+                .map_err(io("telling the pinning child it is mapped"))?;
         }
         match read_line(&mut ours) {
             Some(l) if l == "ok" => {}
-            Some(l) => return Err(l.strip_prefix("error: ").unwrap_or(&l).to_owned()),
-            None => return Err("the pinning child died before it was ready".into()),
+            Some(l) => {
+                return Err(Error::Child(
+                    l.strip_prefix("error: ").unwrap_or(&l).to_owned(),
+                ))
+            }
+            None => return Err(Error::ChildDied),
         }
         for ns in &spec.namespaces {
             let target = ns_dir.join(ns.name());
-            std::fs::write(&target, b"")
-                .map_err(|e| format!("creating {}: {e}", target.display()))?;
+            std::fs::write(&target, b"").map_err(io(format!("creating {}", target.display())))?;
             let source = format!("/proc/{child}/ns/{}", ns.name());
             mount(
                 Some(source.as_str()),
@@ -271,13 +332,16 @@ impl Pins {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(|e| format!("bind-mounting {source} onto {}: {e}", target.display()))?;
+            .map_err(sys(format!(
+                "bind-mounting {source} onto {}",
+                target.display()
+            )))?;
             pins.paths.push((*ns, target));
         }
         if keep_pid {
             let file = ns_dir.join(HOLDER_PID_FILE);
             std::fs::write(&file, child.to_string())
-                .map_err(|e| format!("writing {}: {e}", file.display()))?;
+                .map_err(io(format!("writing {}", file.display())))?;
             pins.holder = reap.0.take();
         }
         // EOF tells the child it is pinned: it exits, or stays as the pid namespace's init.
@@ -313,22 +377,21 @@ impl Drop for Pins {
 /// for a caller that wants the pod's network before its monitor runs (the agent, which starts CNI ADD while
 /// the monitor starts). Made on a thread of its own, which exits after, so the caller's threads all stay in
 /// their namespace. Blocking. On error nothing is left at `path`.
-pub fn pin_network(path: &Path, sysctls: &[(String, String)]) -> Result<(), String> {
+pub fn pin_network(path: &Path, sysctls: &[(String, String)]) -> Result<(), Error> {
     for (key, _) in sysctls {
         if sysctl_namespace(key)? != Namespace::Net {
-            return Err(format!("sysctl {key:?} is not a network sysctl"));
+            return Err(Invalid::NotNetwork { key: key.clone() }.into());
         }
     }
     let (path, sysctls) = (path.to_owned(), sysctls.to_vec());
     let made = std::thread::spawn(move || {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare(CLONE_NEWNET)"))?;
         configure(&PinSpec {
             namespaces: vec![Namespace::Net],
             sysctls,
             ..Default::default()
         })?;
-        std::fs::write(&path, b"").map_err(|e| format!("creating {}: {e}", path.display()))?;
+        std::fs::write(&path, b"").map_err(io(format!("creating {}", path.display())))?;
         let pinned = mount(
             Some("/proc/thread-self/ns/net"),
             &path,
@@ -338,14 +401,14 @@ pub fn pin_network(path: &Path, sysctls: &[(String, String)]) -> Result<(), Stri
         );
         pinned.map_err(|e| {
             let _ = std::fs::remove_file(&path);
-            format!(
-                "bind-mounting the network namespace onto {}: {e}",
+            sys(format!(
+                "bind-mounting the network namespace onto {}",
                 path.display()
-            )
+            ))(e)
         })
     })
     .join()
-    .unwrap_or_else(|_| Err("the thread making the network namespace panicked".into()));
+    .unwrap_or(Err(Error::ThreadPanicked));
     made
 }
 
@@ -398,7 +461,7 @@ fn pinning_child(spec: &PinSpec, sock: RawFd, keep_pid: bool) -> isize {
     }
     let msg = match configure(spec) {
         Ok(()) => "ok\n".to_owned(),
-        Err(e) => format!("error: {}\n", e.replace('\n', " ")),
+        Err(e) => format!("error: {}\n", e.to_string().replace('\n', " ")),
     };
     let _ = sock.write_all(msg.as_bytes());
     // Wait for the parent to bind-mount our namespaces (EOF), then leave or hold the pid namespace.
@@ -418,18 +481,20 @@ fn pinning_child(spec: &PinSpec, sock: RawFd, keep_pid: bool) -> isize {
     }
 }
 
-fn configure(spec: &PinSpec) -> Result<(), String> {
+fn configure(spec: &PinSpec) -> Result<(), Error> {
     if spec.namespaces.contains(&Namespace::Net) {
-        loopback_up().map_err(|e| format!("bringing up lo in the pod's network namespace: {e}"))?;
+        loopback_up().map_err(io("bringing up lo in the pod's network namespace"))?;
     }
     if let Some(h) = &spec.hostname {
-        nix::unistd::sethostname(h).map_err(|e| format!("--hostname {h:?}: sethostname: {e}"))?;
+        nix::unistd::sethostname(h).map_err(sys(format!("--hostname {h:?}: sethostname")))?;
     }
     // /proc/sys/net and the ipc/uts keys show the namespaces of whoever opens them: ours, now.
     for (key, value) in &spec.sysctls {
         let path = sysctl_path(key);
-        std::fs::write(&path, value)
-            .map_err(|e| format!("sysctl {key}={value:?}: writing {}: {e}", path.display()))?;
+        std::fs::write(&path, value).map_err(io(format!(
+            "sysctl {key}={value:?}: writing {}",
+            path.display()
+        )))?;
     }
     Ok(())
 }
@@ -509,6 +574,11 @@ pub fn cleanup(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Why `spec` is refused.
+    fn refused(spec: PinSpec) -> String {
+        spec.validate().unwrap_err().to_string()
+    }
+
     #[test]
     fn sysctls_are_checked_against_the_pinned_namespaces() {
         let spec = |ns: &[Namespace], key: &str| PinSpec {
@@ -527,26 +597,58 @@ mod tests {
         ] {
             spec(&all, ok).validate().unwrap();
         }
-        let e = spec(&all, "kernel.pid_max").validate().unwrap_err();
+        let e = refused(spec(&all, "kernel.pid_max"));
         assert!(e.contains("\"kernel.pid_max\" is not namespaced"), "{e}");
-        let e = spec(&[Namespace::Ipc], "net.core.somaxconn")
-            .validate()
-            .unwrap_err();
+        let e = refused(spec(&[Namespace::Ipc], "net.core.somaxconn"));
         assert!(
             e.contains("net.core.somaxconn") && e.contains("--pin net"),
             "{e}"
         );
-        let e = spec(&all, "net/../../kernel/x").validate().unwrap_err();
+        let e = refused(spec(&all, "net/../../kernel/x"));
         assert!(e.contains("not a valid sysctl name"), "{e}");
-        let e = PinSpec {
+        let e = refused(PinSpec {
             namespaces: vec![Namespace::Net],
             hostname: Some("pod".into()),
             sysctls: vec![],
             ..PinSpec::default()
-        }
-        .validate()
-        .unwrap_err();
+        });
         assert!(e.contains("--pin uts"), "{e}");
+    }
+
+    #[test]
+    fn errors_say_which_step_failed_in_one_line() {
+        let e = Error::from(Invalid::UserWithoutMaps);
+        assert_eq!(e.to_string(), "--pin user needs --uid-map and --gid-map");
+        let eexist = || std::io::Error::from_raw_os_error(libc::EEXIST);
+        let e = io("creating /run/p/ns")(eexist());
+        assert_eq!(e.to_string(), format!("creating /run/p/ns: {}", eexist()));
+        // The cause is in the message already: a caller printing the chain must not say it twice.
+        assert!(std::error::Error::source(&e).is_none());
+        let e = sys("unshare(CLONE_NEWNET)")(nix::Error::EPERM);
+        assert_eq!(
+            e.to_string(),
+            format!("unshare(CLONE_NEWNET): {}", nix::Error::EPERM)
+        );
+        assert_eq!(
+            Invalid::NotPinned {
+                key: "kernel.shmmax".into(),
+                namespace: Namespace::Ipc
+            }
+            .to_string(),
+            "sysctl \"kernel.shmmax\" belongs to the ipc namespace, which is not pinned (--pin ipc)"
+        );
+        assert_eq!(
+            parse_sysctl("net.core.somaxconn=1024"),
+            Ok(("net.core.somaxconn".into(), "1024".into()))
+        );
+        assert_eq!(
+            parse_sysctl("=1").unwrap_err().to_string(),
+            "\"=1\": expected KEY=VALUE"
+        );
+        assert_eq!(
+            parse_id_map("0:1").unwrap_err().to_string(),
+            "\"0:1\": expected CONTAINER:HOST:SIZE"
+        );
     }
 
     #[test]
@@ -554,7 +656,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("netns");
         let ours = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        let e = pin_network(&path, &[("kernel.shmmax".into(), "1".into())]).unwrap_err();
+        let e = pin_network(&path, &[("kernel.shmmax".into(), "1".into())])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kernel.shmmax"), "{e}");
         assert!(!path.exists(), "a refused pin left {}", path.display());
 
@@ -608,17 +712,13 @@ mod tests {
         user(vec![(0, 1 << 20, 65536)], vec![(0, 1 << 20, 65536)])
             .validate()
             .unwrap();
-        let e = user(vec![(0, 1 << 20, 65536)], vec![])
-            .validate()
-            .unwrap_err();
+        let e = refused(user(vec![(0, 1 << 20, 65536)], vec![]));
         assert!(e.contains("--gid-map"), "{e}");
-        let e = PinSpec {
+        let e = refused(PinSpec {
             namespaces: vec![Namespace::Net],
             uid_map: vec![(0, 1, 1)],
             ..PinSpec::default()
-        }
-        .validate()
-        .unwrap_err();
+        });
         assert!(e.contains("--pin user"), "{e}");
     }
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::pin::Namespace;
-use crate::Ready;
 
 /// How to start a monitor. [`SpawnOptions::new`] fills in the production program (`/proc/self/exe shim`).
 #[derive(Debug, Clone)]
@@ -81,6 +80,13 @@ impl SpawnOptions {
         }
         a
     }
+}
+
+/// What the monitor prints on stdout once it serves: its pid and the pinned namespace paths.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Ready {
+    pub pid: i32,
+    pub namespaces: std::collections::BTreeMap<String, std::path::PathBuf>,
 }
 
 /// A running monitor, as it reported itself.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use basalt_proto::{ImageServiceClient, RuntimeServiceClient};
+use basalt_proto::{cri, ImageServiceClient, RuntimeServiceClient};
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
@@ -52,6 +52,48 @@ impl Cri {
             .await?
             .into_inner()
             .items)
+    }
+}
+
+impl Cri {
+    /// Stops and removes the sandbox `id`, best effort: what fails is retried on the pod's next pass.
+    pub async fn stop_and_remove_sandbox(&self, id: &str) {
+        let mut rt = self.runtime.clone();
+        let pod_sandbox_id = id.to_owned();
+        let stop = cri::StopPodSandboxRequest { pod_sandbox_id };
+        let _ = rt.stop_pod_sandbox(stop).await;
+        let pod_sandbox_id = id.to_owned();
+        let _ = rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id })
+            .await;
+    }
+
+    /// Whether the runtime has `image` (a failed ImageStatus counts as no).
+    pub async fn has_image(&self, image: &str) -> bool {
+        let mut images = self.images.clone();
+        let status = cri::ImageStatusRequest {
+            image: Some(spec(image)),
+            verbose: false,
+        };
+        let answer = images.image_status(status).await;
+        answer.is_ok_and(|r| r.into_inner().image.is_some())
+    }
+
+    /// PullImage of `image`, without credentials.
+    pub async fn pull(&self, image: &str) -> Result<(), tonic::Status> {
+        let pull = cri::PullImageRequest {
+            image: Some(spec(image)),
+            ..Default::default()
+        };
+        let mut images = self.images.clone();
+        images.pull_image(pull).await.map(drop)
+    }
+}
+
+fn spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.to_owned(),
+        ..Default::default()
     }
 }
 

@@ -51,22 +51,50 @@ pub fn parse(file: &Path, text: &str, node: &str) -> Result<Vec<Pod>, ManifestEr
     Ok(pods)
 }
 
-fn serde_path_to_error(v: serde_json::Value) -> Result<Pod, String> {
-    serde_json::from_value(v).map_err(|e| e.to_string())
+fn serde_path_to_error(v: serde_json::Value) -> Result<Pod, serde_json::Error> {
+    serde_json::from_value(v)
+}
+
+/// What the apiserver would refuse in a pod, by field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}: required")]
+    Required(&'static str),
+    #[error("metadata.name {0:?}: must be a DNS subdomain")]
+    Name(String),
+    #[error("spec.containers: at least one container is required")]
+    NoContainers,
+    /// `field` is `spec.initContainers` or `spec.containers`; `index` counts both, init containers first.
+    #[error("{field}[{index}].name {name:?}: must be a DNS label")]
+    ContainerName {
+        field: &'static str,
+        index: usize,
+        name: String,
+    },
+    #[error("{field}[{index}].name {name:?}: duplicate container name")]
+    DuplicateName {
+        field: &'static str,
+        index: usize,
+        name: String,
+    },
+    #[error("{field}[{index}].image: required")]
+    NoImage { field: &'static str, index: usize },
+    #[error("spec.restartPolicy {0:?}: must be Always, OnFailure or Never")]
+    RestartPolicy(String),
 }
 
 /// The checks the apiserver would make that a kubelet running the pod relies on.
-pub fn validate(pod: &Pod) -> Result<(), String> {
+pub fn validate(pod: &Pod) -> Result<(), Invalid> {
     let name = pod.metadata.name.as_deref().unwrap_or("");
     if name.is_empty() {
-        return Err("metadata.name: required".into());
+        return Err(Invalid::Required("metadata.name"));
     }
     if !is_dns_subdomain(name) {
-        return Err(format!("metadata.name {name:?}: must be a DNS subdomain"));
+        return Err(Invalid::Name(name.to_owned()));
     }
-    let spec = pod.spec.as_ref().ok_or("spec: required")?;
+    let spec = pod.spec.as_ref().ok_or(Invalid::Required("spec"))?;
     if spec.containers.is_empty() {
-        return Err("spec.containers: at least one container is required".into());
+        return Err(Invalid::NoContainers);
     }
     let mut names = std::collections::BTreeSet::new();
     let inits = spec
@@ -78,29 +106,20 @@ pub fn validate(pod: &Pod) -> Result<(), String> {
         .chain(spec.containers.iter().map(|c| ("spec.containers", c)))
         .enumerate()
     {
+        let (index, name) = (i, c.name.clone());
         if !is_dns_label(&c.name) {
-            return Err(format!(
-                "{field}[{i}].name {:?}: must be a DNS label",
-                c.name
-            ));
+            return Err(Invalid::ContainerName { field, index, name });
         }
         if !names.insert(c.name.clone()) {
-            return Err(format!(
-                "{field}[{i}].name {:?}: duplicate container name",
-                c.name
-            ));
+            return Err(Invalid::DuplicateName { field, index, name });
         }
         if c.image.as_deref().unwrap_or("").is_empty() {
-            return Err(format!("{field}[{i}].image: required"));
+            return Err(Invalid::NoImage { field, index });
         }
     }
     match spec.restart_policy.as_deref() {
         None | Some("Always") | Some("OnFailure") | Some("Never") => {}
-        Some(p) => {
-            return Err(format!(
-                "spec.restartPolicy {p:?}: must be Always, OnFailure or Never"
-            ))
-        }
+        Some(p) => return Err(Invalid::RestartPolicy(p.to_owned())),
     }
     Ok(())
 }
@@ -189,6 +208,31 @@ mod tests {
         assert_eq!(names, ["web-n", "db-n"]);
         let json = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
         assert_eq!(parse(Path::new("/m/j.json"), json, "n").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn invalid_pods_are_refused_by_field() {
+        let mut pod = Pod::default();
+        assert_eq!(validate(&pod), Err(Invalid::Required("metadata.name")));
+        pod.metadata.name = Some("web.example".into());
+        assert_eq!(validate(&pod), Err(Invalid::Required("spec")));
+        pod.metadata.name = Some("Web".into());
+        assert_eq!(
+            validate(&pod).unwrap_err().to_string(),
+            "metadata.name \"Web\": must be a DNS subdomain"
+        );
+        let two = "kind: Pod\nmetadata: {name: x}\nspec:\n  initContainers: [{name: c, image: i}]\n  containers: [{name: c, image: i}]\n";
+        let e = parse(Path::new("/m/two.yaml"), two, "n").unwrap_err();
+        let want = Invalid::DuplicateName {
+            field: "spec.containers",
+            index: 1,
+            name: "c".into(),
+        };
+        assert_eq!(e.reason, format!("document 1: {want}"));
+        assert_eq!(
+            want.to_string(),
+            "spec.containers[1].name \"c\": duplicate container name"
+        );
     }
 
     #[test]

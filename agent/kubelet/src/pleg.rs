@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use basalt_proto::cri;
 use tokio_stream::StreamExt;
 
+use crate::cri::Cri;
 use crate::podconfig::POD_UID;
-use crate::Kubelet;
+use crate::Metrics;
 
 /// How often the fallback relists.
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
@@ -29,11 +30,20 @@ pub enum Mode {
     Relist,
 }
 
+/// What the PLEG needs of the pod manager (the [`crate::Kubelet`]).
+pub trait Pods: Send + Sync + 'static {
+    fn cri(&self) -> &Cri;
+    fn metrics(&self) -> &Metrics;
+    /// Runs the worker of the pod `uid` now.
+    fn wake(&self, uid: &str);
+    fn set_mode(&self, mode: Mode);
+}
+
 /// Runs until the process ends.
-pub async fn run(kubelet: Arc<Kubelet>) {
+pub async fn run(kubelet: Arc<impl Pods>) {
     let mut relist = Relist::default();
     loop {
-        let fallback_until = match follow_events(&kubelet).await {
+        let fallback_until = match follow_events(&*kubelet).await {
             // The runtime will never have it: relist for good.
             Err(s) if s.code() == tonic::Code::Unimplemented => {
                 tracing::info!("the runtime has no GetContainerEvents; relisting every second");
@@ -53,12 +63,12 @@ pub async fn run(kubelet: Arc<Kubelet>) {
                 Some(Instant::now() + RETRY_STREAM)
             }
         };
-        kubelet.set_pleg_mode(Mode::Relist);
+        kubelet.set_mode(Mode::Relist);
         // Whatever changed while no stream was followed.
-        relist.pass(&kubelet).await;
+        relist.pass(&*kubelet).await;
         loop {
             tokio::time::sleep(RELIST_PERIOD).await;
-            relist.pass(&kubelet).await;
+            relist.pass(&*kubelet).await;
             if fallback_until.is_some_and(|t| Instant::now() >= t) {
                 break;
             }
@@ -67,18 +77,21 @@ pub async fn run(kubelet: Arc<Kubelet>) {
 }
 
 /// Follows the event stream until it fails or ends.
-async fn follow_events(kubelet: &Kubelet) -> Result<(), tonic::Status> {
-    let mut rt = kubelet.cri.runtime.clone();
+async fn follow_events(kubelet: &impl Pods) -> Result<(), tonic::Status> {
+    let mut rt = kubelet.cri().runtime.clone();
     let mut stream = rt
         .get_container_events(cri::GetEventsRequest {})
         .await?
         .into_inner();
-    kubelet.set_pleg_mode(Mode::Events);
+    kubelet.set_mode(Mode::Events);
     // Events name containers; the pod comes from the container's labels, looked up once per container.
     let mut owner: HashMap<String, String> = HashMap::new();
     while let Some(ev) = stream.next().await {
         let ev = ev?;
-        kubelet.metrics.pleg_events.fetch_add(1, Ordering::Relaxed);
+        kubelet
+            .metrics()
+            .pleg_events
+            .fetch_add(1, Ordering::Relaxed);
         let uid = match ev
             .pod_sandbox_status
             .as_ref()
@@ -129,15 +142,18 @@ struct Relist {
 }
 
 impl Relist {
-    async fn pass(&mut self, kubelet: &Kubelet) {
-        let mut rt = kubelet.cri.runtime.clone();
+    async fn pass(&mut self, kubelet: &impl Pods) {
+        let mut rt = kubelet.cri().runtime.clone();
         let Ok(list) = rt
             .list_containers(cri::ListContainersRequest { filter: None })
             .await
         else {
             return;
         };
-        kubelet.metrics.pleg_relists.fetch_add(1, Ordering::Relaxed);
+        kubelet
+            .metrics()
+            .pleg_relists
+            .fetch_add(1, Ordering::Relaxed);
         let now: HashMap<String, (i32, String)> = list
             .into_inner()
             .containers

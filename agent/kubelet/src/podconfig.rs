@@ -2,12 +2,13 @@
 //! labels and annotations kubelet puts on them (so `crictl` users and our own relist find pods by them).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use basalt_proto::cri;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar};
 
-use crate::quantity;
+use crate::context::{field_value, PodContext, UnsupportedField};
+use crate::quantity::{self, QuantityError};
 use crate::volumes::Mounted;
 
 pub const POD_NAME: &str = "io.kubernetes.pod.name";
@@ -20,41 +21,62 @@ pub const TERMINATION_MESSAGE_POLICY: &str = "io.basalt.termination-message-poli
 /// Init containers and sidecars are told apart from app containers by this label.
 pub const CONTAINER_KIND: &str = "io.basalt.container.kind";
 
-/// What the kubelet knows about a pod beyond its spec.
-pub struct PodContext<'a> {
-    pub pod: &'a Pod,
-    pub node_name: &'a str,
-    /// `/var/log/pods`-like root: the pod's logs go to `<log_root>/<ns>_<name>_<uid>/`.
-    pub log_root: &'a Path,
-    pub cgroup_parent: String,
-    pub pod_ips: Vec<String>,
-    pub host_ip: String,
-    pub seccomp_default: bool,
-    /// The pod's user namespace (`hostUsers: false`), its range allocated.
-    pub userns: Option<cri::UserNamespace>,
+/// What a container is to its pod (the [`CONTAINER_KIND`] label's value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerKind {
+    Init,
+    Sidecar,
+    App,
 }
 
-impl PodContext<'_> {
-    pub fn spec(&self) -> &PodSpec {
-        self.pod.spec.as_ref().expect("validated pods have a spec")
+impl ContainerKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ContainerKind::Init => "init",
+            ContainerKind::Sidecar => "sidecar",
+            ContainerKind::App => "app",
+        }
     }
-    pub fn name(&self) -> &str {
-        self.pod.metadata.name.as_deref().unwrap_or_default()
-    }
-    pub fn namespace(&self) -> &str {
-        self.pod.metadata.namespace.as_deref().unwrap_or("default")
-    }
-    pub fn uid(&self) -> &str {
-        self.pod.metadata.uid.as_deref().unwrap_or_default()
-    }
-    pub fn log_dir(&self) -> PathBuf {
-        self.log_root.join(format!(
-            "{}_{}_{}",
-            self.namespace(),
-            self.name(),
-            self.uid()
-        ))
-    }
+}
+
+/// Why a container's config cannot be made; each names the field of the container spec.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Field(#[from] UnsupportedField),
+    #[error("resourceFieldRef.resource {0:?}: not supported")]
+    Resource(String),
+    #[error(transparent)]
+    Quantity(#[from] QuantityError),
+    /// One `env` entry, by index and name.
+    #[error("env[{index}] {name}: {error}")]
+    Env {
+        index: usize,
+        name: String,
+        error: Box<ConfigError>,
+    },
+    #[error("container {0:?} not in pod")]
+    NoSuchContainer(String),
+    #[error("configMapKeyRef and secretKeyRef need an apiserver (static pods have none)")]
+    NeedsApiserver,
+    /// `resources.<field>`.
+    #[error("resources.{field}: {error}")]
+    Resources {
+        field: &'static str,
+        error: QuantityError,
+    },
+    #[error("volumeMounts[{index}].name {name:?}: no such volume in the pod")]
+    NoSuchVolume { index: usize, name: String },
+    #[error("volumeMounts[{index}].subPath {path:?}: must be a relative path inside the volume")]
+    SubPath { index: usize, path: String },
+    #[error("volumeMounts[{index}].subPath {path:?}: {error}")]
+    SubPathDir {
+        index: usize,
+        path: String,
+        error: std::io::Error,
+    },
+    #[error("volumeMounts[{index}].mountPropagation {value:?}: unknown")]
+    Propagation { index: usize, value: String },
 }
 
 fn pod_labels(ctx: &PodContext) -> HashMap<String, String> {
@@ -254,73 +276,33 @@ pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The downward API value of `fieldRef.fieldPath`.
-pub fn field_value(ctx: &PodContext, path: &str) -> Result<String, String> {
-    let m = &ctx.pod.metadata;
-    let bracket = |prefix: &str, map: Option<&BTreeMap<String, String>>| -> Option<String> {
-        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
-    };
-    if let Some(v) = bracket("metadata.labels['", m.labels.as_ref()) {
-        return Ok(v);
-    }
-    if let Some(v) = bracket("metadata.annotations['", m.annotations.as_ref()) {
-        return Ok(v);
-    }
-    Ok(match path {
-        "metadata.name" => ctx.name().into(),
-        "metadata.namespace" => ctx.namespace().into(),
-        "metadata.uid" => ctx.uid().into(),
-        "spec.nodeName" => ctx.node_name.into(),
-        "spec.serviceAccountName" => ctx.spec().service_account_name.clone().unwrap_or_default(),
-        "status.hostIP" => ctx.host_ip.clone(),
-        "status.hostIPs" => ctx.host_ip.clone(),
-        "status.podIP" => ctx.pod_ips.first().cloned().unwrap_or_default(),
-        "status.podIPs" => ctx.pod_ips.join(","),
-        "metadata.labels" | "metadata.annotations" => {
-            let map = if path == "metadata.labels" {
-                &m.labels
-            } else {
-                &m.annotations
-            };
-            map.iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-        p => return Err(format!("fieldRef.fieldPath {p:?}: not supported")),
-    })
-}
-
-fn resource_value(c: &Container, resource: &str, divisor: Option<&str>) -> Result<String, String> {
-    let (section, name) = resource
-        .split_once('.')
-        .ok_or_else(|| format!("resourceFieldRef.resource {resource:?}: not supported"))?;
+fn resource_value(
+    c: &Container,
+    resource: &str,
+    divisor: Option<&str>,
+) -> Result<String, ConfigError> {
+    let unsupported = || ConfigError::Resource(resource.to_owned());
+    let (section, name) = resource.split_once('.').ok_or_else(unsupported)?;
     let res = c.resources.clone().unwrap_or_default();
     let map = match section {
         "limits" => res.limits.or(res.requests),
         "requests" => res.requests,
-        _ => {
-            return Err(format!(
-                "resourceFieldRef.resource {resource:?}: not supported"
-            ))
-        }
+        _ => return Err(unsupported()),
     };
     let q = map.and_then(|m| m.get(name).map(|q| q.0.clone()));
     let cpu = name == "cpu";
     let value = match q {
-        Some(q) if cpu => quantity::milli(&q).map_err(|e| e.to_string())?,
-        Some(q) => quantity::units(&q).map_err(|e| e.to_string())?,
+        Some(q) if cpu => quantity::milli(&q)?,
+        Some(q) => quantity::units(&q)?,
         // No limit: the node's capacity, as kubelet reports allocatable.
         None if cpu => std::thread::available_parallelism()
             .map(|n| n.get() as i64 * 1000)
             .unwrap_or(1000),
-        None => crate::resources::node_memory_bytes(),
+        None => crate::node::memory().map(|m| m.total as i64).unwrap_or(0),
     };
     let div = match divisor {
-        Some(d) if cpu => quantity::milli(d).map_err(|e| e.to_string())?.max(1),
-        Some(d) => quantity::units(d).map_err(|e| e.to_string())?.max(1),
+        Some(d) if cpu => quantity::milli(d)?.max(1),
+        Some(d) => quantity::units(d)?.max(1),
         None if cpu => 1000,
         None => 1,
     };
@@ -329,7 +311,7 @@ fn resource_value(c: &Container, resource: &str, divisor: Option<&str>) -> Resul
 
 /// The container's environment: its `env` in order (later entries may refer to earlier ones), downward API
 /// values resolved.
-pub fn environment(ctx: &PodContext, c: &Container) -> Result<Vec<(String, String)>, String> {
+pub fn environment(ctx: &PodContext, c: &Container) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (
@@ -341,11 +323,16 @@ pub fn environment(ctx: &PodContext, c: &Container) -> Result<Vec<(String, Strin
         },
     ) in c.env.iter().flatten().cloned().enumerate()
     {
+        let env = |error: ConfigError| ConfigError::Env {
+            index: i,
+            name: name.clone(),
+            error: Box::new(error),
+        };
         let v = match (value, value_from) {
             (Some(v), _) => expand(&v, &seen),
             (None, Some(from)) => {
                 if let Some(f) = from.field_ref {
-                    field_value(ctx, &f.field_path).map_err(|e| format!("env[{i}] {name}: {e}"))?
+                    field_value(ctx, &f.field_path).map_err(|e| env(e.into()))?
                 } else if let Some(r) = from.resource_field_ref {
                     let target = match r.container_name.as_deref() {
                         Some(n) if !n.is_empty() && n != c.name => ctx
@@ -353,9 +340,7 @@ pub fn environment(ctx: &PodContext, c: &Container) -> Result<Vec<(String, Strin
                             .containers
                             .iter()
                             .find(|x| x.name == n)
-                            .ok_or_else(|| {
-                                format!("env[{i}] {name}: container {n:?} not in pod")
-                            })?,
+                            .ok_or_else(|| env(ConfigError::NoSuchContainer(n.to_owned())))?,
                         _ => c,
                     };
                     resource_value(
@@ -363,11 +348,9 @@ pub fn environment(ctx: &PodContext, c: &Container) -> Result<Vec<(String, Strin
                         &r.resource,
                         r.divisor.as_ref().map(|d| d.0.as_str()),
                     )
-                    .map_err(|e| format!("env[{i}] {name}: {e}"))?
+                    .map_err(env)?
                 } else {
-                    return Err(format!(
-                        "env[{i}] {name}: configMapKeyRef and secretKeyRef need an apiserver (static pods have none)"
-                    ));
+                    return Err(env(ConfigError::NeedsApiserver));
                 }
             }
             (None, None) => String::new(),
@@ -379,7 +362,7 @@ pub fn environment(ctx: &PodContext, c: &Container) -> Result<Vec<(String, Strin
     Ok(out)
 }
 
-pub fn container_resources(c: &Container) -> Result<cri::LinuxContainerResources, String> {
+pub fn container_resources(c: &Container) -> Result<cri::LinuxContainerResources, ConfigError> {
     let res = c.resources.clone().unwrap_or_default();
     let get =
         |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
@@ -395,10 +378,12 @@ pub fn container_resources(c: &Container) -> Result<cri::LinuxContainerResources
         cpu_period: 100_000,
         ..Default::default()
     };
-    let m =
-        |q: String, what: &str| quantity::milli(&q).map_err(|e| format!("resources.{what}: {e}"));
-    let u =
-        |q: String, what: &str| quantity::units(&q).map_err(|e| format!("resources.{what}: {e}"));
+    let m = |q: String, field: &'static str| {
+        quantity::milli(&q).map_err(|error| ConfigError::Resources { field, error })
+    };
+    let u = |q: String, field: &'static str| {
+        quantity::units(&q).map_err(|error| ConfigError::Resources { field, error })
+    };
     r.cpu_shares = match get(requests, "cpu") {
         Some(q) => (m(q, "requests.cpu")? * 1024 / 1000).max(2),
         None => 2,
@@ -416,39 +401,48 @@ pub fn container_resources(c: &Container) -> Result<cri::LinuxContainerResources
 pub fn container_config(
     ctx: &PodContext,
     c: &Container,
-    kind: &str,
+    kind: ContainerKind,
     restart_count: u32,
     volumes: &HashMap<String, Mounted>,
     termination_log: Option<&Path>,
-) -> Result<cri::ContainerConfig, String> {
+) -> Result<cri::ContainerConfig, ConfigError> {
     let env = environment(ctx, c)?;
     let env_map: BTreeMap<String, String> = env.iter().cloned().collect();
     let mut mounts = Vec::new();
     for (i, vm) in c.volume_mounts.iter().flatten().enumerate() {
-        let vol = volumes.get(&vm.name).ok_or_else(|| {
-            format!(
-                "volumeMounts[{i}].name {:?}: no such volume in the pod",
-                vm.name
-            )
-        })?;
+        let vol = volumes
+            .get(&vm.name)
+            .ok_or_else(|| ConfigError::NoSuchVolume {
+                index: i,
+                name: vm.name.clone(),
+            })?;
         let mut host = vol.path.clone();
         if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
-                return Err(format!(
-                    "volumeMounts[{i}].subPath {sub:?}: must be a relative path inside the volume"
-                ));
+                return Err(ConfigError::SubPath {
+                    index: i,
+                    path: sub.to_owned(),
+                });
             }
             host = host.join(sub);
             if !host.exists() {
-                std::fs::create_dir_all(&host)
-                    .map_err(|e| format!("volumeMounts[{i}].subPath {sub:?}: {e}"))?;
+                std::fs::create_dir_all(&host).map_err(|error| ConfigError::SubPathDir {
+                    index: i,
+                    path: sub.to_owned(),
+                    error,
+                })?;
             }
         }
         let propagation = match vm.mount_propagation.as_deref() {
             Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer,
             Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional,
             None | Some("None") => cri::MountPropagation::PropagationPrivate,
-            Some(p) => return Err(format!("volumeMounts[{i}].mountPropagation {p:?}: unknown")),
+            Some(p) => {
+                return Err(ConfigError::Propagation {
+                    index: i,
+                    value: p.to_owned(),
+                })
+            }
         };
         let readonly = vm.read_only.unwrap_or(false) || vol.read_only;
         mounts.push(cri::Mount {
@@ -479,7 +473,7 @@ pub fn container_config(
     labels.insert(POD_NAMESPACE.to_owned(), ctx.namespace().to_owned());
     labels.insert(POD_UID.to_owned(), ctx.uid().to_owned());
     labels.insert(CONTAINER_NAME.to_owned(), c.name.clone());
-    labels.insert(CONTAINER_KIND.to_owned(), kind.to_owned());
+    labels.insert(CONTAINER_KIND.to_owned(), kind.label().to_owned());
     let mut annotations = HashMap::new();
     annotations.insert(RESTART_COUNT.to_owned(), restart_count.to_string());
     annotations.insert(TERMINATION_MESSAGE_PATH.to_owned(), tmp);
@@ -560,6 +554,7 @@ pub fn container_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
 
     fn pod(yaml: &str) -> Pod {
         crate::manifest::parse(Path::new("/m/p.yaml"), yaml, "node1")
@@ -612,7 +607,7 @@ spec:
         assert_eq!(env["APP"], "w");
         assert_eq!(env["MEM"], "64");
         assert_eq!(env["BOTH"], "hello-web-node1");
-        let cfg = container_config(&cx, c, "app", 2, &HashMap::new(), None).unwrap();
+        let cfg = container_config(&cx, c, ContainerKind::App, 2, &HashMap::new(), None).unwrap();
         assert_eq!(cfg.command[2], "echo hello $(HOME) $(MISSING)");
         assert_eq!(cfg.log_path, "c/2.log");
         assert_eq!(cfg.metadata.unwrap().attempt, 2);
@@ -657,7 +652,7 @@ spec:
             "{name: GREETING, valueFrom: {secretKeyRef: {name: s, key: k}}}",
         ));
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let e = environment(&ctx(&p), c).unwrap_err();
+        let e = environment(&ctx(&p), c).unwrap_err().to_string();
         assert!(
             e.contains("env[0] GREETING") && e.contains("apiserver"),
             "{e}"
@@ -665,8 +660,42 @@ spec:
     }
 
     #[test]
+    fn config_errors_name_the_field_and_value() {
+        let err = |from: &str, to: &str| {
+            let p = pod(&POD.replace(from, to));
+            let c = &p.spec.as_ref().unwrap().containers[0];
+            container_config(&ctx(&p), c, ContainerKind::App, 0, &HashMap::new(), None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("fieldPath: metadata.name", "fieldPath: spec.nope"),
+            "env[1] POD: fieldRef.fieldPath \"spec.nope\": not supported"
+        );
+        assert_eq!(
+            err("resource: limits.memory", "resource: memory"),
+            "env[4] MEM: resourceFieldRef.resource \"memory\": not supported"
+        );
+        assert_eq!(
+            err("divisor: 1Mi", "divisor: 1Qi"),
+            "env[4] MEM: quantity \"1Qi\": not a Kubernetes quantity"
+        );
+        assert_eq!(
+            err("limits: {cpu: 500m", "limits: {cpu: lots"),
+            "resources.limits.cpu: quantity \"lots\": not a Kubernetes quantity"
+        );
+        assert_eq!(
+            err(
+                "    resources:",
+                "    volumeMounts: [{name: data, mountPath: /d}]\n    resources:"
+            ),
+            "volumeMounts[0].name \"data\": no such volume in the pod"
+        );
+    }
+
+    #[test]
     fn qos_classes() {
-        use crate::resources::{pod_cgroup, qos_class, Qos};
+        use crate::qos::{pod_cgroup, qos_class, Qos};
         let p = pod(POD);
         assert_eq!(qos_class(&p), Qos::Burstable);
         assert!(pod_cgroup("/kubepods", &p).starts_with("/kubepods/burstable/pod"));

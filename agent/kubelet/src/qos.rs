@@ -1,113 +1,68 @@
-//! Pod-level cgroups under the QoS hierarchy (`/kubepods`, `/kubepods/burstable`, `/kubepods/besteffort`):
-//! created before the pod's sandbox with the pod's summed limits (memory and cpu, only when every container
-//! has one) and cpu weight from the summed requests; removed after the pod. cgroups-rs does the writing
-//! through the runtime's cgroup type, so v1 and v2 hosts are handled alike.
+//! Pod QoS: the class a pod falls in and the cgroup its containers go under (made by [`crate::pod_cgroup`]).
 
-use basalt_runtime::cgroup::Cgroup;
 use k8s_openapi::api::core::v1::Pod;
-use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
 
-use crate::podconfig::container_resources;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
 
-/// The pod's resources: what its cgroup is limited to.
-pub fn pod_resources(pod: &Pod) -> Result<oci_spec::runtime::LinuxResources, String> {
+impl Qos {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Qos::Guaranteed => "Guaranteed",
+            Qos::Burstable => "Burstable",
+            Qos::BestEffort => "BestEffort",
+        }
+    }
+}
+
+/// The QoS class as upstream computes it: no requests or limits anywhere → BestEffort; every container with
+/// equal cpu and memory requests and limits → Guaranteed; else Burstable.
+pub fn qos_class(pod: &Pod) -> Qos {
     let spec = pod.spec.as_ref().expect("validated");
-    let mut shares: u64 = 0;
-    let mut quota: Option<i64> = Some(0);
-    let mut memory: Option<i64> = Some(0);
-    for c in &spec.containers {
-        let r = container_resources(c)?;
-        shares += r.cpu_shares.max(0) as u64;
-        quota = match (quota, r.cpu_quota) {
-            (Some(q), n) if n > 0 => Some(q + n),
-            _ => None,
-        };
-        memory = match (memory, r.memory_limit_in_bytes) {
-            (Some(m), n) if n > 0 => Some(m + n),
-            _ => None,
-        };
-    }
-    let mut cpu = LinuxCpuBuilder::default().shares(shares.max(2));
-    if let Some(q) = quota.filter(|q| *q > 0) {
-        cpu = cpu.quota(q).period(100_000u64);
-    }
-    let mut b = LinuxResourcesBuilder::default().cpu(cpu.build().map_err(|e| e.to_string())?);
-    if let Some(m) = memory.filter(|m| *m > 0) {
-        b = b.memory(
-            LinuxMemoryBuilder::default()
-                .limit(m)
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
-    }
-    b.build().map_err(|e| e.to_string())
-}
-
-pub fn ensure(path: &str, pod: &Pod) -> Result<(), String> {
-    let res = pod_resources(pod)?;
-    let mut cg = Cgroup::create(path).map_err(|e| e.to_string())?;
-    // On v1 cgroups-rs makes directories only when a process joins; the pod cgroup holds none itself.
-    // cpuset is left to the runtime: a v1 cpuset cgroup needs cpus/mems copied down before use.
-    for (name, dir) in cg.v1_dirs() {
-        if !name.contains("cpuset") {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in all {
+        let r = c.resources.clone().unwrap_or_default();
+        let limits = r.limits.clone().unwrap_or_default();
+        let requests = r.requests.clone().unwrap_or_else(|| limits.clone());
+        for res in ["cpu", "memory"] {
+            if requests.contains_key(res) || limits.contains_key(res) {
+                any = true;
+            }
+            match (requests.get(res), limits.get(res)) {
+                (Some(a), Some(b)) if a == b => {}
+                _ => guaranteed = false,
+            }
         }
     }
-    cg.set(&res).map_err(|e| e.to_string())
-}
-
-pub fn remove(path: &str) -> Result<(), String> {
-    let mut cg = Cgroup::new(path).map_err(|e| e.to_string())?;
-    cg.destroy().map_err(|e| e.to_string())?;
-    for (_, dir) in cg.v1_dirs() {
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", dir.display())),
-        }
+    match (any, guaranteed) {
+        (false, _) => Qos::BestEffort,
+        (true, true) => Qos::Guaranteed,
+        (true, false) => Qos::Burstable,
     }
-    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    #[test]
-    fn pod_cgroup_is_made_with_summed_limits_and_removed() {
-        let pod = crate::manifest::parse(
-            Path::new("/m/q.yaml"),
-            "kind: Pod\nmetadata: {name: q}\nspec:\n  containers:\n  - {name: a, image: i, resources: {limits: {memory: 32Mi, cpu: 200m}}}\n  - {name: b, image: i, resources: {limits: {memory: 16Mi, cpu: 300m}}}\n",
-            "n",
-        )
-        .unwrap()
-        .remove(0);
-        let r = pod_resources(&pod).unwrap();
-        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(48 << 20));
-        assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(50_000));
-        let path = format!("/basalt-test-qos/pod{}", std::process::id());
-        ensure(&path, &pod).unwrap();
-        let v2 = basalt_runtime::cgroup::unified();
-        let mem = if v2 {
-            Path::new("/sys/fs/cgroup")
-                .join(path.trim_start_matches('/'))
-                .join("memory.max")
-        } else {
-            Path::new("/sys/fs/cgroup/memory")
-                .join(path.trim_start_matches('/'))
-                .join("memory.limit_in_bytes")
-        };
-        assert_eq!(
-            std::fs::read_to_string(&mem).unwrap().trim(),
-            (48u64 << 20).to_string()
-        );
-        remove(&path).unwrap();
-        assert!(
-            !mem.parent().unwrap().exists(),
-            "{} left behind",
-            mem.parent().unwrap().display()
-        );
-        let _ = remove("/basalt-test-qos");
+/// The pod's cgroup: `/kubepods/pod<uid>`, `/kubepods/burstable/pod<uid>` or `/kubepods/besteffort/pod<uid>`.
+pub fn pod_cgroup(root: &str, pod: &Pod) -> String {
+    let uid = pod
+        .metadata
+        .uid
+        .as_deref()
+        .unwrap_or_default()
+        .replace('-', "_");
+    let root = root.trim_end_matches('/');
+    match qos_class(pod) {
+        Qos::Guaranteed => format!("{root}/pod{uid}"),
+        Qos::Burstable => format!("{root}/burstable/pod{uid}"),
+        Qos::BestEffort => format!("{root}/besteffort/pod{uid}"),
     }
 }

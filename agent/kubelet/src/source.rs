@@ -235,26 +235,39 @@ pub fn parse_url_document(url: &str, text: &str, node: &str) -> Snapshot {
     snap
 }
 
+/// Why the manifest URL gave no document.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// No answer, or a body that could not be read (or was over 16 MiB).
+    #[error("{0}")]
+    Http(#[from] ureq::Error),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("empty document")]
+    Empty,
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// One GET of the manifest URL (blocking: run it off the async threads).
-fn fetch(url: &str) -> Result<String, String> {
+fn fetch(url: &str) -> Result<String, FetchError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
         .build()
         .into();
-    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let mut resp = agent.get(url).call()?;
     let code = resp.status().as_u16();
     if code != 200 {
-        return Err(format!("HTTP {code}"));
+        return Err(FetchError::Status(code));
     }
     let body = resp
         .body_mut()
         .with_config()
         .limit(16 << 20)
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
+        .read_to_string()?;
     if body.trim().is_empty() {
-        return Err("empty document".into());
+        return Err(FetchError::Empty);
     }
     Ok(body)
 }
@@ -289,7 +302,7 @@ pub fn watch_url(url: String, node: String, period: Duration) -> watch::Receiver
             let u = url.clone();
             let fetched = tokio::task::spawn_blocking(move || fetch(&u))
                 .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+                .unwrap_or_else(|e| Err(e.into()));
             let snap = match fetched {
                 Ok(text) => {
                     let s = parse_url_document(&shown, &text, &node);

@@ -18,6 +18,53 @@ use serde::{Deserialize, Serialize};
 pub const IDS_PER_POD: u32 = 65536;
 const FILE: &str = "userns";
 
+/// Why a range or a pod's allocation is refused or unreadable; each names the file or the numbers.
+#[derive(Debug, thiserror::Error)]
+pub enum UsernsError {
+    #[error(
+        "user namespace range {first}+{length}: must start above 0 at a multiple of {IDS_PER_POD}, \
+         hold whole blocks of {IDS_PER_POD} and end below 2^32 - 1"
+    )]
+    Range { first: u32, length: u32 },
+    /// A subordinate-id file's `kubelet` line is not `kubelet:<first id>:<count>`.
+    #[error("{}: {line:?} is not kubelet:<first id>:<count>", .path.display())]
+    SubidLine { path: PathBuf, line: String },
+    /// The range in a subordinate-id file is not one the kubelet can use.
+    #[error("{}: {error}", .path.display())]
+    SubidRange {
+        path: PathBuf,
+        error: Box<UsernsError>,
+    },
+    #[error("the kubelet user's ranges differ: {} {uid:?}, {} {gid:?}", .subuid.display(), .subgid.display())]
+    RangesDiffer {
+        subuid: PathBuf,
+        uid: Option<(u32, u32)>,
+        subgid: PathBuf,
+        gid: Option<(u32, u32)>,
+    },
+    #[error("spec.hostUsers false: all {blocks} user namespace ranges are in use")]
+    Exhausted { blocks: u32 },
+    #[error("{}: {error}", .path.display())]
+    File {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {error}", .path.display())]
+    Record {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+    #[error("{}: not one block of {IDS_PER_POD} ids", .0.display())]
+    NotOneBlock(PathBuf),
+}
+
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> UsernsError + '_ {
+    move |error| UsernsError::File {
+        path: path.to_owned(),
+        error,
+    }
+}
+
 /// The host ids the kubelet hands out, whole blocks of [`IDS_PER_POD`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
@@ -38,7 +85,7 @@ impl Default for Range {
 
 impl Range {
     /// `first` must start a block and the range must hold at least one, below 2^32 - 1.
-    pub fn new(first: u32, length: u32) -> Result<Range, String> {
+    pub fn new(first: u32, length: u32) -> Result<Range, UsernsError> {
         let blocks = length / IDS_PER_POD;
         let fits =
             u64::from(first) + u64::from(blocks) * u64::from(IDS_PER_POD) <= u64::from(u32::MAX);
@@ -48,22 +95,19 @@ impl Range {
             || blocks == 0
             || !fits
         {
-            return Err(format!(
-                "user namespace range {first}+{length}: must start above 0 at a multiple of {IDS_PER_POD}, \
-                 hold whole blocks of {IDS_PER_POD} and end below 2^32 - 1"
-            ));
+            return Err(UsernsError::Range { first, length });
         }
         Ok(Range { first, blocks })
     }
 
     /// Upstream's configuration: the `kubelet` user's entries in `/etc/subuid` and `/etc/subgid`, which must
     /// be the same range; None when there are none (the default range applies).
-    pub fn from_subid_files(subuid: &Path, subgid: &Path) -> Result<Option<Range>, String> {
-        let entry = |file: &Path| -> Result<Option<(u32, u32)>, String> {
+    pub fn from_subid_files(subuid: &Path, subgid: &Path) -> Result<Option<Range>, UsernsError> {
+        let entry = |file: &Path| -> Result<Option<(u32, u32)>, UsernsError> {
             let text = match std::fs::read_to_string(file) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(format!("{}: {e}", file.display())),
+                Err(e) => return Err(file_error(file)(e)),
             };
             let Some(line) = text
                 .lines()
@@ -71,11 +115,9 @@ impl Range {
             else {
                 return Ok(None);
             };
-            let bad = || {
-                format!(
-                    "{}: {line:?} is not kubelet:<first id>:<count>",
-                    file.display()
-                )
+            let bad = || UsernsError::SubidLine {
+                path: file.to_owned(),
+                line: line.to_owned(),
             };
             match line.split(':').collect::<Vec<_>>()[..] {
                 [_, first, count] => Ok(Some((
@@ -87,14 +129,20 @@ impl Range {
         };
         match (entry(subuid)?, entry(subgid)?) {
             (None, None) => Ok(None),
-            (Some(u), Some(g)) if u == g => Range::new(u.0, u.1)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", subuid.display())),
-            (u, g) => Err(format!(
-                "the kubelet user's ranges differ: {} {u:?}, {} {g:?}",
-                subuid.display(),
-                subgid.display()
-            )),
+            (Some(u), Some(g)) if u == g => {
+                Range::new(u.0, u.1)
+                    .map(Some)
+                    .map_err(|e| UsernsError::SubidRange {
+                        path: subuid.to_owned(),
+                        error: Box::new(e),
+                    })
+            }
+            (uid, gid) => Err(UsernsError::RangesDiffer {
+                subuid: subuid.to_owned(),
+                uid,
+                subgid: subgid.to_owned(),
+                gid,
+            }),
         }
     }
 
@@ -183,7 +231,7 @@ impl Allocator {
     }
 
     /// The pod's range (kept from before, or the lowest free one, recorded), as CRI's userns options.
-    pub fn allocate(&self, uid: &str) -> Result<cri::UserNamespace, String> {
+    pub fn allocate(&self, uid: &str) -> Result<cri::UserNamespace, UsernsError> {
         let dir = self.pods_root.join(uid);
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let base = match read(&dir)? {
@@ -191,11 +239,8 @@ impl Allocator {
             None => {
                 let block = (0..self.range.blocks)
                     .find(|b| !used.contains_key(b))
-                    .ok_or_else(|| {
-                        format!(
-                            "spec.hostUsers false: all {} user namespace ranges are in use",
-                            self.range.blocks
-                        )
+                    .ok_or(UsernsError::Exhausted {
+                        blocks: self.range.blocks,
                     })?;
                 let base = self.range.base(block);
                 write(&dir, &Record::of(base))?;
@@ -245,23 +290,24 @@ impl Allocator {
     }
 }
 
-fn read(pod_dir: &Path) -> Result<Option<u32>, String> {
+fn read(pod_dir: &Path) -> Result<Option<u32>, UsernsError> {
     let file = pod_dir.join(FILE);
     let bytes = match std::fs::read(&file) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", file.display())),
+        Err(e) => return Err(file_error(&file)(e)),
     };
-    let rec: Record =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
-    rec.base()
-        .map(Some)
-        .ok_or_else(|| format!("{}: not one block of {IDS_PER_POD} ids", file.display()))
+    let rec: Record = serde_json::from_slice(&bytes).map_err(|error| UsernsError::Record {
+        path: file.clone(),
+        error,
+    })?;
+    rec.base().map(Some).ok_or(UsernsError::NotOneBlock(file))
 }
 
 /// Atomic and durable: a lost allocation could hand a running pod's range to another pod after a reboot.
-fn write(pod_dir: &Path, rec: &Record) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("{}: {e}", pod_dir.join(FILE).display());
+fn write(pod_dir: &Path, rec: &Record) -> Result<(), UsernsError> {
+    let file = pod_dir.join(FILE);
+    let err = |e| file_error(&file)(e);
     std::fs::create_dir_all(pod_dir).map_err(err)?;
     let tmp = pod_dir.join(".userns.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(err)?;
@@ -302,7 +348,7 @@ mod tests {
             y,
             "asked again: the same range"
         );
-        let e = a.allocate("w").unwrap_err();
+        let e = a.allocate("w").unwrap_err().to_string();
         assert!(e.contains("spec.hostUsers") && e.contains("in use"), "{e}");
 
         // A new kubelet (after SIGKILL) sees the same ranges in use.
@@ -334,25 +380,25 @@ mod tests {
     fn the_kubelet_users_subordinate_ids() {
         let dir = tempfile::tempdir().unwrap();
         let (u, g) = (dir.path().join("subuid"), dir.path().join("subgid"));
-        assert_eq!(Range::from_subid_files(&u, &g), Ok(None), "no files");
+        assert_eq!(Range::from_subid_files(&u, &g).unwrap(), None, "no files");
         std::fs::write(&u, "root:100000:65536\nkubelet:131072:196608\n").unwrap();
         std::fs::write(&g, "kubelet:131072:196608\n").unwrap();
         assert_eq!(
-            Range::from_subid_files(&u, &g),
-            Ok(Some(Range {
+            Range::from_subid_files(&u, &g).unwrap(),
+            Some(Range {
                 first: 131072,
                 blocks: 3
-            }))
+            })
         );
         std::fs::write(&g, "kubelet:131072:65536\n").unwrap();
-        let e = Range::from_subid_files(&u, &g).unwrap_err();
+        let e = Range::from_subid_files(&u, &g).unwrap_err().to_string();
         assert!(e.contains("differ"), "{e}");
         std::fs::write(&u, "kubelet:100000:65536\n").unwrap();
         std::fs::write(&g, "kubelet:100000:65536\n").unwrap();
-        let e = Range::from_subid_files(&u, &g).unwrap_err();
+        let e = Range::from_subid_files(&u, &g).unwrap_err().to_string();
         assert!(e.contains("subuid") && e.contains("100000"), "{e}");
         std::fs::write(&u, "kubelet:x\n").unwrap();
-        let e = Range::from_subid_files(&u, &g).unwrap_err();
+        let e = Range::from_subid_files(&u, &g).unwrap_err().to_string();
         assert!(e.contains("kubelet:x"), "{e}");
     }
 
@@ -371,7 +417,8 @@ mod tests {
         std::fs::write(dir.path().join("p/userns"), "{").unwrap();
         let e = Allocator::load(Range::default(), dir.path())
             .allocate("p")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("p/userns"), "{e}");
     }
 }

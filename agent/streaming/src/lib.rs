@@ -13,10 +13,14 @@ mod backend;
 mod error;
 /// Unary ExecSync: timeout and output caps on top of `Backend::exec`.
 mod exec_sync;
+/// Port-forward: one copy pump for both protocols.
+mod port_forward;
 /// Transport-independent exec/attach: runs the backend, turns output into events.
 mod process;
 /// HTTP listener, URL issuing, upgrade dispatch.
 mod server;
+/// What an upgraded connection serves.
+mod session;
 /// SPDY/3.1 framing, connection and sessions.
 mod spdy;
 /// metav1.Status for the error channel.

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::backend::{AttachTarget, Backend, ExecTarget};
 use crate::process::ProcessTarget;
+use crate::session::Session;
 use crate::token::{Pending, TokenCache};
 use crate::wsproto::WsProtocol;
 use crate::{spdy, ws, Error};
@@ -230,11 +231,6 @@ fn query_ports(query: Option<&str>) -> Result<Vec<u16>, String> {
         return Err("query parameter \"port\" is required".into());
     }
     Ok(ports)
-}
-
-pub(crate) enum Session {
-    Process(ProcessTarget),
-    PortForward(String),
 }
 
 fn handle(mut req: Request<Incoming>, state: Arc<State>) -> Response<Full<Bytes>> {

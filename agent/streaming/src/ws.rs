@@ -6,7 +6,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -14,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::backend::{Backend, TermSize};
+use crate::port_forward;
 use crate::process::{self, Event, ProcessTarget};
 use crate::wsproto::{WsProtocol, CLOSE, ERROR, RESIZE, STDIN};
 
@@ -128,8 +128,12 @@ pub(crate) async fn serve_port_forward(
         let out = out_tx.clone();
         let data_ch = (2 * i) as u8;
         tasks.spawn(async move {
-            if let Err(e) = forward_port(&*backend, &sandbox_id, port, rx, data_ch, &out).await {
-                let msg = format!("error forwarding port {port} to pod sandbox {sandbox_id}: {e}");
+            let send = |b| {
+                let out = &out;
+                async move { out.send((data_ch, b)).await.is_ok() }
+            };
+            if let Err(e) = port_forward::pump(&*backend, &sandbox_id, port, rx, send).await {
+                let msg = port_forward::failure(port, &sandbox_id, &e);
                 tracing::debug!("{msg}");
                 let _ = out.send((data_ch + 1, Bytes::from(msg))).await;
             }
@@ -166,43 +170,4 @@ pub(crate) async fn serve_port_forward(
     tasks.abort_all();
     let _ = sink.send(normal_close()).await;
     let _ = sink.close().await;
-}
-
-async fn forward_port(
-    backend: &dyn Backend,
-    sandbox_id: &str,
-    port: u16,
-    mut from_client: mpsc::Receiver<Bytes>,
-    data_ch: u8,
-    out: &mpsc::Sender<(u8, Bytes)>,
-) -> std::io::Result<()> {
-    let conn = backend.port_forward(sandbox_id, port).await?;
-    let (mut rd, mut wr) = tokio::io::split(conn);
-    let upstream = async {
-        while let Some(b) = from_client.recv().await {
-            wr.write_all(&b).await?;
-        }
-        wr.shutdown().await
-    };
-    let downstream = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            let n = rd.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<(), std::io::Error>(());
-            }
-            if out
-                .send((data_ch, Bytes::copy_from_slice(&buf[..n])))
-                .await
-                .is_err()
-            {
-                return Ok(());
-            }
-        }
-    };
-    // Remote EOF ends the forward even if the client keeps its side open.
-    tokio::select! {
-        r = downstream => r,
-        r = async { upstream.await?; std::future::pending::<std::io::Result<()>>().await } => r,
-    }
 }

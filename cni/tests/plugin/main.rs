@@ -1,7 +1,8 @@
 //! Plugin tests, run as root. `harness = false`: this executable is also the plugin under test when started
-//! through a symlink named `bridge` or `host-local` (see `common::dispatch_plugin`). Each case builds its own
-//! network namespaces (a "node" holding the bridge, pods, an "outside") and checks nothing is left behind.
-//! Pass substrings as arguments to run only the matching cases.
+//! through a symlink named `bridge` or `host-local` (see `common::dispatch_plugin`), so libtest-mimic is the
+//! harness, as for the shim's tests (filters, `--list`, `--exact`, `--test-threads` as cargo test's). Each case
+//! builds its own network namespaces (a "node" holding the bridge, pods, an "outside") and checks nothing is
+//! left behind.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -12,8 +13,9 @@ mod caller;
 mod containerd;
 
 use common::dispatch_plugin;
+use libtest_mimic::{Arguments, Trial};
 
-fn main() {
+fn main() -> std::process::ExitCode {
     dispatch_plugin();
     let tests: Vec<(&str, fn())> = vec![
         ("version_and_errors", bridge::version_and_errors),
@@ -35,29 +37,17 @@ fn main() {
         ("caller_gc_status", caller::caller_gc_status),
         ("containerd_ctr_run_cni", containerd::containerd_ctr_run_cni),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
+    let mut args = Arguments::from_args();
+    // One case at a time unless asked otherwise, as they ran before libtest-mimic: they were written so.
+    args.test_threads.get_or_insert(1);
+    let trials = tests
+        .into_iter()
+        .map(|(name, case)| {
+            Trial::test(name, move || {
+                case();
+                Ok(())
+            })
+        })
         .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, t) in tests {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        print!("test {name} ... ");
-        match std::panic::catch_unwind(t) {
-            Ok(()) => {
-                println!("ok");
-                passed += 1;
-            }
-            Err(_) => {
-                println!("FAILED");
-                failed += 1;
-            }
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    libtest_mimic::run(&args, trials).exit_code()
 }

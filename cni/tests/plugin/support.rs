@@ -81,11 +81,9 @@ pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
             use std::os::fd::AsRawFd;
-            // SAFETY: setns on this short-lived thread only.
-            assert_eq!(
-                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
+            // SAFETY: setns on this short-lived thread only, with a descriptor that stays open meanwhile.
+            let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(entered, 0);
             f()
         })
         .join()

@@ -180,25 +180,27 @@ impl Harness {
         image_ref(&self.registry, &self._fixtures, name)
     }
 
-    /// PullImage; returns the image reference the runtime answered.
+    /// PullImage of the fixture `name`; returns the image reference the runtime answered.
     pub async fn pull(&self, name: &str) -> String {
         let image = self.image(name);
-        let r = self
-            .cri
-            .images
-            .clone()
-            .pull_image(api::PullImageRequest {
-                image: Some(api::ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await;
-        match r {
-            Ok(r) => r.into_inner().image_ref,
+        match self.pull_image(&image).await {
+            Ok(image_ref) => image_ref,
             Err(e) => panic!("PullImage {image}: {e}"),
         }
+    }
+
+    /// PullImage of the reference `image`, without credentials: the image reference, or the call's error.
+    pub async fn pull_image(&self, image: &str) -> Result<String, Status> {
+        let spec = api::ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        };
+        let pull = api::PullImageRequest {
+            image: Some(spec),
+            ..Default::default()
+        };
+        let answer = self.cri.images.clone().pull_image(pull).await?;
+        Ok(answer.into_inner().image_ref)
     }
 
     /// A sandbox config with a unique name, uid, namespace, log directory and cgroup parent.
@@ -381,6 +383,40 @@ impl Harness {
             .ok_or_else(|| Status::internal("ContainerStatus without status"))
     }
 
+    /// PodSandboxStatus of the sandbox `id`: its status, or the call's error as it came.
+    pub async fn sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus, Status> {
+        let req = api::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: false,
+        };
+        let answer = self.cri.runtime.clone().pod_sandbox_status(req).await?;
+        let status = answer.into_inner().status;
+        status.ok_or_else(|| Status::internal("PodSandboxStatus without status"))
+    }
+
+    /// What ListContainers answers for `filter`.
+    pub async fn list_containers(&self, filter: api::ContainerFilter) -> Vec<api::Container> {
+        self.cri
+            .runtime
+            .clone()
+            .list_containers(api::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers
+    }
+
+    /// The containers of the sandbox `pod_id`, as ListContainers gives them.
+    pub async fn containers_of(&self, pod_id: &str) -> Vec<api::Container> {
+        self.list_containers(api::ContainerFilter {
+            pod_sandbox_id: pod_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Polls ContainerStatus until `state` (panics after `limit`, showing the last status).
     pub async fn wait_state(
         &self,
@@ -449,35 +485,16 @@ impl Harness {
     /// What `pod` owns on the host right now (its containers, processes, netns, veth, lease).
     pub async fn footprint(&self, pod: &Pod) -> Footprint {
         let containers = self
-            .cri
-            .runtime
-            .clone()
-            .list_containers(api::ListContainersRequest {
-                filter: Some(api::ContainerFilter {
-                    pod_sandbox_id: pod.id.clone(),
-                    ..Default::default()
-                }),
-            })
+            .containers_of(&pod.id)
             .await
-            .expect("ListContainers")
-            .into_inner()
-            .containers
             .into_iter()
             .map(|c| c.id)
             .collect();
         let ip = self
-            .cri
-            .runtime
-            .clone()
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: pod.id.clone(),
-                verbose: false,
-            })
+            .sandbox_status(&pod.id)
             .await
             .expect("PodSandboxStatus")
-            .into_inner()
-            .status
-            .and_then(|s| s.network)
+            .network
             .map(|n| n.ip)
             .filter(|ip| !ip.is_empty());
         let lease = ip.as_ref().map(|ip| self.net.lease_path(ip));
@@ -535,12 +552,7 @@ impl Harness {
             .expect("ListPodSandbox")
             .into_inner()
             .items;
-        let containers = rt
-            .list_containers(api::ListContainersRequest::default())
-            .await
-            .expect("ListContainers")
-            .into_inner()
-            .containers;
+        let containers = self.list_containers(api::ContainerFilter::default()).await;
         assert!(pods.is_empty(), "pods left: {pods:?}");
         assert!(containers.is_empty(), "containers left: {containers:?}");
         assert_eq!(

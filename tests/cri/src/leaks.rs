@@ -154,6 +154,19 @@ pub fn pids_naming(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The first process whose command line holds `needle`, waiting up to `limit` for one: a container the runtime
+/// reports RUNNING may still be between the runtime's init and the container's own program.
+pub async fn wait_pid_naming(needle: &str, limit: std::time::Duration) -> Option<u32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let found = pids_naming(needle).first().copied();
+        if found.is_some() || std::time::Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Processes with a cgroup (in any hierarchy) at or below `parent`.
 pub fn pids_in_cgroup(parent: &str) -> Vec<u32> {
     let needle = format!(":{parent}");

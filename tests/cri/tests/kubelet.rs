@@ -832,30 +832,22 @@ cri_test!(exec_attach_port_forward_through_the_kubelet_api);
 async fn runtime_containers(h: &Harness, uid: &str) -> Vec<(String, i32)> {
     let mut sel = HashMap::new();
     sel.insert("io.kubernetes.pod.uid".to_owned(), uid.to_owned());
-    h.cri
-        .runtime
-        .clone()
-        .list_containers(api::ListContainersRequest {
-            filter: Some(api::ContainerFilter {
-                label_selector: sel,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .into_iter()
-        .map(|c| {
-            (
-                c.labels
-                    .get("io.kubernetes.container.name")
-                    .cloned()
-                    .unwrap_or_default(),
-                c.state,
-            )
-        })
-        .collect()
+    h.list_containers(api::ContainerFilter {
+        label_selector: sel,
+        ..Default::default()
+    })
+    .await
+    .into_iter()
+    .map(|c| {
+        (
+            c.labels
+                .get("io.kubernetes.container.name")
+                .cloned()
+                .unwrap_or_default(),
+            c.state,
+        )
+    })
+    .collect()
 }
 
 fn metric(text: &str, name: &str) -> u64 {
@@ -1261,7 +1253,7 @@ async fn host_users_false_gets_a_range_of_its_own(endpoint: Endpoint) {
                 id: s.id,
                 config: api::PodSandboxConfig {
                     linux: Some(api::LinuxPodSandboxConfig {
-                        cgroup_parent: basalt_kubelet::resources::pod_cgroup(&node.cgroup_root, &p),
+                        cgroup_parent: basalt_kubelet::qos::pod_cgroup(&node.cgroup_root, &p),
                         ..Default::default()
                     }),
                     ..Default::default()

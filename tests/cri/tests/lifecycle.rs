@@ -16,16 +16,7 @@ async fn full_pod_lifecycle(endpoint: Endpoint) {
 
     let pod = h.run_pod("lifecycle").await;
     let mut rt = h.cri.runtime.clone();
-    let st = rt
-        .pod_sandbox_status(api::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = h.sandbox_status(&pod.id).await.unwrap();
     assert_eq!(st.state, api::PodSandboxState::SandboxReady as i32);
     let ip = st
         .network
@@ -114,8 +105,8 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     });
     let exiter = h.create_start(&pod, cfg).await;
     let before = h.footprint(&pod).await;
-    let pid = *basalt_cri_tests::leaks::pids_naming(&marker)
-        .first()
+    let pid = basalt_cri_tests::leaks::wait_pid_naming(&marker, Duration::from_secs(10))
+        .await
         .expect("the exiter's process");
     h.kill_daemon();
     std::fs::write(signal.path().join("go"), "").unwrap();
@@ -299,20 +290,7 @@ async fn dead_monitor_is_cleaned_up(endpoint: Endpoint) {
     let mut state = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
-        let s = h
-            .cri
-            .runtime
-            .clone()
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: pod.id.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-            .state;
+        let s = h.sandbox_status(&pod.id).await.unwrap().state;
         state = Some(s);
         if s == api::PodSandboxState::SandboxNotready as i32 {
             break;

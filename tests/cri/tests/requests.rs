@@ -15,7 +15,7 @@ fn record(endpoint: Endpoint, what: &str, answer: &str) {
     let _ = writeln!(std::io::stderr(), "[{}] {what}: {answer}", endpoint.name());
 }
 
-fn answer<T>(r: &Result<tonic::Response<T>, tonic::Status>) -> String {
+fn answer<T>(r: &Result<T, tonic::Status>) -> String {
     match r {
         Ok(_) => "OK".to_owned(),
         Err(s) => format!("{:?}: {}", s.code(), s.message()),
@@ -236,114 +236,57 @@ async fn unknown_ids(endpoint: Endpoint) {
     h.pull(BUSYBOX).await;
     let mut rt = h.cri.runtime.clone();
 
-    let r = rt
-        .pod_sandbox_status(api::PodSandboxStatusRequest {
-            pod_sandbox_id: UNKNOWN.into(),
-            verbose: false,
-        })
-        .await;
-    record(endpoint, "PodSandboxStatus unknown", &answer(&r));
-    assert_eq!(
-        expect_err(r, "PodSandboxStatus").unwrap().code(),
-        Code::NotFound
-    );
-
-    let r = rt
-        .container_status(api::ContainerStatusRequest {
-            container_id: UNKNOWN.into(),
-            verbose: false,
-        })
-        .await;
-    record(endpoint, "ContainerStatus unknown", &answer(&r));
-    assert_eq!(
-        expect_err(r, "ContainerStatus").unwrap().code(),
-        Code::NotFound
-    );
-
+    // `ask!(call, Request.id_field, more: fields)`: the call on an id no runtime knows, its answer recorded.
+    macro_rules! ask {
+        ($call:ident, $req:ident.$id:ident $(, $field:ident: $value:expr)*) => {{
+            #[allow(clippy::needless_update)] // some requests have no other field
+            let r = rt
+                .$call(api::$req {
+                    $id: UNKNOWN.into(),
+                    $($field: $value,)*
+                    ..Default::default()
+                })
+                .await;
+            let what = stringify!($req).trim_end_matches("Request");
+            record(endpoint, &format!("{what} unknown"), &answer(&r));
+            (what, r.map(drop).map_err(|s| s.code()))
+        }};
+    }
     let pod_config = h.pod_config("ghost");
-    let r = rt
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: UNKNOWN.into(),
-            config: Some(h.container_config("c", BUSYBOX, &["true"])),
-            sandbox_config: Some(pod_config),
-        })
-        .await;
-    record(endpoint, "CreateContainer in unknown sandbox", &answer(&r));
-    assert_eq!(
-        expect_err(r, "CreateContainer").unwrap().code(),
-        Code::NotFound
-    );
+    let container = h.container_config("c", BUSYBOX, &["true"]);
+    let not_found = [
+        ask!(pod_sandbox_status, PodSandboxStatusRequest.pod_sandbox_id),
+        ask!(container_status, ContainerStatusRequest.container_id),
+        ask!(
+            create_container,
+            CreateContainerRequest.pod_sandbox_id,
+            config: Some(container),
+            sandbox_config: Some(pod_config)
+        ),
+        ask!(start_container, StartContainerRequest.container_id),
+    ];
+    for (what, got) in not_found {
+        assert_eq!(got, Err(Code::NotFound), "{what}");
+    }
 
-    let r = rt
-        .start_container(api::StartContainerRequest {
-            container_id: UNKNOWN.into(),
-        })
-        .await;
-    record(endpoint, "StartContainer unknown", &answer(&r));
-    assert_eq!(
-        expect_err(r, "StartContainer").unwrap().code(),
-        Code::NotFound
-    );
-
-    let r = rt
-        .stop_pod_sandbox(api::StopPodSandboxRequest {
-            pod_sandbox_id: UNKNOWN.into(),
-        })
-        .await;
-    record(endpoint, "StopPodSandbox unknown", &answer(&r));
-    let stop_pod = r.as_ref().map(|_| ()).map_err(|s| s.code());
-    let r = rt
-        .stop_container(api::StopContainerRequest {
-            container_id: UNKNOWN.into(),
-            timeout: 1,
-        })
-        .await;
-    record(endpoint, "StopContainer unknown", &answer(&r));
-    let stop_ctr = r.as_ref().map(|_| ()).map_err(|s| s.code());
-    let r = rt
-        .remove_pod_sandbox(api::RemovePodSandboxRequest {
-            pod_sandbox_id: UNKNOWN.into(),
-        })
-        .await;
-    record(endpoint, "RemovePodSandbox unknown", &answer(&r));
-    let remove_pod = r.as_ref().map(|_| ()).map_err(|s| s.code());
-    let r = rt
-        .remove_container(api::RemoveContainerRequest {
-            container_id: UNKNOWN.into(),
-        })
-        .await;
-    record(endpoint, "RemoveContainer unknown", &answer(&r));
-    let remove_ctr = r.as_ref().map(|_| ()).map_err(|s| s.code());
-    match endpoint {
-        Endpoint::Basalt => {
-            assert_eq!(
-                stop_pod,
-                Ok(()),
-                "StopPodSandbox of an unknown id is idempotent"
-            );
-            assert_eq!(
-                stop_ctr,
-                Ok(()),
-                "StopContainer of an unknown id is idempotent"
-            );
-            assert_eq!(
-                remove_pod,
-                Ok(()),
-                "RemovePodSandbox of an unknown id is idempotent"
-            );
-            assert_eq!(
-                remove_ctr,
-                Ok(()),
-                "RemoveContainer of an unknown id is idempotent"
-            );
-        }
-        Endpoint::Containerd => {
-            // containerd 1.6 predates the idempotency the kubelet relies on since 1.2x: recorded, not endorsed.
-            assert_eq!(stop_pod, CONTAINERD_STOP_POD);
-            assert_eq!(stop_ctr, CONTAINERD_STOP_CTR);
-            assert_eq!(remove_pod, CONTAINERD_REMOVE_POD);
-            assert_eq!(remove_ctr, CONTAINERD_REMOVE_CTR);
-        }
+    let idempotent = [
+        ask!(stop_pod_sandbox, StopPodSandboxRequest.pod_sandbox_id),
+        ask!(stop_container, StopContainerRequest.container_id, timeout: 1),
+        ask!(remove_pod_sandbox, RemovePodSandboxRequest.pod_sandbox_id),
+        ask!(remove_container, RemoveContainerRequest.container_id),
+    ];
+    let expected = match endpoint {
+        Endpoint::Basalt => [Ok(()); 4],
+        // containerd 1.6 predates the idempotency the kubelet relies on since 1.2x: recorded, not endorsed.
+        Endpoint::Containerd => [
+            CONTAINERD_STOP_POD,
+            CONTAINERD_STOP_CTR,
+            CONTAINERD_REMOVE_POD,
+            CONTAINERD_REMOVE_CTR,
+        ],
+    };
+    for ((what, got), want) in idempotent.into_iter().zip(expected) {
+        assert_eq!(got, want, "{what} of an unknown id (Ok: idempotent)");
     }
 }
 
@@ -360,20 +303,10 @@ async fn bad_container_configs(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
     let pod = h.run_pod("bad").await;
-    let mut images = h.cri.images.clone();
-
     let missing = format!("{}/basalt/missing:latest", h.registry.host());
-    let r = images
-        .pull_image(api::PullImageRequest {
-            image: Some(api::ImageSpec {
-                image: missing.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await;
+    let r = h.pull_image(&missing).await;
     record(endpoint, "PullImage of a missing image", &answer(&r));
-    let s = expect_err(r, "PullImage missing").unwrap();
+    let s = r.expect_err("PullImage of a missing image: expected an error");
     assert!(
         s.message().contains("basalt/missing"),
         "error names the image: {s:?}"
@@ -461,20 +394,7 @@ async fn bad_container_configs(endpoint: Endpoint) {
             );
         }
     }
-    let left = h
-        .cri
-        .runtime
-        .clone()
-        .list_containers(api::ListContainersRequest {
-            filter: Some(api::ContainerFilter {
-                pod_sandbox_id: pod.id.clone(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let left = h.containers_of(&pod.id).await;
     if endpoint == Endpoint::Basalt {
         assert!(
             left.is_empty(),

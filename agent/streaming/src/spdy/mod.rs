@@ -16,12 +16,12 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::backend::{Backend, TermSize};
+use crate::port_forward;
 use crate::process::{self, Event, ProcessTarget};
-use crate::server::Session;
+use crate::session::Session;
 use crate::wsproto::{WsProtocol, STDERR, STDOUT};
 use conn::{Out, Stream};
 
@@ -315,43 +315,16 @@ async fn forward(
             return;
         }
     };
-    if let Err(e) = copy_port(&*backend, &sandbox_id, port, data.incoming, data_id, &out).await {
-        let msg = format!("error forwarding port {port} to pod sandbox {sandbox_id}: {e}");
+    let to_client = &out;
+    let send = |b| async move {
+        to_client.data(data_id, b).await;
+        true
+    };
+    if let Err(e) = port_forward::pump(&*backend, &sandbox_id, port, data.incoming, send).await {
+        let msg = port_forward::failure(port, &sandbox_id, &e);
         tracing::debug!("{msg}");
         out.data(error_id, Bytes::from(msg)).await;
     }
     out.fin(data_id).await;
     out.fin(error_id).await;
-}
-
-async fn copy_port(
-    backend: &dyn Backend,
-    sandbox_id: &str,
-    port: u16,
-    mut from_client: mpsc::Receiver<Bytes>,
-    data_id: u32,
-    out: &Out,
-) -> std::io::Result<()> {
-    let conn = backend.port_forward(sandbox_id, port).await?;
-    let (mut rd, mut wr) = tokio::io::split(conn);
-    let upstream = async {
-        while let Some(b) = from_client.recv().await {
-            wr.write_all(&b).await?;
-        }
-        wr.shutdown().await
-    };
-    let downstream = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            let n = rd.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<(), std::io::Error>(());
-            }
-            out.data(data_id, Bytes::copy_from_slice(&buf[..n])).await;
-        }
-    };
-    tokio::select! {
-        r = downstream => r,
-        r = async { upstream.await?; std::future::pending::<std::io::Result<()>>().await } => r,
-    }
 }

@@ -8,7 +8,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use super::device_rules::{Access, Policy};
+use crate::device_rules::{Access, Policy};
 
 /// One eBPF instruction (`struct bpf_insn`): opcode, dst/src registers in one byte, offset, immediate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,8 +353,8 @@ pub fn install(path: &Path, policy: &Policy) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::device_rules::{Kind, Match, Policy};
     use super::*;
+    use crate::device_rules::{Kind, Match, Policy};
 
     fn bytes(i: Insn) -> [u8; 8] {
         let mut b = [0u8; 8];
@@ -536,6 +536,8 @@ mod tests {
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         // SAFETY: the child makes only async-signal-safe calls (open, write, close, _exit) before _exit.
         match unsafe { nix::unistd::fork() }.unwrap() {
+            // SAFETY: in the forked child; the C strings and buffers were made before the fork and stay
+            // valid, and it leaves through _exit without returning into the harness.
             nix::unistd::ForkResult::Child => unsafe {
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
                 // "0" is the writing process itself.

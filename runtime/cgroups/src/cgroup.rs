@@ -1,20 +1,30 @@
-//! The container's cgroup through cgroups-rs: v2 unified where the host has it, v1 on v1 and hybrid hosts
-//! (like the development VM). Paths in systemd's `slice:prefix:name` form are mapped onto cgroupfs.
-//! Device rules go to the v1 devices controller, or on v2 become an eBPF program: [`device_rules`] works out
-//! what the rules (then runc's defaults) amount to, [`device_filter`] compiles, loads and attaches it.
+//! A cgroup through cgroups-rs: v2 unified where the host has it, v1 on v1 and hybrid hosts (like the
+//! development VM). Paths in systemd's `slice:prefix:name` form are mapped onto cgroupfs.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use cgroups_rs::manager::{FsManager, Manager};
 use cgroups_rs::{CgroupPid, FreezerState};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
+use crate::device_filter;
+use crate::device_rules::{self, Policy};
 use crate::error::{Error, Result};
 
-pub mod device_filter;
-pub mod device_rules;
+/// How long [`Cgroup::freeze`] waits for the kernel: freezing a few processes takes milliseconds.
+pub const FREEZE_PATIENCE: Duration = Duration::from_secs(5);
 
-use device_rules::Policy;
+/// A freezer's state as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freezer {
+    Frozen,
+    Thawed,
+    /// FREEZING on v1: on its way.
+    Changing,
+    /// Not readable (no freezer where we look).
+    Unknown,
+}
 
 pub struct Cgroup {
     path: String,
@@ -216,8 +226,8 @@ impl Cgroup {
         self.set_all(resources)
     }
 
-    /// Creates the cgroup and moves `pid` in, with no limits and no device rules: for the runtime's own
-    /// helpers, which need what their host process has.
+    /// Moves `pid` in (creating the cgroup if need be), with no limits and no device rules: for an `exec`'d
+    /// process joining its container, and for helpers that need what their host process has.
     pub fn add_process(&mut self, pid: i32) -> Result<()> {
         self.mgr
             .add_proc(CgroupPid::from(pid as u64))
@@ -305,13 +315,6 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
-    /// Moves `pid` into this existing cgroup (for `exec`).
-    pub fn add(&mut self, pid: i32) -> Result<()> {
-        self.mgr
-            .add_proc(CgroupPid::from(pid as u64))
-            .map_err(err(&self.path))
-    }
-
     /// `update`: new limits; device rules, when given, replace the old ones (with the defaults added again).
     pub fn set(&mut self, resources: &LinuxResources) -> Result<()> {
         if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
@@ -333,13 +336,66 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
+    /// Freezes or thaws the cgroup's processes and returns once the kernel reports it done, as runc does:
+    /// freezing is asynchronous (a v1 freezer reads FREEZING meanwhile), and a `pause` that returned early
+    /// would leave `state` saying "running". Gives up after [`FREEZE_PATIENCE`]; a state it cannot read is
+    /// not waited for.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
         let state = if frozen {
             FreezerState::Frozen
         } else {
             FreezerState::Thawed
         };
-        self.mgr.freeze(state).map_err(err(&self.path))
+        self.mgr.freeze(state).map_err(err(&self.path))?;
+        let deadline = Instant::now() + FREEZE_PATIENCE;
+        loop {
+            match self.freezer() {
+                Freezer::Frozen if frozen => return Ok(()),
+                Freezer::Thawed if !frozen => return Ok(()),
+                Freezer::Unknown => return Ok(()),
+                _ if Instant::now() >= deadline => {
+                    let want = if frozen { "frozen" } else { "thawed" };
+                    return Err(Error::cgroup(
+                        &self.path,
+                        format!("not {want} after {FREEZE_PATIENCE:?}"),
+                    ));
+                }
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+
+    /// What the kernel says of the cgroup's freezer.
+    fn freezer(&self) -> Freezer {
+        let rel = self.path.trim_start_matches('/');
+        if unified() {
+            let events = std::fs::read_to_string(
+                PathBuf::from("/sys/fs/cgroup")
+                    .join(rel)
+                    .join("cgroup.events"),
+            );
+            match events
+                .ok()
+                .as_deref()
+                .and_then(|e| e.lines().find_map(|l| l.strip_prefix("frozen ")))
+            {
+                Some("1") => Freezer::Frozen,
+                Some("0") => Freezer::Thawed,
+                _ => Freezer::Unknown,
+            }
+        } else {
+            let state = std::fs::read_to_string(
+                PathBuf::from("/sys/fs/cgroup/freezer")
+                    .join(rel)
+                    .join("freezer.state"),
+            );
+            match state.as_deref().map(str::trim) {
+                Ok("FROZEN") => Freezer::Frozen,
+                Ok("THAWED") => Freezer::Thawed,
+                Ok(_) => Freezer::Changing,
+                Err(_) => Freezer::Unknown,
+            }
+        }
     }
 
     /// Removes the cgroup (every hierarchy). Missing is fine: delete is idempotent.

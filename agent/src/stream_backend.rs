@@ -1,132 +1,15 @@
-//! Exec, Attach and PortForward: the RPCs hand out one-time URLs of the streaming server, and the streaming
-//! server's backend (here) connects a client to the pod monitor's process stream or to a port inside the pod.
+//! The streaming server's backend: it finds a container's monitor and pumps exec/attach frames to and from
+//! it, and dials a port inside a pod's network namespace for port-forward.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use basalt_proto::cri;
 use basalt_shim::protocol::{Frame, Request};
 use basalt_streaming::{AttachTarget, ExecTarget, PortStream, ProcessIo};
-use tonic::Status;
 
-use crate::records::Records;
-use crate::server::Agent;
-use crate::status;
-
-impl Agent {
-    fn running_container(&self, id: &str) -> Result<String, Status> {
-        let c = self
-            .records
-            .find_container(id)
-            .ok_or_else(|| status::not_found("container", id))?;
-        if c.final_status.is_some() {
-            return Err(Status::failed_precondition(format!(
-                "container {} is not running",
-                c.id
-            )));
-        }
-        Ok(c.id)
-    }
-
-    pub async fn exec_url(&self, req: cri::ExecRequest) -> Result<String, Status> {
-        if req.cmd.is_empty() {
-            return Err(status::invalid("cmd", "[]", "must name a program to run"));
-        }
-        if !(req.stdin || req.stdout || req.stderr) {
-            return Err(Status::invalid_argument(
-                "one of stdin, stdout and stderr must be set",
-            ));
-        }
-        if req.tty && req.stderr {
-            return Err(Status::invalid_argument(
-                "tty and stderr cannot both be set",
-            ));
-        }
-        let id = self.running_container(&req.container_id)?;
-        self.streaming
-            .get_exec(ExecTarget {
-                container_id: id,
-                cmd: req.cmd,
-                tty: req.tty,
-                stdin: req.stdin,
-                stdout: req.stdout,
-                stderr: req.stderr,
-            })
-            .map_err(streaming_status)
-    }
-
-    pub async fn attach_url(&self, req: cri::AttachRequest) -> Result<String, Status> {
-        if !(req.stdin || req.stdout || req.stderr) {
-            return Err(Status::invalid_argument(
-                "one of stdin, stdout and stderr must be set",
-            ));
-        }
-        let id = self.running_container(&req.container_id)?;
-        self.streaming
-            .get_attach(AttachTarget {
-                container_id: id,
-                tty: req.tty,
-                stdin: req.stdin,
-                stdout: req.stdout,
-                stderr: req.stderr && !req.tty,
-            })
-            .map_err(streaming_status)
-    }
-
-    pub async fn port_forward_url(&self, req: cri::PortForwardRequest) -> Result<String, Status> {
-        let s = self
-            .records
-            .find_sandbox(&req.pod_sandbox_id)
-            .ok_or_else(|| status::not_found("pod sandbox", &req.pod_sandbox_id))?;
-        for p in &req.port {
-            if !(1..=65535).contains(p) {
-                return Err(status::invalid("port", p, "must be 1-65535"));
-            }
-        }
-        self.streaming
-            .get_port_forward(&s.id)
-            .map_err(streaming_status)
-    }
-
-    /// Writes a bridge + host-local network for the pod CIDR the kubelet hands us, unless the operator
-    /// configured a network already.
-    pub fn set_pod_cidr(&self, cidr: &str) -> Result<(), Status> {
-        *self.pod_cidr.lock().unwrap() = Some(cidr.to_owned());
-        let dir = &self.args.cni_conf_dir;
-        if basalt_cni::caller::load_dir(dir).is_ok_and(|n| !n.is_empty()) {
-            return Ok(());
-        }
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "basalt",
-            "plugins": [{
-                "type": "bridge",
-                "bridge": "basalt0",
-                "isGateway": true,
-                "ipMasq": true,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": cidr}]], "routes": [{"dst": "0.0.0.0/0"}]}
-            }, {"type": "portmap", "capabilities": {"portMappings": true}}]
-        });
-        std::fs::create_dir_all(dir)
-            .map_err(|e| status::internal("creating the CNI config dir", e))?;
-        std::fs::write(
-            dir.join("10-basalt.conflist"),
-            serde_json::to_vec_pretty(&conf).unwrap(),
-        )
-        .map_err(|e| status::internal("writing the CNI config", e))
-    }
-}
-
-fn streaming_status(e: basalt_streaming::Error) -> Status {
-    match e {
-        basalt_streaming::Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
-        basalt_streaming::Error::TooManyRequests { .. } => {
-            Status::resource_exhausted(e.to_string())
-        }
-        e => Status::internal(e.to_string()),
-    }
-}
+use crate::monitor;
+use crate::store::Records;
 
 /// The streaming server's view of the runtime: finds a container's monitor and talks frames to it.
 pub struct Backend {
@@ -134,7 +17,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(records: Arc<Records>, _shims: PathBuf) -> Backend {
+    pub fn new(records: Arc<Records>) -> Backend {
         Backend { records }
     }
 
@@ -153,7 +36,7 @@ impl Backend {
     /// Opens a process stream at the monitor and pumps frames both ways until the process ends. Dropping
     /// this future closes the stream, which ends an exec'd process (the monitor kills it) or detaches.
     async fn pump(&self, dir: PathBuf, req: Request, io: ProcessIo) -> Result<i32, String> {
-        let sock = crate::monitor::socket(&dir);
+        let sock = monitor::socket(&dir);
         let client = basalt_shim::client::Client::connect(&sock)
             .await
             .map_err(|e| format!("pod monitor {}: {e}", sock.display()))?;

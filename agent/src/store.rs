@@ -178,12 +178,7 @@ impl Records {
     }
 
     pub fn put_sandbox(&self, rec: &SandboxRecord, survive: Survive) -> Result<(), RecordError> {
-        write_json(&self.dir.join("sandboxes"), &rec.id, rec, survive)?;
-        self.sandboxes
-            .lock()
-            .unwrap()
-            .insert(rec.id.clone(), rec.clone());
-        Ok(())
+        self.put("sandboxes", &self.sandboxes, &rec.id, rec, survive)
     }
 
     pub fn put_container(
@@ -191,11 +186,20 @@ impl Records {
         rec: &ContainerRecord,
         survive: Survive,
     ) -> Result<(), RecordError> {
-        write_json(&self.dir.join("containers"), &rec.id, rec, survive)?;
-        self.containers
-            .lock()
-            .unwrap()
-            .insert(rec.id.clone(), rec.clone());
+        self.put("containers", &self.containers, &rec.id, rec, survive)
+    }
+
+    /// Writes the record to disk, then into the table: a reader never sees a record that a crash would lose.
+    fn put<T: Serialize + Clone>(
+        &self,
+        table: &str,
+        map: &Mutex<HashMap<String, T>>,
+        id: &str,
+        rec: &T,
+        survive: Survive,
+    ) -> Result<(), RecordError> {
+        write_json(&self.dir.join(table), id, rec, survive)?;
+        map.lock().unwrap().insert(id.to_owned(), rec.clone());
         Ok(())
     }
 
