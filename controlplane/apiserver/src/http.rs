@@ -269,21 +269,27 @@ fn protobuf_definition(api_version: &str, kind: &str) -> Option<String> {
         .map(|k| k.definition.clone())
 }
 
-/// Reads a whole body, refusing one larger than `limit` as upstream's 3 MiB cap does.
-pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(ApiError::too_large(limit))
-            } else {
-                Err(ApiError::bad_request(format!(
-                    "reading the request body: {e}"
-                )))
-            }
+/// Reads a whole body, refusing one larger than `limit` as upstream's 3 MiB cap does. The rest of a too
+/// large body is read and dropped (up to a bound) before the refusal, so that an HTTP/1.1 client still
+/// writing it gets the 413 rather than a reset connection.
+pub async fn read_body(mut body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= limit {
+            buf.extend_from_slice(&data);
+        } else if seen > limit.saturating_mul(4) {
+            break;
         }
     }
+    if seen > limit {
+        return Err(ApiError::too_large(limit));
+    }
+    Ok(buf.freeze())
 }

@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod auth;
 pub mod bootstrap;
+pub mod cacher;
 pub mod clock;
 pub mod crd;
 pub mod discovery;
@@ -143,6 +144,7 @@ impl ApiServer {
             ready: AtomicBool::new(false),
             backend: store.backend(),
             openapi: Default::default(),
+            cachers: Default::default(),
             ca_pem,
         });
         for i in [

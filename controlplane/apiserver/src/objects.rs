@@ -18,6 +18,56 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// Appends a stored object to `out` as a list item: its bytes as stored, the resourceVersion set in its
+/// metadata, and (`strip_type`) without apiVersion and kind, as upstream lists built-in kinds.
+pub fn splice(kv: &KeyValue, strip_type: bool, out: &mut Vec<u8>) -> ApiResult<()> {
+    let bad = |e: serde_json::Error| {
+        ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key))
+    };
+    let top: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+        serde_json::from_slice(&kv.value).map_err(bad)?;
+    out.push(b'{');
+    let mut first = true;
+    let mut wrote_meta = false;
+    for (k, v) in &top {
+        if strip_type && (k == "apiVersion" || k == "kind") {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut *out, k).map_err(bad)?;
+        out.push(b':');
+        if k == "metadata" {
+            let mut meta: serde_json::Map<String, Value> =
+                serde_json::from_str(v.get()).map_err(bad)?;
+            meta.insert(
+                "resourceVersion".into(),
+                Value::String(kv.mod_revision.to_string()),
+            );
+            serde_json::to_writer(&mut *out, &meta).map_err(bad)?;
+            wrote_meta = true;
+        } else {
+            out.extend_from_slice(v.get().as_bytes());
+        }
+    }
+    if !wrote_meta {
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(
+            format!(
+                "\"metadata\":{{\"resourceVersion\":\"{}\"}}",
+                kv.mod_revision
+            )
+            .as_bytes(),
+        );
+    }
+    out.push(b'}');
+    Ok(())
+}
+
 pub fn encode(obj: &Value) -> Vec<u8> {
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {

@@ -178,11 +178,17 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response<Body>> {
             }
         }
     };
+    // Without selectors a JSON list is the stored bytes themselves, with their resourceVersion spliced in:
+    // a list of thousands of objects then costs no decoding.
+    let raw = filter.is_empty()
+        && crate::http::negotiate(call.headers, call.query, true)? == crate::http::Wants::Json;
     let mut items = Vec::new();
+    let mut raw_items: Vec<u8> = Vec::new();
+    let mut count = 0usize;
     let mut next_key: Option<String> = None;
     let mut remaining: Option<i64> = None;
     loop {
-        let want = limit.map(|l| (l - items.len()).max(if filter.is_empty() { 0 } else { 100 }));
+        let want = limit.map(|l| (l - count).max(if filter.is_empty() { 0 } else { 100 }));
         let page = call
             .state
             .objects
@@ -205,11 +211,20 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response<Body>> {
         revision = Some(page.revision);
         let n = page.kvs.len();
         for (i, kv) in page.kvs.iter().enumerate() {
-            let obj = objects::decode(kv)?;
-            if filter.matches(call, &obj) {
-                items.push(obj);
+            if raw {
+                if count > 0 {
+                    raw_items.push(b',');
+                }
+                objects::splice(kv, call.res.custom.is_none(), &mut raw_items)?;
+                count += 1;
+            } else {
+                let obj = objects::decode(kv)?;
+                if filter.matches(call, &obj) {
+                    items.push(obj);
+                    count += 1;
+                }
             }
-            if limit.is_some_and(|l| items.len() >= l) {
+            if limit.is_some_and(|l| count >= l) {
                 let more = i + 1 < n || page.remaining > 0;
                 if more {
                     next_key = Some(kv.key.clone());
@@ -220,7 +235,7 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response<Body>> {
                 break;
             }
         }
-        if next_key.is_some() || page.remaining == 0 || limit.is_some_and(|l| items.len() >= l) {
+        if next_key.is_some() || page.remaining == 0 || limit.is_some_and(|l| count >= l) {
             break;
         }
         start = format!(
@@ -240,6 +255,25 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response<Body>> {
         if let Some(r) = remaining {
             list_meta.insert("remainingItemCount".into(), json!(r));
         }
+    }
+    if raw {
+        let mut body = Vec::with_capacity(raw_items.len() + 256);
+        body.extend_from_slice(
+            format!(
+                "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{},\"items\":[",
+                json!(call.res.list_kind),
+                json!(call.res.api_version()),
+                Value::Object(list_meta)
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&raw_items);
+        body.extend_from_slice(b"]}");
+        return Ok(crate::http::json_bytes(
+            StatusCode::OK,
+            body,
+            "application/json",
+        ));
     }
     let items = items
         .into_iter()

@@ -112,6 +112,7 @@ pub struct State {
     pub inflight: tokio::sync::Semaphore,
     pub mutating_inflight: tokio::sync::Semaphore,
     pub openapi: crate::openapi::Cache,
+    pub cachers: crate::cacher::Cachers,
     /// The cluster CA, PEM (published to every namespace as `kube-root-ca.crt`).
     pub ca_pem: String,
 }

@@ -13,11 +13,13 @@ use hyper::body::Frame;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use crate::cacher::{Cached, Feed};
 use crate::errors::{ApiError, ApiResult};
 use crate::http::{negotiate, Body, Wants};
 use crate::rest::Filter;
 use crate::state::Call;
 use crate::{meta, objects, render};
+use std::sync::Arc;
 
 /// Book-keeping of open watches (for /metrics).
 #[derive(Default)]
@@ -151,7 +153,20 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response<Body>> {
             head.push(enc.event(call, "BOOKMARK", bookmark(call, start, true)));
         }
     }
-    let store_watch = store.watch(&prefix, start).await;
+    // The shared watch cache when it covers the start; a store watch of this request's own otherwise.
+    let resource_prefix = call.res.prefix(None);
+    let mut source = match call
+        .state
+        .cachers
+        .feed(&store, &resource_prefix, &prefix, start)
+        .await
+    {
+        Some(feed) => Source::Cache(feed),
+        None => match store.watch(&prefix, start).await {
+            Ok(w) => Source::Store(w),
+            Err(e) => Source::Failed(e),
+        },
+    };
     let owned = OwnedCall::new(call, filter);
     let watches = call.state.clone();
     watches.watches.open.fetch_add(1, Ordering::Relaxed);
@@ -162,15 +177,6 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response<Body>> {
                 return;
             }
         }
-        let mut w = match store_watch {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = tx
-                    .send(enc.owned_event(&owned, "ERROR", expired(&e, start)))
-                    .await;
-                return;
-            }
-        };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
@@ -180,25 +186,42 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response<Body>> {
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = ticker.tick(), if bookmarks => {
-                    let b = enc.owned_event(&owned, "BOOKMARK", owned.bookmark(last));
+                    let at = last.max(source.progress());
+                    let b = enc.owned_event(&owned, "BOOKMARK", owned.bookmark(at));
                     if tx.send(b).await.is_err() {
                         return;
                     }
                 }
                 _ = tx.closed() => return,
-                batch = w.next() => {
+                batch = source.next() => {
                     let batch = match batch {
-                        Some(Ok(b)) => b,
-                        Some(Err(e)) => {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return,
+                        Err(e) => {
                             let _ = tx.send(enc.owned_event(&owned, "ERROR", expired(&e, last))).await;
                             return;
                         }
-                        None => return,
                     };
                     for e in batch {
-                        last = e.revision();
-                        let Some((kind, obj)) = owned.translate(&e) else { continue };
-                        if tx.send(enc.owned_event(&owned, kind, obj)).await.is_err() {
+                        // The start revision's state is already the client's.
+                        if e.revision <= start {
+                            continue;
+                        }
+                        last = e.revision;
+                        let Some(kind) = owned.translate(&e) else { continue };
+                        let line = match (enc.wants, kind) {
+                            (Wants::Json, _) => {
+                                let mut l = Vec::with_capacity(e.json().len() + 32);
+                                l.extend_from_slice(b"{\"type\":\"");
+                                l.extend_from_slice(kind.as_bytes());
+                                l.extend_from_slice(b"\",\"object\":");
+                                l.extend_from_slice(e.json());
+                                l.extend_from_slice(b"}\n");
+                                Bytes::from(l)
+                            }
+                            _ => enc.owned_event(&owned, kind, (*e.object).clone()),
+                        };
+                        if tx.send(line).await.is_err() {
                             return;
                         }
                     }
@@ -289,15 +312,13 @@ impl OwnedCall {
         self.with(|c| bookmark(c, rv, false))
     }
 
-    /// The event a store change is for this watcher: objects entering or leaving its selection are
-    /// ADDED or DELETED, as upstream's watch cache reports them.
-    fn translate(&self, e: &basalt_store::Event) -> Option<(&'static str, Value)> {
+    /// The event a change is for this watcher: objects entering or leaving its selection are ADDED or
+    /// DELETED, as upstream's watch cache reports them.
+    fn translate(&self, e: &Cached) -> Option<&'static str> {
         self.with(|call| {
-            let now = objects::decode(&e.kv).ok()?;
-            let prev = e.prev.as_ref().and_then(|p| objects::decode(p).ok());
-            let now_in = self.filter.matches(call, &now);
-            let prev_in = prev.as_ref().map(|p| self.filter.matches(call, p));
-            let kind = match e.kind {
+            let now_in = self.filter.matches(call, &e.object);
+            let prev_in = e.prev.as_ref().map(|p| self.filter.matches(call, p));
+            Some(match e.kind {
                 basalt_store::EventKind::Delete => {
                     if prev_in.unwrap_or(now_in) {
                         "DELETED"
@@ -306,19 +327,61 @@ impl OwnedCall {
                     }
                 }
                 basalt_store::EventKind::Put => match (prev_in, now_in) {
-                    (_, true) if e.is_create() => "ADDED",
+                    (_, true) if e.is_create => "ADDED",
                     (Some(true), true) | (None, true) => "MODIFIED",
                     (Some(false), true) => "ADDED",
                     (Some(true), false) => "DELETED",
                     _ => return None,
                 },
-            };
-            let mut obj = now;
-            if kind == "DELETED" {
-                meta::set(&mut obj, "resourceVersion", e.revision().to_string());
-            }
-            Some((kind, render::with_type(&call.res, obj)))
+            })
         })
+    }
+}
+
+/// Where a watch's events come from.
+enum Source {
+    Cache(Feed),
+    Store(basalt_store::Watch),
+    Failed(basalt_store::StoreError),
+}
+
+impl Source {
+    async fn next(&mut self) -> Result<Option<Vec<Arc<Cached>>>, basalt_store::StoreError> {
+        match self {
+            Source::Cache(feed) => {
+                if !feed.backlog.is_empty() {
+                    return Ok(Some(std::mem::take(&mut feed.backlog)));
+                }
+                match feed.rx.recv().await {
+                    Some(e) => {
+                        let mut batch = vec![e];
+                        while let Ok(more) = feed.rx.try_recv() {
+                            batch.push(more);
+                        }
+                        Ok(Some(batch))
+                    }
+                    // Dropped for falling behind, or the cache restarted: the client watches again.
+                    None => Ok(None),
+                }
+            }
+            Source::Store(w) => match w.next().await {
+                Some(Ok(batch)) => Ok(Some(batch.iter().filter_map(Cached::from_event).collect())),
+                Some(Err(e)) => Err(e),
+                None => Ok(None),
+            },
+            Source::Failed(e) => Err(std::mem::replace(
+                e,
+                basalt_store::StoreError::Unavailable("watch ended".into()),
+            )),
+        }
+    }
+
+    /// The newest revision this source has seen delivered (for bookmarks).
+    fn progress(&self) -> i64 {
+        match self {
+            Source::Cache(feed) => feed.last,
+            _ => 0,
+        }
     }
 }
 

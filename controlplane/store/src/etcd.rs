@@ -79,6 +79,14 @@ impl EtcdConfig {
     }
 }
 
+/// Largest answer taken from etcd: a list of every object of a big collection is one message (kube-apiserver
+/// lifts gRPC's 4 MiB default the same way).
+const MAX_MESSAGE: usize = i32::MAX as usize;
+
+fn kv(ch: Channel) -> KvClient<Channel> {
+    KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE)
+}
+
 /// Attempts per request, across members, before giving up.
 const ATTEMPTS: usize = 8;
 
@@ -212,7 +220,7 @@ impl EtcdStore {
     async fn txn(&self, txn: pb::TxnRequest, retry: Retry) -> Result<pb::TxnResponse, StoreError> {
         self.call(retry, |ch| {
             let txn = txn.clone();
-            async move { KvClient::new(ch).txn(with_leader(txn)).await }
+            async move { kv(ch).txn(with_leader(txn)).await }
         })
         .await
     }
@@ -220,7 +228,7 @@ impl EtcdStore {
     async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, StoreError> {
         self.call(Retry::Read, |ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).range(with_leader(req)).await }
+            async move { kv(ch).range(with_leader(req)).await }
         })
         .await
     }
@@ -523,6 +531,7 @@ impl Store for EtcdStore {
                         .await
                         .map_err(|_| tonic::Status::cancelled("watch request"))?;
                     let resp = WatchClient::new(ch)
+                        .max_decoding_message_size(MAX_MESSAGE)
                         .watch(with_leader(tokio_stream::wrappers::ReceiverStream::new(rx)))
                         .await?;
                     Ok(tonic::Response::new((tx, resp.into_inner())))
@@ -610,7 +619,7 @@ impl Store for EtcdStore {
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         let r = self
             .call(Retry::Read, |ch| async move {
-                KvClient::new(ch)
+                kv(ch)
                     .compact(with_leader(pb::CompactionRequest {
                         revision,
                         physical: false,
