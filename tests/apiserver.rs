@@ -730,3 +730,288 @@ async fn a_watch_from_a_compacted_revision_gets_410_expired() {
         .unwrap();
     assert!(!events.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_makes_the_pki_and_a_private_admin_kubeconfig() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = KubeServer::start(Path::new(BIN), Datastore::Sqlite).unwrap();
+    let mode = std::fs::metadata(&s.kubeconfig)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the admin kubeconfig is the operator's alone");
+    let tls = s.data_dir().join("server/tls");
+    for key in ["server-ca.key", "service.key", "serving-kube-apiserver.key"] {
+        assert_eq!(
+            std::fs::metadata(tls.join(key))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600,
+            "{key}"
+        );
+    }
+    // The serving certificate names the in-cluster service and the advertised address.
+    for name in [
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "localhost",
+    ] {
+        let kc = Kubeconfig::read_from(&s.kubeconfig).unwrap();
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        cfg.tls_server_name = Some(name.into());
+        let c = Client::try_from(cfg).unwrap();
+        c.apiserver_version()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // A restart keeps the CA: the first kubeconfig still works.
+    let before = std::fs::read(&s.kubeconfig).unwrap();
+    s.restart().unwrap();
+    std::fs::write(&s.kubeconfig, &before).unwrap();
+    client(&s).await.apiserver_version().await.unwrap();
+}
+
+/// A client with a certificate for `cn` in `org`, signed by the server's CA.
+async fn cert_client(s: &KubeServer, cn: &str, org: &str) -> Client {
+    let tls = s.data_dir().join("server/tls");
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(tls.join("server-ca.key")).unwrap())
+            .unwrap();
+    let ca = rcgen::CertificateParams::from_ca_cert_pem(
+        &std::fs::read_to_string(tls.join("server-ca.crt")).unwrap(),
+    )
+    .unwrap()
+    .self_signed(&ca_key)
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, org);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let kc = Kubeconfig::read_from(&s.kubeconfig).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    cfg.auth_info.client_certificate_data = Some(base64_encode(cert.pem().as_bytes()));
+    cfg.auth_info.client_key_data = Some(base64_encode(key.serialize_pem().as_bytes()).into());
+    Client::try_from(cfg).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, x)| acc | (u32::from(*x) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reads_only_what_its_own_pods_use() {
+    let s = KubeServer::start(Path::new(BIN), Datastore::Sqlite).unwrap();
+    let admin = client(&s).await;
+    let ns = "default";
+    for (secret, node) in [("s1", "n1"), ("s2", "n2")] {
+        let (code, st) = raw(&admin, "POST", &format!("/api/v1/namespaces/{ns}/secrets"), "application/json", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}, "data": {"k": "dg=="}})).unwrap()).await;
+        assert_eq!(code, 200, "{st}");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("on-{node}")}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}], "volumes": [{"name": "s", "secret": {"secretName": secret}}]}});
+        let (code, st) = raw(
+            &admin,
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            "application/json",
+            serde_json::to_vec(&pod).unwrap(),
+        )
+        .await;
+        assert_eq!(code, 200, "{st}");
+    }
+    let n1 = cert_client(&s, "system:node:n1", "system:nodes").await;
+    let (code, st) = raw(
+        &n1,
+        "GET",
+        &format!("/api/v1/namespaces/{ns}/secrets/s1"),
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 200, "its pod's secret: {st}");
+    let (code, st) = raw(
+        &n1,
+        "GET",
+        &format!("/api/v1/namespaces/{ns}/secrets/s2"),
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 403, "another node's: {st}");
+    assert_eq!(
+        st["message"].as_str().unwrap(),
+        "secrets \"s2\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'n1' and this object"
+    );
+    let (code, _) = raw(
+        &n1,
+        "GET",
+        &format!("/api/v1/namespaces/{ns}/secrets"),
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 403, "no listing of secrets");
+    let (code, _) = raw(
+        &n1,
+        "GET",
+        "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1",
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 200, "pods it may list");
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+    let (code, st) = raw(
+        &n1,
+        "POST",
+        "/api/v1/nodes",
+        "application/json",
+        serde_json::to_vec(&node).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "its own Node: {st}");
+    let other = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}});
+    let (code, _) = raw(
+        &n1,
+        "POST",
+        "/api/v1/nodes",
+        "application/json",
+        serde_json::to_vec(&other).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 403, "not another's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_list_sends_initial_events_then_a_bookmark() {
+    let s = KubeServer::start(Path::new(BIN), Datastore::Sqlite).unwrap();
+    let c = client(&s).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    for n in ["a", "b"] {
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_slice(&cm(n, "default")).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let (code, body) = raw(&c, "GET", "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1", "application/json", vec![]).await;
+    assert_eq!(code, 200);
+    let text = body
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| body.to_string());
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "ADDED")
+        .map(|e| e["object"]["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["a", "b", "kube-root-ca.crt"]);
+    let bookmark = &events[names.len()];
+    assert_eq!(bookmark["type"], "BOOKMARK");
+    assert_eq!(
+        bookmark["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    // Without allowWatchBookmarks it is refused, as upstream refuses it.
+    let (code, _) = raw(&c, "GET", "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan", "application/json", vec![]).await;
+    assert_eq!(code, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_with_two_versions_serves_each_object_as_the_version_asked() {
+    let s = KubeServer::start(Path::new(BIN), Datastore::Sqlite).unwrap();
+    let c = client(&s).await;
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}});
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "gadgets", "kind": "Gadget"},
+                 "versions": [{"name": "v1", "served": true, "storage": true, "schema": schema}, {"name": "v2", "served": true, "storage": false, "schema": schema}]}});
+    let (code, st) = raw(
+        &c,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "application/json",
+        serde_json::to_vec(&crd).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "{st}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let g = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"x": 1}});
+        let (code, _) = raw(
+            &c,
+            "POST",
+            "/apis/example.com/v1/namespaces/default/gadgets",
+            "application/json",
+            serde_json::to_vec(&g).unwrap(),
+        )
+        .await;
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gadgets never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for v in ["v1", "v2"] {
+        let (code, g) = raw(
+            &c,
+            "GET",
+            &format!("/apis/example.com/{v}/namespaces/default/gadgets/g"),
+            "application/json",
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            (code, g["apiVersion"].as_str()),
+            (200, Some(format!("example.com/{v}").as_str()))
+        );
+        let (_, l) = raw(
+            &c,
+            "GET",
+            &format!("/apis/example.com/{v}/namespaces/default/gadgets"),
+            "application/json",
+            vec![],
+        )
+        .await;
+        assert_eq!(l["items"][0]["apiVersion"], format!("example.com/{v}"));
+    }
+    let (_, crd) = raw(
+        &c,
+        "GET",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.example.com",
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
+}

@@ -1186,6 +1186,188 @@ fn namespace_deletion_empties_it(s: &KubeServer, ns: &str) {
     );
 }
 
+fn admission(s: &KubeServer, ns: &str) {
+    ok(s, &["create", "namespace", ns]);
+    ok(
+        s,
+        &[
+            "-n",
+            ns,
+            "run",
+            "plain",
+            "--image=busybox:1.36",
+            "--restart=Never",
+        ],
+    );
+    let p: serde_json::Value =
+        serde_json::from_str(&ok(s, &["-n", ns, "get", "pod", "plain", "-o", "json"])).unwrap();
+    let vol = p["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str().unwrap().starts_with("kube-api-access-"))
+        .expect("the token volume");
+    assert_eq!(
+        vol["projected"]["sources"][0]["serviceAccountToken"]["path"],
+        "token"
+    );
+    assert_eq!(
+        vol["projected"]["sources"][1]["configMap"]["name"],
+        "kube-root-ca.crt"
+    );
+    assert_eq!(
+        p["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    let tolerations = p["spec"]["tolerations"].to_string();
+    assert!(
+        tolerations.contains("node.kubernetes.io/not-ready")
+            && tolerations.contains("node.kubernetes.io/unreachable")
+            && tolerations.contains("300"),
+        "{tolerations}"
+    );
+    assert_eq!(p["spec"]["priority"], 0);
+    ok(
+        s,
+        &[
+            "-n",
+            ns,
+            "run",
+            "critical",
+            "--image=busybox",
+            "--restart=Never",
+            "--overrides",
+            r#"{"spec":{"priorityClassName":"system-cluster-critical"}}"#,
+        ],
+    );
+    assert_eq!(
+        ok(
+            s,
+            &[
+                "-n",
+                ns,
+                "get",
+                "pod",
+                "critical",
+                "-o",
+                "jsonpath={.spec.priority}"
+            ]
+        ),
+        "2000000000"
+    );
+    let nope = fails(
+        s,
+        &[
+            "-n",
+            ns,
+            "run",
+            "nope",
+            "--image=busybox",
+            "--restart=Never",
+            "--overrides",
+            r#"{"spec":{"priorityClassName":"nope"}}"#,
+        ],
+    );
+    assert!(
+        nope.contains("pods \"nope\" is forbidden: no PriorityClass with name nope was found"),
+        "{nope}"
+    );
+    let classes = ok(s, &["get", "priorityclasses"]);
+    assert_eq!(
+        header(&classes),
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+        "{classes}"
+    );
+    assert!(
+        classes.contains("system-node-critical") && classes.contains("2000001000"),
+        "{classes}"
+    );
+    // LimitRanger fills in defaults; ResourceQuota refuses what goes over.
+    apply(s, &[], &format!("apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: lr\n  namespace: {ns}\nspec:\n  limits:\n  - type: Container\n    default: {{cpu: 200m}}\n    defaultRequest: {{cpu: 100m}}\n"));
+    ok(
+        s,
+        &[
+            "-n",
+            ns,
+            "run",
+            "limited",
+            "--image=busybox",
+            "--restart=Never",
+        ],
+    );
+    let r = ok(
+        s,
+        &[
+            "-n",
+            ns,
+            "get",
+            "pod",
+            "limited",
+            "-o",
+            "jsonpath={.spec.containers[0].resources}",
+        ],
+    );
+    let r: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(
+        (r["limits"]["cpu"].clone(), r["requests"]["cpu"].clone()),
+        (serde_json::json!("200m"), serde_json::json!("100m"))
+    );
+    assert_eq!(
+        ok(
+            s,
+            &[
+                "-n",
+                ns,
+                "get",
+                "pod",
+                "limited",
+                "-o",
+                "jsonpath={.status.qosClass}"
+            ]
+        ),
+        "Burstable"
+    );
+    ok(s, &["-n", ns, "create", "quota", "q", "--hard=pods=3"]);
+    let over = fails(
+        s,
+        &[
+            "-n",
+            ns,
+            "run",
+            "fourth",
+            "--image=busybox",
+            "--restart=Never",
+        ],
+    );
+    assert!(over.contains("pods \"fourth\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=3, limited: pods=3"), "{over}");
+    // DefaultStorageClass names the default class in a claim without one.
+    apply(s, &[], "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: local\n  annotations: {storageclass.kubernetes.io/is-default-class: \"true\"}\nprovisioner: basalt.io/hostpath\n");
+    apply(s, &[], &format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\n  namespace: {ns}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n"));
+    assert_eq!(
+        ok(
+            s,
+            &[
+                "-n",
+                ns,
+                "get",
+                "pvc",
+                "data",
+                "-o",
+                "jsonpath={.spec.storageClassName}"
+            ]
+        ),
+        "local"
+    );
+    let sc = ok(s, &["get", "storageclass"]);
+    assert!(sc.contains("local (default)"), "{sc}");
+    ok(s, &["delete", "storageclass", "local"]);
+    // fieldValidation=Warn: the unknown field is dropped and named in a warning.
+    let o = s.run_with_input(&["apply", "--validate=warn", "-f", "-"], &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: warned\n  namespace: {ns}\ndata: {{a: b}}\nbogus: 1\n"));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(err.contains("unknown field \"bogus\""), "{err}");
+}
+
 fn suite(s: &KubeServer) {
     type Scenario = Box<dyn Fn(&KubeServer, &str)>;
     let scenarios: Vec<(&str, Scenario)> = vec![
@@ -1201,6 +1383,7 @@ fn suite(s: &KubeServer) {
         ("diff-wait", Box::new(diff_and_wait)),
         ("crd", Box::new(custom_resources)),
         ("ns-delete", Box::new(namespace_deletion_empties_it)),
+        ("admission", Box::new(admission)),
     ];
     let only = std::env::var("BASALT_KUBECTL_SCENARIO").ok();
     let mut failed = Vec::new();

@@ -71,8 +71,39 @@ pub async fn mutate(call: &Call<'_>, obj: &mut Value, old: Option<&Value>) -> Ap
     Ok(())
 }
 
+/// NodeRestriction: a kubelet writes only its own Node, and only mirror pods bound to itself.
+fn node_restriction(call: &Call, obj: &Value) -> ApiResult<()> {
+    let Some(node) = crate::auth::node::node_name(call.user) else {
+        return Ok(());
+    };
+    if is(call, "", "nodes") && meta::name(obj) != node {
+        return Err(forbidden(
+            call,
+            meta::name(obj),
+            format!(
+                "node {node:?} is not allowed to modify node {:?}",
+                meta::name(obj)
+            ),
+        ));
+    }
+    if is(call, "", "pods") && call.req.subresource.is_none() {
+        if meta::annotation(obj, "kubernetes.io/config.mirror").is_none() {
+            return Err(forbidden(call, meta::name(obj), "pod does not have \"kubernetes.io/config.mirror\" annotation, node can only create mirror pods"));
+        }
+        if obj.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+            return Err(forbidden(
+                call,
+                meta::name(obj),
+                format!("node {node:?} can only create pods with spec.nodeName set to itself"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Validating admission.
 pub async fn validate(call: &Call<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+    node_restriction(call, obj)?;
     if old.is_none() {
         namespace_lifecycle(call, obj)?;
         if is(call, "", "pods") {

@@ -180,7 +180,9 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response<Body>> {
     };
     // Without selectors a JSON list is the stored bytes themselves, with their resourceVersion spliced in:
     // a list of thousands of objects then costs no decoding.
+    // (Custom resources are decoded: a CRD with several versions serves each object as the version asked.)
     let raw = filter.is_empty()
+        && call.res.custom.is_none()
         && crate::http::negotiate(call.headers, call.query, true)? == crate::http::Wants::Json;
     let mut items = Vec::new();
     let mut raw_items: Vec<u8> = Vec::new();
@@ -513,9 +515,11 @@ pub async fn prepare_create(call: &Call<'_>, obj: &mut Value) -> ApiResult<()> {
             }
         }
     }
-    call.res.strategy.prepare_create(obj);
+    // Upstream's order: defaults (at decoding), mutating admission, then the strategy's PrepareForCreate
+    // (which computes what depends on the admitted object, such as a pod's QoS class).
     call.res.strategy.default(obj);
     admission::mutate(call, obj, None).await?;
+    call.res.strategy.prepare_create(obj);
     let mut errs = validate_meta(call, obj);
     errs.extend(call.res.strategy.validate(obj));
     if !errs.is_empty() {

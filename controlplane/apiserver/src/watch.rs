@@ -210,7 +210,7 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response<Body>> {
                         last = e.revision;
                         let Some(kind) = owned.translate(&e) else { continue };
                         let line = match (enc.wants, kind) {
-                            (Wants::Json, _) => {
+                            (Wants::Json, _) if owned.res.custom.is_none() => {
                                 let mut l = Vec::with_capacity(e.json().len() + 32);
                                 l.extend_from_slice(b"{\"type\":\"");
                                 l.extend_from_slice(kind.as_bytes());
@@ -219,7 +219,7 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response<Body>> {
                                 l.extend_from_slice(b"}\n");
                                 Bytes::from(l)
                             }
-                            _ => enc.owned_event(&owned, kind, (*e.object).clone()),
+                            _ => enc.owned_event(&owned, kind, render::with_type(&owned.res, (*e.object).clone())),
                         };
                         if tx.send(line).await.is_err() {
                             return;
