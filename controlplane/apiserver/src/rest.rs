@@ -367,7 +367,7 @@ pub fn check_fields(
 
 /// The body of a create or update, checked for kind, apiVersion, name and namespace.
 fn decode_object(call: &Call, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
-    let (obj, dups) = decode_body(body, &content_type(call.headers))?;
+    let (mut obj, dups) = decode_body(body, &content_type(call.headers))?;
     if !obj.is_object() {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",
@@ -382,13 +382,9 @@ fn decode_object(call: &Call, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
         Some("scale") => "Scale",
         _ => call.res.kind.as_str(),
     };
-    if kind.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{}'",
-            truncate(&obj)
-        )));
-    }
-    if kind != expected_kind {
+    // Like upstream's codec, a body without kind or apiVersion takes them from the URL: clients
+    // built from generated models (the Python client) leave them out.
+    if !kind.is_empty() && kind != expected_kind {
         return Err(ApiError::bad_request(format!(
             "the kind in the data ({kind}) does not match the expected kind ({expected_kind})"
         )));
@@ -402,16 +398,9 @@ fn decode_object(call: &Call, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
             "the API version in the data ({api_version}) does not match the expected API version ({expected_version})"
         )));
     }
+    obj["kind"] = Value::from(expected_kind);
+    obj["apiVersion"] = Value::from(expected_version);
     Ok((obj, dups))
-}
-
-fn truncate(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 200 {
-        format!("{}...", &s[..200])
-    } else {
-        s
-    }
 }
 
 /// Namespace rules of a submitted object: the URL's wins when the body has none; a different one is an error.
