@@ -1,6 +1,7 @@
 //! The apiserver as API clients meet it, through kube-rs: upstream's status codes for bad input, 401 and
 //! 403 on every resource, no acknowledged write lost to a SIGKILL (SQLite and etcd) or to an etcd member
-//! dying, watches that survive a server restart, and 410 Expired after compaction.
+//! dying, watches that survive a server restart, 410 Expired after compaction, and one
+//! flooding client queued and refused (API Priority and Fairness) without starving the others.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,6 +62,38 @@ async fn raw(
 
 fn cm(name: &str, ns: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {"a": "b"}})).unwrap()
+}
+
+/// POSTs each (path, body) as the admin; every create must succeed.
+async fn create_all(admin: &Client, posts: impl IntoIterator<Item = (String, Value)>) {
+    for (path, body) in posts {
+        let (code, st) = raw(
+            admin,
+            "POST",
+            &path,
+            "application/json",
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+        assert_eq!(code, 200, "{path}: {st}");
+    }
+}
+
+/// A bound token for a service account, through the TokenRequest subresource.
+async fn sa_token(admin: &Client, ns: &str, sa: &str) -> String {
+    let (code, tr) = raw(
+        admin,
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"),
+        "application/json",
+        serde_json::to_vec(
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}),
+        )
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "{tr}");
+    tr["status"]["token"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +325,9 @@ async fn unauthenticated_and_unauthorized_requests_are_refused_on_every_resource
     // A service account with a Role on pods in one namespace sees exactly that.
     let ns = "authz";
     let core = |kind: &str, body: Value| (kind.to_string(), body);
-    for (path, body) in [
+    create_all(
+        &admin,
+        [
         core(
             "/api/v1/namespaces",
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
@@ -309,30 +344,10 @@ async fn unauthenticated_and_unauthorized_requests_are_refused_on_every_resource
             &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "pods"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pods"}, "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": ns}]}),
         ),
-    ] {
-        let (code, st) = raw(
-            &admin,
-            "POST",
-            &path,
-            "application/json",
-            serde_json::to_vec(&body).unwrap(),
-        )
-        .await;
-        assert_eq!(code, 200, "{path}: {st}");
-    }
-    let (code, tr) = raw(
-        &admin,
-        "POST",
-        &format!("/api/v1/namespaces/{ns}/serviceaccounts/limited/token"),
-        "application/json",
-        serde_json::to_vec(
-            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}),
-        )
-        .unwrap(),
+    ],
     )
     .await;
-    assert_eq!(code, 200, "{tr}");
-    let token = tr["status"]["token"].as_str().unwrap().to_string();
+    let token = sa_token(&admin, ns, "limited").await;
     let sa = token_client(&s, Some(&token)).await;
     let user = format!("system:serviceaccount:{ns}:limited");
     for (p, namespaced, name, group) in &paths {
@@ -1014,4 +1029,168 @@ async fn a_crd_with_two_versions_serves_each_object_as_the_version_asked() {
     )
     .await;
     assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
+}
+
+/// A gauge or counter of API Priority and Fairness for one priority level, summed over its other labels.
+async fn apf_gauge(admin: &Client, metric: &str, level: &str) -> u64 {
+    let req = http::Request::get("/metrics").body(vec![]).unwrap();
+    let text = admin.request_text(req).await.unwrap();
+    let want = format!("priority_level=\"{level}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&want))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until workload-low has `executing` requests running and `queued` waiting (bounded: a level
+/// that never gets there fails the test).
+async fn wait_for_level(admin: &Client, executing: u64, queued: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = apf_gauge(
+            admin,
+            "apiserver_flowcontrol_current_executing_requests",
+            "workload-low",
+        )
+        .await;
+        let q = apf_gauge(
+            admin,
+            "apiserver_flowcontrol_current_inqueue_requests",
+            "workload-low",
+        )
+        .await;
+        if (e, q) == (executing, queued) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workload-low: {e} executing, {q} queued; waited for {executing} and {queued}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// curl as a service account (bearer token, the server's CA), printing the headers and `code=<status>`.
+fn curl(s: &KubeServer, token: &str, extra: &[&str], path: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("curl");
+    c.args(["-sS", "-i", "--cacert"])
+        .arg(s.data_dir().join("server/tls/server-ca.crt"))
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-w", "\ncode=%{http_code}\n"])
+        .args(extra)
+        .arg(format!("{}{path}", s.url));
+    c
+}
+
+/// API Priority and Fairness as upstream's suggested configuration: one service account flooding the
+/// apiserver fills its own queue of the workload-low level and is refused beyond it (429 and
+/// Retry-After, as kube-apiserver), another service account of the same level waits its turn instead of
+/// being refused, and the admin (system:masters) is exempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_from_one_client_is_queued_and_refused_without_starving_others() {
+    // 1 + 1 in flight: workload-low gets one seat (ceil(2 * 100 / 245)).
+    let s = KubeServer::start_with(
+        Path::new(BIN),
+        Datastore::Sqlite,
+        &[
+            "--max-requests-inflight",
+            "1",
+            "--max-mutating-requests-inflight",
+            "1",
+        ],
+    )
+    .unwrap();
+    let admin = client(&s).await;
+    let ns = "apf";
+    let mut posts = vec![(
+        "/api/v1/namespaces".to_string(),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )];
+    for sa in ["noisy", "quiet"] {
+        posts.push((
+            format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}),
+        ));
+    }
+    posts.push((
+        format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "edit"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"}, "subjects": [{"kind": "Group", "name": format!("system:serviceaccounts:{ns}")}]}),
+    ));
+    create_all(&admin, posts).await;
+    let mut tokens = BTreeMap::new();
+    for sa in ["noisy", "quiet"] {
+        tokens.insert(sa, sa_token(&admin, ns, sa).await);
+    }
+    let configmaps = format!("/api/v1/namespaces/{ns}/configmaps");
+    // The noisy client opens creates it never finishes: one takes the seat, fifty wait in its queue.
+    let slow = |_| {
+        curl(
+            &s,
+            &tokens["noisy"],
+            &[
+                "-X",
+                "POST",
+                "-T",
+                "-",
+                "-H",
+                "Content-Type: application/json",
+            ],
+            &configmaps,
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+    let mut flood: Vec<_> = (0..51).map(slow).collect();
+    wait_for_level(&admin, 1, 50).await;
+
+    // One more of its requests is refused at once, with upstream's 429 and Retry-After.
+    let out = curl(&s, &tokens["noisy"], &[], &configmaps)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        text.contains("code=429") && text.contains("retry-after: 1"),
+        "{text}"
+    );
+
+    // Another client of the same level is queued behind its own turn, not refused; the admin is exempt.
+    let quiet = curl(&s, &tokens["quiet"], &[], &configmaps)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_level(&admin, 1, 51).await;
+    let (code, _) = raw(&admin, "GET", &configmaps, "application/json", vec![]).await;
+    assert_eq!(code, 200, "the admin is served while the level is full");
+
+    // The noisy client gives up: the quiet one is served, and nothing of the flood is left.
+    for c in &mut flood {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let out = quiet.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("code=200"), "{text}");
+    wait_for_level(&admin, 0, 0).await;
+    assert!(
+        apf_gauge(
+            &admin,
+            "apiserver_flowcontrol_rejected_requests_total",
+            "workload-low"
+        )
+        .await
+            >= 1
+    );
+    let (_, list) = raw(&admin, "GET", &configmaps, "application/json", vec![]).await;
+    let names: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        names.iter().all(|n| n == "kube-root-ca.crt"),
+        "half-written objects: {names:?}"
+    );
 }

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   busybox-static docker-registry skopeo runc crun containerd containernetworking-plugins etcd-server
-  qemu-system-x86 linux-image-amd64 iproute2 nftables cpio binutils e2fsprogs
+  qemu-system-x86 linux-image-amd64 iproute2 nftables cpio binutils e2fsprogs curl
   libseccomp-dev  # only to link the libseccomp crate that the seccomp differential test compares against
 )
 missing=()

@@ -51,6 +51,13 @@ pub struct ServerArgs {
     /// Where to write the admin kubeconfig [default: <data-dir>/server/admin.kubeconfig]
     #[arg(long, value_name = "FILE")]
     pub write_kubeconfig: Option<PathBuf>,
+    /// Requests in flight that are not long-running, with the next flag: summed, then shared among the
+    /// priority levels (kube-apiserver's flag)
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// See --max-requests-inflight
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
     /// How often the store's old history is compacted, in seconds
     #[arg(long, default_value_t = 300, hide = true)]
     pub compaction_interval: u64,
@@ -125,6 +132,8 @@ pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Re
     api.advertise_address = advertise;
     api.service_cidr = args.service_cidr.clone();
     api.compaction_interval = std::time::Duration::from_secs(args.compaction_interval.max(1));
+    api.max_inflight = args.max_requests_inflight;
+    api.max_mutating_inflight = args.max_mutating_requests_inflight;
     let server = basalt_apiserver::ApiServer::start(api, store.clone()).await?;
 
     let kubeconfig = args

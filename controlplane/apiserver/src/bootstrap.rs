@@ -75,9 +75,26 @@ async fn reconcile(
             {
                 return Ok(());
             }
-            let differs = fields.iter().any(|f| current.get(*f) != wanted.get(*f));
+            // Labels become a superset of the defaults' (they carry the aggregation of roles).
+            let mut labels = current
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let before = labels.len();
+            if let Some(w) = wanted
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+            {
+                for (k, v) in w {
+                    labels.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            let differs =
+                labels.len() != before || fields.iter().any(|f| current.get(*f) != wanted.get(*f));
             if differs {
                 let mut updated = current.clone();
+                updated["metadata"]["labels"] = Value::Object(labels);
                 for f in fields {
                     match wanted.get(*f) {
                         Some(v) => updated[*f] = v.clone(),

@@ -1,6 +1,7 @@
 //! The Kubernetes apiserver of `basalt server`.
 //!
 //! - [`server`]: TLS and HTTP/2 serving, authentication, authorization, dispatch.
+//! - [`flowcontrol`]: seats and fair queues per client class (upstream's priority levels).
 //! - [`rest`], [`watch`], [`subresources`]: the verbs on resources.
 //! - [`discovery`], [`openapi`]: what clients learn the API from.
 //! - [`registry`], [`kinds`], [`crd`]: the served resources and each kind's behaviour.
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod crd;
 pub mod discovery;
 pub mod errors;
+pub mod flowcontrol;
 pub mod http;
 pub mod informer;
 pub mod internal;
@@ -131,8 +133,10 @@ impl ApiServer {
                 audiences: vec![config.issuer.clone()],
                 objects: objects.clone(),
             },
-            inflight: tokio::sync::Semaphore::new(config.max_inflight),
-            mutating_inflight: tokio::sync::Semaphore::new(config.max_mutating_inflight),
+            flow: flowcontrol::FlowControl::new(
+                config.max_inflight + config.max_mutating_inflight,
+                config.request_timeout / 4,
+            ),
             config,
             objects,
             registry,

@@ -18,7 +18,7 @@ use crate::errors::{ApiError, ApiResult};
 use crate::http::{error_response, json_response, read_body, text_response, Body, Query};
 use crate::request::{self, RequestInfo, ResourceRequest, Verb};
 use crate::state::{Call, State};
-use crate::{discovery, openapi, render, rest, subresources, watch};
+use crate::{discovery, flowcontrol, openapi, render, rest, subresources, watch};
 
 /// The server's TLS: our serving certificate; client certificates optional but verified when presented.
 pub fn tls_config(config: &crate::Config) -> anyhow::Result<rustls::ServerConfig> {
@@ -98,6 +98,11 @@ pub async fn serve(
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(250);
+            // Headers that never finish arriving do not hold a connection forever (upstream: 32 s).
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(32));
             let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
@@ -321,17 +326,14 @@ async fn handle_inner(
     }
     let long_running = matches!(info, RequestInfo::Resource(r) if r.verb == Verb::Watch
         || matches!(r.subresource.as_deref(), Some("exec" | "attach" | "portforward" | "proxy" | "log")));
-    let _permit = if long_running {
+    // The seat is taken before the body is read: a client that trickles its body holds one seat of its
+    // own level, and the read is bounded in time.
+    let _seat = if long_running {
         None
     } else {
-        let mutating = !matches!(parts.method, Method::GET | Method::HEAD);
-        let sem = if mutating {
-            &state.mutating_inflight
-        } else {
-            &state.inflight
-        };
-        match sem.try_acquire() {
-            Ok(p) => Some(p),
+        let (level, flow) = flowcontrol::classify(&user, info);
+        match state.flow.admit(level, &flow).await {
+            Ok(seat) => Some(seat),
             Err(_) => {
                 return Err(ApiError::too_many_requests(
                     "Too many requests, please try again later.",
@@ -341,9 +343,14 @@ async fn handle_inner(
         }
     };
     let body = match parts.method {
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
-            read_body(body, state.config.max_body).await?
-        }
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => tokio::time::timeout(
+            state.config.request_timeout,
+            read_body(body, state.config.max_body),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::timeout("Timeout: request did not complete within the allotted timeout")
+        })??,
         _ => Bytes::new(),
     };
     match info {
@@ -454,9 +461,10 @@ fn non_resource(
     match path.trim_end_matches('/') {
         "/version" => return Ok(json_response(StatusCode::OK, &crate::version::info())),
         "/metrics" => {
-            let text = state
+            let mut text = state
                 .metrics
                 .render(state.watches.open.load(Ordering::Relaxed), state.backend);
+            state.flow.render(&mut text);
             let mut r = text_response(StatusCode::OK, text);
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,

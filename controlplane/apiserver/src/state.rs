@@ -37,10 +37,13 @@ pub struct Config {
     pub node_port_range: (u16, u16),
     /// Largest request body (upstream: 3 MiB).
     pub max_body: usize,
-    /// Concurrent non-long-running requests per client class (read-only, mutating), as
-    /// --max-requests-inflight and --max-mutating-requests-inflight bound them.
+    /// Concurrent requests that are not long-running: upstream's --max-requests-inflight and
+    /// --max-mutating-requests-inflight, summed and split among the priority levels (see flowcontrol).
     pub max_inflight: usize,
     pub max_mutating_inflight: usize,
+    /// How long a request that is not long-running may take to arrive (upstream's --request-timeout); a
+    /// quarter of it bounds a wait in the priority queues.
+    pub request_timeout: std::time::Duration,
     /// How often old history is compacted.
     pub compaction_interval: std::time::Duration,
 }
@@ -60,6 +63,7 @@ impl Config {
             max_body: 3 * 1024 * 1024,
             max_inflight: 400,
             max_mutating_inflight: 200,
+            request_timeout: std::time::Duration::from_secs(60),
             compaction_interval: std::time::Duration::from_secs(300),
         }
     }
@@ -109,8 +113,7 @@ pub struct State {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     pub backend: &'static str,
-    pub inflight: tokio::sync::Semaphore,
-    pub mutating_inflight: tokio::sync::Semaphore,
+    pub flow: crate::flowcontrol::FlowControl,
     pub openapi: crate::openapi::Cache,
     pub cachers: crate::cacher::Cachers,
     /// The cluster CA, PEM (published to every namespace as `kube-root-ca.crt`).

@@ -41,10 +41,16 @@ fn role(name: &str, rules: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(name, json!({})), "rules": rules})
 }
 
-fn aggregated(name: &str, to: &str) -> Value {
+/// A role made of the roles labelled `aggregate-to-<to>`, itself labelled `aggregate-to-<into>` when it is
+/// part of a wider one (view is part of edit, edit of admin, as upstream).
+fn aggregated(name: &str, to: &str, into: Option<&str>) -> Value {
+    let labels = match into {
+        Some(i) => json!({format!("rbac.authorization.k8s.io/aggregate-to-{i}"): "true"}),
+        None => json!({}),
+    };
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": meta(name, json!({})),
+        "metadata": meta(name, labels),
         "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {format!("rbac.authorization.k8s.io/aggregate-to-{to}"): "true"}}]},
         "rules": [],
     })
@@ -92,9 +98,9 @@ pub fn cluster_roles() -> Vec<Value> {
             "cluster-admin",
             vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
         ),
-        aggregated("admin", "admin"),
-        aggregated("edit", "edit"),
-        aggregated("view", "view"),
+        aggregated("admin", "admin", None),
+        aggregated("edit", "edit", Some("admin")),
+        aggregated("view", "view", Some("edit")),
         aggregate_to(
             "system:aggregate-to-admin",
             "admin",

@@ -79,8 +79,21 @@ impl Rbac {
             .get(&format!("{}{name}", self.cluster_roles.prefix))
     }
 
-    /// A cluster role's rules, with the rules of the roles it aggregates.
+    /// A cluster role's rules, with the rules of the roles it aggregates, and theirs (upstream's aggregation
+    /// controller reaches the same through the rules it writes back).
     pub fn cluster_role_rules(&self, name: &str) -> Vec<Value> {
+        let mut seen = std::collections::HashSet::new();
+        self.aggregated_rules(name, &mut seen)
+    }
+
+    fn aggregated_rules(
+        &self,
+        name: &str,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Vec<Value> {
+        if !seen.insert(name.to_string()) {
+            return Vec::new();
+        }
         let Some(role) = self.cluster_role(name) else {
             return Vec::new();
         };
@@ -98,20 +111,11 @@ impl Rbac {
                 .filter_map(|s| LabelSelector::from_object(s).ok())
                 .collect();
             for other in self.cluster_roles.items() {
-                if crate::meta::name(&other) == name {
-                    continue;
-                }
                 if selectors
                     .iter()
                     .any(|s| !s.is_empty() && s.matches_object(&other))
                 {
-                    rules.extend(
-                        other
-                            .get("rules")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default(),
-                    );
+                    rules.extend(self.aggregated_rules(crate::meta::name(&other), seen));
                 }
             }
         }
