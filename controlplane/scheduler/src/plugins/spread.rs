@@ -1,0 +1,230 @@
+//! PodTopologySpread: `DoNotSchedule` constraints filter (the skew after placing the pod may not pass
+//! maxSkew), `ScheduleAnyway` constraints score; pods without constraints get the profile's default
+//! constraints when a service or workload selects them.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::cache::Cache;
+use crate::config::SpreadArgs;
+use crate::framework::{PluginName, Rejection, MAX_NODE_SCORE};
+use crate::model::{NodeData, NodeInfo, PodInfo, SpreadConstraint};
+use crate::plugins::basic;
+
+/// The pod's constraints: its own, or the defaults with the selector of its services and workloads.
+pub fn constraints(args: &SpreadArgs, cache: &Cache, pod: &PodInfo) -> Vec<SpreadConstraint> {
+    if !pod.spread.is_empty() {
+        return pod.spread.clone();
+    }
+    if args.defaults.is_empty() {
+        return Vec::new();
+    }
+    let Some(selector) = cache.default_spread_selector(pod) else {
+        return Vec::new();
+    };
+    args.defaults
+        .iter()
+        .map(|c| {
+            let mut c = SpreadConstraint::parse(&pod.labels, c);
+            c.selector = selector.clone();
+            c
+        })
+        .collect()
+}
+
+fn counts_on(c: &SpreadConstraint, pod: &PodInfo, info: &NodeInfo) -> i64 {
+    info.pods
+        .iter()
+        .filter(|p| p.namespace == pod.namespace && !p.terminating && c.selector.matches(&p.labels))
+        .count() as i64
+}
+
+fn node_counts(c: &SpreadConstraint, pod: &PodInfo, node: &NodeData) -> bool {
+    (!c.honor_affinity || basic::affinity_matches(pod, node))
+        && (!c.honor_taints || basic::untolerated_taint(pod, node).is_none())
+}
+
+#[derive(Clone)]
+pub struct FilterState {
+    constraints: Vec<SpreadConstraint>,
+    counts: Vec<HashMap<String, i64>>,
+    mins: Vec<i64>,
+}
+
+pub fn prefilter(args: &SpreadArgs, cache: &Cache, pod: &PodInfo) -> Option<FilterState> {
+    let constraints: Vec<SpreadConstraint> = constraints(args, cache, pod)
+        .into_iter()
+        .filter(|c| c.hard)
+        .collect();
+    if constraints.is_empty() {
+        return None;
+    }
+    let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+    for (info, node) in cache.nodes() {
+        if !constraints
+            .iter()
+            .all(|c| node.labels.contains_key(&c.topology_key))
+        {
+            continue;
+        }
+        for (i, c) in constraints.iter().enumerate() {
+            if !node_counts(c, pod, node) {
+                continue;
+            }
+            let value = &node.labels[&c.topology_key];
+            let n = counts_on(c, pod, info);
+            *counts[i].entry(value.clone()).or_default() += n;
+        }
+    }
+    let mins = constraints
+        .iter()
+        .zip(&counts)
+        .map(|(c, m)| {
+            if (m.len() as i32) < c.min_domains {
+                0
+            } else {
+                m.values().copied().min().unwrap_or(0)
+            }
+        })
+        .collect();
+    Some(FilterState {
+        constraints,
+        counts,
+        mins,
+    })
+}
+
+impl FilterState {
+    /// Takes `victim` off `node` (preemption's dry run).
+    pub fn remove(&mut self, pod: &PodInfo, victim: &PodInfo, node: &NodeData) {
+        for (i, c) in self.constraints.iter().enumerate() {
+            if victim.namespace == pod.namespace && c.selector.matches(&victim.labels) {
+                if let Some(v) = node.labels.get(&c.topology_key) {
+                    if let Some(n) = self.counts[i].get_mut(v) {
+                        *n -= 1;
+                    }
+                }
+            }
+        }
+        for (i, m) in self.counts.iter().enumerate() {
+            if m.len() as i32 >= self.constraints[i].min_domains {
+                self.mins[i] = m.values().copied().min().unwrap_or(0);
+            }
+        }
+    }
+}
+
+pub fn filter(state: &FilterState, pod: &PodInfo, node: &NodeData) -> Result<(), Rejection> {
+    for (i, c) in state.constraints.iter().enumerate() {
+        let Some(value) = node.labels.get(&c.topology_key) else {
+            return Err(Rejection::unresolvable(
+                PluginName::PodTopologySpread,
+                "node(s) didn't match pod topology spread constraints (missing required label)",
+            ));
+        };
+        let self_match = i64::from(c.selector.matches(&pod.labels));
+        let matched = state.counts[i].get(value).copied().unwrap_or(0);
+        if matched + self_match - state.mins[i] > c.max_skew as i64 {
+            return Err(Rejection::unschedulable(
+                PluginName::PodTopologySpread,
+                "node(s) didn't match pod topology spread constraints",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn score(
+    args: &SpreadArgs,
+    cache: &Cache,
+    pod: &PodInfo,
+    nodes: &[(&NodeInfo, &NodeData)],
+) -> Vec<i64> {
+    let constraints: Vec<SpreadConstraint> = constraints(args, cache, pod)
+        .into_iter()
+        .filter(|c| !c.hard)
+        .collect();
+    if constraints.is_empty() {
+        return vec![0; nodes.len()];
+    }
+    // Explicit constraints need every key on a node; the defaults don't (upstream).
+    let require_all = !pod.spread.is_empty();
+    let ignored: Vec<bool> = nodes
+        .iter()
+        .map(|(_, n)| {
+            require_all
+                && !constraints
+                    .iter()
+                    .all(|c| n.labels.contains_key(&c.topology_key))
+        })
+        .collect();
+    // Domains among the nodes being scored, per constraint.
+    let mut domains: Vec<HashSet<&str>> = vec![HashSet::new(); constraints.len()];
+    for ((_, n), ign) in nodes.iter().zip(&ignored) {
+        if *ign {
+            continue;
+        }
+        for (i, c) in constraints.iter().enumerate() {
+            if let Some(v) = n.labels.get(&c.topology_key) {
+                domains[i].insert(v);
+            }
+        }
+    }
+    let weights: Vec<f64> = domains
+        .iter()
+        .map(|d| ((d.len() + 2) as f64).ln())
+        .collect();
+    let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+    let hostname = "kubernetes.io/hostname";
+    for (i, c) in constraints.iter().enumerate() {
+        if c.topology_key == hostname {
+            // Per-node domains: only the scored nodes matter.
+            for ((info, n), ign) in nodes.iter().zip(&ignored) {
+                if !*ign && node_counts(c, pod, n) {
+                    counts[i].insert(n.name.clone(), counts_on(c, pod, info));
+                }
+            }
+            continue;
+        }
+        for (info, n) in cache.nodes() {
+            let Some(v) = n.labels.get(&c.topology_key) else {
+                continue;
+            };
+            if domains[i].contains(v.as_str()) && node_counts(c, pod, n) {
+                *counts[i].entry(v.clone()).or_default() += counts_on(c, pod, info);
+            }
+        }
+    }
+    let raw: Vec<i64> = nodes
+        .iter()
+        .map(|(_, n)| {
+            let mut s = 0f64;
+            for (i, c) in constraints.iter().enumerate() {
+                let key = if c.topology_key == hostname {
+                    Some(&n.name)
+                } else {
+                    n.labels.get(&c.topology_key)
+                };
+                if let Some(v) = key {
+                    let cnt = counts[i].get(v).copied().unwrap_or(0);
+                    s += cnt as f64 * weights[i] + (c.max_skew - 1) as f64;
+                }
+            }
+            s.round() as i64
+        })
+        .collect();
+    let considered = raw.iter().zip(&ignored).filter(|(_, i)| !**i);
+    let max = considered.clone().map(|(s, _)| *s).max().unwrap_or(0);
+    let min = considered.map(|(s, _)| *s).min().unwrap_or(0);
+    raw.iter()
+        .zip(&ignored)
+        .map(|(s, ign)| {
+            if *ign {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - s) / max
+            }
+        })
+        .collect()
+}
