@@ -16,6 +16,8 @@ pub enum Datastore {
     Sqlite,
     /// An etcd cluster of this many members, started for the server.
     Etcd(usize),
+    /// An etcd cluster started elsewhere (another server shares it): its `--datastore-endpoint`.
+    Endpoint(String),
 }
 
 pub struct KubeServer {
@@ -27,6 +29,8 @@ pub struct KubeServer {
     pub etcd: Option<EtcdCluster>,
     port: u16,
     log: PathBuf,
+    endpoint: Option<String>,
+    extra: Vec<String>,
 }
 
 fn free_port() -> Result<u16> {
@@ -38,10 +42,16 @@ fn free_port() -> Result<u16> {
 impl KubeServer {
     /// Starts `bin server` and waits until it prints its kubeconfig.
     pub fn start(bin: &Path, datastore: Datastore) -> Result<KubeServer> {
+        Self::start_with(bin, datastore, &[])
+    }
+
+    /// Starts `bin server` with more flags (`--scheduler-config …`, `--disable …`).
+    pub fn start_with(bin: &Path, datastore: Datastore, extra: &[&str]) -> Result<KubeServer> {
         let dir = tempfile::tempdir()?;
-        let etcd = match datastore {
-            Datastore::Sqlite => None,
-            Datastore::Etcd(n) => Some(EtcdCluster::start(n)?),
+        let (etcd, endpoint) = match datastore {
+            Datastore::Sqlite => (None, None),
+            Datastore::Etcd(n) => (Some(EtcdCluster::start(n)?), None),
+            Datastore::Endpoint(e) => (None, Some(e)),
         };
         let mut s = KubeServer {
             bin: bin.to_path_buf(),
@@ -52,6 +62,8 @@ impl KubeServer {
             url: String::new(),
             etcd,
             port: free_port()?,
+            endpoint,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn()?;
         Ok(s)
@@ -91,6 +103,10 @@ impl KubeServer {
         if let Some(e) = &self.etcd {
             cmd.args(["--datastore-endpoint", &e.datastore_endpoint()]);
         }
+        if let Some(e) = &self.endpoint {
+            cmd.args(["--datastore-endpoint", e]);
+        }
+        cmd.args(&self.extra);
         let mut child = cmd.spawn().context("start basalt server")?;
         let out = child.stdout.take().context("server stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
