@@ -10,6 +10,7 @@ use basalt_apimachinery::selector::LabelSelector;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::storage::v1::StorageClass;
 
+use crate::index::Index;
 use crate::model::{Labels, NodeData, NodeInfo, PodInfo};
 
 struct PodState {
@@ -56,6 +57,7 @@ pub struct Cache {
     pub workload_selectors: HashMap<String, (String, LabelSelector)>,
     /// Pods waiting for a node preemption made room on: uid → (node, pod).
     nominated: HashMap<String, (String, Arc<PodInfo>)>,
+    pub index: Index,
 }
 
 impl Cache {
@@ -132,6 +134,9 @@ impl Cache {
         if old.is_none() || change.images {
             self.count_images(&data, 1);
         }
+        if change.added || change.labels {
+            self.index.nodes_changed();
+        }
         change
     }
 
@@ -148,19 +153,51 @@ impl Cache {
             self.count_images(&old, -1);
         }
         self.order.retain(|n| n != name);
+        self.index.nodes_changed();
     }
 
     fn place(&mut self, node: &str, pod: Arc<PodInfo>) {
+        let data = self.nodes.get(node).and_then(|i| i.node.clone());
+        self.index
+            .placed(&pod, node, data.as_deref().map(|d| &d.labels));
         self.nodes.entry(node.to_string()).or_default().add_pod(pod);
     }
 
     fn unplace(&mut self, node: &str, uid: &str) {
-        if let Some(info) = self.nodes.get_mut(node) {
-            info.remove_pod(uid);
-            if info.node.is_none() && info.pods.is_empty() {
-                self.nodes.remove(node);
-            }
+        let Some(info) = self.nodes.get_mut(node) else {
+            return;
+        };
+        let removed = info.remove_pod(uid);
+        let data = info.node.clone();
+        if info.node.is_none() && info.pods.is_empty() {
+            self.nodes.remove(node);
         }
+        if let Some(p) = removed {
+            self.index.unplaced(&p, data.as_deref().map(|d| &d.labels));
+        }
+    }
+
+    /// Placed pods with any pod affinity or anti-affinity terms.
+    pub fn pods_with_affinity(&self) -> usize {
+        self.index.with_affinity.len()
+    }
+
+    /// Placed pods with required pod anti-affinity terms.
+    pub fn pods_with_required_anti_affinity(&self) -> usize {
+        self.index.with_required_anti.len()
+    }
+
+    /// A placed pod and the node it is on (when the Node object is known).
+    pub fn placed(&self, uid: &str) -> Option<(&Arc<PodInfo>, &NodeData)> {
+        let st = self.pods.get(uid)?;
+        let node = self.nodes.get(&st.node)?.node.as_deref()?;
+        Some((&st.pod, node))
+    }
+
+    /// Every placed pod on a known node, with the node's labels.
+    pub fn all_placed(&self) -> impl Iterator<Item = (&PodInfo, &Labels)> {
+        self.nodes()
+            .flat_map(|(info, node)| info.pods.iter().map(move |p| (&**p, &node.labels)))
     }
 
     /// A pod from the watch that is bound to a node (or finished, or gone: `None`). Returns the node it

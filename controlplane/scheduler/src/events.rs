@@ -39,6 +39,8 @@ pub struct Recorder {
 const COMPONENT: &str = "default-scheduler";
 /// How many distinct events are remembered for counting repeats.
 const REMEMBERED: usize = 4096;
+/// Event writes in flight at once (each holds an HTTP/1.1 connection while it lasts).
+const IN_FLIGHT: usize = 8;
 
 impl Recorder {
     /// Starts the writer on the current runtime.
@@ -72,7 +74,11 @@ impl Recorder {
 async fn writer(client: Client, instance: String, mut rx: mpsc::Receiver<Record>) {
     // (pod uid, reason, message) → (namespace, event name, count)
     let mut seen: HashMap<(String, &'static str, String), (String, String, i32)> = HashMap::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     while let Some(r) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let now = Time(Timestamp::now());
         let key = (r.uid.clone(), r.reason, r.message.clone());
         if let Some((ns, name, count)) = seen.get_mut(&key) {
@@ -84,6 +90,7 @@ async fn writer(client: Client, instance: String, mut rx: mpsc::Receiver<Record>
                 let _ = api
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await;
+                drop(permit);
             });
             continue;
         }
@@ -128,6 +135,7 @@ async fn writer(client: Client, instance: String, mut rx: mpsc::Receiver<Record>
             if let Err(e) = api.create(&PostParams::default(), &ev).await {
                 tracing::debug!(error = %e, "event not written");
             }
+            drop(permit);
         });
     }
 }

@@ -4,6 +4,7 @@
 //! - [`config`]: the KubeSchedulerConfiguration file: profiles, plugins, weights, leader election.
 //! - [`model`]: what is kept of pods and nodes, parsed once (requests, affinity, spread constraints).
 //! - [`cache`]: nodes with the pods counted on them, assumed pods while binding is in flight.
+//! - [`index`]: pods by namespace and by affinity, spread counters kept as pods come and go.
 //! - [`queue`]: active, backoff and unschedulable sub-queues, requeue on cluster events.
 //! - [`framework`]: plugin names, filter statuses, score normalisation.
 //! - [`plugins`]: NodeName, NodeUnschedulable, NodeResourcesFit, NodeAffinity, TaintToleration,
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod config;
 pub mod events;
 pub mod framework;
+pub mod index;
 pub mod leader;
 pub mod model;
 pub mod plugins;

@@ -38,6 +38,11 @@ use crate::queue::{ClusterEvent, Queue};
 /// How long PreBind waits for the volume controller to bind a pod's claims (upstream's bindTimeout).
 const VOLUME_BIND_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Writes to the apiserver in flight at once (bindings, status updates, evictions). kube-rs speaks
+/// HTTP/1.1, one request per connection at a time: unbounded, a burst of bindings would open a TLS
+/// connection each; bounded, a few pooled connections carry them all.
+const WRITES_IN_FLIGHT: usize = 32;
+
 /// Counters, for logs and the benchmark.
 #[derive(Default)]
 pub struct Stats {
@@ -61,6 +66,7 @@ pub struct Shared {
     pub stats: Stats,
     /// The last PodScheduled=False message written per pod, so unchanged ones are not rewritten.
     conditions: Mutex<std::collections::HashMap<String, String>>,
+    writes: tokio::sync::Semaphore,
 }
 
 /// The watches that must have listed before the first cycle.
@@ -503,6 +509,7 @@ pub fn start(client: Client, config: Config, instance: String) -> Running {
         rt: tokio::runtime::Handle::current(),
         stats: Stats::default(),
         conditions: Mutex::new(Default::default()),
+        writes: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT),
     });
     let tasks = start_informers(&shared);
     let s = shared.clone();
@@ -659,6 +666,9 @@ async fn failed(
     candidate: Option<Candidate>,
     cleared: Vec<Arc<PodInfo>>,
 ) {
+    let Ok(_permit) = shared.writes.acquire().await else {
+        return;
+    };
     let api = pods_api(&shared, &pod.namespace);
     let unchanged = shared
         .conditions
@@ -778,6 +788,9 @@ async fn bind(shared: Arc<Shared>, pod: Arc<PodInfo>, node: String, actions: Vec
     let result = match bind_volumes(&shared, &pod, &node, &actions).await {
         Err(e) => Err((e, false)),
         Ok(()) => {
+            let Ok(_permit) = shared.writes.acquire().await else {
+                return;
+            };
             let body = serde_json::json!({
                 "apiVersion": "v1", "kind": "Binding",
                 "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},

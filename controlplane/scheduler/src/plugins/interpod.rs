@@ -2,7 +2,8 @@
 //! the pods already placed, filter; preferred terms (both ways) and placed pods' required affinity
 //! (hardPodAffinityWeight) score.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::framework::{PluginName, Rejection, MAX_NODE_SCORE};
@@ -33,7 +34,36 @@ fn add(map: &mut HashMap<Pair, i64>, term: &AffinityTerm, node: &NodeData, n: i6
     }
 }
 
+/// Placed pods some of `terms` may select: those of the terms' namespaces (every placed pod when a term
+/// selects namespaces by label).
+fn candidates<'a>(
+    cache: &'a Cache,
+    terms: &[&AffinityTerm],
+) -> Vec<(&'a Arc<PodInfo>, &'a NodeData)> {
+    if terms.is_empty() {
+        return Vec::new();
+    }
+    let namespaces: HashSet<&str> = if terms.iter().any(|t| t.namespace_selector.is_some()) {
+        cache.index.namespaces()
+    } else {
+        terms
+            .iter()
+            .flat_map(|t| t.namespaces.iter().map(String::as_str))
+            .collect()
+    };
+    namespaces
+        .iter()
+        .filter_map(|ns| cache.index.by_namespace.get(*ns))
+        .flat_map(|m| m.keys())
+        .filter_map(|uid| cache.placed(uid))
+        .collect()
+}
+
 pub fn prefilter(cache: &Cache, pod: &PodInfo) -> Option<FilterState> {
+    let has_own = !pod.affinity.required.is_empty() || !pod.affinity.required_anti.is_empty();
+    if !has_own && cache.pods_with_required_anti_affinity() == 0 {
+        return None;
+    }
     let ns = ns_lookup(cache);
     let mut st = FilterState {
         existing_anti: HashMap::new(),
@@ -41,32 +71,37 @@ pub fn prefilter(cache: &Cache, pod: &PodInfo) -> Option<FilterState> {
         anti: HashMap::new(),
         self_affine: false,
     };
-    let has_own = !pod.affinity.required.is_empty() || !pod.affinity.required_anti.is_empty();
     let mut any = false;
-    for (info, node) in cache.nodes() {
-        if info.pods_with_required_anti_affinity == 0 && !has_own {
+    for uid in cache.index.with_required_anti.keys() {
+        let Some((p, node)) = cache.placed(uid) else {
             continue;
-        }
-        for p in &info.pods {
-            for t in &p.affinity.required_anti {
-                if t.matches(pod, &ns) {
-                    add(&mut st.existing_anti, t, node, 1);
-                    any = true;
-                }
-            }
-            if !pod.affinity.required.is_empty()
-                && pod.affinity.required.iter().all(|t| t.matches(p, &ns))
-            {
-                for t in &pod.affinity.required {
-                    add(&mut st.affinity, t, node, 1);
-                }
+        };
+        for t in &p.affinity.required_anti {
+            if t.matches(pod, &ns) {
+                add(&mut st.existing_anti, t, node, 1);
                 any = true;
             }
-            for t in &pod.affinity.required_anti {
-                if t.matches(p, &ns) {
-                    add(&mut st.anti, t, node, 1);
-                    any = true;
-                }
+        }
+    }
+    let own: Vec<&AffinityTerm> = pod
+        .affinity
+        .required
+        .iter()
+        .chain(&pod.affinity.required_anti)
+        .collect();
+    for (p, node) in candidates(cache, &own) {
+        if !pod.affinity.required.is_empty()
+            && pod.affinity.required.iter().all(|t| t.matches(p, &ns))
+        {
+            for t in &pod.affinity.required {
+                add(&mut st.affinity, t, node, 1);
+            }
+            any = true;
+        }
+        for t in &pod.affinity.required_anti {
+            if t.matches(p, &ns) {
+                add(&mut st.anti, t, node, 1);
+                any = true;
             }
         }
     }
@@ -161,40 +196,60 @@ pub fn score(
     nodes: &[(&NodeInfo, &NodeData)],
 ) -> Vec<i64> {
     let ns = ns_lookup(cache);
-    let own_preferences =
-        !pod.affinity.preferred.is_empty() || !pod.affinity.preferred_anti.is_empty();
-    let mut topo: HashMap<Pair, i64> = HashMap::new();
-    for (info, node) in cache.nodes() {
-        if !own_preferences && info.pods_with_affinity == 0 {
-            continue;
+    let own: Vec<&AffinityTerm> = pod
+        .affinity
+        .preferred
+        .iter()
+        .chain(&pod.affinity.preferred_anti)
+        .map(|(_, t)| t)
+        .collect();
+    if own.is_empty() && cache.pods_with_affinity() == 0 {
+        return vec![0; nodes.len()];
+    }
+    let mut topo: HashMap<(&str, &str), i64> = HashMap::new();
+    fn bump<'a>(
+        topo: &mut HashMap<(&'a str, &'a str), i64>,
+        t: &AffinityTerm,
+        node: &'a NodeData,
+        n: i64,
+    ) {
+        if let Some((k, v)) = node.labels.get_key_value(&t.topology_key) {
+            *topo.entry((k.as_str(), v.as_str())).or_default() += n;
         }
-        for p in &info.pods {
-            for (w, t) in &pod.affinity.preferred {
-                if t.matches(p, &ns) {
-                    add(&mut topo, t, node, *w as i64);
-                }
+    }
+    // The pod's own preferences, over the pods they may select.
+    for (p, node) in candidates(cache, &own) {
+        for (w, t) in &pod.affinity.preferred {
+            if t.matches(p, &ns) {
+                bump(&mut topo, t, node, *w as i64);
             }
-            for (w, t) in &pod.affinity.preferred_anti {
-                if t.matches(p, &ns) {
-                    add(&mut topo, t, node, -(*w as i64));
-                }
+        }
+        for (w, t) in &pod.affinity.preferred_anti {
+            if t.matches(p, &ns) {
+                bump(&mut topo, t, node, -(*w as i64));
             }
-            if hard_weight > 0 {
-                for t in &p.affinity.required {
-                    if t.matches(pod, &ns) {
-                        add(&mut topo, t, node, hard_weight);
-                    }
-                }
-            }
-            for (w, t) in &p.affinity.preferred {
+        }
+    }
+    // Placed pods' terms about this pod.
+    for uid in cache.index.with_affinity.keys() {
+        let Some((p, node)) = cache.placed(uid) else {
+            continue;
+        };
+        if hard_weight > 0 {
+            for t in &p.affinity.required {
                 if t.matches(pod, &ns) {
-                    add(&mut topo, t, node, *w as i64);
+                    bump(&mut topo, t, node, hard_weight);
                 }
             }
-            for (w, t) in &p.affinity.preferred_anti {
-                if t.matches(pod, &ns) {
-                    add(&mut topo, t, node, -(*w as i64));
-                }
+        }
+        for (w, t) in &p.affinity.preferred {
+            if t.matches(pod, &ns) {
+                bump(&mut topo, t, node, *w as i64);
+            }
+        }
+        for (w, t) in &p.affinity.preferred_anti {
+            if t.matches(pod, &ns) {
+                bump(&mut topo, t, node, -(*w as i64));
             }
         }
     }
@@ -205,7 +260,7 @@ pub fn score(
         .iter()
         .map(|(_, n)| {
             topo.iter()
-                .filter(|((k, v), _)| n.labels.get(k) == Some(v))
+                .filter(|((k, v), _)| n.labels.get(*k).map(String::as_str) == Some(*v))
                 .map(|(_, s)| *s)
                 .sum()
         })

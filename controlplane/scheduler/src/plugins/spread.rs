@@ -3,6 +3,7 @@
 //! constraints when a service or workload selects them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::config::SpreadArgs;
@@ -46,8 +47,59 @@ fn node_counts(c: &SpreadConstraint, pod: &PodInfo, node: &NodeData) -> bool {
 #[derive(Clone)]
 pub struct FilterState {
     constraints: Vec<SpreadConstraint>,
-    counts: Vec<HashMap<String, i64>>,
+    counts: Vec<Arc<HashMap<String, i64>>>,
     mins: Vec<i64>,
+}
+
+fn min_of(
+    c: &SpreadConstraint,
+    domains: usize,
+    counts: &HashMap<String, i64>,
+    nonzero: usize,
+) -> i64 {
+    if (domains as i32) < c.min_domains || nonzero < domains {
+        // Fewer domains than asked for count as 0; so does any domain without a matching pod.
+        0
+    } else {
+        counts.values().copied().min().unwrap_or(0)
+    }
+}
+
+/// Every node counts for every constraint (the pod's node affinity and taints do not narrow the nodes)
+/// and every node has every key: the cache's counters answer without walking the cluster.
+fn indexed(cache: &Cache, pod: &PodInfo, constraints: &[SpreadConstraint]) -> Option<FilterState> {
+    let no_affinity = pod.node_selector.is_empty() && pod.required_node_affinity.is_none();
+    if !constraints
+        .iter()
+        .all(|c| (!c.honor_affinity || no_affinity) && !c.honor_taints)
+    {
+        return None;
+    }
+    let all = cache.node_count();
+    let mut counts = Vec::new();
+    let mut mins = Vec::new();
+    for c in constraints {
+        let domains = cache
+            .index
+            .domains(&c.topology_key, cache.nodes().map(|(_, n)| &n.labels));
+        if domains.values().sum::<usize>() != all {
+            return None;
+        }
+        let m = cache.index.counter(
+            &pod.namespace,
+            &c.selector,
+            &c.topology_key,
+            cache.all_placed(),
+        );
+        let nonzero = m.values().filter(|n| **n > 0).count();
+        mins.push(min_of(c, domains.len(), &m, nonzero));
+        counts.push(m);
+    }
+    Some(FilterState {
+        constraints: constraints.to_vec(),
+        counts,
+        mins,
+    })
 }
 
 pub fn prefilter(args: &SpreadArgs, cache: &Cache, pod: &PodInfo) -> Option<FilterState> {
@@ -57,6 +109,9 @@ pub fn prefilter(args: &SpreadArgs, cache: &Cache, pod: &PodInfo) -> Option<Filt
         .collect();
     if constraints.is_empty() {
         return None;
+    }
+    if let Some(st) = indexed(cache, pod, &constraints) {
+        return Some(st);
     }
     let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
     for (info, node) in cache.nodes() {
@@ -78,17 +133,11 @@ pub fn prefilter(args: &SpreadArgs, cache: &Cache, pod: &PodInfo) -> Option<Filt
     let mins = constraints
         .iter()
         .zip(&counts)
-        .map(|(c, m)| {
-            if (m.len() as i32) < c.min_domains {
-                0
-            } else {
-                m.values().copied().min().unwrap_or(0)
-            }
-        })
+        .map(|(c, m)| min_of(c, m.len(), m, m.len()))
         .collect();
     Some(FilterState {
         constraints,
-        counts,
+        counts: counts.into_iter().map(Arc::new).collect(),
         mins,
     })
 }
@@ -99,14 +148,14 @@ impl FilterState {
         for (i, c) in self.constraints.iter().enumerate() {
             if victim.namespace == pod.namespace && c.selector.matches(&victim.labels) {
                 if let Some(v) = node.labels.get(&c.topology_key) {
-                    if let Some(n) = self.counts[i].get_mut(v) {
+                    if let Some(n) = Arc::make_mut(&mut self.counts[i]).get_mut(v) {
                         *n -= 1;
                     }
                 }
             }
         }
         for (i, m) in self.counts.iter().enumerate() {
-            if m.len() as i32 >= self.constraints[i].min_domains {
+            if self.mins[i] > 0 {
                 self.mins[i] = m.values().copied().min().unwrap_or(0);
             }
         }
