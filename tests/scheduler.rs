@@ -455,6 +455,154 @@ fn preemption(s: &KubeServer) -> Result<()> {
     Ok(())
 }
 
+/// VolumeBinding: a claim of an `Immediate` class that is not bound keeps its pod waiting; a
+/// `WaitForFirstConsumer` claim sends the pod to the node its only fitting volume is reachable from,
+/// and the scheduler binds the volume before the pod (the test plays the volume controller's part).
+fn volumes(s: &KubeServer) -> Result<()> {
+    let ns = "volumes";
+    namespace(s, ns)?;
+    let class = |name: &str, mode: &str| {
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+            "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": mode})
+    };
+    let claim = |name: &str, class: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": ns},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                "resources": {"requests": {"storage": "1Gi"}}}})
+    };
+    let with_claim =
+        |c: &str| json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": c}}]});
+    apply(
+        s,
+        &[
+            node("vol-1", "4", "4Gi", json!({}), json!([])),
+            node("vol-2", "4", "4Gi", json!({}), json!([])),
+            class("now", "Immediate"),
+            class("later", "WaitForFirstConsumer"),
+            claim("immediate", "now"),
+            claim("delayed", "later"),
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local-vol-2"},
+                "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "later", "local": {"path": "/mnt/disk"},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["vol-2"]}]}]}}}}),
+        ],
+    )?;
+    apply(s, &[pod(ns, "waits", "100m", with_claim("immediate"))])?;
+    let msg = failed_scheduling(s, ns, "waits")?;
+    ensure!(
+        msg == "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.",
+        "message: {msg}"
+    );
+    apply(s, &[pod(ns, "consumer", "100m", with_claim("delayed"))])?;
+    // The scheduler claims the volume reachable from the node it chose …
+    wait("the volume's claimRef", || {
+        let pv = get(s, &["pv", "local-vol-2"])?;
+        Ok((pv.pointer("/spec/claimRef/name") == Some(&json!("delayed"))).then_some(()))
+    })?;
+    ensure!(
+        node_of(s, ns, "consumer")?.is_none(),
+        "bound before its volume"
+    );
+    // … the volume controller (the test) completes the claim's side, and only then is the pod bound.
+    kubectl(
+        s,
+        &[
+            "patch",
+            "pvc",
+            "delayed",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"volumeName":"local-vol-2"}}"#,
+        ],
+    )?;
+    ensure!(bound(s, ns, "consumer")? == "vol-2");
+    cleanup(s, ns, &["vol-1", "vol-2"])?;
+    kubectl(s, &["delete", "pvc", "--all", "-n", ns, "--wait=false"])?;
+    kubectl(s, &["delete", "pv", "local-vol-2", "--wait=false"])?;
+    kubectl(s, &["delete", "storageclass", "now", "later"])?;
+    Ok(())
+}
+
+/// The KubeSchedulerConfiguration's second profile packs pods (MostAllocated, the only score) where the
+/// default profile spreads them (LeastAllocated); a pod naming no profile is left alone.
+fn profiles(s: &KubeServer) -> Result<()> {
+    let ns = "profiles";
+    namespace(s, ns)?;
+    apply(
+        s,
+        &[
+            node("prof-1", "4", "4Gi", json!({}), json!([])),
+            node("prof-2", "4", "4Gi", json!({}), json!([])),
+        ],
+    )?;
+    let mut packed = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        let name = format!("packed-{i}");
+        apply(
+            s,
+            &[pod(
+                ns,
+                &name,
+                "500m",
+                json!({"schedulerName": "bin-packer"}),
+            )],
+        )?;
+        packed.insert(bound(s, ns, &name)?);
+    }
+    ensure!(packed.len() == 1, "bin-packer used {packed:?}");
+    // The default profile prefers the emptier node.
+    apply(s, &[pod(ns, "spread", "1", json!({}))])?;
+    let n = bound(s, ns, "spread")?;
+    ensure!(
+        !packed.contains(&n),
+        "default-scheduler chose the packed node {n}"
+    );
+    apply(
+        s,
+        &[pod(
+            ns,
+            "other",
+            "100m",
+            json!({"schedulerName": "someone-else"}),
+        )],
+    )?;
+    // Not ours: after the next pod of ours is bound, it is still untouched, without events.
+    apply(s, &[pod(ns, "marker", "100m", json!({}))])?;
+    bound(s, ns, "marker")?;
+    ensure!(
+        node_of(s, ns, "other")?.is_none(),
+        "another scheduler's pod was bound"
+    );
+    let events = get(s, &["events", "-n", ns])?;
+    ensure!(
+        !events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.pointer("/involvedObject/name") == Some(&json!("other"))),
+        "events about another scheduler's pod"
+    );
+    cleanup(s, ns, &["prof-1", "prof-2"])
+}
+
+const PROFILES: &str = "apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: default-scheduler
+- schedulerName: bin-packer
+  plugins:
+    score:
+      disabled: [{name: '*'}]
+      enabled: [{name: NodeResourcesFit, weight: 5}]
+  pluginConfig:
+  - name: NodeResourcesFit
+    args:
+      scoringStrategy: {type: MostAllocated}
+";
+
 /// Crash-only: SIGKILLed and restarted on the same data, the server schedules again.
 fn restart(s: &mut KubeServer) -> Result<()> {
     let ns = "restart";
@@ -474,19 +622,33 @@ fn scenarios(mut s: KubeServer) -> Result<()> {
     node_affinity(&s).context("node affinity")?;
     topology_spread(&s).context("topology spread")?;
     preemption(&s).context("preemption")?;
+    volumes(&s).context("volumes")?;
+    profiles(&s).context("profiles")?;
     restart(&mut s).context("restart")?;
     Ok(())
 }
 
+fn server(datastore: Datastore) -> Result<(KubeServer, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("scheduler.yaml");
+    std::fs::write(&cfg, PROFILES)?;
+    let s = KubeServer::start_with(
+        bin(),
+        datastore,
+        &["--scheduler-config", cfg.to_str().unwrap()],
+    )?;
+    Ok((s, dir))
+}
+
 #[test]
 fn scheduling_on_sqlite() -> Result<()> {
-    let s = KubeServer::start(bin(), Datastore::Sqlite)?;
+    let (s, _cfg) = server(Datastore::Sqlite)?;
     scenarios(s)
 }
 
 #[test]
 fn scheduling_on_etcd() -> Result<()> {
-    let s = KubeServer::start(bin(), Datastore::Etcd(3))?;
+    let (s, _cfg) = server(Datastore::Etcd(3))?;
     scenarios(s)
 }
 
