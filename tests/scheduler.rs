@@ -117,7 +117,7 @@ fn failed_scheduling(s: &KubeServer, ns: &str, name: &str) -> Result<String> {
                     && e["reason"] == "FailedScheduling"
             })
             .filter_map(|e| e["message"].as_str().map(str::to_string))
-            .last())
+            .next_back())
     })
 }
 
@@ -701,7 +701,7 @@ fn leader_election_two_servers_on_etcd() -> Result<()> {
     )?;
     let args = ["--scheduler-config", cfg.to_str().unwrap()];
     let endpoint = etcd.datastore_endpoint();
-    let mut servers = vec![
+    let mut servers = [
         KubeServer::start_with(bin(), Datastore::Endpoint(endpoint.clone()), &args)?,
         KubeServer::start_with(bin(), Datastore::Endpoint(endpoint), &args)?,
     ];

@@ -148,7 +148,7 @@ impl Algorithm {
         ctx: &Ctx,
         pod: &PodInfo,
         percentage: Option<u32>,
-    ) -> Result<Placement, (FitError, Option<CycleState>)> {
+    ) -> Result<Placement, Box<(FitError, Option<CycleState>)>> {
         let all = ctx.cache.node_count();
         let mut err = FitError {
             num_all_nodes: all,
@@ -157,13 +157,13 @@ impl Algorithm {
             postfilter: None,
         };
         if all == 0 {
-            return Err((err, None));
+            return Err(Box::new((err, None)));
         }
         let state = match plugins::prefilter(ctx, pod) {
             Ok(s) => s,
             Err(r) => {
                 err.prefilter = Some(r);
-                return Err((err, None));
+                return Err(Box::new((err, None)));
             }
         };
         let check = |info: &NodeInfo, node: &NodeData| {
@@ -209,7 +209,7 @@ impl Algorithm {
         }
         self.next_start = (start + processed) % all;
         if feasible.is_empty() {
-            return Err((err, Some(state)));
+            return Err(Box::new((err, Some(state))));
         }
         let evaluated = processed;
         let count = feasible.len();
@@ -233,7 +233,7 @@ impl Algorithm {
         for (i, t) in totals.iter().enumerate() {
             if *t == best {
                 seen += 1;
-                if self.rng.next() % seen == 0 {
+                if self.rng.next().is_multiple_of(seen) {
                     chosen = i;
                 }
             }

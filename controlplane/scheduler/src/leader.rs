@@ -13,12 +13,15 @@ use kube::{Api, Client};
 
 use crate::config::LeaderElection;
 
+/// A lease record as a candidate compares it: holder and renew time.
+type Record = (Option<String>, Option<MicroTime>);
+
 pub struct Elector {
     api: Api<Lease>,
     cfg: LeaderElection,
     identity: String,
     /// The record last seen (holder, renew time) and when this candidate saw it change.
-    observed: Option<((Option<String>, Option<MicroTime>), Instant)>,
+    observed: Option<(Record, Instant)>,
 }
 
 impl Elector {

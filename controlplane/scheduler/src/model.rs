@@ -261,7 +261,7 @@ impl AffinityTerm {
 
     /// Whether `pod` is one of the pods this term selects; `ns_labels` gives a namespace's labels.
     pub fn matches(&self, pod: &PodInfo, ns_labels: &dyn Fn(&str) -> Option<Labels>) -> bool {
-        let in_ns = self.namespaces.iter().any(|n| *n == pod.namespace)
+        let in_ns = self.namespaces.contains(&pod.namespace)
             || self.namespace_selector.as_ref().is_some_and(|s| {
                 s.is_empty() || ns_labels(&pod.namespace).is_some_and(|l| s.matches(&l))
             });

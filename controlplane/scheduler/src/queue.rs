@@ -154,7 +154,7 @@ impl Queue {
         (at > Instant::now()).then_some(at)
     }
 
-    fn to_active(&mut self, uid: &str) {
+    fn activate(&mut self, uid: &str) {
         let seq = self.next();
         let Some(e) = self.entries.get_mut(uid) else {
             return;
@@ -177,7 +177,7 @@ impl Queue {
             None => return,
         };
         match until {
-            None => self.to_active(uid),
+            None => self.activate(uid),
             Some(at) => {
                 let seq = self.next();
                 let e = self.entries.get_mut(uid).expect("entry");
@@ -209,7 +209,7 @@ impl Queue {
                     },
                 );
                 if !gated {
-                    self.to_active(&uid);
+                    self.activate(&uid);
                 }
             }
             Some(e) => {
@@ -217,7 +217,7 @@ impl Queue {
                 let gated = pod.gated;
                 e.pod = pod;
                 match e.place {
-                    Place::Gated if !gated => self.to_active(&uid),
+                    Place::Gated if !gated => self.activate(&uid),
                     Place::Unschedulable if changed => self.requeue(&uid),
                     Place::Active => {
                         // The heap holds the old priority: re-push (the stale key is skipped).
@@ -268,7 +268,7 @@ impl Queue {
                 .get(&uid)
                 .is_some_and(|e| e.seq == seq && e.place == Place::Backoff)
             {
-                self.to_active(&uid);
+                self.activate(&uid);
             }
         }
         let entries = &self.entries;

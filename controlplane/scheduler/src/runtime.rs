@@ -594,7 +594,8 @@ fn schedule_one(shared: &Arc<Shared>, algo: &mut Algorithm, pod: Arc<PodInfo>) {
                 .rt
                 .spawn(async move { bind(s, pod, placement.node, actions).await });
         }
-        Err((mut fit, state)) => {
+        Err(failure) => {
+            let (mut fit, state) = *failure;
             let mut candidate = None;
             if profile.preemption && fit.num_all_nodes > 0 {
                 match preemption::preempt(&ctx, state.as_ref(), &pod, &fit) {

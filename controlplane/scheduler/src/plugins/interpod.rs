@@ -158,7 +158,7 @@ pub fn filter(st: &FilterState, pod: &PodInfo, node: &NodeData) -> Result<(), Re
             .required
             .iter()
             .all(|t| node.labels.contains_key(&t.topology_key));
-        if !all && !(st.self_affine && keys) {
+        if !(all || (st.self_affine && keys)) {
             return Err(Rejection::unresolvable(
                 PluginName::InterPodAffinity,
                 "node(s) didn't match pod affinity rules",
