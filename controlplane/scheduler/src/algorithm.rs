@@ -3,7 +3,7 @@
 //! the profile's weights and pick the best (ties at random). A pod that fits nowhere gets a [`FitError`]
 //! whose message is upstream's (`0/3 nodes are available: 1 Insufficient cpu, 2 node(s) …`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::framework::{Code, PluginName, Rejection};
 use crate::model::{NodeData, NodeInfo, PodInfo, Resources};
@@ -15,8 +15,8 @@ pub struct FitError {
     pub num_all_nodes: usize,
     /// A pre-filter refusal that holds for every node.
     pub prefilter: Option<Rejection>,
-    /// Each refused node's status.
-    pub statuses: HashMap<String, Rejection>,
+    /// Each refused node's status, by its position in the cache's node order.
+    pub statuses: Vec<(usize, Rejection)>,
     /// What preemption said (`preemption: …`), when it ran and found nothing.
     pub postfilter: Option<String>,
 }
@@ -30,7 +30,7 @@ impl FitError {
         if let Some(p) = &self.prefilter {
             msg.push_str(&format!(" {}.", p.reasons.join(", ")));
         } else {
-            let hist = histogram(self.statuses.values());
+            let hist = histogram(self.statuses.iter().map(|(_, r)| r));
             if !hist.is_empty() {
                 msg.push_str(&format!(" {}.", hist.join(", ")));
             }
@@ -47,7 +47,7 @@ impl FitError {
         let mut v: Vec<PluginName> = self
             .prefilter
             .iter()
-            .chain(self.statuses.values())
+            .chain(self.statuses.iter().map(|(_, r)| r))
             .map(|r| r.plugin)
             .collect();
         v.sort();
@@ -61,7 +61,7 @@ pub fn histogram<'a>(statuses: impl Iterator<Item = &'a Rejection>) -> Vec<Strin
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for s in statuses {
         for r in &s.reasons {
-            *counts.entry(r.as_str()).or_default() += 1;
+            *counts.entry(r.as_ref()).or_default() += 1;
         }
     }
     let mut v: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
@@ -153,7 +153,7 @@ impl Algorithm {
         let mut err = FitError {
             num_all_nodes: all,
             prefilter: None,
-            statuses: HashMap::new(),
+            statuses: Vec::new(),
             postfilter: None,
         };
         if all == 0 {
@@ -189,7 +189,8 @@ impl Algorithm {
         let mut feasible: Vec<(&NodeInfo, &NodeData)> = Vec::with_capacity(want.min(all));
         let mut processed = 0;
         for i in 0..all {
-            let name = &names[(start + i) % all];
+            let at = (start + i) % all;
+            let name = &names[at];
             processed += 1;
             let Some(info) = ctx.cache.node(name) else {
                 continue;
@@ -203,7 +204,7 @@ impl Algorithm {
                     }
                 }
                 Err(r) => {
-                    err.statuses.insert(name.clone(), r);
+                    err.statuses.push((at, r));
                 }
             }
         }
@@ -251,8 +252,8 @@ pub fn all_unresolvable(err: &FitError) -> bool {
     err.prefilter.is_some()
         || err
             .statuses
-            .values()
-            .all(|r| r.code == Code::UnschedulableAndUnresolvable)
+            .iter()
+            .all(|(_, r)| r.code == Code::UnschedulableAndUnresolvable)
 }
 
 #[cfg(test)]
@@ -261,19 +262,18 @@ mod tests {
 
     #[test]
     fn the_message_is_upstreams_histogram() {
-        let mut statuses = HashMap::new();
-        statuses.insert(
-            "a".to_string(),
+        let mut statuses = vec![(
+            0,
             Rejection::unschedulable(PluginName::NodeResourcesFit, "Insufficient cpu"),
-        );
-        for n in ["b", "c"] {
-            statuses.insert(
-                n.to_string(),
+        )];
+        for n in [1, 2] {
+            statuses.push((
+                n,
                 Rejection::unresolvable(
                     PluginName::TaintToleration,
                     "node(s) had untolerated taint(s)",
                 ),
-            );
+            ));
         }
         let e = FitError {
             num_all_nodes: 3,

@@ -1,7 +1,11 @@
 //! The scheduling framework's vocabulary: plugin names, what a filter answers, the per-cycle state the
 //! pre-filter and pre-score steps compute, and upstream's score normalisation.
 
+use std::borrow::Cow;
 use std::fmt;
+
+/// A filter's reason: almost always a constant, so refusing thousands of nodes allocates no text.
+pub type Reason = Cow<'static, str>;
 
 /// The plugins, by upstream's names. Each is a filter, a scorer or both; a profile enables a subset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,11 +144,11 @@ pub enum Code {
 pub struct Rejection {
     pub plugin: PluginName,
     pub code: Code,
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Reason>,
 }
 
 impl Rejection {
-    pub fn new(plugin: PluginName, code: Code, reason: impl Into<String>) -> Rejection {
+    pub fn new(plugin: PluginName, code: Code, reason: impl Into<Reason>) -> Rejection {
         Rejection {
             plugin,
             code,
@@ -152,11 +156,11 @@ impl Rejection {
         }
     }
 
-    pub fn unresolvable(plugin: PluginName, reason: impl Into<String>) -> Rejection {
+    pub fn unresolvable(plugin: PluginName, reason: impl Into<Reason>) -> Rejection {
         Self::new(plugin, Code::UnschedulableAndUnresolvable, reason)
     }
 
-    pub fn unschedulable(plugin: PluginName, reason: impl Into<String>) -> Rejection {
+    pub fn unschedulable(plugin: PluginName, reason: impl Into<Reason>) -> Rejection {
         Self::new(plugin, Code::Unschedulable, reason)
     }
 }

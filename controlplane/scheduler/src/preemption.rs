@@ -202,16 +202,13 @@ pub fn preempt(
     let mut statuses: HashMap<String, Rejection> = HashMap::new();
     let not_helpful = || Rejection::unresolvable(PluginName::DefaultPreemption, NOT_HELPFUL);
     let no_victims_here = || Rejection::unresolvable(PluginName::DefaultPreemption, NO_VICTIMS);
+    let names = ctx.cache.node_names();
     let potential: Vec<&String> = match (&err.prefilter, st) {
-        (None, Some(_)) => ctx
-            .cache
-            .node_names()
+        (None, Some(_)) => err
+            .statuses
             .iter()
-            .filter(|n| {
-                err.statuses
-                    .get(*n)
-                    .is_some_and(|r| r.code == Code::Unschedulable)
-            })
+            .filter(|(_, r)| r.code == Code::Unschedulable)
+            .filter_map(|(i, _)| names.get(*i))
             .collect(),
         _ => Vec::new(),
     };

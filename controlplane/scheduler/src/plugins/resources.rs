@@ -21,9 +21,9 @@ pub fn fit(
         pods += n;
     }
     let alloc = &node.allocatable;
-    let mut reasons = Vec::new();
+    let mut reasons: Vec<crate::framework::Reason> = Vec::new();
     if pods as i64 + 1 > alloc.pods {
-        reasons.push("Too many pods".to_string());
+        reasons.push("Too many pods".into());
     }
     let req = &pod.requests;
     let short = |need: i64, have: i64, used: i64| need > 0 && need > have - used;
@@ -45,7 +45,7 @@ pub fn fit(
             continue;
         }
         if short(*need, alloc.get(name), requested.get(name)) {
-            reasons.push(format!("Insufficient {name}"));
+            reasons.push(format!("Insufficient {name}").into());
         }
     }
     if reasons.is_empty() {

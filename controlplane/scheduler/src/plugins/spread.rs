@@ -277,3 +277,68 @@ pub fn score(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1 as core;
+
+    fn node(name: &str, zone: &str) -> core::Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"zone": zone}},
+            "status": {"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "110"}},
+        }))
+        .unwrap()
+    }
+
+    fn pod(uid: &str, app: &str, honor_taints: bool) -> Arc<PodInfo> {
+        let p: core::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid, "labels": {"app": app}},
+            "spec": {"containers": [{"name": "c"}], "topologySpreadConstraints": [{
+                "maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                "nodeTaintsPolicy": if honor_taints { "Honor" } else { "Ignore" },
+                "labelSelector": {"matchLabels": {"app": app}}}]},
+        }))
+        .unwrap();
+        Arc::new(PodInfo::new(&p))
+    }
+
+    /// The counters kept as pods come and go answer as the walk over every node does.
+    #[test]
+    fn counters_agree_with_the_walk() {
+        let mut cache = Cache::default();
+        for (n, z) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")] {
+            cache.upsert_node(&node(n, z));
+        }
+        let args = SpreadArgs::default();
+        let check = |cache: &Cache| {
+            let fast = prefilter(&args, cache, &pod("x", "web", false)).unwrap();
+            let slow = prefilter(&args, cache, &pod("y", "web", true)).unwrap();
+            assert_eq!(fast.mins, slow.mins);
+            for (_, n) in cache.nodes() {
+                let v = &n.labels["zone"];
+                assert_eq!(
+                    fast.counts[0].get(v).copied().unwrap_or(0),
+                    slow.counts[0].get(v).copied().unwrap_or(0),
+                    "zone {v}"
+                );
+                assert_eq!(
+                    filter(&fast, &pod("x", "web", false), n).is_ok(),
+                    filter(&slow, &pod("y", "web", true), n).is_ok()
+                );
+            }
+            fast.mins[0]
+        };
+        assert_eq!(check(&cache), 0);
+        cache.assume(pod("p1", "web", false), "a1");
+        cache.assume(pod("p2", "web", false), "b1");
+        cache.assume(pod("other", "db", false), "c1");
+        assert_eq!(check(&cache), 0);
+        cache.assume(pod("p3", "web", false), "c1");
+        assert_eq!(check(&cache), 1);
+        cache.forget("p2");
+        assert_eq!(check(&cache), 0);
+        cache.upsert_node(&node("d1", "d"));
+        assert_eq!(check(&cache), 0);
+    }
+}
