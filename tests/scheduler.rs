@@ -652,6 +652,48 @@ fn scheduling_on_etcd() -> Result<()> {
     scenarios(s)
 }
 
+/// A configuration file with a mistake stops the server at once, naming the field and the value, with
+/// nothing written; `--disable scheduler` runs no scheduler (no identity of its own is made).
+#[test]
+fn scheduler_flags_and_bad_configuration() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n- plugins:\n    filter:\n      enabled: [{name: Nope}]\n",
+    )?;
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(bin())
+        .arg("server")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--bind-address", "127.0.0.1", "--https-listen-port", "0"])
+        .arg("--scheduler-config")
+        .arg(&cfg)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(!out.status.success(), "started with a bad configuration");
+    ensure!(
+        text.contains(r#"profiles[0].plugins.filter.enabled[0]: plugin "Nope" does not exist"#),
+        "output: {text}"
+    );
+    ensure!(
+        !data.join("server").exists(),
+        "state written before the refusal"
+    );
+
+    let s = KubeServer::start_with(bin(), Datastore::Sqlite, &["--disable", "scheduler"])?;
+    ensure!(!s.data_dir().join("server/scheduler.kubeconfig").exists());
+    ensure!(!s.data_dir().join("server/scheduler.id").exists());
+    let on = KubeServer::start(bin(), Datastore::Sqlite)?;
+    ensure!(on.data_dir().join("server/scheduler.kubeconfig").exists());
+    Ok(())
+}
+
 fn lease_holder(s: &KubeServer) -> Result<Option<(String, i64)>> {
     let out = s.run(&[
         "get",

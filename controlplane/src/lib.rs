@@ -101,6 +101,12 @@ pub fn main(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Result<
 }
 
 pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Result<()> {
+    // A bad configuration file is refused before anything is written.
+    let scheduler_config = match (&args.scheduler_config, args.runs(Component::Scheduler)) {
+        (Some(path), true) => Some(basalt_scheduler::Config::load(path)?),
+        (None, true) => Some(basalt_scheduler::Config::default()),
+        (_, false) => None,
+    };
     let dir = config.data_dir.join("server");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let advertise = args.advertise_address.unwrap_or_else(default_advertise);
@@ -113,11 +119,6 @@ pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Re
                 .and_then(|h| h.into_string().ok())
         })
         .unwrap_or_else(|| "localhost".into());
-    let scheduler_config = match (&args.scheduler_config, args.runs(Component::Scheduler)) {
-        (Some(path), true) => Some(basalt_scheduler::Config::load(path)?),
-        (None, true) => Some(basalt_scheduler::Config::default()),
-        (_, false) => None,
-    };
     let mut sans = vec![node_name.clone()];
     sans.extend(args.tls_san.iter().cloned());
     let service_ip = basalt_apiserver::admission::first_service_ip(&args.service_cidr);
