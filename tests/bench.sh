@@ -10,4 +10,4 @@ cargo bench --locked --bench node_image         # node image (release basalt): s
 cargo bench --locked -p basalt-images --bench pull   # image pull+unpack: ours vs containerd's ctr
 cargo bench --locked -p basalt-cni --bench add_del   # CNI ADD+DEL: ours vs the reference bridge + host-local
 cargo bench --locked --bench csi                # CSI plugin: Create+Publish+Unpublish+Delete medians, fs and block
-cargo bench --locked --bench scheduler          # scheduler: pods/s on 5,000 fake nodes (plain, spread, affinity)
+cargo bench --locked --bench scheduler          # scheduler: pods/s on 5,000 fake nodes (plain, spread, node and pod affinity)

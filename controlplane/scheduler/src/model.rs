@@ -464,33 +464,25 @@ impl PodInfo {
         let mut affinity = PodAffinity::default();
         if let Some(a) = spec.affinity.as_ref() {
             let parse = |t: &core::PodAffinityTerm| AffinityTerm::parse(&namespace, &labels, t);
-            if let Some(pa) = &a.pod_affinity {
-                affinity.required = pa
-                    .required_during_scheduling_ignored_during_execution
-                    .iter()
-                    .flatten()
-                    .filter_map(parse)
-                    .collect();
-                affinity.preferred = pa
-                    .preferred_during_scheduling_ignored_during_execution
-                    .iter()
+            let required = |v: &Option<Vec<core::PodAffinityTerm>>| -> Vec<AffinityTerm> {
+                v.iter().flatten().filter_map(parse).collect()
+            };
+            let preferred = |v: &Option<Vec<core::WeightedPodAffinityTerm>>| {
+                v.iter()
                     .flatten()
                     .filter_map(|w| parse(&w.pod_affinity_term).map(|t| (w.weight, t)))
-                    .collect();
+                    .collect::<Vec<_>>()
+            };
+            if let Some(pa) = &a.pod_affinity {
+                affinity.required = required(&pa.required_during_scheduling_ignored_during_execution);
+                affinity.preferred =
+                    preferred(&pa.preferred_during_scheduling_ignored_during_execution);
             }
             if let Some(pa) = &a.pod_anti_affinity {
-                affinity.required_anti = pa
-                    .required_during_scheduling_ignored_during_execution
-                    .iter()
-                    .flatten()
-                    .filter_map(parse)
-                    .collect();
-                affinity.preferred_anti = pa
-                    .preferred_during_scheduling_ignored_during_execution
-                    .iter()
-                    .flatten()
-                    .filter_map(|w| parse(&w.pod_affinity_term).map(|t| (w.weight, t)))
-                    .collect();
+                affinity.required_anti =
+                    required(&pa.required_during_scheduling_ignored_during_execution);
+                affinity.preferred_anti =
+                    preferred(&pa.preferred_during_scheduling_ignored_during_execution);
             }
         }
         let spread = spec
