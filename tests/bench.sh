@@ -11,3 +11,4 @@ cargo bench --locked -p basalt-images --bench pull   # image pull+unpack: ours v
 cargo bench --locked -p basalt-cni --bench add_del   # CNI ADD+DEL: ours vs the reference bridge + host-local
 cargo bench --locked --bench csi                # CSI plugin: Create+Publish+Unpublish+Delete medians, fs and block
 cargo bench --locked --bench apiserver     # apiserver: SQLite vs three etcd members (creates/s, list, watch, RSS)
+cargo bench --locked --bench scheduler          # scheduler: pods/s on 5,000 fake nodes (plain, spread, node and pod affinity)

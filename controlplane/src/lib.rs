@@ -5,7 +5,8 @@
 //! - [`run`]: opens the store (SQLite under `<data-dir>/server/db` by default, or etcd), starts the
 //!   apiserver, and serves until SIGTERM.
 //!
-//! The apiserver lives in `controlplane/apiserver` and the store in `controlplane/store`; the scheduler and
+//! The apiserver lives in `controlplane/apiserver`, the store in `controlplane/store`, the scheduler in
+//! `controlplane/scheduler` (a client of the apiserver with its own certificate, as upstream's); the
 //! controllers join here. It must never be required for a node to run its static pods.
 
 pub mod pki;
@@ -61,6 +62,29 @@ pub struct ServerArgs {
     /// How often the store's old history is compacted, in seconds
     #[arg(long, default_value_t = 300, hide = true)]
     pub compaction_interval: u64,
+    /// Components not to run (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "COMPONENT")]
+    pub disable: Vec<Component>,
+    /// The only components to run (comma-separated) [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "COMPONENT")]
+    pub enable: Vec<Component>,
+    /// KubeSchedulerConfiguration file for the scheduler (profiles, plugin weights, leader election)
+    #[arg(long, value_name = "FILE")]
+    pub scheduler_config: Option<PathBuf>,
+}
+
+/// The loops that run beside the apiserver, each its own client of it.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Scheduler,
+    /// kube-controller-manager's loops (not built yet: accepted, nothing runs)
+    Controllers,
+}
+
+impl ServerArgs {
+    pub fn runs(&self, c: Component) -> bool {
+        (self.enable.is_empty() || self.enable.contains(&c)) && !self.disable.contains(&c)
+    }
 }
 
 fn default_advertise() -> IpAddr {
@@ -84,6 +108,12 @@ pub fn main(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Result<
 }
 
 pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Result<()> {
+    // A bad configuration file is refused before anything is written.
+    let scheduler_config = match (&args.scheduler_config, args.runs(Component::Scheduler)) {
+        (Some(path), true) => Some(basalt_scheduler::Config::load(path)?),
+        (None, true) => Some(basalt_scheduler::Config::default()),
+        (_, false) => None,
+    };
     let dir = config.data_dir.join("server");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let advertise = args.advertise_address.unwrap_or_else(default_advertise);
@@ -96,7 +126,7 @@ pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Re
                 .and_then(|h| h.into_string().ok())
         })
         .unwrap_or_else(|| "localhost".into());
-    let mut sans = vec![node_name];
+    let mut sans = vec![node_name.clone()];
     sans.extend(args.tls_san.iter().cloned());
     let service_ip = basalt_apiserver::admission::first_service_ip(&args.service_cidr);
     let pki = pki::Pki::ensure(
@@ -146,6 +176,18 @@ pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Re
         server.addr.to_string()
     };
     pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{host}"))?;
+    if let Some(config) = scheduler_config {
+        let path = dir.join("scheduler.kubeconfig");
+        pki.write_kubeconfig(
+            &path,
+            &format!("https://{host}"),
+            "system:kube-scheduler",
+            &[],
+        )?;
+        let identity = basalt_scheduler::identity(&dir.join("scheduler.id"), &node_name)?;
+        let client = basalt_scheduler::client(&path).await?;
+        tokio::spawn(basalt_scheduler::run(client, config, identity));
+    }
     // What scripts and the tests read: where the API is, and how to reach it.
     println!(
         "basalt server: apiserver on https://{host} ({} datastore)",

@@ -117,13 +117,22 @@ async fn kubernetes_service(state: &Arc<State>, internal: &Internal) -> ApiResul
     let port = state.config.bind.port();
     let address = state.config.advertise_address.to_string();
     let services = internal.resource("", "services");
-    internal
-        .ensure(&services, &json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}], "sessionAffinity": "None", "type": "ClusterIP"},
-        }))
-        .await?;
+    // Looked up first: creating it again would fail in admission (its cluster IP is taken, by itself)
+    // before the create could answer AlreadyExists — on every restart, and on a second server.
+    let exists = state
+        .objects
+        .get(&services, Some("default"), "kubernetes")
+        .await?
+        .is_some();
+    if !exists {
+        internal
+            .ensure(&services, &json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}], "sessionAffinity": "None", "type": "ClusterIP"},
+            }))
+            .await?;
+    }
     let endpoints = internal.resource("", "endpoints");
     let ep = json!({
         "apiVersion": "v1", "kind": "Endpoints",

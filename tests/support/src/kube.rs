@@ -16,11 +16,12 @@ pub enum Datastore {
     Sqlite,
     /// An etcd cluster of this many members, started for the server.
     Etcd(usize),
+    /// An etcd cluster started elsewhere (another server shares it): its `--datastore-endpoint`.
+    Endpoint(String),
 }
 
 pub struct KubeServer {
     bin: PathBuf,
-    extra: Vec<String>,
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
@@ -28,6 +29,8 @@ pub struct KubeServer {
     pub etcd: Option<EtcdCluster>,
     port: u16,
     log: PathBuf,
+    endpoint: Option<String>,
+    extra: Vec<String>,
 }
 
 fn free_port() -> Result<u16> {
@@ -42,15 +45,15 @@ impl KubeServer {
         Self::start_with(bin, datastore, &[])
     }
 
-    /// As [`KubeServer::start`], with extra `server` flags.
+    /// Starts `bin server` with more flags (`--scheduler-config …`, `--disable …`).
     pub fn start_with(bin: &Path, datastore: Datastore, extra: &[&str]) -> Result<KubeServer> {
         let dir = tempfile::tempdir()?;
-        let etcd = match datastore {
-            Datastore::Sqlite => None,
-            Datastore::Etcd(n) => Some(EtcdCluster::start(n)?),
+        let (etcd, endpoint) = match datastore {
+            Datastore::Sqlite => (None, None),
+            Datastore::Etcd(n) => (Some(EtcdCluster::start(n)?), None),
+            Datastore::Endpoint(e) => (None, Some(e)),
         };
         let mut s = KubeServer {
-            extra: extra.iter().map(|a| a.to_string()).collect(),
             bin: bin.to_path_buf(),
             child: None,
             kubeconfig: dir.path().join("admin.kubeconfig"),
@@ -59,6 +62,8 @@ impl KubeServer {
             url: String::new(),
             etcd,
             port: free_port()?,
+            endpoint,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn()?;
         Ok(s)
@@ -97,6 +102,9 @@ impl KubeServer {
             );
         if let Some(e) = &self.etcd {
             cmd.args(["--datastore-endpoint", &e.datastore_endpoint()]);
+        }
+        if let Some(e) = &self.endpoint {
+            cmd.args(["--datastore-endpoint", e]);
         }
         cmd.args(&self.extra);
         let mut child = cmd.spawn().context("start basalt server")?;

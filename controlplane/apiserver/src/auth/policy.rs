@@ -400,6 +400,18 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // What the scheduler's VolumeBinding needs to bind a delayed claim on the node it chose.
+        role(
+            "system:volume-scheduler",
+            vec![
+                rule(
+                    &["get", "list", "patch", "update", "watch"],
+                    &[""],
+                    &["persistentvolumes", "persistentvolumeclaims"],
+                ),
+                rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+            ],
+        ),
         role(
             "system:kube-scheduler",
             vec![
@@ -513,6 +525,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding(
             "system:kube-scheduler",
             "system:kube-scheduler",
+            &[("User", "system:kube-scheduler")],
+        ),
+        binding(
+            "system:volume-scheduler",
+            "system:volume-scheduler",
             &[("User", "system:kube-scheduler")],
         ),
         binding(
