@@ -16,7 +16,6 @@ mod modules;
 mod mounts;
 mod net;
 mod power;
-mod rtnl;
 mod status;
 mod supervise;
 mod switch_root;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{Network, Settings};
 use super::dhcp;
-use super::rtnl::{self, Rtnl};
+use crate::rtnl::{self, Rtnl};
 
 /// What the node ended up with, for the console.
 #[derive(Debug, Clone)]
