@@ -7,6 +7,7 @@ packages=(
   busybox-static docker-registry skopeo runc crun containerd containernetworking-plugins etcd-server
   qemu-system-x86 linux-image-amd64 iproute2 nftables cpio binutils e2fsprogs curl
   libseccomp-dev  # only to link the libseccomp crate that the seccomp differential test compares against
+  dnsmasq-base  # the DHCP server the node image's DHCP client is tested against (not `dnsmasq`: no service)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -25,8 +25,12 @@ pub mod preload;
 
 /// Booting an image in qemu, with a QMP power button.
 pub mod boot;
+/// The DHCPv4 client PID 1 runs on the node's uplink.
+pub mod dhcp;
 /// `basalt init`, PID 1 of the node image.
 pub mod pid1;
+/// The rtnetlink requests PID 1 and the DHCP client make.
+mod rtnl;
 
 /// Helpers for tests that boot a node image (used by this crate's tests and the root end-to-end tests).
 pub mod testing;

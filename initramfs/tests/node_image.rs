@@ -36,6 +36,16 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("agent") => {
+            // What PID 1 handed over: the node's address as the agent's node-ip (checked in the saved log).
+            let config = args
+                .iter()
+                .position(|a| a == "--config")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_default();
+            for line in config.lines().filter(|l| l.contains("node-ip")) {
+                eprintln!("config: {}", line.trim());
+            }
             eprintln!("basalt: `basalt agent` (kubelet and CRI server, issues #6 and #7) is not built yet");
             return ExitCode::from(69);
         }
@@ -323,6 +333,21 @@ fn build_is_reproducible_and_boots(kernel: &Kernel) -> Result<()> {
         text.contains("power button pressed") && text.contains("power-off now"),
         "{text}"
     );
+    // The lease goes back to qemu's DHCP server at power-off, after the processes stopped.
+    let released = text
+        .find("DHCP: released 10.0.2.15 to 10.0.2.2")
+        .with_context(|| format!("no DHCP release at power-off:\n{text}"))?;
+    ensure!(
+        text.find("stopping all processes")
+            .is_some_and(|stop| stop < released),
+        "{text}"
+    );
+    // The agent was given the leased address as its node IP.
+    let agent_log = read_from_disk(&disk, "/init/last-agent.log")?;
+    ensure!(
+        agent_log.contains("config: node-ip: 10.0.2.15"),
+        "the agent's config lacks the node's address:\n{agent_log}"
+    );
     eprintln!("boot 1: network ready at guest uptime {ready:.2} s");
 
     // 3. Second boot through `basalt node-image boot`, stopped with SIGTERM: the disk keeps its state; a bad
@@ -407,10 +432,18 @@ fn build_is_reproducible_and_boots(kernel: &Kernel) -> Result<()> {
         !text.contains("formatting blank disk"),
         "a used disk must not be formatted again:\n{text}"
     );
-    // The status block lists the errors too (it is drawn after the network comes up).
+    // The status block lists the errors too (it is drawn after the network comes up), and the stubborn agent's
+    // orphan is reaped while the node runs: both are awaited before the node is stopped.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !testing::console(&log2).contains("basalt node second") {
-        ensure!(std::time::Instant::now() < deadline, "no status block");
+    loop {
+        let t = testing::console(&log2);
+        if t.contains("basalt node second") && t.contains("reaped orphan pid ") {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no status block or no reaped orphan:\n{t}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // SAFETY: signalling the child we started.
@@ -436,12 +469,7 @@ fn build_is_reproducible_and_boots(kernel: &Kernel) -> Result<()> {
         "clean unmount at power-off:\n{text}"
     );
     // The errors are in the log file too: PID 1 saved it on the state disk before powering off.
-    let saved = Command::new("debugfs")
-        .args(["-R", "cat /init/last-boot.log"])
-        .arg(&disk)
-        .output()
-        .context("debugfs (e2fsprogs)")?;
-    let saved = String::from_utf8_lossy(&saved.stdout);
+    let saved = read_from_disk(&disk, "/init/last-boot.log")?;
     for want in [
         "ERROR: module no_such_module_xyz",
         "ERROR: config.yaml: ",
@@ -462,6 +490,16 @@ fn build_is_reproducible_and_boots(kernel: &Kernel) -> Result<()> {
         testing::uptime_at(&text, "network ready").unwrap_or(-1.0)
     );
     Ok(())
+}
+
+/// A file on the (ext4) state disk image, read without mounting it.
+fn read_from_disk(disk: &Path, path: &str) -> Result<String> {
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("cat {path}")])
+        .arg(disk)
+        .output()
+        .context("debugfs (e2fsprogs)")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn wait_child(c: &mut std::process::Child, timeout: Duration) -> Result<std::process::ExitStatus> {

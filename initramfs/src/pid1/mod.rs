@@ -2,28 +2,33 @@
 //!
 //! Order of work: pseudo filesystems, log, configuration, kernel modules, host name, state directory,
 //! preloaded images, network (in the background), then the supervision loop: reap zombies, keep the agent
-//! running, redraw the console, and on a reboot/power-off request stop everything, sync, unmount and reset.
-//! Nothing here panics or exits on a bad part: the node comes up with what works and shows what did not.
+//! running, redraw the console, and on a reboot/power-off request stop everything, release the DHCP lease,
+//! sync, unmount and reset. Nothing here panics or exits on a bad part: the node comes up with what works and
+//! shows what did not.
+//!
+//! The agent learns the node's address (status.hostIP) when it starts, so it starts once the network has an
+//! address (or after [`NETWORK_WAIT`] without one), and is restarted when the address changes; its pods keep
+//! running across that. PID 1 hands the address over as `agent.node-ip` in the effective config, unless the
+//! operator set one.
 //!
 //! Signals (busybox/sysvinit conventions): SIGTERM and SIGINT (Ctrl-Alt-Del) reboot; SIGUSR1, SIGUSR2 and
-//! SIGPWR (also raised by the ACPI power button) power off.
+//! SIGPWR (also raised by the ACPI power button) power off. SIGRTMIN only wakes the loop: the network thread
+//! raises it when the address changes.
 
 pub mod config;
-mod dhcp;
 mod disk;
 mod log;
 mod modules;
 mod mounts;
 mod net;
 mod power;
-mod rtnl;
 mod status;
 mod supervise;
 mod switch_root;
 
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::layout;
@@ -32,6 +37,8 @@ use crate::layout;
 const GRACE: Duration = Duration::from_secs(10);
 /// The status block is redrawn on change and at least this often.
 const REDRAW: Duration = Duration::from_secs(30);
+/// How long the agent's first start waits for the network's first address.
+const NETWORK_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs as PID 1 (or `basalt init`); `args[0]` is the program name.
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -75,9 +82,7 @@ fn run(args: &[OsString]) -> ! {
     for e in &settings.errors {
         log::error(e);
     }
-    if let Err(e) = std::fs::write(layout::EFFECTIVE_CONFIG, settings.node.to_yaml()) {
-        log::error(format!("{}: {e}", layout::EFFECTIVE_CONFIG));
-    }
+    write_effective_config(&settings, None);
 
     modules::load_all();
     let hostname = settings.hostname().to_owned();
@@ -107,24 +112,19 @@ fn run(args: &[OsString]) -> ! {
     if let Err(e) = net::loopback_up() {
         log::error(e);
     }
-    let network = Arc::new(Mutex::new("configuring".to_owned()));
-    {
-        let network = network.clone();
-        let settings = settings.clone();
-        std::thread::spawn(move || {
-            let shown = match net::bring_up(&settings) {
-                Ok(up) => {
-                    log::info(format!("network ready: {up}"));
-                    up.to_string()
-                }
-                Err(e) => {
-                    log::error(format!("network: {e}"));
-                    format!("down ({e})")
-                }
-            };
-            *network.lock().unwrap_or_else(|e| e.into_inner()) = shown;
-        });
-    }
+    let network_since = Instant::now();
+    // SAFETY: signalling ourselves; the loop takes it with sigtimedwait.
+    let network = net::Network::start(&settings, || unsafe {
+        libc::kill(libc::getpid(), libc::SIGRTMIN());
+    });
+    let node_ip_pinned = settings
+        .node
+        .agent
+        .as_ref()
+        .and_then(|a| a.get("node-ip"))
+        .is_some();
+    // The address the effective config gives the agent.
+    let mut handed_over: Option<Ipv4Addr> = None;
     if let Some(port) = settings.init.status_port {
         status::serve_healthz(port);
     }
@@ -148,12 +148,28 @@ fn run(args: &[OsString]) -> ! {
     let mut last_drawn = String::new();
     let mut drawn_at = Instant::now();
     loop {
-        let mut wait = agent.tick().unwrap_or(REDRAW).min(Duration::from_secs(5));
+        let node_ip = network.address();
+        if !node_ip_pinned && node_ip.is_some() && node_ip != handed_over {
+            write_effective_config(&settings, node_ip);
+            if let (Some(old), Some(new)) = (handed_over, node_ip) {
+                agent.restart(&format!("the node address changed from {old} to {new}"));
+            } else if agent.pid.is_some() {
+                agent.restart("the node has an address now");
+            }
+            handed_over = node_ip;
+        }
+        let waiting_for_network = !network.settled() && network_since.elapsed() < NETWORK_WAIT;
+        let mut wait = if waiting_for_network {
+            NETWORK_WAIT.saturating_sub(network_since.elapsed())
+        } else {
+            agent.tick().unwrap_or(REDRAW)
+        }
+        .min(Duration::from_secs(5));
         if let Some(w) = csi.as_mut().and_then(|c| c.tick()) {
             wait = wait.min(w);
         }
         if let Some(stop) = wait_signal(&waited, wait) {
-            shutdown(stop);
+            shutdown(stop, &network);
         }
         reap(|pid, status| {
             if !agent.reaped(pid, status) && !csi.as_mut().is_some_and(|c| c.reaped(pid, status)) {
@@ -161,7 +177,7 @@ fn run(args: &[OsString]) -> ! {
                 log::info(format!("reaped orphan pid {pid} (wait status {status:#x})"));
             }
         });
-        let net_now = network.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let net_now = network.shown();
         // A dead agent's last summary would show pods as running that nobody watches.
         let pods = agent
             .pid
@@ -203,6 +219,7 @@ fn signal_set() -> libc::sigset_t {
             libc::SIGUSR1,
             libc::SIGUSR2,
             libc::SIGPWR,
+            libc::SIGRTMIN(),
         ] {
             libc::sigaddset(&mut set, s);
         }
@@ -243,7 +260,7 @@ fn reap(mut on_exit: impl FnMut(i32, libc::c_int)) -> bool {
     }
 }
 
-fn shutdown(stop: Stop) -> ! {
+fn shutdown(stop: Stop, network: &net::Network) -> ! {
     let what = match stop {
         Stop::Reboot => "reboot",
         Stop::PowerOff => "power-off",
@@ -269,6 +286,8 @@ fn shutdown(stop: Stop) -> ! {
         // Woken by SIGCHLD as children exit; a further reboot request changes nothing.
         wait_signal(&set, Duration::from_millis(200));
     }
+    // Nothing uses the address any more: give it back so the server can reuse it at once.
+    network.release();
     keep_log();
     // SAFETY: plain syscalls.
     unsafe { libc::sync() };
@@ -285,6 +304,26 @@ fn shutdown(stop: Stop) -> ! {
     // PID 1 must not exit; nothing is left to do but wait.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// The node config PID 1 hands to the agent and the CSI plugin, with the node's address as `agent.node-ip` once
+/// it has one; replaced whole, so a program starting meanwhile reads the old or the new file, not half of one.
+fn write_effective_config(settings: &config::Settings, node_ip: Option<Ipv4Addr>) {
+    let mut node = settings.node.clone();
+    if let Some(ip) = node_ip {
+        let mut agent = match node.agent.take() {
+            Some(serde_yaml::Value::Mapping(m)) => m,
+            _ => serde_yaml::Mapping::new(),
+        };
+        agent.insert("node-ip".into(), ip.to_string().into());
+        node.agent = Some(serde_yaml::Value::Mapping(agent));
+    }
+    let tmp = format!("{}.new", layout::EFFECTIVE_CONFIG);
+    if let Err(e) = std::fs::write(&tmp, node.to_yaml())
+        .and_then(|()| std::fs::rename(&tmp, layout::EFFECTIVE_CONFIG))
+    {
+        log::error(format!("{}: {e}", layout::EFFECTIVE_CONFIG));
     }
 }
 

@@ -1,5 +1,7 @@
 //! Keeping the node's long-running programs (the agent now, the control plane later) alive: start, notice
 //! the exit through the reaper, restart with exponential back-off so a program that cannot run costs nothing.
+//! A restart PID 1 asks for (the node's address changed) is not a failure: no back-off, and a program that
+//! ignores SIGTERM is killed after [`STOP_GRACE`].
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -13,6 +15,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// EX_UNAVAILABLE: `basalt` says the subcommand is not built yet.
 const EXIT_NOT_BUILT: i32 = 69;
+/// How long a program asked to restart gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Supervised {
     pub name: &'static str,
@@ -25,6 +29,8 @@ pub struct Supervised {
     backoff: Duration,
     pub restarts: u32,
     pub last_exit: Option<String>,
+    /// Asked to stop for a restart: SIGKILL is due at this time.
+    stopping: Option<Instant>,
 }
 
 impl Supervised {
@@ -40,15 +46,41 @@ impl Supervised {
             backoff: MIN_BACKOFF,
             restarts: 0,
             last_exit: None,
+            stopping: None,
         }
+    }
+
+    /// Stops the program (SIGTERM) so that it starts again at once, for `why`.
+    pub fn restart(&mut self, why: &str) {
+        let Some(pid) = self.pid else {
+            return;
+        };
+        if self.stopping.is_some() {
+            return;
+        }
+        log::info(format!("restarting {} (pid {pid}): {why}", self.name));
+        // SAFETY: signalling our child, not yet reaped (the reaper clears `pid`).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.stopping = Some(Instant::now() + STOP_GRACE);
     }
 
     /// Starts the program if it is due; returns how long until the next start is due, if waiting.
     pub fn tick(&mut self) -> Option<Duration> {
-        if self.pid.is_some() {
-            return None;
-        }
         let now = Instant::now();
+        if let Some(pid) = self.pid {
+            let due = self.stopping?;
+            if now < due {
+                return Some(due - now);
+            }
+            log::error(format!(
+                "{} (pid {pid}) still running {STOP_GRACE:?} after SIGTERM; killing it",
+                self.name
+            ));
+            // SAFETY: as in `restart`.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            self.stopping = Some(now + STOP_GRACE);
+            return Some(STOP_GRACE);
+        }
         if now < self.next_start {
             return Some(self.next_start - now);
         }
@@ -100,6 +132,11 @@ impl Supervised {
             return false;
         }
         self.pid = None;
+        if self.stopping.take().is_some() {
+            log::info(format!("{} stopped for a restart", self.name));
+            self.next_start = Instant::now();
+            return true;
+        }
         if self.started.elapsed() >= HEALTHY_RUN {
             self.backoff = MIN_BACKOFF;
         }
@@ -139,5 +176,50 @@ impl Supervised {
             }
             (None, None) => "starting".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(pid: i32) -> libc::c_int {
+        let mut status = 0;
+        // SAFETY: waiting for our own child by pid.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    #[test]
+    fn an_asked_for_restart_is_prompt_and_not_a_failure() {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut s = Supervised::new(
+            "sleeper",
+            "/bin/sleep",
+            &["30"],
+            log.path().to_str().unwrap(),
+        );
+        assert_eq!(s.tick(), None);
+        let first = s.pid.expect("started");
+        s.restart("test");
+        assert!(
+            s.tick().is_some_and(|d| d <= STOP_GRACE),
+            "the kill deadline"
+        );
+        let status = wait(first);
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTERM);
+        assert!(s.reaped(first, status));
+        assert_eq!((s.restarts, s.last_exit.as_deref()), (0, None));
+        assert_eq!(s.tick(), None, "started again at once");
+        let second = s.pid.expect("running again");
+        assert_ne!(first, second);
+
+        // A crash, by contrast, counts and backs off.
+        // SAFETY: signalling our child.
+        unsafe { libc::kill(second, libc::SIGKILL) };
+        let status = wait(second);
+        assert!(s.reaped(second, status));
+        assert_eq!(s.restarts, 1);
+        assert!(s.tick().is_some_and(|d| d > Duration::ZERO));
     }
 }
