@@ -614,7 +614,7 @@ pub async fn prepare_update(
             m.insert("resourceVersion".into(), rv.clone());
         }
     }
-    let split = call.res.strategy.status() == StatusPolicy::Subresource;
+    let split = call.res.strategy.has_status_subresource();
     match subresource {
         Some("status") => {
             // Only the status changes through the status subresource.

@@ -474,7 +474,8 @@ impl PodInfo {
                     .collect::<Vec<_>>()
             };
             if let Some(pa) = &a.pod_affinity {
-                affinity.required = required(&pa.required_during_scheduling_ignored_during_execution);
+                affinity.required =
+                    required(&pa.required_during_scheduling_ignored_during_execution);
                 affinity.preferred =
                     preferred(&pa.preferred_during_scheduling_ignored_during_execution);
             }

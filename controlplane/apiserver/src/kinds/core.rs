@@ -343,7 +343,7 @@ pub struct Nodes;
 
 impl Strategy for Nodes {
     fn status(&self) -> StatusPolicy {
-        StatusPolicy::Subresource
+        StatusPolicy::SubresourceSetOnCreate
     }
     fn tracks_generation(&self) -> bool {
         false

@@ -24,7 +24,11 @@ pub enum StatusPolicy {
     /// No status, or one written with the object.
     WithObject,
     /// A `status` subresource: writes to the object keep the old status, writes to `status` only change it.
+    /// A create starts from an empty status.
     Subresource,
+    /// As `Subresource`, but a create keeps the status it is given: upstream's Node, which the kubelet
+    /// (and scheduler_perf, and every tool that makes fake nodes) registers with its capacity.
+    SubresourceSetOnCreate,
 }
 
 /// Which rule an object's name follows.
@@ -57,9 +61,17 @@ pub trait Strategy: Send + Sync + 'static {
         StatusPolicy::WithObject
     }
 
+    /// Whether writes to the object and to its `status` are apart.
+    fn has_status_subresource(&self) -> bool {
+        matches!(
+            self.status(),
+            StatusPolicy::Subresource | StatusPolicy::SubresourceSetOnCreate
+        )
+    }
+
     /// Whether `metadata.generation` counts changes of everything but metadata and status.
     fn tracks_generation(&self) -> bool {
-        self.status() == StatusPolicy::Subresource
+        self.has_status_subresource()
     }
 
     fn name_rule(&self) -> NameRule {
