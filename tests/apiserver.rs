@@ -1194,3 +1194,101 @@ async fn a_flood_from_one_client_is_queued_and_refused_without_starving_others()
         "half-written objects: {names:?}"
     );
 }
+
+/// RBAC's escalation prevention: a namespace admin may write roles and bindings within what it holds
+/// (`edit` is part of `admin`), not bind itself `cluster-admin` or write a role with rules it lacks; the
+/// refusal names the missing permissions, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_admin_cannot_grant_itself_more_than_it_holds() {
+    let s = KubeServer::start(Path::new(BIN), Datastore::Sqlite).unwrap();
+    let admin = client(&s).await;
+    let ns = "esc";
+    create_all(
+        &admin,
+        [
+            (
+                "/api/v1/namespaces".to_string(),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ),
+            (
+                format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "owner"}}),
+            ),
+            (
+                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "owner-admin"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"}, "subjects": [{"kind": "ServiceAccount", "name": "owner", "namespace": ns}]}),
+            ),
+        ],
+    )
+    .await;
+    let owner = token_client(&s, Some(&sa_token(&admin, ns, "owner").await)).await;
+    let roles = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles");
+    let bindings = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings");
+    let post = |path: &str, body: Value| {
+        let (c, path) = (owner.clone(), path.to_string());
+        async move {
+            raw(
+                &c,
+                "POST",
+                &path,
+                "application/json",
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+        }
+    };
+    let binding = |name: &str, role: &str| json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}, "subjects": [{"kind": "User", "name": "someone"}]});
+    // Within what it holds: a role on pods, a binding to edit.
+    let (code, st) = post(
+        &roles,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pod-reader"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{st}");
+    let (code, st) = post(&bindings, binding("someone-edit", "edit")).await;
+    assert_eq!(code, 200, "{st}");
+    // Beyond it: cluster-admin, and a role on nodes.
+    let (code, st) = post(&bindings, binding("someone-root", "cluster-admin")).await;
+    assert_eq!(code, 403, "{st}");
+    let msg = st["message"].as_str().unwrap();
+    assert!(
+        msg.contains("is attempting to grant RBAC permissions not currently held")
+            && msg.contains(r#"{APIGroups:["*"], Resources:["*"], Verbs:["*"]}"#),
+        "{msg}"
+    );
+    let (code, st) = post(
+        &roles,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "node-reader"}, "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]}),
+    )
+    .await;
+    assert_eq!(code, 403, "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"{APIGroups:[""], Resources:["nodes"], Verbs:["get"]}"#),
+        "{st}"
+    );
+    // A binding to a role that does not exist could later grant anything: refused too.
+    let (code, st) = post(&bindings, binding("someone-ghost", "no-such-role")).await;
+    assert_eq!(code, 403, "{st}");
+    // Nothing of the refused writes exists; the admin (system:masters) may still bind cluster-admin.
+    let (_, list) = raw(&admin, "GET", &bindings, "application/json", vec![]).await;
+    let mut names: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["owner-admin", "someone-edit"]);
+    let (code, st) = raw(
+        &admin,
+        "POST",
+        &bindings,
+        "application/json",
+        serde_json::to_vec(&binding("someone-root", "cluster-admin")).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "{st}");
+}

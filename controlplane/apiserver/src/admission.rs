@@ -1,7 +1,7 @@
 //! Admission: upstream's default plugins that a cluster needs, in their order — NamespaceLifecycle,
 //! LimitRanger, ServiceAccount, DefaultTolerationSeconds, Priority, DefaultStorageClass, ResourceQuota —
-//! plus the service IP and node port allocation that kube-apiserver's service registry does, and the
-//! certificate request's requester.
+//! plus the service IP and node port allocation that kube-apiserver's service registry does, the
+//! certificate request's requester, and RBAC's escalation prevention.
 
 use std::net::Ipv4Addr;
 
@@ -104,6 +104,9 @@ fn node_restriction(call: &Call, obj: &Value) -> ApiResult<()> {
 /// Validating admission.
 pub async fn validate(call: &Call<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
     node_restriction(call, obj)?;
+    if call.req.subresource.is_none() {
+        crate::auth::escalation::check(call.state, call.user, &call.res.plural, obj)?;
+    }
     if old.is_none() {
         namespace_lifecycle(call, obj)?;
         if is(call, "", "pods") {

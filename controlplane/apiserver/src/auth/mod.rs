@@ -1,8 +1,10 @@
 //! Who is asking ([`authn`]), and whether they may ([`rbac`], [`node`]): kube-apiserver's chain of client
 //! certificates, service-account and bootstrap tokens, then the Node authorizer and RBAC with upstream's
-//! default roles ([`policy`]).
+//! default roles ([`policy`]); RBAC objects that would grant more than their writer holds are refused
+//! ([`escalation`]).
 
 pub mod authn;
+pub mod escalation;
 pub mod node;
 pub mod policy;
 pub mod rbac;
