@@ -1292,3 +1292,53 @@ async fn a_namespace_admin_cannot_grant_itself_more_than_it_holds() {
     .await;
     assert_eq!(code, 200, "{st}");
 }
+
+/// Events expire after `--event-ttl` from their last write, core and events.k8s.io alike (they share
+/// storage), as etcd's leases expire them for kube-apiserver; other objects stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_expire_after_the_event_ttl() {
+    let s =
+        KubeServer::start_with(Path::new(BIN), Datastore::Sqlite, &["--event-ttl", "2s"]).unwrap();
+    let admin = client(&s).await;
+    create_all(
+        &admin,
+        [
+            (
+                "/api/v1/namespaces/default/events".to_string(),
+                json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "old.1"},
+                    "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+                    "reason": "Started", "message": "m", "type": "Normal"}),
+            ),
+            (
+                "/apis/events.k8s.io/v1/namespaces/default/events".to_string(),
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "old.2"},
+                    "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "test",
+                    "reportingInstance": "test-1", "action": "Started", "reason": "Started",
+                    "regarding": {"kind": "Pod", "name": "p", "namespace": "default"}, "type": "Normal"}),
+            ),
+            (
+                "/api/v1/namespaces/default/configmaps".to_string(),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stays"}}),
+            ),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, list) = raw(&admin, "GET", "/api/v1/events", "application/json", vec![]).await;
+        if list["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events left: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, _) = raw(
+        &admin,
+        "GET",
+        "/api/v1/namespaces/default/configmaps/stays",
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 200);
+}

@@ -59,6 +59,9 @@ pub struct ServerArgs {
     /// See --max-requests-inflight
     #[arg(long, default_value_t = 200)]
     pub max_mutating_requests_inflight: usize,
+    /// How long an event is kept after its last write (kube-apiserver's flag; a Go duration: 1h, 90m)
+    #[arg(long, default_value = "1h", value_parser = go_duration)]
+    pub event_ttl: std::time::Duration,
     /// How often the store's old history is compacted, in seconds
     #[arg(long, default_value_t = 300, hide = true)]
     pub compaction_interval: u64,
@@ -162,6 +165,7 @@ pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Re
     api.advertise_address = advertise;
     api.service_cidr = args.service_cidr.clone();
     api.compaction_interval = std::time::Duration::from_secs(args.compaction_interval.max(1));
+    api.event_ttl = args.event_ttl;
     api.max_inflight = args.max_requests_inflight;
     api.max_mutating_inflight = args.max_mutating_requests_inflight;
     let server = basalt_apiserver::ApiServer::start(api, store.clone()).await?;
@@ -203,4 +207,10 @@ pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Re
     }
     tracing::info!("server stopping");
     Ok(())
+}
+
+fn go_duration(s: &str) -> Result<std::time::Duration, String> {
+    basalt_apimachinery::duration::parse_go(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive duration (such as 1h, 30m, 90s)"))
 }

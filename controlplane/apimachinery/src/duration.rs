@@ -1,4 +1,5 @@
-//! The human durations of `kubectl get` (AGE, DURATION): upstream's `duration.HumanDuration`.
+//! Durations as Kubernetes writes them: the human ones of `kubectl get` (AGE, DURATION), upstream's
+//! `duration.HumanDuration`, and Go's (`1m30s`) that flags and configuration files take.
 
 use std::time::Duration;
 
@@ -55,6 +56,37 @@ pub fn human(d: Duration) -> String {
         };
     }
     format!("{}y", hours / 24 / 365)
+}
+
+/// A Go duration (`15s`, `1m30s`, `500ms`), as `time.ParseDuration` reads it.
+pub fn parse_go(s: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Some(Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]

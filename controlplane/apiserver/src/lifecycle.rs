@@ -1,6 +1,6 @@
 //! What the server keeps doing on its own: a new namespace's default service account and root CA bundle,
 //! emptying deleted namespaces, cascading deletion along owner references (background, foreground,
-//! orphan), and compacting old history.
+//! orphan), expiring old events, and compacting old history.
 //!
 //! Upstream runs the namespace, service-account, root-CA-publisher and garbage collectors in
 //! kube-controller-manager; they live here until `basalt server` has its controllers.
@@ -53,7 +53,58 @@ pub async fn populate_namespace(state: &Arc<State>, ns: &str) {
 pub fn spawn(state: Arc<State>) {
     tokio::spawn(namespaces(state.clone()));
     tokio::spawn(garbage_collector(state.clone()));
+    tokio::spawn(event_expiry(state.clone()));
     tokio::spawn(compactor(state));
+}
+
+/// When an event was last written: the newest of the times it carries (etcd expires upstream's events
+/// through a lease that each write renews).
+fn last_written(event: &Value) -> Option<std::time::SystemTime> {
+    let mut times = vec![
+        event.pointer("/metadata/creationTimestamp"),
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        event.pointer("/series/lastObservedTime"),
+    ];
+    if let Some(fields) = event
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    {
+        times.extend(fields.iter().map(|f| f.get("time")));
+    }
+    times
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(crate::clock::parse)
+        .max()
+}
+
+/// Deletes events whose last write is older than the event TTL (kube-apiserver's --event-ttl, an hour by
+/// default), so that a cluster's history does not grow without bound. events.k8s.io shares the storage.
+async fn event_expiry(state: Arc<State>) {
+    let internal = Internal::new(state.clone());
+    let res = internal.resource("", "events");
+    let ttl = state.config.event_ttl;
+    let period = (ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(period).await;
+        let Ok((items, _)) = state.objects.list_all(&res, None).await else {
+            continue;
+        };
+        let now = std::time::SystemTime::now();
+        for e in items {
+            let expired = last_written(&e)
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= ttl);
+            if expired {
+                let ns = meta::namespace(&e);
+                let _ = internal
+                    .delete(&res, Some(ns), meta::name(&e), &DeleteOptions::default())
+                    .await;
+            }
+        }
+    }
 }
 
 /// Empties namespaces being deleted, then releases their `kubernetes` finalizer.
@@ -413,5 +464,25 @@ async fn compactor(state: Arc<State>) {
             }
         }
         previous = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_was_last_written_at_its_newest_time() {
+        let e = json!({
+            "metadata": {"creationTimestamp": "2026-01-01T00:00:00Z",
+                "managedFields": [{"time": "2026-01-01T00:05:00Z"}]},
+            "lastTimestamp": "2026-01-01T00:03:00Z",
+            "series": {"lastObservedTime": "2026-01-01T00:04:00.500000Z"},
+        });
+        assert_eq!(
+            last_written(&e),
+            crate::clock::parse("2026-01-01T00:05:00Z")
+        );
+        assert_eq!(last_written(&json!({})), None);
     }
 }

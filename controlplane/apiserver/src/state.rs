@@ -46,6 +46,8 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
     /// How often old history is compacted.
     pub compaction_interval: std::time::Duration,
+    /// How long an event is kept after its last write (upstream's --event-ttl).
+    pub event_ttl: std::time::Duration,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             max_mutating_inflight: 200,
             request_timeout: std::time::Duration::from_secs(60),
             compaction_interval: std::time::Duration::from_secs(300),
+            event_ttl: std::time::Duration::from_secs(3600),
         }
     }
 }

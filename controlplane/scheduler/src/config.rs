@@ -286,36 +286,8 @@ struct FilePluginConfig {
     args: Option<Value>,
 }
 
-/// A Go duration (`15s`, `1m30s`, `500ms`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += n * mult;
-        rest = &rest[unit_end..];
-    }
-    Some(Duration::from_secs_f64(total))
-}
+/// A Go duration (`15s`, `1m30s`, `500ms`), as the configuration file writes them.
+pub use basalt_apimachinery::duration::parse_go as parse_duration;
 
 fn plugin(field: &str, p: &FilePlugin) -> Result<Option<PluginName>, ConfigError> {
     if p.name == "*" {
