@@ -793,52 +793,11 @@ async fn the_first_start_makes_the_pki_and_a_private_admin_kubeconfig() {
 
 /// A client with a certificate for `cn` in `org`, signed by the server's CA.
 async fn cert_client(s: &KubeServer, cn: &str, org: &str) -> Client {
-    let tls = s.data_dir().join("server/tls");
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(tls.join("server-ca.key")).unwrap())
-            .unwrap();
-    let ca = rcgen::CertificateParams::from_ca_cert_pem(
-        &std::fs::read_to_string(tls.join("server-ca.crt")).unwrap(),
-    )
-    .unwrap()
-    .self_signed(&ca_key)
-    .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, org);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let kc = Kubeconfig::read_from(&s.kubeconfig).unwrap();
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    let kc = Kubeconfig::read_from(s.kubeconfig_for(cn, org).unwrap()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .unwrap();
-    cfg.auth_info.client_certificate_data = Some(base64_encode(cert.pem().as_bytes()));
-    cfg.auth_info.client_key_data = Some(base64_encode(key.serialize_pem().as_bytes()).into());
     Client::try_from(cfg).unwrap()
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, x)| acc | (u32::from(*x) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

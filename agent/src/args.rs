@@ -67,6 +67,11 @@ pub struct AgentArgs {
     /// non-loopback IPv4 address]
     #[arg(long, value_name = "IP")]
     pub node_ip: Option<std::net::IpAddr>,
+    /// Join a cluster: the apiserver and this node's credentials (user system:node:<name>, group
+    /// system:nodes), as kubelet's --kubeconfig. The node registers itself, heartbeats through a Lease
+    /// and runs the pods bound to it besides its static pods [config: agent.kubeconfig]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// The effective agent settings.
@@ -89,6 +94,7 @@ pub struct AgentConfig {
     pub pod_log_dir: PathBuf,
     pub restart_backoff: String,
     pub node_ip: Option<std::net::IpAddr>,
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -110,6 +116,7 @@ impl Default for AgentConfig {
             pod_log_dir: "/var/log/pods".into(),
             restart_backoff: "10s".into(),
             node_ip: None,
+            kubeconfig: None,
         }
     }
 }
@@ -191,6 +198,9 @@ impl AgentConfig {
         }
         if let Some(v) = args.node_ip {
             c.node_ip = Some(v);
+        }
+        if let Some(v) = &args.kubeconfig {
+            c.kubeconfig = Some(v.clone());
         }
         if parse_duration(&c.restart_backoff).is_none_or(|d| d.is_zero()) {
             return Err(format!(

@@ -49,9 +49,22 @@ pub async fn start(
     };
     let cri = basalt_kubelet::cri::Cri::connect(endpoint).context("CRI endpoint")?;
     let kubelet = basalt_kubelet::Kubelet::new(cri, settings);
+    // API mode: the cluster is one more pod source. Connecting only reads the kubeconfig; an apiserver
+    // that is down is retried in the background while static pods run.
+    let cluster_pods = match &args.kubeconfig {
+        Some(kc) => {
+            let cluster =
+                basalt_kubelet::cluster::Cluster::connect(kc, &kubelet.settings.node_name)
+                    .await
+                    .context("agent.kubeconfig")?;
+            let terminations = kubelet.terminations();
+            Some(cluster.start(kubelet.clone(), terminations))
+        }
+        None => None,
+    };
     // Pods start before the API is up: making its key on a first boot waits for the kernel's random pool,
     // which on a fresh machine without a hardware RNG took a second that static pods need not wait for.
-    let run = tokio::spawn(kubelet.clone().run());
+    let run = tokio::spawn(kubelet.clone().run_with(cluster_pods));
     let api = async {
         let data_dir = config.data_dir.clone();
         let creds = tokio::task::spawn_blocking(move || {

@@ -1,9 +1,11 @@
-//! The native kubelet: runs pods from a manifest directory (static pods, no apiserver) on any CRI runtime.
+//! The native kubelet: runs pods from a manifest directory (static pods) and, given a kubeconfig, the pods
+//! the cluster binds to its node, on any CRI runtime.
 //!
 //! It must never lose track of a pod because it restarted: everything it needs is in the runtime (labels and
 //! annotations on sandboxes and containers) and in the manifests, so a restart adopts running pods.
 //!
-//! - Pods come from a [`source`] (the manifest dir and an HTTP URL, parsed by [`manifest`]).
+//! - Pods come from a [`source`] (the manifest dir and an HTTP URL, parsed by [`manifest`]) and, in API
+//!   mode, from the [`cluster`], which also registers the Node, heartbeats and writes pod statuses back.
 //! - The [`Kubelet`] ([`manager`]) keeps one [`worker`] per pod, run with [`Settings`] and counted in
 //!   [`Metrics`]; the [`pleg`] wakes a worker when its containers change.
 //! - A worker drives the runtime through [`cri`] with configs from [`podconfig`] (for a pod seen through its
@@ -15,6 +17,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cluster;
 pub mod context;
 pub mod cri;
 mod error;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::{cri, manifest, pleg, source, userns, worker, Metrics, Settings};
 
@@ -35,6 +35,8 @@ pub struct Kubelet {
     pub metrics: Metrics,
     pub manifest_errors: Mutex<Vec<manifest::ManifestError>>,
     pleg_mode: Mutex<Option<pleg::Mode>>,
+    /// Told of each pod whose worker has stopped it (API mode deletes it from the apiserver then).
+    terminated: Mutex<Option<mpsc::UnboundedSender<Pod>>>,
 }
 
 impl Kubelet {
@@ -50,11 +52,25 @@ impl Kubelet {
             metrics: Metrics::default(),
             manifest_errors: Mutex::new(Vec::new()),
             pleg_mode: Mutex::new(None),
+            terminated: Mutex::new(None),
         })
     }
 
     /// Follows the pod sources (and runs the PLEG) until the process ends.
     pub async fn run(self: Arc<Self>) {
+        self.run_with(None).await
+    }
+
+    /// Each pod whose worker has stopped it, from now on.
+    pub fn terminations(&self) -> mpsc::UnboundedReceiver<Pod> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.terminated.lock().unwrap() = Some(tx);
+        rx
+    }
+
+    /// As [`Kubelet::run`], with the pods bound to this node in the cluster as one more source (after
+    /// the static ones: a name both declare stays the static pod's).
+    pub async fn run_with(self: Arc<Self>, mut api: Option<watch::Receiver<source::Snapshot>>) {
         // The PLEG ends with this task (an aborted kubelet must not keep relisting a runtime).
         let _pleg = AbortOnDrop(tokio::spawn(pleg::run(self.clone())));
         let mut dir = source::watch_dir(
@@ -74,6 +90,9 @@ impl Kubelet {
             if let (Some(u), Some(origin)) = (url.as_mut(), &self.settings.manifest_url) {
                 snap.merge(u.borrow_and_update().clone(), Path::new(origin));
             }
+            if let Some(a) = api.as_mut() {
+                snap.merge(a.borrow_and_update().clone(), Path::new("the apiserver"));
+            }
             self.apply(snap);
             let url_changed = async {
                 match url.as_mut() {
@@ -81,9 +100,16 @@ impl Kubelet {
                     None => std::future::pending().await,
                 }
             };
+            let api_changed = async {
+                match api.as_mut() {
+                    Some(a) => a.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = dir.changed() => if r.is_err() { return },
                 r = url_changed => if r.is_err() { return },
+                r = api_changed => if r.is_err() { return },
             }
         }
     }
@@ -160,6 +186,9 @@ impl Kubelet {
         loop {
             if *stop.borrow() {
                 w.terminate().await;
+                if let Some(tx) = self.terminated.lock().unwrap().as_ref() {
+                    let _ = tx.send(w.pod.clone());
+                }
                 return;
             }
             let removed = w.sync().await;

@@ -29,7 +29,7 @@ pub mod network;
 pub use basalt_proto::cri as api;
 pub use client::Cri;
 pub use endpoint::Endpoint;
-pub use harness::{Harness, Pod};
+pub use harness::{remove_kubelet_cgroups, Harness, Pod};
 pub use leaks::Footprint;
 
 /// Instantiates the async test function `$name(Endpoint)` once per endpoint: `<name>::containerd` and

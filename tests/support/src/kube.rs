@@ -73,6 +73,41 @@ impl KubeServer {
         self.dir.path().join("data")
     }
 
+    /// A kubeconfig for the user `cn` in the group `org`, with a client certificate signed by the
+    /// server's cluster CA (what a node's `system:node:<name>` credentials are).
+    pub fn kubeconfig_for(&self, cn: &str, org: &str) -> Result<PathBuf> {
+        use base64::Engine;
+        let tls = self.data_dir().join("server/tls");
+        let ca_pem = std::fs::read_to_string(tls.join("server-ca.crt"))?;
+        let ca_key =
+            rcgen::KeyPair::from_pem(&std::fs::read_to_string(tls.join("server-ca.key"))?)?;
+        let ca = rcgen::CertificateParams::from_ca_cert_pem(&ca_pem)?.self_signed(&ca_key)?;
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, org);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: basalt\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {cn}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: basalt\n  context:\n    cluster: basalt\n    user: {cn}\ncurrent-context: basalt\n",
+            self.url,
+            b64(&ca_pem),
+            b64(&cert.pem()),
+            b64(&key.serialize_pem()),
+        );
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.kubeconfig", cn.replace(':', "_")));
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("server")

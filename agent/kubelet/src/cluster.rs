@@ -1,0 +1,434 @@
+//! API mode: the kubelet as a member of a cluster, as upstream's kubelet is with `--kubeconfig`. It
+//! registers its Node (capacity, addresses, node info, a Ready condition), renews its Lease in
+//! `kube-node-lease` every 10 s (the heartbeat the node lifecycle controller reads), runs the pods bound to
+//! it (a pod source beside the manifest directory), writes their status back through the `status`
+//! subresource, and deletes a deleted pod with grace 0 once its containers are gone.
+//!
+//! The credentials are the node's own (`system:node:<name>` in `system:nodes`), so the apiserver's Node
+//! authorizer and NodeRestriction hold it to its own Node, Lease and pods.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{watcher, WatchStreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::source::Snapshot;
+use crate::{Kubelet, Settings};
+
+/// How often the Lease is renewed (upstream's default: a quarter of its 40 s duration).
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+const LEASE_SECONDS: i32 = 40;
+/// How often the Node's status is written when nothing changed (upstream's nodeStatusReportFrequency is
+/// 5 minutes; the Ready condition's heartbeat is refreshed at this period).
+const NODE_STATUS: Duration = Duration::from_secs(60);
+/// How often pod statuses are compared with what was last written.
+const STATUS_SYNC: Duration = Duration::from_millis(500);
+/// The version the node reports, the apiserver's (one binary, one version).
+pub const KUBELET_VERSION: &str = "v1.37.0+basalt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("the API: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// The node's connection to the cluster and what it has written there.
+pub struct Cluster {
+    client: kube::Client,
+    node: String,
+    /// The pods the API source declares to the kubelet (by UID): only those have their status written
+    /// back.
+    known: Mutex<HashSet<String>>,
+}
+
+impl Cluster {
+    pub async fn connect(kubeconfig: &Path, node: &str) -> Result<Arc<Cluster>, ClusterError> {
+        let err = |message: String| ClusterError::Kubeconfig {
+            path: kubeconfig.display().to_string(),
+            message,
+        };
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| err(e.to_string()))?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Arc::new(Cluster {
+            client: kube::Client::try_from(cfg)?,
+            node: node.to_string(),
+            known: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// Runs the node's side of the cluster until the process ends: registration, heartbeats, the pod
+    /// source (returned), status write-back and the final deletes of the pods the kubelet has stopped.
+    pub fn start(
+        self: &Arc<Self>,
+        kubelet: Arc<Kubelet>,
+        terminated: mpsc::UnboundedReceiver<Pod>,
+    ) -> watch::Receiver<Snapshot> {
+        let (tx, rx) = watch::channel(Snapshot::default());
+        tokio::spawn(self.clone().heartbeat(kubelet.settings.clone()));
+        tokio::spawn(self.clone().pod_source(tx));
+        tokio::spawn(self.clone().write_statuses(kubelet));
+        tokio::spawn(self.clone().finish_deletes(terminated));
+        rx
+    }
+
+    /// The Node as the kubelet registers it: labels, addresses, capacity, node info and a Ready condition.
+    fn node_object(&self, settings: &Settings) -> Value {
+        let capacity = capacity(settings);
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node,
+                "labels": {
+                    "kubernetes.io/hostname": self.node,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": arch(),
+                    "beta.kubernetes.io/os": "linux",
+                    "beta.kubernetes.io/arch": arch(),
+                },
+            },
+            "status": node_status(settings, &capacity),
+        })
+    }
+
+    /// Registers the Node (or takes over the one already there), then renews the Lease and refreshes the
+    /// Node's status, retrying on failure (an apiserver that is down must not stop the pods).
+    async fn heartbeat(self: Arc<Self>, settings: Arc<Settings>) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        let mut registered: Option<String> = None;
+        let mut last_status = tokio::time::Instant::now() - NODE_STATUS;
+        loop {
+            if registered.is_none() {
+                match self.register(&nodes, &settings).await {
+                    Ok(uid) => {
+                        tracing::info!(node = %self.node, "node registered");
+                        registered = Some(uid);
+                        last_status = tokio::time::Instant::now();
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %self.node, error = %e, "node registration failed")
+                    }
+                }
+            } else if last_status.elapsed() >= NODE_STATUS {
+                let status = node_status(&settings, &capacity(&settings));
+                match nodes
+                    .patch_status(
+                        &self.node,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "status": status })),
+                    )
+                    .await
+                {
+                    Ok(_) => last_status = tokio::time::Instant::now(),
+                    Err(e) => tracing::warn!(error = %e, "node status update failed"),
+                }
+            }
+            if let Some(uid) = &registered {
+                if let Err(e) = self.renew_lease(&leases, uid).await {
+                    tracing::warn!(error = %e, "node lease renewal failed");
+                }
+            }
+            tokio::time::sleep(LEASE_RENEW).await;
+        }
+    }
+
+    async fn register(
+        &self,
+        nodes: &Api<Node>,
+        settings: &Settings,
+    ) -> Result<String, kube::Error> {
+        let obj: Node =
+            serde_json::from_value(self.node_object(settings)).map_err(kube::Error::SerdeError)?;
+        let node = match nodes.create(&PostParams::default(), &obj).await {
+            Ok(n) => n,
+            // Already registered (a restart, or a node name taken over): its status becomes ours.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                nodes
+                    .patch_status(
+                        &self.node,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "status": obj.status })),
+                    )
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(node.metadata.uid.unwrap_or_default())
+    }
+
+    async fn renew_lease(&self, leases: &Api<Lease>, node_uid: &str) -> Result<(), kube::Error> {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let spec = json!({
+            "holderIdentity": self.node,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": now,
+        });
+        match leases
+            .patch(
+                &self.node,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let lease: Lease = serde_json::from_value(json!({
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {
+                        "name": self.node,
+                        "namespace": "kube-node-lease",
+                        // Deleted with its Node, as upstream's.
+                        "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": node_uid}],
+                    },
+                    "spec": spec,
+                }))
+                .map_err(kube::Error::SerdeError)?;
+                leases
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pods bound to this node, as a pod source: every change of the watch publishes a snapshot. A pod
+    /// being deleted is left out, so its worker stops it (with its grace period) and then
+    /// [`Cluster::finish_deletes`] removes it.
+    async fn pod_source(self: Arc<Self>, tx: watch::Sender<Snapshot>) {
+        use futures_util::StreamExt;
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
+        let (reader, writer) = kube::runtime::reflector::store();
+        let stream = kube::runtime::reflector(writer, watcher(api, config)).default_backoff();
+        futures_util::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Err(e) => {
+                    tracing::warn!(error = %e, "pod watch");
+                    continue;
+                }
+                // A (re)list in progress: the store is complete only at its end, and a snapshot taken
+                // halfway would stop the pods not listed yet.
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+                Ok(_) => {}
+            }
+            let mut snap = Snapshot::default();
+            for p in reader.state() {
+                let Some(uid) = p.metadata.uid.clone() else {
+                    continue;
+                };
+                // A pod that has finished is not run again (after a restart of the kubelet, say); one
+                // that finished here stays declared until it is deleted, so its worker keeps its status.
+                let finished_elsewhere = is_terminal(&p) && !self.is_known(&uid);
+                if p.metadata.deletion_timestamp.is_some() || finished_elsewhere {
+                    continue;
+                }
+                snap.pods.insert(uid, (*p).clone());
+            }
+            *self.known.lock().unwrap() = snap.pods.keys().cloned().collect();
+            tx.send_replace(snap);
+        }
+    }
+
+    fn is_known(&self, uid: &str) -> bool {
+        self.known.lock().unwrap().contains(uid)
+    }
+
+    /// Writes each API pod's status when it differs from what was last written (merge patch of the status
+    /// subresource: the apiserver keeps what the kubelet does not set, such as the QoS class).
+    async fn write_statuses(self: Arc<Self>, kubelet: Arc<Kubelet>) {
+        let mut written: HashMap<String, Value> = HashMap::new();
+        loop {
+            tokio::time::sleep(STATUS_SYNC).await;
+            let known = self.known.lock().unwrap().clone();
+            written.retain(|uid, _| known.contains(uid));
+            for pod in kubelet.pods() {
+                let Some(uid) = pod.metadata.uid.clone().filter(|u| known.contains(u)) else {
+                    continue;
+                };
+                let Ok(status) = serde_json::to_value(&pod.status) else {
+                    continue;
+                };
+                if written.get(&uid) == Some(&status) {
+                    continue;
+                }
+                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+                match api
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "status": status })),
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        written.insert(uid, status);
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        written.insert(uid, status);
+                    }
+                    Err(e) => tracing::warn!(pod = %name, error = %e, "pod status update failed"),
+                }
+            }
+        }
+    }
+
+    /// A pod whose worker has stopped it: if it came from the API and is being deleted, its containers
+    /// are gone, so it is deleted for good (grace 0, only that UID: a new pod of the same name stays).
+    async fn finish_deletes(self: Arc<Self>, mut terminated: mpsc::UnboundedReceiver<Pod>) {
+        while let Some(pod) = terminated.recv().await {
+            let (Some(ns), Some(name), Some(uid)) = (
+                pod.metadata.namespace.clone(),
+                pod.metadata.name.clone(),
+                pod.metadata.uid.clone(),
+            ) else {
+                continue;
+            };
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let Ok(Some(current)) = api.get_opt(&name).await else {
+                continue;
+            };
+            if current.metadata.uid.as_deref() != Some(&uid)
+                || current.metadata.deletion_timestamp.is_none()
+            {
+                continue;
+            }
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            if let Err(e) = api.delete(&name, &params).await {
+                tracing::warn!(pod = %name, error = %e, "final delete failed");
+            }
+        }
+    }
+}
+
+/// Go's GOARCH for this machine, as the kubernetes.io/arch label and nodeInfo carry it.
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn is_terminal(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// cpu, memory, ephemeral-storage and pods, as the kubelet reads them from the machine.
+fn capacity(settings: &Settings) -> BTreeMap<String, String> {
+    let mut c = BTreeMap::new();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    c.insert("cpu".to_string(), cpus.to_string());
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    c.insert("memory".to_string(), format!("{mem_kib}Ki"));
+    let root = if settings.pods_root.exists() {
+        settings.pods_root.clone()
+    } else {
+        "/".into()
+    };
+    if let Ok(fs) = nix::sys::statvfs::statvfs(&root) {
+        let bytes = fs.blocks().saturating_mul(fs.fragment_size());
+        c.insert(
+            "ephemeral-storage".to_string(),
+            format!("{}Ki", bytes / 1024),
+        );
+    }
+    c.insert("pods".to_string(), "110".to_string());
+    c
+}
+
+fn node_status(settings: &Settings, capacity: &BTreeMap<String, String>) -> Value {
+    let now = jiff_now();
+    let uname = nix::sys::utsname::uname().ok();
+    let kernel = uname
+        .as_ref()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let os_image = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "Basalt".into());
+    let machine_id = std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    json!({
+        "capacity": capacity,
+        "allocatable": capacity,
+        "addresses": [
+            {"type": "InternalIP", "address": settings.host_ip},
+            {"type": "Hostname", "address": settings.node_name},
+        ],
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady",
+             "message": "kubelet is posting ready status",
+             "lastHeartbeatTime": now, "lastTransitionTime": now},
+            {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory",
+             "message": "kubelet has sufficient memory available",
+             "lastHeartbeatTime": now, "lastTransitionTime": now},
+            {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure",
+             "message": "kubelet has no disk pressure",
+             "lastHeartbeatTime": now, "lastTransitionTime": now},
+            {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID",
+             "message": "kubelet has sufficient PID available",
+             "lastHeartbeatTime": now, "lastTransitionTime": now},
+        ],
+        "nodeInfo": {
+            "machineID": machine_id,
+            "systemUUID": machine_id,
+            "bootID": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default(),
+            "kernelVersion": kernel,
+            "osImage": os_image,
+            "operatingSystem": "linux",
+            "architecture": arch(),
+            "containerRuntimeVersion": format!("basalt://{}", env!("CARGO_PKG_VERSION")),
+            "kubeletVersion": KUBELET_VERSION,
+            "kubeProxyVersion": "",
+        },
+    })
+}
+
+fn jiff_now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

@@ -1,0 +1,211 @@
+//! The kubelet in API mode against `basalt server` (apiserver and scheduler on SQLite) with our CRI: the
+//! node registers itself with its node credentials (`system:node:<name>`, so the Node authorizer and
+//! NodeRestriction apply), heartbeats through its Lease, runs the pod the scheduler binds to it, writes the
+//! pod's status back, and on a graceful delete stops the pod and removes it from the API; nothing of the pod
+//! is left in the runtime.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use basalt_cri_tests::{api, endpoint::basalt_bin, remove_kubelet_cgroups, Harness};
+use basalt_kubelet::cluster::Cluster;
+use basalt_kubelet::Kubelet;
+use basalt_testsupport::kube::{Datastore, KubeServer};
+use serde_json::Value;
+
+const BUSYBOX: &str = "busybox";
+
+/// `kubectl get <args> -o json` as the admin.
+fn get(s: &KubeServer, args: &[&str]) -> Option<Value> {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend(["-o", "json"]);
+    let out = s.run(&a);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// Polls `f` until it gives a value; the deadline only bounds a failure.
+async fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn sandboxes_of(h: &Harness, uid: &str) -> usize {
+    let mut sel = HashMap::new();
+    sel.insert("io.kubernetes.pod.uid".to_owned(), uid.to_owned());
+    h.cri
+        .runtime
+        .clone()
+        .list_pod_sandbox(api::ListPodSandboxRequest {
+            filter: Some(api::PodSandboxFilter {
+                label_selector: sel,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_runs_its_pods_and_reports_them() {
+    let Some(h) = Harness::start_basalt_only("kubelet_cluster").await else {
+        return;
+    };
+    h.pull(BUSYBOX).await;
+    let server =
+        tokio::task::spawn_blocking(|| KubeServer::start(&basalt_bin(), Datastore::Sqlite))
+            .await
+            .unwrap()
+            .unwrap();
+    let name = format!("n{}", h.token);
+    let kubeconfig = server
+        .kubeconfig_for(&format!("system:node:{name}"), "system:nodes")
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("basalt-kubelet-")
+        .tempdir()
+        .unwrap();
+    let cgroup_root = format!("/basalt-critests/{}/kubepods", h.token);
+    let settings = basalt_kubelet::Settings {
+        node_name: name.clone(),
+        host_ip: "127.0.0.1".into(),
+        manifest_dir: dir.path().join("manifests"),
+        manifest_url: None,
+        http_check_frequency: Duration::from_secs(20),
+        log_root: dir.path().join("logs"),
+        pods_root: dir.path().join("pods"),
+        cgroup_root: cgroup_root.clone(),
+        seccomp_default: true,
+        backoff: Default::default(),
+        sync_period: Duration::from_millis(500),
+        file_check_frequency: Duration::from_secs(20),
+        max_dead_per_container: 1,
+        user_namespaces: Default::default(),
+    };
+    let cri = basalt_kubelet::cri::Cri::connect(h.socket()).unwrap();
+    let kubelet = Kubelet::new(cri, settings);
+    let cluster = Cluster::connect(&kubeconfig, &name).await.unwrap();
+    let pods = cluster.start(kubelet.clone(), kubelet.terminations());
+    let task = tokio::spawn(kubelet.clone().run_with(Some(pods)));
+
+    // Registered, Ready, with the machine's capacity; the Lease held by the node and pointing at it.
+    let node = wait("the node to register", || get(&server, &["node", &name])).await;
+    let cond = |n: &Value, t: &str| {
+        n["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(cond(&node, "Ready")["status"], "True", "{node}");
+    assert_eq!(cond(&node, "Ready")["reason"], "KubeletReady");
+    assert!(
+        node["status"]["capacity"]["cpu"].as_str().is_some(),
+        "{node}"
+    );
+    assert!(node["status"]["allocatable"]["memory"]
+        .as_str()
+        .unwrap()
+        .ends_with("Ki"));
+    assert_eq!(
+        node["metadata"]["labels"]["kubernetes.io/hostname"],
+        name.as_str()
+    );
+    assert_eq!(
+        node["status"]["nodeInfo"]["containerRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .split("://")
+            .next(),
+        Some("basalt")
+    );
+    let lease = wait("the node's lease", || {
+        get(&server, &["lease", "-n", "kube-node-lease", &name])
+    })
+    .await;
+    assert_eq!(lease["spec"]["holderIdentity"], name.as_str());
+    assert_eq!(
+        lease["metadata"]["ownerReferences"][0]["uid"],
+        node["metadata"]["uid"]
+    );
+    assert!(lease["spec"]["renewTime"].as_str().is_some());
+
+    // A pod for the scheduler to bind here; it runs and its status comes back through the API.
+    let img = h.image(BUSYBOX);
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default}}\nspec:\n  automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 30\n  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sh, -c, \"trap 'exit 0' TERM; while true; do sleep 0.2; done\"]}}\n"
+    );
+    let out = server.run_with_input(&["apply", "-f", "-"], &manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod = wait("web Running and Ready", || {
+        let p = get(&server, &["pod", "web"])?;
+        let ready = p["status"]["containerStatuses"][0]["ready"] == true;
+        (p["status"]["phase"] == "Running" && ready).then_some(p)
+    })
+    .await;
+    assert_eq!(pod["spec"]["nodeName"], name.as_str());
+    assert_eq!(pod["status"]["hostIP"], "127.0.0.1");
+    assert!(
+        pod["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| !ip.is_empty()),
+        "{pod}"
+    );
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert!(pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+    // The QoS class the apiserver set is kept by the kubelet's status writes.
+    assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    assert_eq!(sandboxes_of(&h, &uid).await, 1);
+    let out = server.run(&["get", "pods", "-o", "wide"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("Running") && l.contains(&name)),
+        "{table}"
+    );
+
+    // A graceful delete: the kubelet stops the pod (its TERM trap ends it well within the grace period),
+    // then deletes it with grace 0; `kubectl delete` returns once it is gone from the API.
+    let out = server.run(&["delete", "pod", "web", "--wait", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(get(&server, &["pod", "web"]).is_none());
+    assert_eq!(sandboxes_of(&h, &uid).await, 0, "the sandbox is removed");
+    wait("the kubelet to forget the pod", || {
+        (!kubelet
+            .pods()
+            .iter()
+            .any(|p| p.metadata.uid.as_deref() == Some(&uid)))
+        .then_some(())
+    })
+    .await;
+    assert!(!dir.path().join("pods").join(&uid).exists());
+
+    task.abort();
+    remove_kubelet_cgroups(&cgroup_root);
+}
