@@ -63,7 +63,7 @@ async fn two_containers_talk_over_localhost(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(exec_sync);
+cri_test!(exec_sync, runc);
 
 /// ExecSync returns stdout, stderr and the exit code apart; a command outliving its timeout is cut short.
 async fn exec_sync(endpoint: Endpoint) {
@@ -173,7 +173,7 @@ async fn log_format_and_reopen(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(stop_grace_then_kill);
+cri_test!(stop_grace_then_kill, runc);
 
 /// StopContainer sends TERM and waits for the grace period: a process that traps TERM exits 0 well within it;
 /// one that ignores TERM is killed after it (137 = 128 + SIGKILL).
@@ -239,7 +239,7 @@ async fn stop_grace_then_kill(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(oom_killed);
+cri_test!(oom_killed, runc);
 
 /// A container that outgrows a 16 MiB memory limit is OOM-killed and reported as such.
 async fn oom_killed(endpoint: Endpoint) {
@@ -285,7 +285,7 @@ async fn oom_killed(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(run_as_user);
+cri_test!(run_as_user, runc);
 
 /// runAsUser overrides the image's user; an image's USER applies without it; ImageStatus reports the image
 /// user, which is what the kubelet's runAsNonRoot check reads (CRI v1 has no runAsNonRoot field: the kubelet
@@ -341,7 +341,7 @@ async fn run_as_user(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(readonly_rootfs);
+cri_test!(readonly_rootfs, runc);
 
 /// readonlyRootfs: writing to / fails with EROFS.
 async fn readonly_rootfs(endpoint: Endpoint) {
@@ -459,7 +459,7 @@ async fn recursive_read_only_mount(endpoint: Endpoint) {
             .await
             .unwrap();
         results.push((name, format!("submount write exit {}", r.exit_code)));
-        if endpoint == Endpoint::Basalt {
+        if !endpoint.is_containerd() {
             assert_eq!(
                 r.exit_code != 0,
                 rro,
@@ -560,7 +560,9 @@ async fn stats_and_events(endpoint: Endpoint) {
                 eth0.rx_bytes
             );
         }
-        (Endpoint::Containerd, Err(e)) => println!("[containerd] PodSandboxStats: {e}"),
+        (Endpoint::Containerd | Endpoint::ContainerdBasaltRunc, Err(e)) => {
+            println!("[containerd] PodSandboxStats: {e}")
+        }
         (Endpoint::Basalt, Err(e)) => panic!("PodSandboxStats: {e}"),
     }
     // CRI metrics (kubelet's PodAndContainerStatsFromCRI): every metric a pod reports has a descriptor.
@@ -612,7 +614,7 @@ async fn stats_and_events(endpoint: Endpoint) {
         }
         (Endpoint::Basalt, d, m) => panic!("CRI metrics: {:?} {:?}", d.err(), m.err()),
         // containerd 1.6 predates the metrics RPCs (added in CRI v1.27).
-        (Endpoint::Containerd, d, m) => println!(
+        (Endpoint::Containerd | Endpoint::ContainerdBasaltRunc, d, m) => println!(
             "[containerd] ListMetricDescriptors: {:?}, ListPodSandboxMetrics: {:?}",
             d.err().map(|e| e.code()),
             m.err().map(|e| e.code())
@@ -637,7 +639,7 @@ async fn stats_and_events(endpoint: Endpoint) {
             );
         }
         (Endpoint::Basalt, Err(e)) => panic!("GetContainerEvents: {e}"),
-        (Endpoint::Containerd, r) => println!(
+        (Endpoint::Containerd | Endpoint::ContainerdBasaltRunc, r) => println!(
             "[containerd] GetContainerEvents: {:?}",
             r.err().map(|e| e.code())
         ),
@@ -654,7 +656,7 @@ mod tokio_stream_compat {
     }
 }
 
-cri_test!(supplemental_groups_policy);
+cri_test!(supplemental_groups_policy, runc);
 
 /// SupplementalGroupsPolicy: Merge adds the groups the image's /etc/group gives the user (user 1000 is in
 /// `extra`, 2000), Strict uses only the pod's; ContainerStatus `user.linux` reports the effective ids, and
@@ -709,7 +711,7 @@ async fn supplemental_groups_policy(endpoint: Endpoint) {
         gid,
         supplemental_groups: groups.to_vec(),
     };
-    if endpoint == Endpoint::Basalt {
+    if !endpoint.is_containerd() {
         assert_eq!(features, Some(true));
         assert_eq!(seen[0].1, "1000 2000 3000");
         assert_eq!(

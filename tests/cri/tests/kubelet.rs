@@ -1047,7 +1047,7 @@ async fn pleg_wakes_the_worker_on_exit(endpoint: Endpoint) {
                 Some(basalt_kubelet::pleg::Mode::Events)
             );
         }
-        Endpoint::Containerd => {
+        Endpoint::Containerd | Endpoint::ContainerdBasaltRunc => {
             assert!(
                 events == 0 && relists > 0,
                 "events {events}, relists {relists}"

@@ -5,7 +5,7 @@ use std::time::Duration;
 use basalt_cri_tests::{api, cri_test, Endpoint, Harness};
 use basalt_testsupport::fixtures::BUSYBOX;
 
-cri_test!(full_pod_lifecycle);
+cri_test!(full_pod_lifecycle, runc);
 
 /// pull, RunPodSandbox, Create, Start, RUNNING, Stop, Remove, RemovePodSandbox; then the lists are empty and no
 /// netns, veth, cgroup, mount, IP lease or process of the pod is left.

@@ -157,5 +157,5 @@ async fn attach_with_a_tty(endpoint: Endpoint) {
     h.remove_pod(&pod).await;
 }
 
-cri_test!(exec_with_a_tty);
-cri_test!(attach_with_a_tty);
+cri_test!(exec_with_a_tty, runc);
+cri_test!(attach_with_a_tty, runc);
