@@ -446,10 +446,12 @@ async fn recursive_read_only_mount(endpoint: Endpoint) {
         });
         let id = match h.create_container(&pod, cfg).await {
             Ok(id) => id,
-            Err(e) => {
+            // containerd 1.6 predates the field; ours must create both, or the case proves nothing.
+            Err(e) if endpoint.is_containerd() => {
                 results.push((name, format!("CreateContainer: {e}")));
                 continue;
             }
+            Err(e) => panic!("CreateContainer {name} (recursive_read_only {rro}): {e}"),
         };
         h.start_container(&id).await.unwrap();
         let top = h.exec_sync(&id, &["touch", "/vol/x"], 10).await.unwrap();

@@ -1021,15 +1021,10 @@ async fn pleg_wakes_the_worker_on_exit(endpoint: Endpoint) {
         "pleg.yaml",
         &format!("kind: Pod\nmetadata: {{name: pleg}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sh, -c, \"sleep 2; exit 1\"]}}\n"),
     );
-    let t0 = Instant::now();
+    // The wait gives up long before the 600 s sync period: a restart seen at all was not the periodic sync.
     let p = node
         .wait("pleg", "restarted", |p| restarts(p, "c") >= 1)
         .await;
-    assert!(
-        t0.elapsed() < Duration::from_secs(120),
-        "the restart waited for the sync period: {:?}",
-        t0.elapsed()
-    );
     let (code, text) = node.get("/metrics", Some(&node.token));
     assert_eq!(code, 200);
     let (events, relists) = (
@@ -1107,9 +1102,6 @@ async fn container_gc_and_eviction_signals(endpoint: Endpoint) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let (code, body) = node.get("/stats/summary", Some(&node.token));
-    assert_eq!(code, 200);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let meminfo = |key: &str| {
         std::fs::read_to_string("/proc/meminfo")
             .unwrap()
@@ -1119,13 +1111,18 @@ async fn container_gc_and_eviction_signals(endpoint: Endpoint) {
             .unwrap()
             * 1024
     };
+    // memory.available is MemAvailable, which other tests running move: the reading must lie between what
+    // /proc/meminfo said just before and just after the request (a band, not a guessed tolerance).
+    let before = meminfo("MemAvailable:");
+    let (code, body) = node.get("/stats/summary", Some(&node.token));
+    let after = meminfo("MemAvailable:");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let mem = &v["node"]["memory"];
     let avail = mem["availableBytes"].as_u64().unwrap();
-    // memory.available is MemAvailable: read again now, it may have moved with the other tests running.
-    let now = meminfo("MemAvailable:");
     assert!(
-        avail.abs_diff(now) < 512 << 20,
-        "{mem} vs MemAvailable {now}"
+        (before.min(after)..=before.max(after)).contains(&avail),
+        "{mem} vs MemAvailable {before} before and {after} after"
     );
     assert!(avail < meminfo("MemTotal:"), "{mem}");
     // df on the filesystem of the pods dir (its parent: the dir appears with the first pod).

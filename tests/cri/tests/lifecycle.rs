@@ -108,7 +108,15 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     let pid = basalt_cri_tests::leaks::wait_pid_naming(&marker, Duration::from_secs(10))
         .await
         .expect("the exiter's process");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+    };
     h.kill_daemon();
+    // The exit comes after this moment; the status read below is after the monitor recorded it.
+    let signalled_at = now();
     std::fs::write(signal.path().join("go"), "").unwrap();
     // Gone from /proc only once reaped: its monitor (or containerd's shim) has seen the exit by then.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -119,15 +127,12 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let exited_by = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64;
     h.start_daemon_again().await;
     let st = h
         .container_status(&exiter)
         .await
         .expect("the exiter is still known");
+    let read_at = now();
     assert_eq!(
         st.state,
         api::ContainerState::ContainerExited as i32,
@@ -135,8 +140,11 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     );
     assert_eq!(st.exit_code, 42, "{st:?}");
     assert!(
-        st.finished_at > st.started_at && st.finished_at <= exited_by,
-        "finish time {} not between start {} and the moment it was seen gone {exited_by}",
+        st.finished_at > st.started_at
+            && st.finished_at >= signalled_at
+            && st.finished_at <= read_at,
+        "finish time {} not after start {} and the go signal {signalled_at}, and before the status was \
+         read {read_at}",
         st.finished_at,
         st.started_at
     );
