@@ -361,25 +361,31 @@ async fn readonly_rootfs(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(seccomp_runtime_default_blocks_unshare);
+cri_test!(seccomp_runtime_default_blocks_unshare, runc);
 
 /// RuntimeDefault seccomp refuses unshare(CLONE_NEWUSER) to a container without CAP_SYS_ADMIN; Unconfined
-/// lets it through (a user namespace needs no capability).
+/// lets it through (a user namespace needs no capability). A nil profile is Unconfined at the CRI: the
+/// kubelet's `--seccomp-default` decides RuntimeDefault, not the runtime.
 async fn seccomp_runtime_default_blocks_unshare(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
     let pod = h.run_pod("seccomp").await;
     let mut out = Vec::new();
+    let mut mode = Vec::new();
     for (name, profile) in [
         (
             "default",
-            api::security_profile::ProfileType::RuntimeDefault,
+            Some(api::security_profile::ProfileType::RuntimeDefault),
         ),
-        ("unconfined", api::security_profile::ProfileType::Unconfined),
+        (
+            "unconfined",
+            Some(api::security_profile::ProfileType::Unconfined),
+        ),
+        ("unset", None),
     ] {
         let mut cfg = h.container_config(name, BUSYBOX, &["sleep", "3600"]);
-        security(&mut cfg).seccomp = Some(api::SecurityProfile {
-            profile_type: profile as i32,
+        security(&mut cfg).seccomp = profile.map(|p| api::SecurityProfile {
+            profile_type: p as i32,
             localhost_ref: String::new(),
         });
         let id = h.create_start(&pod, cfg).await;
@@ -388,7 +394,23 @@ async fn seccomp_runtime_default_blocks_unshare(endpoint: Endpoint) {
                 .await
                 .unwrap(),
         );
+        let status = h
+            .exec_sync(&id, &["grep", "^Seccomp:", "/proc/self/status"], 10)
+            .await
+            .unwrap();
+        mode.push(String::from_utf8_lossy(&status.stdout).trim().to_owned());
     }
+    // That endpoint's containerd is configured as a kubelet with `--seccomp-default` would make it.
+    let nil = if endpoint == Endpoint::ContainerdBasaltRunc {
+        "Seccomp:\t2"
+    } else {
+        "Seccomp:\t0"
+    };
+    assert_eq!(
+        mode,
+        ["Seccomp:\t2", "Seccomp:\t0", nil],
+        "RuntimeDefault, Unconfined, nil"
+    );
     assert_ne!(
         out[0].exit_code, 0,
         "RuntimeDefault allowed unshare: {:?}",
