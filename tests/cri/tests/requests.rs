@@ -155,6 +155,33 @@ async fn runtime_and_image_services(endpoint: Endpoint) {
     let again = images.remove_image(remove(name.clone())).await;
     record(endpoint, "RemoveImage of a removed image", &answer(&again));
     assert!(again.is_ok(), "{again:?}");
+    let never = images
+        .remove_image(remove(format!("{}/basalt/never:pulled", h.registry.host())))
+        .await;
+    assert!(
+        never.is_ok(),
+        "RemoveImage of an image never pulled: {never:?}"
+    );
+    // Concurrent removals of one image all succeed: whoever loses the race finds it gone, which is success
+    // (a benchmark client that removes images in parallel aborts on anything else).
+    h.pull(BUSYBOX).await;
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let mut images = images.clone();
+            let req = remove(name.clone());
+            tokio::spawn(async move { images.remove_image(req).await })
+        })
+        .collect();
+    for r in racers {
+        let r = r.await.expect("RemoveImage task");
+        assert!(r.is_ok(), "concurrent RemoveImage: {r:?}");
+    }
+    let gone = images
+        .image_status(status(name))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(gone.image.is_none(), "{gone:?}");
 }
 
 cri_test!(streaming_urls);
