@@ -51,21 +51,25 @@ impl Backend {
             mut resize,
             ..
         } = io;
-        // Client → monitor: stdin and resizes, until the process ends (this task is then aborted).
+        // Client → monitor: stdin and resizes, until the process ends (this task is then aborted). Either
+        // input may end first (a transport without a resize stream drops it at once): the other goes on. The
+        // write half stays open to the end, since the monitor takes its closing as the client detaching.
         let input = tokio::spawn(async move {
             let mut stdin = stdin;
+            let mut resize_open = true;
             loop {
                 let frame = tokio::select! {
-                    data = async { match stdin.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                    data = async { stdin.as_mut()?.recv().await }, if stdin.is_some() => {
                         match data {
                             Some(d) => Frame::Stdin(d.to_vec()),
                             None => { stdin = None; Frame::Stdin(Vec::new()) }
                         }
                     }
-                    size = resize.recv() => match size {
+                    size = resize.recv(), if resize_open => match size {
                         Some(s) => Frame::Resize { width: s.width, height: s.height },
-                        None => std::future::pending().await,
+                        None => { resize_open = false; continue }
                     },
+                    else => std::future::pending().await,
                 };
                 if wr.send(&frame).await.is_err() {
                     return;

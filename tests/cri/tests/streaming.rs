@@ -159,3 +159,69 @@ async fn attach_with_a_tty(endpoint: Endpoint) {
 
 cri_test!(exec_with_a_tty, runc);
 cri_test!(attach_with_a_tty, runc);
+cri_test!(attach_over_spdy_with_stdin_once, runc);
+
+/// critest's attach case, over SPDY as kubectl speaks it by default: a shell with `stdin` and `stdin_once`
+/// and no tty; the client attaches stdin, stdout and stderr, types `echo hello` a moment later and reads
+/// `hello`; then closes its stdin, which ends the shell (stdin_once) and with it the stream.
+async fn attach_over_spdy_with_stdin_once(endpoint: Endpoint) {
+    use basalt_testsupport::spdy;
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("spdyattach").await;
+    let mut cfg = h.container_config("sh", BUSYBOX, &["sh"]);
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let id = h.create_start(&pod, cfg).await;
+    let url = h
+        .cri
+        .runtime
+        .clone()
+        .attach(api::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let (mut c, proto) = spdy::connect(&url, &["v4.channel.k8s.io", "v3.channel.k8s.io"])
+        .await
+        .unwrap_or_else(|(code, body)| panic!("SPDY upgrade refused: {code} {body}"));
+    assert_eq!(proto, "v4.channel.k8s.io");
+    // As client-go does: each stream is opened once the previous one was answered.
+    let error = c.open_answered(&[("streamtype", "error")]).await;
+    let stdin = c.open_answered(&[("streamtype", "stdin")]).await;
+    let stdout = c.open_answered(&[("streamtype", "stdout")]).await;
+    c.open_answered(&[("streamtype", "stderr")]).await;
+    // "A second later", as critest types it: the shell has long been waiting on its stdin by then.
+    h.wait_state(
+        &id,
+        api::ContainerState::ContainerRunning,
+        Duration::from_secs(10),
+    )
+    .await;
+    c.send(stdin, b"echo hello\n", false).await;
+    let out = c.read_until(stdout, "hello").await;
+    assert_eq!(out, "hello\n");
+    c.send(stdin, b"", true).await;
+    let seen = c.collect().await;
+    let status =
+        String::from_utf8_lossy(seen.data.get(&error).map(|v| &v[..]).unwrap_or(b"")).into_owned();
+    println!(
+        "[{}] attach ended: error stream {status:?}",
+        endpoint.name()
+    );
+    assert!(seen.fins.contains(&stdout), "stdout never ended: {seen:?}");
+    // stdin_once: the shell got EOF and exited.
+    h.wait_state(
+        &id,
+        api::ContainerState::ContainerExited,
+        Duration::from_secs(30),
+    )
+    .await;
+    h.remove_pod(&pod).await;
+}

@@ -12,6 +12,7 @@ pub mod image;
 pub mod kube;
 pub mod pki;
 pub mod registry;
+pub mod spdy;
 
 pub use etcd::EtcdCluster;
 pub use fixtures::{Fixture, Fixtures};
