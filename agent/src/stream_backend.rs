@@ -129,16 +129,26 @@ impl basalt_streaming::Backend for Backend {
     }
 
     async fn port_forward(&self, sandbox_id: &str, port: u16) -> io::Result<PortStream> {
-        let netns = self
-            .records
-            .sandbox(sandbox_id)
-            .and_then(|s| s.namespaces.get("net").cloned())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("pod sandbox {sandbox_id:?} has no network namespace"),
-                )
-            })?;
+        let sandbox = self.records.sandbox(sandbox_id).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("pod sandbox {sandbox_id:?} not found"),
+            )
+        })?;
+        // A hostNetwork pod has no network namespace of its own: its ports are the node's, dialled from
+        // here as containerd and CRI-O do. Any other pod without one has been stopped.
+        let host_network = crate::view::namespace_options(&sandbox.config).network
+            == basalt_proto::cri::NamespaceMode::Node as i32;
+        if host_network {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            return Ok(Box::new(stream));
+        }
+        let Some(netns) = sandbox.namespaces.get("net").cloned() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("pod sandbox {sandbox_id:?} has no network namespace (stopped?)"),
+            ));
+        };
         // A socket keeps the namespace it was created in: connect from a throw-away thread that entered the
         // pod's netns, so no runtime thread ever changes namespace.
         let std_stream = tokio::task::spawn_blocking(move || {
