@@ -14,7 +14,7 @@
 //!   - containers: [`container_create`], [`container_start`], [`container_stop`], [`container_remove`],
 //!     [`container_status`] (and List), [`container_update`], [`container_log`];
 //!   - streams: [`exec`] (ExecSync, Exec, Attach, PortForward), served by [`stream_backend`];
-//!   - stats: [`container_stats`], [`sandbox_stats`], [`metrics`], read by [`usage`];
+//!   - stats: [`container_stats`], [`sandbox_stats`], [`metrics`] (by [`cadvisor`]'s names), read by [`usage`];
 //!   - images: [`image_pull`], [`image_status`] (and List), [`image_remove`], [`image_fs_info`];
 //!   - the runtime: [`runtime_status`] (Version, Status, RuntimeConfig), [`update_runtime_config`],
 //!     [`events`] (GetContainerEvents).
@@ -24,6 +24,7 @@
 
 pub mod agent;
 pub mod args;
+pub mod cadvisor;
 pub mod container_create;
 pub mod container_log;
 pub mod container_remove;

@@ -598,12 +598,16 @@ async fn stats_and_events(endpoint: Endpoint) {
         .await;
     match (endpoint, descriptors, metrics) {
         (Endpoint::Basalt, Ok(d), Ok(m)) => {
-            let names: Vec<String> = d
-                .into_inner()
-                .descriptors
-                .into_iter()
-                .map(|d| d.name)
-                .collect();
+            let descriptors = d.into_inner().descriptors;
+            let names: Vec<String> = descriptors.iter().map(|d| d.name.clone()).collect();
+            // The names and labels of the kubelet's /metrics/cadvisor, which it builds from these.
+            for d in &descriptors {
+                assert_eq!(
+                    d.label_keys[..6],
+                    ["container", "id", "image", "name", "namespace", "pod"],
+                    "{d:?}"
+                );
+            }
             let pods = m.into_inner().pod_metrics;
             let ours = pods
                 .iter()
@@ -614,13 +618,51 @@ async fn stats_and_events(endpoint: Endpoint) {
                 .iter()
                 .find(|c| c.container_id == id)
                 .unwrap_or_else(|| panic!("no metrics for container {id}: {ours:?}"));
-            for m in &c.metrics {
-                assert!(
-                    names.contains(&m.name),
-                    "{} has no descriptor in {names:?}",
-                    m.name
+            let keys = |name: &str| {
+                descriptors
+                    .iter()
+                    .find(|d| d.name == name)
+                    .unwrap_or_else(|| panic!("{name} has no descriptor in {names:?}"))
+                    .label_keys
+                    .clone()
+            };
+            for m in c.metrics.iter().chain(&ours.metrics) {
+                let k = keys(&m.name);
+                assert_eq!(k.len(), m.label_values.len(), "{m:?} vs {k:?}");
+            }
+            let label = |m: &api::Metric, key: &str| {
+                let k = keys(&m.name);
+                m.label_values[k.iter().position(|x| x == key).unwrap()].clone()
+            };
+            for name in [
+                "container_memory_usage_bytes",
+                "container_fs_usage_bytes",
+                "container_processes",
+                "container_last_seen",
+            ] {
+                let m = c.metrics.iter().find(|m| m.name == name);
+                let m = m.unwrap_or_else(|| panic!("no {name}: {c:?}"));
+                assert_eq!(label(m, "container"), "c", "{m:?}");
+                assert_eq!(
+                    label(m, "namespace"),
+                    pod.config.metadata.as_ref().unwrap().namespace
                 );
             }
+            let rx = ours
+                .metrics
+                .iter()
+                .find(|m| m.name == "container_network_receive_bytes_total")
+                .unwrap_or_else(|| panic!("no pod network metric: {:?}", ours.metrics));
+            assert_eq!(label(rx, "interface"), "eth0", "{rx:?}");
+            let procs = c
+                .metrics
+                .iter()
+                .find(|m| m.name == "container_processes")
+                .unwrap();
+            assert!(
+                procs.value.as_ref().is_some_and(|v| v.value >= 1),
+                "{procs:?}"
+            );
             let ws = c
                 .metrics
                 .iter()
