@@ -189,6 +189,19 @@ impl Harness {
         }
     }
 
+    /// The first repo digest (`name@sha256:…`) ImageStatus gives for the fixture `name`, once pulled.
+    pub async fn repo_digest(&self, name: &str) -> Option<String> {
+        let req = api::ImageStatusRequest {
+            image: Some(api::ImageSpec {
+                image: self.image(name),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        let answer = self.cri.images.clone().image_status(req).await.ok()?;
+        answer.into_inner().image?.repo_digests.into_iter().next()
+    }
+
     /// PullImage of the reference `image`, without credentials: the image reference, or the call's error.
     pub async fn pull_image(&self, image: &str) -> Result<String, Status> {
         let spec = api::ImageSpec {

@@ -916,6 +916,19 @@ async fn image_volume(endpoint: Endpoint) {
         Some(h.image(NONROOT).as_str()),
         "{status:?}"
     );
+    // The digest each image volume was resolved to, as the kubelet reports it in the pod's status.
+    let nonroot_ref = h
+        .repo_digest(NONROOT)
+        .await
+        .expect("the nonroot image's repo digest");
+    assert_eq!(
+        status.mounts[0]
+            .image
+            .as_ref()
+            .map(|i| i.image_ref.as_str()),
+        Some(nonroot_ref.as_str()),
+        "{status:?}"
+    );
 
     // A missing image is NotFound naming the mount, and nothing is left of the attempt.
     let (mounts, roots) = (mounts_under(h.dir()), store_roots(&h));
@@ -936,6 +949,48 @@ async fn image_volume(endpoint: Endpoint) {
         roots.len(),
         3,
         "the container's root and its volumes: {roots:?}"
+    );
+
+    // A writable image volume is refused, naming the field; so is a subPath the image lacks (and nothing is
+    // left of either attempt). A subPath it has is what the container sees at the mount point.
+    let mut rw = h.container_config("rw", BUSYBOX, &["true"]);
+    let mut writable = volume("/img", h.image(NONROOT));
+    writable.readonly = false;
+    rw.mounts.push(writable);
+    let e = h.create_container(&pod, rw).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("mounts[0].readonly"), "{e}");
+    let mut missing = h.container_config("nosub", BUSYBOX, &["true"]);
+    let mut m = volume("/sub", h.image(NONROOT));
+    m.image_sub_path = "no/such/dir".into();
+    missing.mounts.push(m);
+    let e = h.create_container(&pod, missing).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    assert!(e.message().contains("mounts[0].image_sub_path"), "{e}");
+    let mut escape = h.container_config("escape", BUSYBOX, &["true"]);
+    let mut m = volume("/sub", h.image(NONROOT));
+    m.image_sub_path = "../..".into();
+    escape.mounts.push(m);
+    let e = h.create_container(&pod, escape).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert_eq!(
+        mounts_under(h.dir()),
+        mounts,
+        "mounts left by refused creates"
+    );
+    assert_eq!(store_roots(&h), roots, "roots left by refused creates");
+    let mut sub = h.container_config("sub", BUSYBOX, &["sleep", "3600"]);
+    let mut m = volume("/etc-of-nonroot", h.image(NONROOT));
+    m.image_sub_path = "etc".into();
+    sub.mounts.push(m);
+    let sub_id = h.create_start(&pod, sub).await;
+    let cat = h
+        .exec_sync(&sub_id, &["cat", "/etc-of-nonroot/passwd"], 10)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&cat.stdout).contains("user:x:1000"),
+        "{cat:?}"
     );
 
     h.remove_pod(&pod).await;
