@@ -1,10 +1,13 @@
 //! The container's filesystem: mount option parsing (runc's table), each `mounts[]` entry, pivot_root, masked
 //! and read-only paths. Runs inside the container's mount namespace, in the init process.
 
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
 
 use crate::error::{Error, Result};
@@ -562,8 +565,23 @@ pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
         .map_err(sys(|| "moving the rootfs to /".into()))?;
         nix::unistd::chroot(".").map_err(sys(|| "chroot".into()))?;
     } else {
-        // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the new root.
+        // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the new root.
+        // Our cwd is still the new root's directory, and "." does not cross the mount on top of it: from
+        // there the rslave below would reach every mount of the new root (bidirectional volumes included,
+        // which then never propagate back) instead of the old root's. So, as runc does, step into the old
+        // root first, through a descriptor opened before the pivot.
+        let old_root = open(
+            "/",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(|| "opening the old root".into()))?;
+        // SAFETY: open returned a fresh descriptor that we own.
+        let old_root = unsafe { std::os::fd::OwnedFd::from_raw_fd(old_root) };
         nix::unistd::pivot_root(".", ".").map_err(sys(|| "pivot_root".into()))?;
+        nix::unistd::fchdir(old_root.as_raw_fd())
+            .map_err(sys(|| "entering the old root".into()))?;
+        drop(old_root);
         mount(
             None::<&str>,
             ".",

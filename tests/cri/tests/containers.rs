@@ -997,3 +997,112 @@ async fn image_volume(endpoint: Endpoint) {
     h.assert_empty().await;
     assert_eq!(store_roots(&h), Vec::<String>::new());
 }
+
+cri_test!(bidirectional_mount_propagation, runc);
+
+/// `PROPAGATION_BIDIRECTIONAL` (a privileged pod, as for a CSI node plugin): a mount the container makes
+/// under the volume appears on the host, and one the host makes appears in the container. The host
+/// directory is a shared mount of its own, as the kubelet's `/var/lib/kubelet` is.
+async fn bidirectional_mount_propagation(endpoint: Endpoint) {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let host = tempfile::tempdir().unwrap();
+    let vol = host.path().join("vol");
+    std::fs::create_dir_all(vol.join("from-container")).unwrap();
+    std::fs::create_dir_all(vol.join("from-host")).unwrap();
+    mount(
+        Some(&vol),
+        &vol,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(Vec<std::path::PathBuf>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for p in self.0.iter().rev() {
+                let _ = umount2(p, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+    let mut guard = Unmount(vec![vol.clone()]);
+    mount(
+        None::<&str>,
+        &vol,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let mut pod_cfg = h.pod_config("bidir");
+    pod_cfg
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .privileged = true;
+    let pod = h.run_pod_with(pod_cfg).await.unwrap();
+    h.track(&pod);
+    let mut cfg = h.container_config("c", BUSYBOX, &["sleep", "3600"]);
+    security(&mut cfg).privileged = true;
+    cfg.mounts.push(api::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.to_string_lossy().into_owned(),
+        propagation: api::MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    });
+    let id = h
+        .create_container(&pod, cfg)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer with a bidirectional mount: {e}"));
+    h.start_container(&id).await.unwrap();
+    h.wait_state(&id, api::ContainerState::ContainerRunning, LONG)
+        .await;
+    // Container → host.
+    let r = h
+        .exec_sync(
+            &id,
+            &sh("mount -t tmpfs -o size=1m tmpfs /vol/from-container && touch /vol/from-container/made-inside"),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    guard.0.push(vol.join("from-container"));
+    assert!(
+        vol.join("from-container/made-inside").exists(),
+        "the container's mount did not reach the host"
+    );
+    // Host → container.
+    mount(
+        Some("tmpfs"),
+        &vol.join("from-host"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    guard.0.push(vol.join("from-host"));
+    std::fs::write(vol.join("from-host/made-outside"), b"x").unwrap();
+    let r = h
+        .exec_sync(&id, &["ls", "/vol/from-host"], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "made-outside\n",
+        "{r:?}"
+    );
+    // The container's own mount goes with it from the host's view too, once unmounted inside.
+    let r = h
+        .exec_sync(&id, &["umount", "/vol/from-container"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    assert!(!vol.join("from-container/made-inside").exists());
+    h.remove_pod(&pod).await;
+    drop(guard);
+    h.assert_empty().await;
+}
