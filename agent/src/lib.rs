@@ -6,7 +6,8 @@
 //! monitors (`basalt shim`), which outlive the agent.
 //!
 //! - Start-up: [`args`] is the command line and config, [`server`] opens the stores, runs [`recover`]y,
-//!   starts the streaming server and serves the CRI; [`kubelet`] starts the kubelet against it.
+//!   starts the streaming server and serves the CRI (every connection through [`authority`], which lets
+//!   stock gRPC clients name the socket as they like); [`kubelet`] starts the kubelet against it.
 //! - The CRI: each call is a [`service::Call`] on its request type, in a module per call or small family, and
 //!   [`service`] routes the gRPC methods to them; their shared state is the [`agent::Agent`], their records
 //!   the [`store`], their errors gRPC statuses built by [`status`].
@@ -24,6 +25,7 @@
 
 pub mod agent;
 pub mod args;
+pub mod authority;
 pub mod cadvisor;
 pub mod container_create;
 pub mod container_log;

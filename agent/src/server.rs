@@ -8,6 +8,7 @@ use anyhow::Context;
 use basalt_proto::{ImageServiceServer, RuntimeServiceServer};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::agent::Agent;
 use crate::args::{AgentArgs, AgentConfig};
@@ -151,9 +152,12 @@ async fn start_cri(
         tonic::transport::Server::builder()
             .add_service(RuntimeServiceServer::new(runtime))
             .add_service(ImageServiceServer::new(image))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener).map(|c| c.map(crate::authority::accept)),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )
             .await
             .context("serving the CRI")?;
         let _ = std::fs::remove_file(&sock);

@@ -679,3 +679,39 @@ async fn pod_user_namespace(endpoint: Endpoint) {
     );
     h.assert_empty().await;
 }
+
+cri_test!(a_stock_python_grpc_client);
+
+/// Python's grpcio (grpc-core, as crictl-free tooling and many operators' scripts use it) on
+/// `unix:///…/cri.sock` names the socket in `:authority`, which is no URI authority: containerd accepts it,
+/// and so must we (the HTTP/2 server under tonic alone resets every such stream with PROTOCOL_ERROR).
+async fn a_stock_python_grpc_client(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    let python = basalt_testsupport::require_tool("python3", "python3").unwrap();
+    // Raw bytes both ways: VersionRequest{version: "v1"} out, the VersionResponse back as it came.
+    let script = r#"
+import sys, grpc
+channel = grpc.insecure_channel("unix://" + sys.argv[1])
+version = channel.unary_unary("/runtime.v1.RuntimeService/Version")
+sys.stdout.buffer.write(version(b"\x0a\x02v1", timeout=20))
+"#;
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("-c").arg(script).arg(h.socket());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "[{}] grpcio Version: {}",
+        endpoint.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = if endpoint.is_containerd() {
+        "containerd"
+    } else {
+        "basalt"
+    };
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(reply.contains(want), "VersionResponse {reply:?}");
+}
