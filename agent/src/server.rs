@@ -43,6 +43,20 @@ async fn run(config: &basalt_config::Config, args: AgentConfig) -> anyhow::Resul
             socket
         }
     };
+    if !args.cri_only && cri_task.is_some() {
+        // A node nobody gave a pod network: pods would wait for one forever. A runtime engineer's
+        // `--cri-only` instance writes nothing (NetworkReady stays false, saying why).
+        let dir = &args.cni_conf_dir;
+        match crate::network::write_default(dir, crate::network::DEFAULT_POD_CIDR) {
+            Ok(Some(path)) => tracing::info!(
+                path = %path.display(),
+                subnet = crate::network::DEFAULT_POD_CIDR,
+                "no CNI network configured: wrote the default bridge network"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("writing the default CNI network: {}", e.message()),
+        }
+    }
     let kubelet = if args.cri_only {
         None
     } else {

@@ -171,7 +171,7 @@ impl Kubelet {
             tokio::select! {
                 _ = stop.changed() => {}
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(self.settings.sync_period) => {}
+                _ = tokio::time::sleep(w.next_pass_in()) => {}
             }
         }
     }

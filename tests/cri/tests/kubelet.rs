@@ -728,6 +728,71 @@ async fn malformed_manifest_is_skipped(endpoint: Endpoint) {
     node.wait_gone(&h, &u).await;
 }
 
+/// A fresh node with no CNI network: the runtime says NetworkReady=false and why, the kubelet asks for no
+/// sandbox (a pod's status says upstream's "network is not ready"), and once a network appears the pod
+/// runs without anyone touching it: its worker backed off, it did not give up.
+async fn no_network_yet_is_reported_and_waited_out(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let conf = h.net.conf_dir.join("10-basalt-critest.conflist");
+    let aside = h.dir().join("conflist.aside");
+    std::fs::rename(&conf, &aside).unwrap();
+    // containerd notices the removal through inotify: wait for what Status says, not for a clock.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cond = loop {
+        let st = h.runtime_status().await.status.unwrap();
+        let c = st
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "NetworkReady")
+            .unwrap();
+        if !c.status {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "NetworkReady stayed true");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "[{}] NetworkReady=false: {} {}",
+        endpoint.name(),
+        cond.reason,
+        cond.message
+    );
+    assert!(
+        !cond.reason.is_empty() && !cond.message.is_empty(),
+        "{cond:?}"
+    );
+    let node = Node::start(&h).await;
+    let img = h.image(BUSYBOX);
+    node.put(
+        "nonet.yaml",
+        &format!("kind: Pod\nmetadata: {{name: nonet}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n"),
+    );
+    let p = node
+        .wait("nonet", "waiting for the network", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.starts_with("network is not ready"))
+        })
+        .await;
+    let u = uid(&p);
+    assert!(
+        node.kubelet.cri.pod_sandboxes(&u).await.unwrap().is_empty(),
+        "a sandbox was asked for without a network"
+    );
+    // Written anew, as an operator (or a CNI daemonset) installs one.
+    std::fs::copy(&aside, &conf).unwrap();
+    std::fs::remove_file(&aside).unwrap();
+    let p = node
+        .wait("nonet", "running once the network is there", |p| {
+            running(p, "c")
+        })
+        .await;
+    node.remove("nonet.yaml");
+    node.wait_gone(&h, &uid(&p)).await;
+}
+
 /// `/exec`, `/attach` and `/portForward` of the kubelet API: the kubelet asks the CRI for a streaming URL and
 /// proxies the upgraded WebSocket to it. Without the bearer token the upgrade is refused.
 async fn exec_attach_port_forward_through_the_kubelet_api(endpoint: Endpoint) {
@@ -820,6 +885,7 @@ spec:
     node.wait_gone(&h, &u).await;
 }
 
+cri_test!(no_network_yet_is_reported_and_waited_out);
 cri_test!(web_pod_probes_restart_and_api);
 cri_test!(init_containers_run_once_in_order);
 cri_test!(sidecar_outlives_app_restarts);
