@@ -37,6 +37,29 @@ impl Node {
             .prefix("basalt-kubelet-")
             .tempdir()
             .unwrap();
+        Self::start_in(h, dir, tune).await
+    }
+
+    /// The kubelet stops where it is (as a SIGKILLed agent's would: its pods keep running), `meanwhile`
+    /// runs, and a new kubelet starts on the same directories.
+    async fn restart_after(
+        mut self,
+        h: &Harness,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> Node {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        drop(self);
+        meanwhile.await;
+        Self::start_in(h, dir, |_| {}).await
+    }
+
+    async fn start_in(
+        h: &Harness,
+        dir: tempfile::TempDir,
+        tune: impl FnOnce(&mut basalt_kubelet::Settings),
+    ) -> Node {
         let name = format!("n{}", h.token);
         let cgroup_root = format!("/basalt-critests/{}/kubepods", h.token);
         let settings = basalt_kubelet::Settings {
@@ -728,6 +751,51 @@ async fn malformed_manifest_is_skipped(endpoint: Endpoint) {
     node.wait_gone(&h, &u).await;
 }
 
+/// A pod whose manifest went away while the kubelet was down is torn down by the next kubelet (its sandbox,
+/// containers, pod directory and cgroup), as upstream's housekeeping does; a pod still declared is adopted,
+/// not touched.
+async fn orphaned_pods_are_cleaned_up_after_a_restart(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let node = Node::start(&h).await;
+    let img = h.image(BUSYBOX);
+    for name in ["orphan", "kept"] {
+        node.put(
+            &format!("{name}.yaml"),
+            &format!("kind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n"),
+        );
+    }
+    let orphan = node.wait("orphan", "running", |p| running(p, "c")).await;
+    let kept = node.wait("kept", "running", |p| running(p, "c")).await;
+    let kept_id = container_id(&kept, "c");
+    let pods_dir = node.dir.path().join("pods");
+    assert!(pods_dir.join(uid(&orphan)).join("pod.json").is_file());
+    // Down, and meanwhile the operator removes a manifest.
+    let manifest = node.dir.path().join("manifests/orphan.yaml");
+    let node = node
+        .restart_after(&h, async {
+            std::fs::remove_file(&manifest).unwrap();
+        })
+        .await;
+    let mut runtime = h.cri.runtime.clone();
+    node.wait_gone(&h, &uid(&orphan)).await;
+    let kept = node.wait("kept", "adopted", |p| running(p, "c")).await;
+    assert_eq!(
+        container_id(&kept, "c"),
+        kept_id,
+        "the kept pod was restarted"
+    );
+    let all = runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(all.len(), 1, "{all:?}");
+    node.remove("kept.yaml");
+    node.wait_gone(&h, &uid(&kept)).await;
+}
+
 /// A fresh node with no CNI network: the runtime says NetworkReady=false and why, the kubelet asks for no
 /// sandbox (a pod's status says upstream's "network is not ready"), and once a network appears the pod
 /// runs without anyone touching it: its worker backed off, it did not give up.
@@ -886,6 +954,7 @@ spec:
 }
 
 cri_test!(no_network_yet_is_reported_and_waited_out);
+cri_test!(orphaned_pods_are_cleaned_up_after_a_restart);
 cri_test!(web_pod_probes_restart_and_api);
 cri_test!(init_containers_run_once_in_order);
 cri_test!(sidecar_outlives_app_restarts);

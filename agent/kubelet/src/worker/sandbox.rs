@@ -70,6 +70,11 @@ impl Worker {
             path: pod_dir.clone(),
             error,
         })?;
+        // What tears the pod down properly should its manifest go while the kubelet is not looking.
+        crate::housekeeping::save_manifest(&pod_dir, &self.pod).map_err(|error| Error::Dir {
+            path: pod_dir.join(crate::housekeeping::MANIFEST_FILE),
+            error,
+        })?;
         let cgroup = self.ctx().cgroup_parent;
         crate::pod_cgroup::ensure(&cgroup, &self.pod).map_err(|error| Error::PodCgroup {
             path: cgroup.clone(),
