@@ -8,7 +8,7 @@ fn vm() -> Option<TestVm> {
     match TestVm::new() {
         Ok(vm) => Some(vm),
         Err(VmError::Unavailable(why)) => {
-            eprintln!("SKIP: {why}");
+            basalt_testsupport::vm_unavailable("cgroup_v2_vm", &why);
             None
         }
         Err(e) => panic!("{e}"),

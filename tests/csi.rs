@@ -1097,7 +1097,7 @@ fn project_quota_volumes_in_the_test_vm() -> Result<()> {
             .modules(&["crc32c_generic", "loop", "ext4", "quota_v2"])
             .timeout(std::time::Duration::from_secs(400)),
         Err(VmError::Unavailable(why)) => {
-            eprintln!("SKIP project_quota_volumes_in_the_test_vm: {why}");
+            basalt_testsupport::vm_unavailable("project_quota_volumes_in_the_test_vm", &why);
             return Ok(());
         }
         Err(e) => return Err(e.into()),

@@ -32,6 +32,12 @@ if ! python3 -m pip show -q kubernetes >/dev/null 2>&1; then
   python3 -m pip install -q kubernetes
 fi
 
+# Python's grpcio: a stock gRPC client of the CRI socket (it names the socket in :authority).
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+  echo "deps: installing grpcio (PyPI)"
+  python3 -m pip install -q grpcio
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "deps: cargo not found; install Rust with rustup first" >&2
   exit 1

@@ -103,7 +103,7 @@ fn qos_pod_cgroups_on_cgroup_v2() {
     let vm = match TestVm::new() {
         Ok(vm) => vm,
         Err(VmError::Unavailable(why)) => {
-            eprintln!("SKIP: {why}");
+            basalt_testsupport::vm_unavailable("qos_pod_cgroups_on_cgroup_v2", &why);
             return;
         }
         Err(e) => panic!("{e}"),

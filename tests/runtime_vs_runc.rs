@@ -73,6 +73,18 @@ impl Env {
 
     /// `run` in the foreground under `rt`; returns the output and checks nothing is left behind.
     fn run(&self, rt: Rt, script: &str, adjust: &dyn Fn(&mut Value)) -> Output {
+        let (out, id, bundle) = self.run_unchecked(rt, script, adjust);
+        assert_nothing_left(&self.root(rt), &id, &bundle);
+        out
+    }
+
+    /// [`Env::run`] without the check: the output, the container's id and its bundle.
+    fn run_unchecked(
+        &self,
+        rt: Rt,
+        script: &str,
+        adjust: &dyn Fn(&mut Value),
+    ) -> (Output, String, PathBuf) {
         let id = self.id(rt);
         let bundle = self.bundle(rt, &id, script, adjust);
         let out = self
@@ -83,8 +95,7 @@ impl Env {
             .arg(&id)
             .output()
             .unwrap();
-        assert_nothing_left(&self.root(rt), &id, &bundle);
-        out
+        (out, id, bundle)
     }
 }
 
@@ -611,6 +622,175 @@ fn a_seccomp_rule_makes_mkdir_fail_with_eperm_like_runc() {
     }
 }
 
+/// What Go writes: `omitempty` drops a zero `valueTwo`, so containerd's, Docker's and runtime-tools'
+/// profiles carry SCMP_CMP_MASKED_EQ without it. A missing `valueTwo` is 0, as runc (and crun) take it:
+/// here `clone` with CLONE_NEWUSER in its flags is refused, any other clone allowed.
+#[test]
+fn a_masked_eq_rule_without_value_two_works_like_runc() {
+    let script = "unshare -U true 2>&1 | sed 's/.*: //'; echo forked-$(echo ok)";
+    let out = same_stdout_and_code(script, &|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+                {"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                 "args": [{"index": 0, "value": libc::CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["unshare"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": libc::CLONE_NEWUSER, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}
+            ]
+        });
+    });
+    assert!(out.contains("forked-ok"), "{out}");
+    assert!(!out.contains("Operation not permitted"), "{out}");
+}
+
+/// A namespace type not listed is the runtime's own (runtime spec): without a mount namespace the process
+/// is in the caller's, its mounts are made there under the rootfs, and it is chrooted into the rootfs, as
+/// under runc. runc leaves those mounts on the host; ours go with the container. What would change the
+/// caller's mounts beyond the rootfs (masked or read-only paths, a read-only root) is refused, as by runc.
+#[test]
+fn a_config_without_a_mount_namespace_runs_like_runc() {
+    let no_mount_ns = |c: &mut Value| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "mount");
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+        c["root"]["readonly"] = json!(false);
+    };
+    let script = "readlink /proc/self/ns/mnt; [ -x /bin/busybox ] && [ ! -e /etc/os-release ] && \
+                  echo in-the-rootfs; grep -c ' /dev/pts ' /proc/self/mountinfo; echo done";
+    let env = Env::new();
+    let ours = env.run(Rt::Basalt, script, &no_mount_ns);
+    let (runc, runc_id, runc_bundle) = env.run_unchecked(Rt::Runc, script, &no_mount_ns);
+    // runc's mounts stay in our namespace after it is done: not ours to judge, but ours to remove.
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut left: Vec<&str> = mi
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&*runc_bundle.to_string_lossy()))
+        .collect();
+    left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in &left {
+        let _ = nix::mount::umount2(*m, nix::mount::MntFlags::MNT_DETACH);
+    }
+    assert_nothing_left(&env.root(Rt::Runc), &runc_id, &runc_bundle);
+    assert_eq!(
+        (text(&ours.stdout), ours.status.code()),
+        (text(&runc.stdout), runc.status.code()),
+        "ours (left) vs runc (right); our stderr: {}",
+        text(&ours.stderr)
+    );
+    let host_ns = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert_eq!(
+        text(&ours.stdout),
+        format!("{}\nin-the-rootfs\n1\ndone\n", host_ns.display()),
+    );
+    for (field, adjust) in [
+        (
+            "linux.maskedPaths",
+            json!({"linux": {"maskedPaths": ["/proc/kcore"]}}),
+        ),
+        ("root.readonly", json!({"root": {"readonly": true}})),
+    ] {
+        let id = env.id(Rt::Basalt);
+        let bundle = env.bundle(Rt::Basalt, &id, "true", &|c| {
+            no_mount_ns(c);
+            for (k, v) in adjust.as_object().unwrap() {
+                for (k2, v2) in v.as_object().unwrap() {
+                    c[k][k2] = v2.clone();
+                }
+            }
+        });
+        let err = env.run_must_fail(&bundle, &id);
+        assert!(
+            err.contains(field) && err.contains("mount namespace"),
+            "{err}"
+        );
+        assert_nothing_left(&env.root(Rt::Basalt), &id, &bundle);
+    }
+}
+
+/// After the init exited, `kill --all` still signals what is left in the cgroup and succeeds, as runc's
+/// does (containerd's shim calls it for every container that shares a pid namespace, once its init has
+/// exited); a plain `kill` of a stopped container fails with runc's "container not running", which the
+/// shim reads as "already finished". Exit codes match runc's for every state the shim drives.
+#[test]
+fn kill_all_on_a_stopped_container_succeeds_like_runc() {
+    let env = Env::new();
+    let mut seen = Vec::new();
+    for rt in [Rt::Basalt, Rt::Runc] {
+        let id = env.id(rt);
+        // No pid namespace: the background sleep outlives the init, as a child in a shared one would.
+        let bundle = env.bundle(rt, &id, "sleep 300 & exit 0", &|c| {
+            let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "pid");
+        });
+        let _guard = ForceDelete {
+            env: &env,
+            rt,
+            id: id.clone(),
+        };
+        // Not piped: the leftover sleep keeps whatever stdio it was given.
+        let log = env.base.join(format!("{id}.stderr"));
+        let status = env
+            .cmd(rt)
+            .args(["run", "-d", "-b"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{rt:?}: run -d: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let state = |env: &Env| -> Value {
+            let out = env.cmd(rt).args(["state", &id]).output().unwrap();
+            serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while state(&env)["status"] != "stopped" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{rt:?}: never stopped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let kill = env.cmd(rt).args(["kill", &id, "9"]).output().unwrap();
+        let kill_all = env
+            .cmd(rt)
+            .args(["kill", "--all", &id, "9"])
+            .output()
+            .unwrap();
+        // The leftover sleep is gone once SIGKILL has been delivered; delete then succeeds without --force.
+        let delete = env.cmd(rt).args(["delete", &id]).output().unwrap();
+        let gone_kill = env.cmd(rt).args(["kill", &id, "9"]).output().unwrap();
+        assert!(
+            text(&kill.stderr).contains("container not running"),
+            "{rt:?}: {}",
+            text(&kill.stderr)
+        );
+        assert!(
+            text(&gone_kill.stderr).contains("does not exist"),
+            "{rt:?}: {}",
+            text(&gone_kill.stderr)
+        );
+        seen.push((
+            kill.status.code(),
+            kill_all.status.code(),
+            delete.status.code(),
+            gone_kill.status.code(),
+            text(&kill_all.stderr),
+        ));
+        assert_nothing_left(&env.root(rt), &id, &bundle);
+    }
+    assert_eq!(seen[0], seen[1], "ours (left) vs runc (right)");
+    assert_eq!(seen[0].1, Some(0), "kill --all of a stopped container");
+}
+
 #[test]
 fn a_bad_seccomp_profile_is_refused_naming_the_field() {
     let env = Env::new();
@@ -637,7 +817,7 @@ fn cgroup_v2_cases_match_runc_in_the_test_vm() {
     let vm = match basalt_initramfs::testvm::TestVm::new() {
         Ok(vm) => vm,
         Err(basalt_initramfs::testvm::VmError::Unavailable(why)) => {
-            eprintln!("SKIP: {why}");
+            basalt_testsupport::vm_unavailable("cgroup_v2_cases_match_runc_in_the_test_vm", &why);
             return;
         }
         Err(e) => panic!("{e}"),

@@ -144,12 +144,24 @@ fn identity_capabilities_and_exit_code_match_libcontainer() {
 
 #[test]
 fn masked_paths_rlimits_and_namespaces_match_libcontainer() {
-    let out = compare(
-        "wc -c < /proc/kcore; ls -A /proc/acpi; ulimit -n; \
-         for n in ipc mnt net pid uts; do [ \"$(readlink /proc/self/ns/$n)\" = \"$(readlink /proc/1/ns/$n)\" ] && echo $n; done",
-        &|c| {
-            c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 777, "hard": 777}]);
-        },
-    );
+    // Which of the caller's namespaces the container still shares: the test's own links are written into the
+    // script (inside the container, /proc/1 is the container's init, not the host's).
+    let mut script = "wc -c < /proc/kcore; ls -A /proc/acpi; ulimit -n; ".to_owned();
+    for n in ["ipc", "mnt", "net", "pid", "uts"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap();
+        script.push_str(&format!(
+            "[ \"$(readlink /proc/self/ns/{n})\" = \"{}\" ] && echo shared-{n}; ",
+            host.display()
+        ));
+    }
+    script.push_str("echo end");
+    let out = compare(&script, &|c| {
+        c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 777, "hard": 777}]);
+    });
     assert!(out.contains("777"), "{out}");
+    assert!(out.ends_with("end\n"), "{out}");
+    assert!(
+        !out.contains("shared-"),
+        "a namespace of the caller's: {out}"
+    );
 }

@@ -153,7 +153,7 @@ async fn make(agent: &Agent, p: &Plan<'_>, made: &mut Made) -> Result<ContainerR
             })?;
     }
     let target_ns = target_pid_namespace(sandbox, config).await?;
-    let image_mounts = mount_image_volumes(agent, id, config, made).await?;
+    let (image_mounts, image_refs) = mount_image_volumes(agent, id, config, made).await?;
     let mut request = basalt_cri_oci::Container::new(id, config);
     request.target_pid_ns = target_ns.as_deref();
     request.image_mounts = image_mounts;
@@ -194,10 +194,19 @@ async fn make(agent: &Agent, p: &Plan<'_>, made: &mut Made) -> Result<ContainerR
         }),
     )
     .await?;
+    // ContainerStatus shows each image volume with the digest it was resolved to (`image_ref`).
+    let mut config = config.clone();
+    for m in &mut config.mounts {
+        if let Some(spec) = m.image.as_mut() {
+            if let Some(r) = image_refs.get(&spec.image) {
+                spec.image_ref = r.clone();
+            }
+        }
+    }
     Ok(ContainerRecord {
         id: id.to_owned(),
         sandbox_id: sandbox.id.clone(),
-        config: config.clone(),
+        config,
         created_at: now_ns(),
         image: p.image_name.to_owned(),
         image_id: p.image.config.to_string(),
@@ -240,14 +249,16 @@ async fn target_pid_namespace(
     Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", st.pid))))
 }
 
-/// Image volumes: each image's snapshots mounted read-only (no upper directory), once per container.
+/// Image volumes: each image's snapshots mounted read-only (no upper directory), once per container. Returns
+/// the roots, and the `name@digest` each image was resolved to, by the name the request gave.
 async fn mount_image_volumes(
     agent: &Agent,
     id: &str,
     config: &cri::ContainerConfig,
     made: &mut Made,
-) -> Result<HashMap<String, PathBuf>, Status> {
+) -> Result<(HashMap<String, PathBuf>, HashMap<String, String>), Status> {
     let mut image_mounts = HashMap::new();
+    let mut refs = HashMap::new();
     for (i, m) in config.mounts.iter().enumerate() {
         let Some(name) = m
             .image
@@ -264,9 +275,9 @@ async fn mount_image_volumes(
         let store = agent.images.clone();
         let (lookup, rid) = (name.clone(), root_id.clone());
         made.image_roots.push(root_id);
-        let root = tokio::task::spawn_blocking(move || {
+        let (root, rec) = tokio::task::spawn_blocking(move || {
             let rec = store.find_image(&lookup)?;
-            store.mount_image(&rid, &rec)
+            store.mount_image(&rid, &rec).map(|root| (root, rec))
         })
         .await
         .map_err(status::from_join)?
@@ -276,9 +287,10 @@ async fn mount_image_volumes(
             )),
             e => status::internal(&format!("mounts[{i}].image {name:?}"), e),
         })?;
+        refs.insert(name.clone(), repo_digest(&rec));
         image_mounts.insert(name, root.rootfs);
     }
-    Ok(image_mounts)
+    Ok((image_mounts, refs))
 }
 
 /// Removes what a failed CreateContainer made, newest first.

@@ -14,10 +14,14 @@ impl Call for cri::RemoveImageRequest {
         let name = image_status::image_name(self.image)?;
         let store = agent.images.clone();
         status::blocking(move || {
-            // Removing an image that is not there is success (kubelet's image GC may race).
+            // Removing an image that is not there is success (kubelet's image GC may race), and so is
+            // losing the race to a concurrent RemoveImage of the same image between lookup and removal.
             if let Some((_, recs)) = image_status::lookup(&store, &name)? {
                 for r in recs {
-                    store.remove_image(&r.name).map_err(status::from_image)?;
+                    match store.remove_image(&r.name) {
+                        Ok(()) | Err(basalt_images::Error::ImageNotFound { .. }) => {}
+                        Err(e) => return Err(status::from_image(e)),
+                    }
                 }
             }
             Ok(())

@@ -6,7 +6,8 @@
 //! monitors (`basalt shim`), which outlive the agent.
 //!
 //! - Start-up: [`args`] is the command line and config, [`server`] opens the stores, runs [`recover`]y,
-//!   starts the streaming server and serves the CRI; [`kubelet`] starts the kubelet against it.
+//!   starts the streaming server and serves the CRI (every connection through [`authority`], which lets
+//!   stock gRPC clients name the socket as they like); [`kubelet`] starts the kubelet against it.
 //! - The CRI: each call is a [`service::Call`] on its request type, in a module per call or small family, and
 //!   [`service`] routes the gRPC methods to them; their shared state is the [`agent::Agent`], their records
 //!   the [`store`], their errors gRPC statuses built by [`status`].
@@ -14,7 +15,7 @@
 //!   - containers: [`container_create`], [`container_start`], [`container_stop`], [`container_remove`],
 //!     [`container_status`] (and List), [`container_update`], [`container_log`];
 //!   - streams: [`exec`] (ExecSync, Exec, Attach, PortForward), served by [`stream_backend`];
-//!   - stats: [`container_stats`], [`sandbox_stats`], [`metrics`], read by [`usage`];
+//!   - stats: [`container_stats`], [`sandbox_stats`], [`metrics`] (by [`cadvisor`]'s names), read by [`usage`];
 //!   - images: [`image_pull`], [`image_status`] (and List), [`image_remove`], [`image_fs_info`];
 //!   - the runtime: [`runtime_status`] (Version, Status, RuntimeConfig), [`update_runtime_config`],
 //!     [`events`] (GetContainerEvents).
@@ -24,6 +25,8 @@
 
 pub mod agent;
 pub mod args;
+pub mod authority;
+pub mod cadvisor;
 pub mod container_create;
 pub mod container_log;
 pub mod container_remove;

@@ -115,11 +115,16 @@ pub async fn del(agent: &Agent, rec: &mut SandboxRecord) -> Result<(), Status> {
     Ok(())
 }
 
+/// The pod network of a node nobody configured one for: k3s's layout (cluster CIDR 10.42.0.0/16, a /24 per
+/// node), this node's being the first /24.
+pub const DEFAULT_POD_CIDR: &str = "10.42.0.0/24";
+
 /// Writes a bridge + host-local network for the pod CIDR the kubelet hands us, unless the operator
-/// configured a network already.
-pub fn write_default(dir: &Path, cidr: &str) -> Result<(), Status> {
+/// configured a network already. Our `bridge` does hostPort mappings itself (the `portMappings`
+/// capability): a node has no `portmap` plugin. Returns the file written, if one was.
+pub fn write_default(dir: &Path, cidr: &str) -> Result<Option<PathBuf>, Status> {
     if basalt_cni::caller::load_dir(dir).is_ok_and(|n| !n.is_empty()) {
-        return Ok(());
+        return Ok(None);
     }
     let conf = serde_json::json!({
         "cniVersion": "1.0.0",
@@ -129,13 +134,17 @@ pub fn write_default(dir: &Path, cidr: &str) -> Result<(), Status> {
             "bridge": "basalt0",
             "isGateway": true,
             "ipMasq": true,
+            "hairpinMode": true,
+            "capabilities": {"portMappings": true},
             "ipam": {"type": "host-local", "ranges": [[{"subnet": cidr}]], "routes": [{"dst": "0.0.0.0/0"}]}
-        }, {"type": "portmap", "capabilities": {"portMappings": true}}]
+        }]
     });
     std::fs::create_dir_all(dir).map_err(|e| status::internal("creating the CNI config dir", e))?;
-    std::fs::write(
-        dir.join("10-basalt.conflist"),
-        serde_json::to_vec_pretty(&conf).unwrap(),
-    )
-    .map_err(|e| status::internal("writing the CNI config", e))
+    // Renamed into place: the directory is watched, and a half-written file is no network.
+    let path = dir.join("10-basalt.conflist");
+    let tmp = dir.join(".10-basalt.conflist.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&conf).unwrap())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| status::internal("writing the CNI config", e))?;
+    Ok(Some(path))
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use basalt_proto::{ImageServiceServer, RuntimeServiceServer};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::agent::Agent;
 use crate::args::{AgentArgs, AgentConfig};
@@ -42,6 +43,20 @@ async fn run(config: &basalt_config::Config, args: AgentConfig) -> anyhow::Resul
             socket
         }
     };
+    if !args.cri_only && cri_task.is_some() {
+        // A node nobody gave a pod network: pods would wait for one forever. A runtime engineer's
+        // `--cri-only` instance writes nothing (NetworkReady stays false, saying why).
+        let dir = &args.cni_conf_dir;
+        match crate::network::write_default(dir, crate::network::DEFAULT_POD_CIDR) {
+            Ok(Some(path)) => tracing::info!(
+                path = %path.display(),
+                subnet = crate::network::DEFAULT_POD_CIDR,
+                "no CNI network configured: wrote the default bridge network"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("writing the default CNI network: {}", e.message()),
+        }
+    }
     let kubelet = if args.cri_only {
         None
     } else {
@@ -151,9 +166,12 @@ async fn start_cri(
         tonic::transport::Server::builder()
             .add_service(RuntimeServiceServer::new(runtime))
             .add_service(ImageServiceServer::new(image))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener).map(|c| c.map(crate::authority::accept)),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )
             .await
             .context("serving the CRI")?;
         let _ = std::fs::remove_file(&sock);

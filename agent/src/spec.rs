@@ -53,8 +53,9 @@ pub fn generate(
         cgroup_parent_default: sandbox.cgroup_parent.clone(),
         cgroup_v2: basalt_cgroups::unified(),
         seccomp_profile_root: data_dir.join("seccomp"),
-        // Default-on: a container that asks for no profile gets RuntimeDefault.
-        seccomp_default: true,
+        // The CRI's nil profile is Unconfined: whether a pod that asks for none gets RuntimeDefault is the
+        // kubelet's choice (`--seccomp-default`, which ours makes, default-on), not the runtime's.
+        seccomp_default: false,
         // A missing host path is a mistake to report, not a directory to make on the host.
         create_missing_host_paths: false,
         ..Default::default()

@@ -51,21 +51,25 @@ impl Backend {
             mut resize,
             ..
         } = io;
-        // Client → monitor: stdin and resizes, until the process ends (this task is then aborted).
+        // Client → monitor: stdin and resizes, until the process ends (this task is then aborted). Either
+        // input may end first (a transport without a resize stream drops it at once): the other goes on. The
+        // write half stays open to the end, since the monitor takes its closing as the client detaching.
         let input = tokio::spawn(async move {
             let mut stdin = stdin;
+            let mut resize_open = true;
             loop {
                 let frame = tokio::select! {
-                    data = async { match stdin.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                    data = async { stdin.as_mut()?.recv().await }, if stdin.is_some() => {
                         match data {
                             Some(d) => Frame::Stdin(d.to_vec()),
                             None => { stdin = None; Frame::Stdin(Vec::new()) }
                         }
                     }
-                    size = resize.recv() => match size {
+                    size = resize.recv(), if resize_open => match size {
                         Some(s) => Frame::Resize { width: s.width, height: s.height },
-                        None => std::future::pending().await,
+                        None => { resize_open = false; continue }
                     },
+                    else => std::future::pending().await,
                 };
                 if wr.send(&frame).await.is_err() {
                     return;
@@ -125,16 +129,26 @@ impl basalt_streaming::Backend for Backend {
     }
 
     async fn port_forward(&self, sandbox_id: &str, port: u16) -> io::Result<PortStream> {
-        let netns = self
-            .records
-            .sandbox(sandbox_id)
-            .and_then(|s| s.namespaces.get("net").cloned())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("pod sandbox {sandbox_id:?} has no network namespace"),
-                )
-            })?;
+        let sandbox = self.records.sandbox(sandbox_id).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("pod sandbox {sandbox_id:?} not found"),
+            )
+        })?;
+        // A hostNetwork pod has no network namespace of its own: its ports are the node's, dialled from
+        // here as containerd and CRI-O do. Any other pod without one has been stopped.
+        let host_network = crate::view::namespace_options(&sandbox.config).network
+            == basalt_proto::cri::NamespaceMode::Node as i32;
+        if host_network {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            return Ok(Box::new(stream));
+        }
+        let Some(netns) = sandbox.namespaces.get("net").cloned() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("pod sandbox {sandbox_id:?} has no network namespace (stopped?)"),
+            ));
+        };
         // A socket keeps the namespace it was created in: connect from a throw-away thread that entered the
         // pod's netns, so no runtime thread ever changes namespace.
         let std_stream = tokio::task::spawn_blocking(move || {

@@ -1,7 +1,9 @@
 //! ADD+DEL cycle time of our `bridge` (built-in host-local) against Debian's reference `bridge` +
-//! `host-local`, interleaved in the same run and the same throw-away node namespace. Prints both medians
-//! and the ratio ours/reference (the aim is at most 0.5). `cargo bench -p basalt-cni --bench add_del`;
-//! under `cargo test` it runs a few cycles only, as a smoke test.
+//! `host-local`, interleaved in the same run and the same throw-away node namespace, the order alternating
+//! cycle by cycle. Ours is the shipped `basalt` linked as `bridge`, as a node has it in /opt/cni/bin (not this
+//! bench executable). Prints both medians and the ratio ours/reference (the aim is at most 0.5).
+//! `cargo bench -p basalt-cni --bench add_del`; under `cargo test` it runs a few cycles of the bench
+//! executable's own plugin only, as a smoke test.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -40,6 +42,30 @@ fn cycle(plugin: &Path, node: &Netns, pod: &Path, conf: &str) -> (Duration, Dura
     (times[0], times[1])
 }
 
+/// `<tmp>/shipped/bridge`, a link to the release `basalt` (`$BASALT_BIN`, else the one next to this bench's
+/// target directory, which tests/bench.sh builds first): what a node runs as its CNI plugin.
+fn shipped_bridge(tmp: &TempDir) -> std::path::PathBuf {
+    let bin = std::env::var_os("BASALT_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent()
+                .and_then(|d| d.parent())
+                .unwrap()
+                .join("basalt")
+        });
+    assert!(
+        bin.is_file(),
+        "{} not found: build the release binary first (tests/bench.sh does) or set BASALT_BIN",
+        bin.display()
+    );
+    let dir = tmp.0.join("shipped");
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("bridge");
+    std::os::unix::fs::symlink(&bin, &link).unwrap();
+    link
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -50,7 +76,11 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 30 } else { 3 };
     let tmp = TempDir::new("bench");
-    let ours = our_plugin_dir(&tmp).join("bridge");
+    let ours = if full {
+        shipped_bridge(&tmp)
+    } else {
+        our_plugin_dir(&tmp).join("bridge")
+    };
     let reference = Path::new("/usr/lib/cni/bridge");
     let node = Netns::new(&format!("bcn-bench-{}", std::process::id()));
     let pod = Netns::new(&format!("bcp-bench-{}", std::process::id()));
@@ -61,9 +91,15 @@ fn main() {
     cycle(&ours, &node, &pod.path(), &our_conf);
     cycle(reference, &node, &pod.path(), &ref_conf);
     let (mut ours_runs, mut ref_runs) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        ours_runs.push(cycle(&ours, &node, &pod.path(), &our_conf));
-        ref_runs.push(cycle(reference, &node, &pod.path(), &ref_conf));
+    for i in 0..n {
+        // Whoever goes second runs right after the other's DEL: take turns.
+        if i % 2 == 0 {
+            ours_runs.push(cycle(&ours, &node, &pod.path(), &our_conf));
+            ref_runs.push(cycle(reference, &node, &pod.path(), &ref_conf));
+        } else {
+            ref_runs.push(cycle(reference, &node, &pod.path(), &ref_conf));
+            ours_runs.push(cycle(&ours, &node, &pod.path(), &our_conf));
+        }
     }
     assert!(node.veths().is_empty(), "veths left: {:?}", node.veths());
     assert!(
@@ -81,8 +117,13 @@ fn main() {
     let (o, o_add, o_del) = stats(&ours_runs);
     let (r, r_add, r_del) = stats(&ref_runs);
     println!("median over {n} cycles (ms)      ADD+DEL     ADD     DEL");
+    let ours_label = if full {
+        "basalt bridge (shipped binary)"
+    } else {
+        "basalt bridge (bench's own)"
+    };
     println!(
-        "basalt bridge                  {:8.2} {:7.2} {:7.2}",
+        "{ours_label:<30} {:8.2} {:7.2} {:7.2}",
         ms(o),
         ms(o_add),
         ms(o_del)

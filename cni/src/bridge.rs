@@ -188,6 +188,19 @@ fn add_inner(
             rules.push(RuleSpec::Dnat(ip.address.addr, pm.clone()));
         }
     }
+    if !conf.runtime_config.port_mappings.is_empty() {
+        rules.extend(
+            ips.iter()
+                .map(|ip| RuleSpec::HostPortMasquerade(ip.address.addr)),
+        );
+        // A hostPort on 127.0.0.1 is DNATed in the node's output path with its loopback source, which the
+        // kernel routes out of a non-loopback interface only with route_localnet on it.
+        if ips.iter().any(|ip| ip.address.is_ipv4()) {
+            let knob = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", conf.bridge);
+            std::fs::write(&knob, "1")
+                .map_err(|e| CniError::io(format!("enable route_localnet in {knob}"), e))?;
+        }
+    }
     if !rules.is_empty() {
         Nft::open()
             .and_then(|mut n| {

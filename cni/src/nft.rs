@@ -273,10 +273,38 @@ fn dnat_rule(pod: IpAddr, pm: &PortMapping) -> io::Result<Exprs> {
     Ok(e)
 }
 
+/// The masquerade rules for what reaches `pod` through its hostPorts from where its replies would not find
+/// their way back un-DNATed: the pod itself (hairpin: it would answer itself over `lo`) and, for IPv4, the
+/// node's loopback (a 127.0.0.1 source is no address the pod can answer; routed out at all only with
+/// `route_localnet` on the bridge). As the reference `portmap` plugin does.
+fn hostport_masquerade_rules(pod: IpAddr) -> Vec<Exprs> {
+    let me = crate::netlink::ip_bytes(pod);
+    let mut hairpin = Exprs::default();
+    hairpin.nfproto(pod);
+    hairpin.addr_field(pod, false).cmp(NFT_CMP_EQ, me.clone());
+    hairpin.addr_field(pod, true).cmp(NFT_CMP_EQ, me.clone());
+    hairpin.push("masq", |_| {});
+    let mut rules = vec![hairpin];
+    if pod.is_ipv4() {
+        let mut local = Exprs::default();
+        local.nfproto(pod);
+        local.addr_field(pod, true).cmp(NFT_CMP_EQ, me);
+        local
+            .addr_field(pod, false)
+            .mask(vec![255, 0, 0, 0])
+            .cmp(NFT_CMP_EQ, vec![127, 0, 0, 0]);
+        local.push("masq", |_| {});
+        rules.push(local);
+    }
+    rules
+}
+
 /// One rule to add: which chain and what it does.
 pub enum RuleSpec {
     Masquerade(IpNet),
     Dnat(IpAddr, PortMapping),
+    /// The masquerades a pod with hostPorts needs (see [`hostport_masquerade_rules`]), once per address.
+    HostPortMasquerade(IpAddr),
 }
 
 pub struct Nft(Socket);
@@ -367,6 +395,11 @@ impl Nft {
                     placed.push((CHAIN_PREROUTING, dnat_rule(*pod, pm)?));
                     placed.push((CHAIN_OUTPUT, dnat_rule(*pod, pm)?));
                 }
+                RuleSpec::HostPortMasquerade(pod) => placed.extend(
+                    hostport_masquerade_rules(*pod)
+                        .into_iter()
+                        .map(|r| (CHAIN_POSTROUTING, r)),
+                ),
             }
         }
         for (chain, exprs) in placed {

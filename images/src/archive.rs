@@ -34,8 +34,37 @@ fn normalise(path: &str) -> String {
     path.trim_start_matches("./").to_owned()
 }
 
+/// How an import names and keeps what it finds (`ctr import`'s options).
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Images survive `prune`.
+    pub pinned: bool,
+    /// The repository for an OCI `org.opencontainers.image.ref.name` that is only a tag (`latest`, as
+    /// `skopeo copy oci:DIR` writes): `BASE:TAG`, as `ctr import --base-name`.
+    pub base_name: Option<String>,
+    /// A name for the layout's whole index (its manifests as one multi-platform image), as
+    /// `ctr import --index-name`.
+    pub index_name: Option<String>,
+}
+
 /// Imports every image in the archive at `path`; returns their records. `pinned` images survive `prune`.
 pub fn import_archive(store: &Store, path: &Path, pinned: bool) -> Result<Vec<ImageRecord>> {
+    let opts = ImportOptions {
+        pinned,
+        ..Default::default()
+    };
+    import_archive_with(store, path, &opts)
+}
+
+/// [`import_archive`] with naming options. An OCI entry is named, as containerd names it, by its
+/// `io.containerd.image.name`, else by a full reference in `org.opencontainers.image.ref.name`, else by
+/// `--base-name` and the tag there; one with no name at all is kept under its digest.
+pub fn import_archive_with(
+    store: &Store,
+    path: &Path,
+    opts: &ImportOptions,
+) -> Result<Vec<ImageRecord>> {
+    let pinned = opts.pinned;
     let bad = |reason: String| Error::Archive {
         path: path.to_owned(),
         reason,
@@ -75,7 +104,7 @@ pub fn import_archive(store: &Store, path: &Path, pinned: bool) -> Result<Vec<Im
         }
     }
     let records = if meta.contains_key("index.json") {
-        import_oci(store, &meta, &bad)?
+        import_oci(store, &meta, opts, &bad)?
     } else if let Some(m) = meta.get("manifest.json") {
         import_docker(store, m, &files, &bad)?
     } else {
@@ -137,36 +166,78 @@ fn record_for(
     })
 }
 
+/// What containerd names an OCI index entry (see [`import_archive_with`]); `None` when it has no name.
+fn oci_name(
+    ann: &BTreeMap<String, String>,
+    base_name: Option<&str>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Option<String>> {
+    let parse = |n: &str, key: &str| {
+        n.parse::<Reference>()
+            .map(|r| r.to_string())
+            .map_err(|e| bad(format!("index.json: annotation {key} {n:?}: {e}")))
+    };
+    if let Some(n) = ann.get("io.containerd.image.name") {
+        return parse(n, "io.containerd.image.name").map(Some);
+    }
+    let key = "org.opencontainers.image.ref.name";
+    let Some(n) = ann.get(key) else {
+        return Ok(None);
+    };
+    // The OCI annotation is often only a tag: a name with none of `/:@` is one, never a repository.
+    if n.contains(['/', ':', '@']) {
+        return parse(n, key).map(Some);
+    }
+    match base_name {
+        Some(base) => parse(&format!("{base}:{n}"), key).map(Some),
+        None => {
+            tracing::warn!(
+                tag = %n,
+                "OCI archive entry's {key} is only a tag: kept under its digest (name it with --base-name)"
+            );
+            Ok(None)
+        }
+    }
+}
+
 fn import_oci(
     store: &Store,
     meta: &HashMap<String, Vec<u8>>,
+    opts: &ImportOptions,
     bad: &dyn Fn(String) -> Error,
 ) -> Result<Vec<ImageRecord>> {
     #[derive(Deserialize)]
     struct Index {
         manifests: Vec<Descriptor>,
     }
-    let idx: Index =
-        serde_json::from_slice(&meta["index.json"]).map_err(|e| bad(format!("index.json: {e}")))?;
+    let raw = &meta["index.json"];
+    let idx: Index = serde_json::from_slice(raw).map_err(|e| bad(format!("index.json: {e}")))?;
     let mut out = Vec::new();
-    for desc in idx.manifests {
+    if let Some(name) = &opts.index_name {
+        let name = name
+            .parse::<Reference>()
+            .map_err(|e| bad(format!("--index-name {name:?}: {e}")))?
+            .to_string();
+        // The layout's own index.json becomes a blob: the image's top is that index.
+        let (top, _) = store.put_unknown(&mut &raw[..])?;
+        // A layout of one image (what skopeo writes) often gives its entry no platform.
+        let chosen = match &idx.manifests[..] {
+            [only] => only,
+            all => manifest::select_platform(all, &Platform::host(), &top)?,
+        };
+        let (manifest_digest, mut extra) = resolve_entry(store, chosen)?;
+        extra.push(top.clone());
+        out.push(record_for(store, name, top, &manifest_digest, extra)?);
+    }
+    for desc in &idx.manifests {
         let ann = desc.annotations.clone().unwrap_or_default();
-        let name = ann
-            .get("io.containerd.image.name")
-            .or_else(|| ann.get("org.opencontainers.image.ref.name"))
-            .and_then(|n| n.parse::<Reference>().ok())
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| desc.digest.to_string());
-        let bytes = store.read_blob(&desc.digest)?;
-        let (manifest_digest, extra) =
-            match manifest::parse(&bytes, &desc.media_type, &desc.digest)? {
-                Parsed::Index(entries) => {
-                    let chosen =
-                        manifest::select_platform(&entries, &Platform::host(), &desc.digest)?;
-                    (chosen.digest.clone(), vec![desc.digest.clone()])
-                }
-                Parsed::Image { .. } => (desc.digest.clone(), Vec::new()),
-            };
+        let name = match oci_name(&ann, opts.base_name.as_deref(), bad)? {
+            Some(n) => n,
+            // Named by the index already: not again under a digest.
+            None if opts.index_name.is_some() => continue,
+            None => desc.digest.to_string(),
+        };
+        let (manifest_digest, extra) = resolve_entry(store, desc)?;
         out.push(record_for(
             store,
             name,
@@ -179,6 +250,20 @@ fn import_oci(
         return Err(bad("index.json lists no images".into()));
     }
     Ok(out)
+}
+
+/// The platform manifest an index entry stands for, and the index blobs above it.
+fn resolve_entry(store: &Store, desc: &Descriptor) -> Result<(Digest, Vec<Digest>)> {
+    let bytes = store.read_blob(&desc.digest)?;
+    Ok(
+        match manifest::parse(&bytes, &desc.media_type, &desc.digest)? {
+            Parsed::Index(entries) => {
+                let chosen = manifest::select_platform(&entries, &Platform::host(), &desc.digest)?;
+                (chosen.digest.clone(), vec![desc.digest.clone()])
+            }
+            Parsed::Image { .. } => (desc.digest.clone(), Vec::new()),
+        },
+    )
 }
 
 fn import_docker(

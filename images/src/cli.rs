@@ -51,6 +51,13 @@ pub enum ImageCommand {
         /// Keep the imported images through `prune`
         #[arg(long)]
         pin: bool,
+        /// Repository for OCI entries named only by a tag (`org.opencontainers.image.ref.name: latest`):
+        /// they become BASE:TAG, as with `ctr import --base-name`
+        #[arg(long)]
+        base_name: Option<String>,
+        /// Name the OCI layout's whole index as one image, as with `ctr import --index-name`
+        #[arg(long)]
+        index_name: Option<String>,
     },
     /// Write images to one OCI archive
     Export {
@@ -130,10 +137,20 @@ pub fn execute(args: ImageArgs, config: &basalt_config::Config, out: &mut dyn Wr
                 write_out(out, &format!("{} {}\n", rec.name, rec.digest))
             }
         }
-        ImageCommand::Import { archives, pin } => {
+        ImageCommand::Import {
+            archives,
+            pin,
+            base_name,
+            index_name,
+        } => {
+            let opts = crate::archive::ImportOptions {
+                pinned: pin,
+                base_name,
+                index_name,
+            };
             let mut all = Vec::new();
             for a in &archives {
-                all.extend(crate::archive::import_archive(&store, a, pin)?);
+                all.extend(crate::archive::import_archive_with(&store, a, &opts)?);
             }
             if json {
                 write_out(

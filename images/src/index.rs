@@ -84,7 +84,12 @@ impl Store {
             if name.to_string_lossy().starts_with(".tmp-") {
                 continue;
             }
-            let b = fs::read(e.path()).at(e.path())?;
+            let b = match fs::read(e.path()) {
+                Ok(b) => b,
+                // Removed since the listing (a concurrent RemoveImage): not an image any more.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err).at(e.path()),
+            };
             let rec: ImageRecord = serde_json::from_slice(&b).map_err(|err| Error::Io {
                 path: e.path(),
                 source: err.into(),

@@ -31,7 +31,7 @@ pub mod snapshot;
 pub mod store;
 pub mod unpack;
 
-pub use archive::{export, import_airgap_dir, import_archive};
+pub use archive::{export, import_airgap_dir, import_archive, import_archive_with, ImportOptions};
 pub use config::{ImageConfig, RuntimeConfig};
 pub use digest::Digest;
 pub use error::{Error, Result};

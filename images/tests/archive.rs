@@ -5,7 +5,9 @@ mod common;
 
 use std::process::Command;
 
-use basalt_images::{export, import_airgap_dir, import_archive, Store};
+use basalt_images::{
+    export, import_airgap_dir, import_archive, import_archive_with, ImportOptions, Store,
+};
 use basalt_testsupport::{fixtures, require_tool};
 use common::*;
 
@@ -72,6 +74,73 @@ fn exports_an_oci_archive_that_skopeo_reads_and_we_import_again() {
     .to_string();
     assert!(e.contains("docker.io/library/nope:latest"), "{e}");
     assert!(!dir.path().join("x.tar").exists());
+}
+
+/// `skopeo copy … oci-archive:FILE:latest` writes `org.opencontainers.image.ref.name: latest`, a tag without
+/// a repository. As `ctr import` does: never `docker.io/library/latest:latest`; kept under its digest unless
+/// `--base-name` gives the repository; `--index-name` names the layout's index; a containerd name wins.
+#[test]
+fn an_oci_archive_named_only_by_a_tag_is_named_as_containerd_names_it() {
+    let fx = fixtures();
+    let f = fx.get(fixtures::BUSYBOX);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("tag-only.tar");
+    let skopeo = require_tool("skopeo", "skopeo").unwrap();
+    let o = Command::new(skopeo)
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}", f.oci_layout.display()))
+        .arg(format!("oci-archive:{}:latest", archive.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let import = |name: &str, opts: ImportOptions| {
+        let store = Store::open(dir.path().join(name)).unwrap();
+        let recs = import_archive_with(&store, &archive, &opts).unwrap();
+        let names: Vec<String> = recs.iter().map(|r| r.name.clone()).collect();
+        assert_eq!(store.images().unwrap().len(), recs.len(), "{names:?}");
+        (names, recs[0].manifest.clone())
+    };
+    let (names, manifest) = import("plain", ImportOptions::default());
+    assert_eq!(names, [manifest.to_string()], "kept under its digest");
+    let (names, _) = import(
+        "base",
+        ImportOptions {
+            base_name: Some("registry.local:5000/team/app".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(names, ["registry.local:5000/team/app:latest"]);
+    let (names, m) = import(
+        "index",
+        ImportOptions {
+            index_name: Some("example.com/whole:v1".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(names, ["example.com/whole:v1"]);
+    assert_eq!(m, manifest, "the host's platform manifest of the index");
+    // Our own fixtures carry containerd's annotation: it names the image whatever --base-name says.
+    let store = Store::open(dir.path().join("annotated")).unwrap();
+    let opts = ImportOptions {
+        base_name: Some("ignored.example/x".into()),
+        ..Default::default()
+    };
+    let recs = import_archive_with(&store, &f.oci_archive, &opts).unwrap();
+    assert_eq!(recs[0].name, f.image.reference());
+    let e = import_archive_with(
+        &store,
+        &archive,
+        &ImportOptions {
+            base_name: Some("Not A Repo".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("org.opencontainers.image.ref.name") && e.contains("Not A Repo"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -58,12 +58,14 @@ impl Container {
             dir: Some(dir),
             cgroup: None,
             pid: None,
+            mounts_under: None,
         };
         // On error, `cleanup` undoes everything when it drops.
         let (state, chan, console) = Self::create_inner(opts, bundle, &mut cleanup)?;
         let dir = cleanup.dir.take().expect("state dir");
         cleanup.cgroup = None;
         cleanup.pid = None;
+        cleanup.mounts_under = None;
         Ok(Container {
             dir,
             state,
@@ -80,11 +82,11 @@ impl Container {
         let dir = cleanup.dir.as_ref().expect("state dir");
         let spec = &bundle.spec;
         let plan = Plan::from_spec(spec);
-        if !plan.has(LinuxNamespaceType::Mount) {
-            return Err(Error::spec(
-                "linux.namespaces",
-                "a mount namespace is required",
-            ));
+        let own_mount_ns = plan.has(LinuxNamespaceType::Mount);
+        if !own_mount_ns {
+            check_without_mount_namespace(spec, opts.no_pivot)?;
+            // The init mounts in our namespace: whatever it got to is undone if creation fails.
+            cleanup.mounts_under = Some(bundle.rootfs.clone());
         }
         let terminal = spec
             .process()
@@ -267,6 +269,7 @@ impl Container {
             init_start_time: start_time,
             cgroup_path: cg_path,
             hooks: spec.hooks().clone(),
+            mounts_in_caller_ns: !own_mount_ns,
         };
         dir.write(&state)?;
         if let Some(p) = &opts.pid_file {
@@ -361,13 +364,15 @@ impl Container {
         Ok(())
     }
 
+    /// Signals the init, or with `all` every process in the container's cgroup. As runc's: `--all` works on a
+    /// stopped container too, where it reaches what the init left behind (containerd's shim kills those
+    /// children after the init exits, and waits on it), and succeeds when the cgroup is already gone.
     pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
-        match self.state.status {
-            Status::Created | Status::Running | Status::Paused => {}
-            _ => return Err(self.wrong("kill", "created, running or paused")),
-        }
         if all {
             let cg = Cgroup::new(&self.state.cgroup_path)?;
+            if self.state.status == Status::Stopped && !cg.exists() {
+                return Ok(());
+            }
             for pid in cg.pids() {
                 let _ = kill(Pid::from_raw(pid), signal);
             }
@@ -376,6 +381,10 @@ impl Container {
                 cg.freeze(false)?;
             }
             return Ok(());
+        }
+        if self.state.status == Status::Stopped {
+            // Never the pid of a stopped container: it may be someone else's by now.
+            return Err(Error::NotRunning(self.state.id.clone()));
         }
         kill(Pid::from_raw(self.state.pid), signal)
             .map_err(Error::sys(format!("kill {} {signal}", self.state.pid)))
@@ -424,6 +433,9 @@ impl Container {
             .map(|h| crate::hooks::of_hooks(h, crate::hooks::Phase::Poststop))
             .unwrap_or_default();
         let stopped = self.state.for_hook("stopped");
+        if self.state.mounts_in_caller_ns {
+            crate::mounts::unmount_under(&self.state.rootfs);
+        }
         self.dir.remove()?;
         crate::hooks::run_logged(&poststop, crate::hooks::Phase::Poststop, &stopped);
         Ok(())
@@ -450,6 +462,32 @@ impl Container {
     pub fn pid(&self) -> i32 {
         self.state.pid
     }
+}
+
+/// A namespace type not listed is the runtime's own (runtime spec): without a mount namespace the mounts are
+/// made in the caller's, under the rootfs. What would change the caller's own mounts beyond that (masked
+/// and read-only paths, a read-only root remount, --no-pivot's move of the root) is refused, naming the
+/// field, as runc refuses it.
+fn check_without_mount_namespace(spec: &oci_spec::runtime::Spec, no_pivot: bool) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let why = "needs a mount namespace of the container's own (linux.namespaces lists none)";
+    if linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(Error::spec("linux.maskedPaths", why));
+    }
+    if linux
+        .readonly_paths()
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(Error::spec("linux.readonlyPaths", why));
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        return Err(Error::spec("root.readonly", why));
+    }
+    if no_pivot {
+        return Err(Error::spec("--no-pivot", why));
+    }
+    Ok(())
 }
 
 fn current_status(dir: &StateDir, state: &State) -> Status {
@@ -506,6 +544,8 @@ struct Cleanup {
     dir: Option<StateDir>,
     cgroup: Option<Cgroup>,
     pid: Option<i32>,
+    /// A rootfs the init mounted under in our own namespace (a config without a mount namespace).
+    mounts_under: Option<PathBuf>,
 }
 
 impl Drop for Cleanup {
@@ -513,6 +553,9 @@ impl Drop for Cleanup {
         if let Some(pid) = self.pid {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        }
+        if let Some(rootfs) = &self.mounts_under {
+            crate::mounts::unmount_under(rootfs);
         }
         if let Some(cg) = &mut self.cgroup {
             let _ = cg.destroy();

@@ -22,6 +22,9 @@ pub enum Error {
     Exists(String),
     #[error("container {0:?} does not exist")]
     NotFound(String),
+    /// Worded as runc's: containerd's shim tells an exited init from a failure by this text.
+    #[error("container not running: {0:?} has stopped")]
+    NotRunning(String),
     #[error("container {id:?} is {status}: {action} needs it {needs}")]
     WrongState {
         id: String,

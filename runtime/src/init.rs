@@ -138,47 +138,31 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
         unshare(CloneFlags::CLONE_NEWCGROUP).map_err(Error::sys("unshare cgroup namespace"))?;
     }
 
-    // The filesystem.
-    let rootfs = &ctx.bundle.rootfs;
-    mounts::prepare_rootfs(rootfs, linux.rootfs_propagation().as_deref())?;
-    let mctx = MountContext {
-        new_netns: ctx.plan.has(LinuxNamespaceType::Network),
-        cgroup_v1: &ctx.cgroup_v1,
-        cgroup_v2: ctx.cgroup_v2,
-        idmapped: &ctx.idmapped,
-    };
-    let mut dev_is_tmpfs = false;
-    for m in spec.mounts().iter().flatten() {
-        mounts::mount_entry(rootfs, m, &mctx)?;
-        if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
-            dev_is_tmpfs = true;
-        }
-    }
-    let bind_devices = ctx.plan.has(LinuxNamespaceType::User);
-    if dev_is_tmpfs {
-        devices::create(rootfs, &devices::defaults(), bind_devices)?;
-    }
-    let extra: Vec<_> = linux
-        .devices()
-        .iter()
-        .flatten()
-        .map(devices::from_spec)
-        .collect();
-    devices::create(rootfs, &extra, bind_devices)?;
-    if dev_is_tmpfs {
-        devices::symlinks(rootfs)?;
-    }
-    crate::hooks::run(
-        spec,
-        crate::hooks::Phase::CreateContainer,
-        &hook_state("creating"),
-    )?;
+    // The filesystem. Without a mount namespace of the container's own (a namespace type not listed is the
+    // runtime's, per the runtime spec) its mounts are made in the caller's, under the rootfs, and the
+    // process is chrooted there, as runc does; `delete` takes those mounts away again (runc leaves them).
+    let own_mounts = ctx.plan.has(LinuxNamespaceType::Mount);
     // Held as O_PATH across pivot_root: the FIFO lives in the state dir, outside the new root.
     let fifo = open(&ctx.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(Error::sys(format!("opening {}", ctx.fifo.display())))?;
     // SAFETY: open returned a fresh descriptor that we own.
     let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
-    mounts::switch_root(rootfs, ctx.no_pivot)?;
+    build_rootfs(ctx, &linux, own_mounts)?;
+    crate::hooks::run(
+        spec,
+        crate::hooks::Phase::CreateContainer,
+        &hook_state("creating"),
+    )?;
+    if own_mounts {
+        mounts::switch_root(&ctx.bundle.rootfs, ctx.no_pivot)?;
+    } else {
+        // Never pivot_root in the caller's namespace: that would move every process's root there.
+        nix::unistd::chroot(&ctx.bundle.rootfs).map_err(Error::sys(format!(
+            "chroot {}",
+            ctx.bundle.rootfs.display()
+        )))?;
+        nix::unistd::chdir("/").map_err(Error::sys("chdir /"))?;
+    }
 
     if process.terminal().unwrap_or(false) {
         // The pty comes from the container's own devpts; the master goes to the parent, which passes it on
@@ -188,16 +172,19 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
             .as_ref()
             .map(|b| (b.height() as u16, b.width() as u16));
         let (master, slave, slave_path) = crate::tty::open_pty(size)?;
-        let console = Path::new("/dev/console");
-        mounts::ensure_target(console, false)?;
-        nix::mount::mount(
-            Some(slave_path.as_str()),
-            console,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(Error::sys("binding the pty onto /dev/console"))?;
+        // Never over the host's own /dev/console.
+        if own_mounts {
+            let console = Path::new("/dev/console");
+            mounts::ensure_target(console, false)?;
+            nix::mount::mount(
+                Some(slave_path.as_str()),
+                console,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(Error::sys("binding the pty onto /dev/console"))?;
+        }
         crate::tty::send_fd(chan.0.as_raw_fd(), "pty", master.as_raw_fd())?;
         drop(master);
         crate::tty::make_controlling(&slave)?;
@@ -222,15 +209,17 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
             Error::spec(format!("linux.sysctl[{key:?}]"), format!("{value:?}: {e}"))
         })?;
     }
-    mounts::readonly_paths(linux.readonly_paths().as_deref().unwrap_or_default())?;
-    mounts::mask_paths(linux.masked_paths().as_deref().unwrap_or_default())?;
-    if spec
-        .root()
-        .as_ref()
-        .and_then(|r| r.readonly())
-        .unwrap_or(false)
-    {
-        mounts::readonly_root()?;
+    if own_mounts {
+        mounts::readonly_paths(linux.readonly_paths().as_deref().unwrap_or_default())?;
+        mounts::mask_paths(linux.masked_paths().as_deref().unwrap_or_default())?;
+        if spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
+        {
+            mounts::readonly_root()?;
+        }
     }
 
     // The process.
@@ -300,6 +289,44 @@ fn setup(ctx: &InitContext, chan: &Channel) -> Result<Error> {
         }
     }
     Ok(process::exec(&args, &env))
+}
+
+/// The container's root filesystem: propagation (in a mount namespace of its own only: in the caller's it
+/// would change the host's), `mounts`, device nodes.
+fn build_rootfs(ctx: &InitContext, linux: &oci_spec::runtime::Linux, own_ns: bool) -> Result<()> {
+    let spec = &ctx.bundle.spec;
+    let rootfs = &ctx.bundle.rootfs;
+    if own_ns {
+        mounts::prepare_rootfs(rootfs, linux.rootfs_propagation().as_deref())?;
+    }
+    let mctx = MountContext {
+        new_netns: ctx.plan.has(LinuxNamespaceType::Network),
+        cgroup_v1: &ctx.cgroup_v1,
+        cgroup_v2: ctx.cgroup_v2,
+        idmapped: &ctx.idmapped,
+    };
+    let mut dev_is_tmpfs = false;
+    for m in spec.mounts().iter().flatten() {
+        mounts::mount_entry(rootfs, m, &mctx)?;
+        if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
+            dev_is_tmpfs = true;
+        }
+    }
+    let bind_devices = ctx.plan.has(LinuxNamespaceType::User);
+    if dev_is_tmpfs {
+        devices::create(rootfs, &devices::defaults(), bind_devices)?;
+    }
+    let extra: Vec<_> = linux
+        .devices()
+        .iter()
+        .flatten()
+        .map(devices::from_spec)
+        .collect();
+    devices::create(rootfs, &extra, bind_devices)?;
+    if dev_is_tmpfs {
+        devices::symlinks(rootfs)?;
+    }
+    Ok(())
 }
 
 /// Marks every descriptor from `from` up close-on-exec, so only stdio and `--preserve-fds` reach the program.

@@ -1,10 +1,13 @@
 //! The container's filesystem: mount option parsing (runc's table), each `mounts[]` entry, pivot_root, masked
 //! and read-only paths. Runs inside the container's mount namespace, in the init process.
 
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
 
 use crate::error::{Error, Result};
@@ -163,6 +166,24 @@ pub fn prepare_rootfs(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
         None::<&str>,
     )
     .map_err(sys(|| "making / a slave mount".into()))?;
+    // With `/` shared (rootfsPropagation rshared, for bidirectional mounts), the rootfs's own mount would be
+    // shared too, and pivot_root refuses a new root whose parent mount is shared (EINVAL). As runc does:
+    // the mount the rootfs sits on becomes private, so the bind below is a private copy; the bidirectional
+    // volumes are shared mounts of their own under it.
+    if let Some(parent) = parent_mount(rootfs)? {
+        if parent.shared {
+            mount(
+                None::<&str>,
+                &parent.mount_point,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(sys(|| {
+                format!("making {} private", parent.mount_point.display())
+            }))?;
+        }
+    }
     mount(
         Some(rootfs),
         rootfs,
@@ -173,6 +194,82 @@ pub fn prepare_rootfs(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
     .map_err(sys(|| {
         format!("bind-mounting the rootfs {}", rootfs.display())
     }))
+}
+
+/// The mount a path is on, from `/proc/self/mountinfo`.
+struct ParentMount {
+    mount_point: PathBuf,
+    shared: bool,
+}
+
+/// The mount `path` lies on (itself, if it is a mount point): the deepest mount point above it.
+fn parent_mount(path: &Path) -> Result<Option<ParentMount>> {
+    let path = std::fs::canonicalize(path).map_err(Error::io(path))?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(Error::io("/proc/self/mountinfo"))?;
+    let mut best: Option<ParentMount> = None;
+    for line in text.lines() {
+        // id parent major:minor root mount-point options optional... - fstype source super-options
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(mp) = fields.get(4) else { continue };
+        let mp = PathBuf::from(unescape_mountinfo(mp));
+        if !path.starts_with(&mp) {
+            continue;
+        }
+        let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+        let shared = optional.clone().any(|f| f.starts_with("shared:"));
+        // Later lines are mounted on top of earlier ones at the same point: they win.
+        if best
+            .as_ref()
+            .is_none_or(|b| mp.as_os_str().len() >= b.mount_point.as_os_str().len())
+        {
+            best = Some(ParentMount {
+                mount_point: mp,
+                shared,
+            });
+        }
+    }
+    Ok(best)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmounts (lazily, deepest first) every mount strictly below `root` in our namespace: what a container
+/// without a mount namespace of its own mounted there.
+pub fn unmount_under(root: &Path) {
+    let Ok(root) = std::fs::canonicalize(root) else {
+        return;
+    };
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| PathBuf::from(unescape_mountinfo(mp)))
+        .filter(|mp| mp.starts_with(&root) && *mp != root)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for p in points {
+        let _ = umount2(&p, MntFlags::MNT_DETACH);
+    }
 }
 
 /// Context a mount may need beyond its own entry.
@@ -468,8 +565,23 @@ pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
         .map_err(sys(|| "moving the rootfs to /".into()))?;
         nix::unistd::chroot(".").map_err(sys(|| "chroot".into()))?;
     } else {
-        // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the new root.
+        // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the new root.
+        // Our cwd is still the new root's directory, and "." does not cross the mount on top of it: from
+        // there the rslave below would reach every mount of the new root (bidirectional volumes included,
+        // which then never propagate back) instead of the old root's. So, as runc does, step into the old
+        // root first, through a descriptor opened before the pivot.
+        let old_root = open(
+            "/",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(|| "opening the old root".into()))?;
+        // SAFETY: open returned a fresh descriptor that we own.
+        let old_root = unsafe { std::os::fd::OwnedFd::from_raw_fd(old_root) };
         nix::unistd::pivot_root(".", ".").map_err(sys(|| "pivot_root".into()))?;
+        nix::unistd::fchdir(old_root.as_raw_fd())
+            .map_err(sys(|| "entering the old root".into()))?;
+        drop(old_root);
         mount(
             None::<&str>,
             ".",

@@ -150,6 +150,25 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
                 "mappings given without a user namespace",
             ));
         }
+        for key in linux.sysctl().iter().flatten().map(|(k, _)| k) {
+            // As runc: a sysctl is set only in a namespace of the container's own; any other is the host's
+            // (on a kernel where the write succeeds at all, it would change the whole node).
+            match sysctl_namespace(key) {
+                Some(ns) if seen.contains(&ns) => {}
+                Some(ns) => {
+                    return Err(Error::spec(
+                        format!("linux.sysctl[{key:?}]"),
+                        format!("is not allowed in the host's {ns} namespace"),
+                    ))
+                }
+                None => {
+                    return Err(Error::spec(
+                        format!("linux.sysctl[{key:?}]"),
+                        "is not in a separate kernel namespace",
+                    ))
+                }
+            }
+        }
         crate::cgroup::check_device_rules(linux.resources().as_ref())?;
         for (i, d) in linux.devices().iter().flatten().enumerate() {
             if !d.path().is_absolute() {
@@ -175,6 +194,37 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         }
     }
     Ok(rootfs)
+}
+
+/// The sysctls System V IPC and POSIX message queues keep per ipc namespace (`fs.mqueue.*` besides).
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// The namespace a sysctl belongs to, in either notation (`net.ipv4.x` or Kubernetes' `net/ipv4/x`), as
+/// runc's validation reads it; `None` for one no namespace holds: the host's, never a container's to set.
+pub fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    let dotted = if key.contains('/') {
+        key.replace('/', ".")
+    } else {
+        key.to_owned()
+    };
+    if dotted.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if IPC_SYSCTLS.contains(&dotted.as_str()) || dotted.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if dotted == "kernel.hostname" || dotted == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +275,16 @@ mod tests {
                 r#""process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"linux":{"resources":{"devices":[{"allow":false},{"allow":true,"type":"c","access":"rwx"}]}}"#,
                 "linux.resources.devices[1].access",
                 "rwx",
+            ),
+            (
+                r#""process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"linux":{"namespaces":[{"type":"pid"}],"sysctl":{"kernel.pid_max":"4096"}}"#,
+                "linux.sysctl[\"kernel.pid_max\"]",
+                "not in a separate kernel namespace",
+            ),
+            (
+                r#""process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"linux":{"namespaces":[{"type":"pid"}],"sysctl":{"net.ipv4.ip_forward":"1"}}"#,
+                "linux.sysctl[\"net.ipv4.ip_forward\"]",
+                "host's net namespace",
             ),
         ] {
             let spec = parse(format!("{{{base},{body}}}").as_bytes()).unwrap();

@@ -62,6 +62,14 @@ pub struct State {
         skip_serializing_if = "Option::is_none"
     )]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The container has no mount namespace of its own: its mounts are in the caller's, under the rootfs,
+    /// and `delete` unmounts them.
+    #[serde(
+        rename = "basalt.mounts_in_caller_ns",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub mounts_in_caller_ns: bool,
 }
 
 impl State {

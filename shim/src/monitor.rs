@@ -60,7 +60,7 @@ impl From<basalt_runtime::Error> for Fail {
             E::InvalidId(_) | E::Spec { .. } => ErrorKind::InvalidArgument,
             // A bad spec found inside the container (a missing program, a bad cwd): the request's fault.
             E::Init(m) if m.starts_with("config.json:") => ErrorKind::InvalidArgument,
-            E::WrongState { .. } => ErrorKind::FailedPrecondition,
+            E::WrongState { .. } | E::NotRunning(_) => ErrorKind::FailedPrecondition,
             _ => ErrorKind::Internal,
         };
         Fail::new(kind, e.to_string())

@@ -15,6 +15,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
+use oci_spec::runtime::LinuxNamespaceType;
 use serde::{Deserialize, Serialize};
 
 /// A namespace the monitor can pin for the pod.
@@ -131,18 +132,6 @@ fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
     move |error| Error::Sys { what, error }
 }
 
-/// The sysctls System V IPC and POSIX message queues keep per ipc namespace.
-const IPC_SYSCTLS: &[&str] = &[
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-];
-
 /// Which pinned namespace a sysctl belongs to, or why it cannot be set for a pod.
 pub fn sysctl_namespace(key: &str) -> Result<Namespace, Invalid> {
     if key.is_empty()
@@ -154,20 +143,13 @@ pub fn sysctl_namespace(key: &str) -> Result<Namespace, Invalid> {
     {
         return Err(Invalid::SysctlName { key: key.into() });
     }
-    // Kubernetes accepts '/' as the separator too (for names with dots in them, like VLAN interfaces).
-    let dotted = if key.contains('/') {
-        key.replace('/', ".")
-    } else {
-        key.to_owned()
-    };
-    if dotted.starts_with("net.") {
-        Ok(Namespace::Net)
-    } else if IPC_SYSCTLS.contains(&dotted.as_str()) || dotted.starts_with("fs.mqueue.") {
-        Ok(Namespace::Ipc)
-    } else if dotted == "kernel.hostname" || dotted == "kernel.domainname" {
-        Ok(Namespace::Uts)
-    } else {
-        Err(Invalid::NotNamespaced { key: key.into() })
+    // Kubernetes accepts '/' as the separator too (for names with dots in them, like VLAN interfaces); the
+    // runtime's table is the one runc keeps.
+    match basalt_runtime::spec::sysctl_namespace(key) {
+        Some(LinuxNamespaceType::Network) => Ok(Namespace::Net),
+        Some(LinuxNamespaceType::Ipc) => Ok(Namespace::Ipc),
+        Some(LinuxNamespaceType::Uts) => Ok(Namespace::Uts),
+        _ => Err(Invalid::NotNamespaced { key: key.into() }),
     }
 }
 

@@ -106,6 +106,75 @@ pub fn clean(p: &str) -> PathBuf {
     out
 }
 
+/// The directory of an image volume's root that `sub` (relative, no `..`) names; it must exist in the image.
+/// Symlinks in the image resolve inside the image's root, never to the host's.
+fn image_sub_path(root: &Path, sub: &str, field: &str) -> Result<PathBuf> {
+    if sub.is_empty() {
+        return Ok(root.to_owned());
+    }
+    let p = Path::new(sub);
+    if p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+        return Err(Error::invalid(
+            field,
+            sub,
+            "must be a relative path inside the image, without '..'",
+        ));
+    }
+    let mut cur = root.to_owned();
+    let mut hops = 0;
+    let mut rest: Vec<PathBuf> = p
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            _ => None,
+        })
+        .rev()
+        .collect();
+    while let Some(next) = rest.pop() {
+        let cand = cur.join(&next);
+        match std::fs::symlink_metadata(&cand) {
+            Ok(md) if md.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(Error::invalid(field, sub, "too many symbolic links"));
+                }
+                let target = std::fs::read_link(&cand)
+                    .map_err(|e| Error::invalid(field, sub, io_text(&e)))?;
+                if target.is_absolute() {
+                    cur = root.to_owned();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => rest.push(PathBuf::from(n)),
+                        Component::ParentDir => rest.push(PathBuf::from("..")),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(_) if next == Path::new("..") => {
+                if cur != root {
+                    cur.pop();
+                }
+            }
+            Ok(_) => cur = cand,
+            Err(_) if next == Path::new("..") => {
+                if cur != root {
+                    cur.pop();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(
+                    field,
+                    sub,
+                    "the image has no such path".to_string(),
+                ))
+            }
+            Err(e) => return Err(Error::invalid(field, sub, io_text(&e))),
+        }
+    }
+    Ok(cur)
+}
+
 /// The CRI mounts turned into bind mounts, plus the host paths that do not exist yet (containerd creates
 /// those as directories before it starts the container; we leave doing so to the caller).
 pub struct CriMounts {
@@ -197,11 +266,25 @@ pub fn cri_mounts(
                         format!("must be empty when {} is set", f("image")),
                     ));
                 }
-                let src = image_mounts.get(img).ok_or_else(|| {
+                // Image volumes are read-only by definition (KEP 4639): a request for a writable one is
+                // a mistake to report, not a flag to ignore.
+                if !m.readonly {
+                    return Err(Error::invalid(
+                        f("readonly"),
+                        false,
+                        format!(
+                            "an image volume ({} set) is read-only: must be true",
+                            f("image")
+                        ),
+                    ));
+                }
+                let root = image_mounts.get(img).ok_or_else(|| {
                     Error::not_found(f("image.image"), img, "image is not available for mounting")
                 })?;
-                // Image volumes are read-only by definition (KEP 4639).
-                (src.clone(), true)
+                (
+                    image_sub_path(root, &m.image_sub_path, &f("image_sub_path"))?,
+                    true,
+                )
             }
             None => {
                 if !m.host_path.starts_with('/') {

@@ -51,6 +51,9 @@ pub enum Error {
     /// The file a container's termination message goes to.
     #[error("{0}")]
     TerminationLog(std::io::Error),
+    /// The runtime's NetworkReady condition is false: no sandbox is asked for (upstream's words).
+    #[error("network is not ready: container runtime network not ready: NetworkReady=false reason:{reason} message:{message}")]
+    NetworkNotReady { reason: String, message: String },
 }
 
 /// The per-container CRI calls whose failure the container shows.
@@ -72,6 +75,19 @@ impl std::fmt::Display for ContainerCall {
 impl Error {
     pub fn cri(call: &'static str) -> impl FnOnce(tonic::Status) -> Error {
         move |status| Error::Cri { call, status }
+    }
+
+    /// Whether retrying at once is pointless: the pod has no sandbox and cannot get one yet. The worker
+    /// backs off on these instead of asking again every sync period.
+    pub fn blocks_sandbox(&self) -> bool {
+        matches!(
+            self,
+            Error::NetworkNotReady { .. }
+                | Error::Cri {
+                    call: "RunPodSandbox",
+                    ..
+                }
+        )
     }
 
     /// The waiting state the container this error is about shows, when it is one upstream names.

@@ -7,7 +7,8 @@
 //! - Pods come from a [`source`] (the manifest dir and an HTTP URL, parsed by [`manifest`]) and, in API
 //!   mode, from the [`cluster`], which also registers the Node, heartbeats and writes pod statuses back.
 //! - The [`Kubelet`] ([`manager`]) keeps one [`worker`] per pod, run with [`Settings`] and counted in
-//!   [`Metrics`]; the [`pleg`] wakes a worker when its containers change.
+//!   [`Metrics`]; the [`pleg`] wakes a worker when its containers change; [`housekeeping`] tears down the
+//!   pods no source wants any more (removed while the kubelet was down, or cut short by a restart).
 //! - A worker drives the runtime through [`cri`] with configs from [`podconfig`] (for a pod seen through its
 //!   [`context`]), [`volumes`], a [`pod_cgroup`] under its [`qos`] class and a [`userns`] range for
 //!   `hostUsers: false`; it restarts with [`backoff`], checks [`probes`], runs [`hooks`] and computes the
@@ -22,6 +23,7 @@ pub mod context;
 pub mod cri;
 mod error;
 pub mod hooks;
+pub mod housekeeping;
 pub mod manager;
 pub mod manifest;
 mod metrics;

@@ -1,14 +1,18 @@
 //! The pod manager: one worker task per pod, started and stopped as the pod sources change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tokio::sync::{mpsc, watch};
 
-use crate::{cri, manifest, pleg, source, userns, worker, Metrics, Settings};
+use crate::{cri, housekeeping, manifest, pleg, source, userns, worker, Metrics, Settings};
+
+/// How often pods no source wants are looked for (upstream's housekeeping period).
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
 
 struct Entry {
     pod: Pod,
@@ -16,6 +20,22 @@ struct Entry {
     stop: watch::Sender<bool>,
     /// Poked by the PLEG: a container of this pod changed.
     wake: Arc<tokio::sync::Notify>,
+    /// The pod's worker task, ended with the kubelet.
+    worker: tokio::task::AbortHandle,
+}
+
+/// Ends every pod worker when the kubelet's run ends (aborted, as an agent stops): a stopped kubelet
+/// must not go on acting on pods.
+struct StopWorkers(Arc<Kubelet>);
+
+impl Drop for StopWorkers {
+    fn drop(&mut self) {
+        if let Ok(pods) = self.0.pods.lock() {
+            for e in pods.values() {
+                e.worker.abort();
+            }
+        }
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -37,6 +57,10 @@ pub struct Kubelet {
     pleg_mode: Mutex<Option<pleg::Mode>>,
     /// Told of each pod whose worker has stopped it (API mode deletes it from the apiserver then).
     terminated: Mutex<Option<mpsc::UnboundedSender<Pod>>>,
+    /// Pods being torn down (manifest removed, or found orphaned): housekeeping leaves them to that.
+    terminating: Mutex<BTreeSet<String>>,
+    /// Every source has delivered its pods once: only then is a pod no source names unwanted.
+    sources_seen: AtomicBool,
 }
 
 impl Kubelet {
@@ -53,6 +77,8 @@ impl Kubelet {
             manifest_errors: Mutex::new(Vec::new()),
             pleg_mode: Mutex::new(None),
             terminated: Mutex::new(None),
+            terminating: Mutex::new(BTreeSet::new()),
+            sources_seen: AtomicBool::new(false),
         })
     }
 
@@ -73,6 +99,8 @@ impl Kubelet {
     pub async fn run_with(self: Arc<Self>, mut api: Option<watch::Receiver<source::Snapshot>>) {
         // The PLEG ends with this task (an aborted kubelet must not keep relisting a runtime).
         let _pleg = AbortOnDrop(tokio::spawn(pleg::run(self.clone())));
+        let _housekeeping = AbortOnDrop(tokio::spawn(self.clone().housekeeping()));
+        let _workers = StopWorkers(self.clone());
         let mut dir = source::watch_dir(
             self.settings.manifest_dir.clone(),
             self.settings.node_name.clone(),
@@ -85,15 +113,26 @@ impl Kubelet {
                 self.settings.http_check_frequency,
             )
         });
+        // The directory's first snapshot is a full scan; the URL's first is empty until a fetch worked, the
+        // API's until its first complete list.
+        let mut url_fetched = false;
+        let mut api_synced = false;
         loop {
             let mut snap = dir.borrow_and_update().clone();
+            let mut seen = true;
             if let (Some(u), Some(origin)) = (url.as_mut(), &self.settings.manifest_url) {
-                snap.merge(u.borrow_and_update().clone(), Path::new(origin));
+                let fetched = u.borrow_and_update().clone();
+                seen = url_fetched && fetched.errors.is_empty();
+                snap.merge(fetched, Path::new(origin));
             }
             if let Some(a) = api.as_mut() {
                 snap.merge(a.borrow_and_update().clone(), Path::new("the apiserver"));
+                seen = seen && api_synced;
             }
             self.apply(snap);
+            if seen {
+                self.sources_seen.store(true, Ordering::Relaxed);
+            }
             let url_changed = async {
                 match url.as_mut() {
                     Some(u) => u.changed().await,
@@ -108,8 +147,14 @@ impl Kubelet {
             };
             tokio::select! {
                 r = dir.changed() => if r.is_err() { return },
-                r = url_changed => if r.is_err() { return },
-                r = api_changed => if r.is_err() { return },
+                r = url_changed => {
+                    if r.is_err() { return }
+                    url_fetched = true;
+                }
+                r = api_changed => {
+                    if r.is_err() { return }
+                    api_synced = true;
+                }
             }
         }
     }
@@ -138,14 +183,17 @@ impl Kubelet {
             *known = snap.errors.clone();
         }
         let mut pods = self.pods.lock().unwrap();
+        let mut terminating = self.terminating.lock().unwrap();
         pods.retain(|uid, e| {
             let keep = snap.pods.contains_key(uid);
             if !keep {
                 tracing::info!(pod = ?e.pod.metadata.name, "manifest removed; stopping the pod");
+                terminating.insert(uid.clone());
                 let _ = e.stop.send(true);
             }
             keep
         });
+        drop(terminating);
         for (uid, pod) in snap.pods {
             if pods.contains_key(&uid) {
                 continue;
@@ -157,16 +205,22 @@ impl Kubelet {
             }));
             let (stop, stop_rx) = watch::channel(false);
             let wake = Arc::new(tokio::sync::Notify::new());
+            let worker = tokio::spawn(self.clone().pod_worker(
+                pod.clone(),
+                status.clone(),
+                stop_rx,
+                wake.clone(),
+            ));
             pods.insert(
                 uid,
                 Entry {
-                    pod: pod.clone(),
-                    status: status.clone(),
+                    pod,
+                    status,
                     stop,
-                    wake: wake.clone(),
+                    wake,
+                    worker: worker.abort_handle(),
                 },
             );
-            tokio::spawn(self.clone().pod_worker(pod, status, stop_rx, wake));
         }
     }
 
@@ -186,6 +240,8 @@ impl Kubelet {
         loop {
             if *stop.borrow() {
                 w.terminate().await;
+                let uid = w.pod.metadata.uid.clone().unwrap_or_default();
+                self.terminating.lock().unwrap().remove(&uid);
                 if let Some(tx) = self.terminated.lock().unwrap().as_ref() {
                     let _ = tx.send(w.pod.clone());
                 }
@@ -200,8 +256,62 @@ impl Kubelet {
             tokio::select! {
                 _ = stop.changed() => {}
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(self.settings.sync_period) => {}
+                _ = tokio::time::sleep(w.next_pass_in()) => {}
             }
+        }
+    }
+
+    /// Tears down, now and every [`HOUSEKEEPING`], the pods the runtime or the pods directory still has but
+    /// no source wants, once every source has been seen.
+    async fn housekeeping(self: Arc<Self>) {
+        loop {
+            if self.sources_seen.load(Ordering::Relaxed) {
+                self.clean_orphans().await;
+            }
+            tokio::time::sleep(HOUSEKEEPING).await;
+        }
+    }
+
+    async fn clean_orphans(self: &Arc<Self>) {
+        let sandboxes = match self
+            .cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(basalt_proto::cri::ListPodSandboxRequest::default())
+            .await
+        {
+            Ok(r) => r.into_inner().items,
+            Err(e) => {
+                tracing::debug!("housekeeping: ListPodSandbox: {e}");
+                return;
+            }
+        };
+        let root = &self.settings.pods_root;
+        let busy = |uid: &str| {
+            self.pods.lock().unwrap().contains_key(uid)
+                || self.terminating.lock().unwrap().contains(uid)
+        };
+        for (uid, pod) in housekeeping::orphans(&sandboxes, root, &busy) {
+            {
+                // Checked again under both locks: a manifest may have brought the pod back meanwhile.
+                let pods = self.pods.lock().unwrap();
+                let mut terminating = self.terminating.lock().unwrap();
+                if pods.contains_key(&uid) || !terminating.insert(uid.clone()) {
+                    continue;
+                }
+            }
+            tracing::info!(%uid, pod = ?pod.metadata.name, "no source wants this pod; tearing it down");
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut w = worker::Worker::new(
+                    me.cri.clone(),
+                    me.settings.clone(),
+                    me.userns.clone(),
+                    pod,
+                );
+                w.terminate().await;
+                me.terminating.lock().unwrap().remove(&uid);
+            });
         }
     }
 

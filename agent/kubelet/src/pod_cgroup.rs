@@ -3,6 +3,8 @@
 //! has one) and cpu weight from the summed requests; removed after the pod. The cgroup type the runtime uses
 //! for containers does the writing, so v1 and v2 hosts are handled alike.
 
+use std::path::Path;
+
 use basalt_cgroups::Cgroup;
 use k8s_openapi::api::core::v1::Pod;
 use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
@@ -71,10 +73,17 @@ pub fn ensure(path: &str, pod: &Pod) -> Result<(), PodCgroupError> {
     Ok(cg.set(&res)?)
 }
 
+/// Where a hybrid host (v1 controllers) mounts the cgroup2 hierarchy.
+const HYBRID_UNIFIED: &str = "/sys/fs/cgroup/unified";
+
 pub fn remove(path: &str) -> Result<(), PodCgroupError> {
     let mut cg = Cgroup::new(path)?;
     cg.destroy()?;
-    for (_, dir) in cg.v1_dirs() {
+    // A hybrid host's cgroup2 tree holds no controller of ours, but runc (under containerd) puts its
+    // containers' cgroups there as well, making this pod's level on the way, and leaves that to the kubelet.
+    let hybrid = (!basalt_cgroups::unified())
+        .then(|| Path::new(HYBRID_UNIFIED).join(path.trim_start_matches('/')));
+    for dir in cg.v1_dirs().into_iter().map(|(_, d)| d).chain(hybrid) {
         match std::fs::remove_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -87,7 +96,6 @@ pub fn remove(path: &str) -> Result<(), PodCgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     #[test]
     fn pod_cgroup_is_made_with_summed_limits_and_removed() {
@@ -117,7 +125,14 @@ mod tests {
             std::fs::read_to_string(&mem).unwrap().trim(),
             (48u64 << 20).to_string()
         );
+        // On a hybrid host runc makes the pod's level in the cgroup2 tree too (for its containers' own).
+        let in_unified = Path::new(HYBRID_UNIFIED).join(path.trim_start_matches('/'));
+        if !v2 && Path::new(HYBRID_UNIFIED).join("cgroup.procs").is_file() {
+            std::fs::create_dir_all(&in_unified).unwrap();
+        }
         remove(&path).unwrap();
+        assert!(!in_unified.exists(), "{} left behind", in_unified.display());
+        let _ = std::fs::remove_dir(in_unified.parent().unwrap());
         assert!(
             !mem.parent().unwrap().exists(),
             "{} left behind",

@@ -49,7 +49,14 @@ pub struct Worker {
     started_at: Option<Time>,
     /// The pod failed for good (restartPolicy Never and an init container failed).
     failed: bool,
+    /// Passes in a row that could not get the pod a sandbox (no network yet, RunPodSandbox failing), and
+    /// the last such error: the next pass waits longer each time, and the same warning is logged once.
+    sandbox_failures: u32,
+    last_error: Option<String>,
 }
+
+/// The longest wait between passes of a pod that cannot get a sandbox (upstream's pod worker back-off).
+const SANDBOX_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn now() -> Time {
     status::time(now_ns()).expect("the clock is after 1970")
@@ -85,7 +92,31 @@ impl Worker {
             },
             started_at: None,
             failed: false,
+            sandbox_failures: 0,
+            last_error: None,
         }
+    }
+
+    /// How long until the next pass: the sync period, or, while the pod cannot get a sandbox, a wait that
+    /// doubles each time (up to [`SANDBOX_BACKOFF_MAX`]) instead of asking the runtime every period.
+    pub fn next_pass_in(&self) -> std::time::Duration {
+        let period = self.settings.sync_period;
+        if self.sandbox_failures == 0 {
+            return period;
+        }
+        let shift = (self.sandbox_failures - 1).min(16);
+        period
+            .saturating_mul(1 << shift)
+            .min(SANDBOX_BACKOFF_MAX.max(period))
+    }
+
+    /// The pod runs in the node's network namespace (`hostNetwork`).
+    fn host_network(&self) -> bool {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
     }
 
     fn uid(&self) -> String {
@@ -123,9 +154,27 @@ impl Worker {
     /// the GC removed.
     pub async fn sync(&mut self) -> usize {
         let mut relisted = Relisted::default();
-        if let Err(e) = self.sync_inner(&mut relisted).await {
-            tracing::warn!(pod = ?self.pod.metadata.name, "sync: {e}");
-            self.status.message = Some(e.to_string());
+        match self.sync_inner(&mut relisted).await {
+            Err(e) => {
+                let text = e.to_string();
+                // The same failure again is no news: said once, then quietly retried.
+                if self.last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(pod = ?self.pod.metadata.name, "sync: {text}");
+                } else {
+                    tracing::debug!(pod = ?self.pod.metadata.name, "sync: {text}");
+                }
+                if e.blocks_sandbox() {
+                    self.sandbox_failures = self.sandbox_failures.saturating_add(1);
+                } else {
+                    self.sandbox_failures = 0;
+                }
+                self.last_error = Some(text.clone());
+                self.status.message = Some(text);
+            }
+            Ok(()) => {
+                self.sandbox_failures = 0;
+                self.last_error = None;
+            }
         }
         let removed = self.gc(&relisted).await;
         self.status = status::pod_status(status::Inputs {

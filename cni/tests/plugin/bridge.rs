@@ -274,6 +274,7 @@ pub fn masq_hostport_dual_stack() {
         &data,
         json!({
             "ipMasq": true,
+            "hairpinMode": true,
             "ipam": {"ranges": [[{"subnet": "10.199.1.0/24"}], [{"subnet": "fd00:199:1::/64"}]]},
             "runtimeConfig": {"portMappings": [
                 {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
@@ -321,13 +322,17 @@ pub fn masq_hostport_dual_stack() {
     let www = tmp.0.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("index.html"), "hello from pod a\n").unwrap();
-    let mut httpd = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &a.name, "busybox", "httpd", "-f", "-p", "80", "-h",
-        ])
-        .arg(&www)
-        .spawn()
-        .unwrap();
+    // busybox httpd on pod a's port 80, serving `www`.
+    let serve_in_a = || {
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &a.name, "busybox", "httpd", "-f", "-p", "80", "-h",
+            ])
+            .arg(&www)
+            .spawn()
+            .unwrap()
+    };
+    let mut httpd = serve_in_a();
     let got = wait_for(10, || {
         outside
             .exec_ok("timeout 5 busybox wget -q -O /dev/null http://192.168.251.1:8080/index.html")
@@ -357,19 +362,30 @@ pub fn masq_hostport_dual_stack() {
     );
     assert!(node.ruleset().contains("basalt-cni ctr-ma eth0"));
     // The node itself reaches the hostPort on its own address (output chain).
-    let mut httpd = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &a.name, "busybox", "httpd", "-f", "-p", "80", "-h",
-        ])
-        .arg(&www)
-        .spawn()
-        .unwrap();
+    let mut httpd = serve_in_a();
     let from_node = wait_for(10, || {
         node.exec_ok("timeout 5 busybox wget -q -O /dev/null http://192.168.251.1:8080/index.html")
     });
     let _ = httpd.kill();
     let _ = httpd.wait();
     assert!(from_node, "hostPort from the node itself failed");
+    // And on the node's loopback, as clients test `http://127.0.0.1:<hostPort>` (route_localnet on the
+    // bridge, the loopback source masqueraded); and hairpin, the pod through its own hostPort on the node's
+    // address (its source masqueraded, or it would answer itself over lo).
+    let mut httpd = serve_in_a();
+    let from_loopback = wait_for(10, || {
+        node.exec_ok("timeout 5 busybox wget -q -O /dev/null http://127.0.0.1:8080/index.html")
+    });
+    let hairpin =
+        a.exec_ok("timeout 5 busybox wget -q -O /dev/null http://192.168.251.1:8080/index.html");
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    assert!(
+        from_loopback,
+        "hostPort on 127.0.0.1 failed\n{}",
+        node.ruleset()
+    );
+    assert!(hairpin, "hostPort from the pod itself (hairpin) failed");
     // Port 8080 on another host is not hijacked: pod b reaches the outside's own 8080.
     let www_out = tmp.0.join("www-out");
     std::fs::create_dir_all(&www_out).unwrap();

@@ -243,15 +243,12 @@ impl Profile {
                     LinuxSeccompOperator::ScmpCmpGt => (CondOp::Gt, arg.value()),
                     LinuxSeccompOperator::ScmpCmpGe => (CondOp::Ge, arg.value()),
                     // As in libseccomp: `value` is the mask, `valueTwo` what the masked argument must equal,
-                    // itself masked (bits outside the mask are ignored, not "never equal").
+                    // itself masked (bits outside the mask are ignored, not "never equal"). A missing
+                    // `valueTwo` is 0, as runc and crun read it: Go's `omitempty` drops a zero, so the
+                    // profiles of containerd, Docker and runtime-tools never spell it out.
                     LinuxSeccompOperator::ScmpCmpMaskedEq => (
                         CondOp::MaskedEq { mask: arg.value() },
-                        arg.value_two().ok_or_else(|| {
-                            Error::invalid(
-                                format!("{apath}.valueTwo"),
-                                "SCMP_CMP_MASKED_EQ needs valueTwo (the value after masking)",
-                            )
-                        })? & arg.value(),
+                        arg.value_two().unwrap_or(0) & arg.value(),
                     ),
                 };
                 conds.push(Cond {

@@ -38,9 +38,14 @@ impl Daemon {
             .append(true)
             .open(&log)?;
         let (mut cmd, socket) = match endpoint {
-            Endpoint::Containerd => {
+            Endpoint::Containerd | Endpoint::ContainerdBasaltRunc => {
+                let runtime = match endpoint {
+                    Endpoint::ContainerdBasaltRunc => Some(basalt_runc_link(dir)?),
+                    _ => None,
+                };
                 let config = dir.join("containerd.toml");
-                std::fs::write(&config, containerd_config(dir, net, registry, pause_image))?;
+                let text = containerd_config(dir, net, registry, pause_image, runtime.as_deref());
+                std::fs::write(&config, text)?;
                 let mut cmd = Command::new("containerd");
                 cmd.arg("--config").arg(&config);
                 (cmd, dir.join("containerd.sock"))
@@ -107,11 +112,35 @@ impl Drop for Daemon {
     }
 }
 
+/// `<dir>/basalt-runc`, a link to the `basalt` under test: the multi-call binary is our runtime by that name.
+fn basalt_runc_link(dir: &Path) -> Result<PathBuf> {
+    let link = dir.join("basalt-runc");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(basalt_bin(), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    Ok(link)
+}
+
 /// containerd 1.6 with only what a CRI node needs: runc through the v2 shim with the cgroupfs driver (the host
 /// is cgroup v1 hybrid), runc state under the harness, the local registry as a plain-HTTP mirror of itself,
-/// and the harness's CNI network.
-fn containerd_config(dir: &Path, net: &Network, registry: &str, pause_image: &str) -> String {
+/// and the harness's CNI network. With `runtime`, that binary is the shim's runc (`BinaryName`) and a
+/// container that asks for no seccomp profile gets RuntimeDefault, as under a kubelet's `--seccomp-default`.
+fn containerd_config(
+    dir: &Path,
+    net: &Network,
+    registry: &str,
+    pause_image: &str,
+    runtime: Option<&Path>,
+) -> String {
     let d = dir.display();
+    let (binary_name, unset_seccomp) = match runtime {
+        Some(bin) => (
+            format!("\n        BinaryName = \"{}\"", bin.display()),
+            "\n  unset_seccomp_profile = \"runtime/default\"",
+        ),
+        None => (String::new(), ""),
+    };
     format!(
         r#"version = 2
 root = "{d}/root"
@@ -131,7 +160,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   disable_apparmor = true
   # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which a CI container may lack.
   restrict_oom_score_adj = true
-  enable_selinux = false
+  enable_selinux = false{unset_seccomp}
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -139,7 +168,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        Root = "{d}/runc"
+        Root = "{d}/runc"{binary_name}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{conf_dir}"

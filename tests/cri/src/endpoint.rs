@@ -11,6 +11,10 @@ pub enum Endpoint {
     Containerd,
     /// `basalt agent --cri-only`, the binary from `BASALT_BIN` (default: see [`basalt_bin`]).
     Basalt,
+    /// Debian's containerd again, with our runtime as its runc (`BinaryName` = a `basalt-runc` link to
+    /// [`basalt_bin`]) and every container without a profile under RuntimeDefault seccomp (containerd's
+    /// own profile, compiled by our runtime): what a containerd user who swaps runc for ours runs.
+    ContainerdBasaltRunc,
 }
 
 impl Endpoint {
@@ -18,7 +22,18 @@ impl Endpoint {
         match self {
             Endpoint::Containerd => "containerd",
             Endpoint::Basalt => "basalt",
+            Endpoint::ContainerdBasaltRunc => "containerd+basalt-runc",
         }
+    }
+
+    /// Whether containerd's CRI plugin answers (whatever runtime runs its containers).
+    pub fn is_containerd(self) -> bool {
+        matches!(self, Endpoint::Containerd | Endpoint::ContainerdBasaltRunc)
+    }
+
+    /// Whether the containers run on our runtime (`basalt-runc` or the agent's monitors).
+    pub fn runs_our_runtime(self) -> bool {
+        matches!(self, Endpoint::Basalt | Endpoint::ContainerdBasaltRunc)
     }
 
     /// `Err(reason)` when this endpoint cannot be started here.
@@ -27,6 +42,17 @@ impl Endpoint {
             Endpoint::Containerd => {
                 basalt_testsupport::require_tool("containerd", "containerd")
                     .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Endpoint::ContainerdBasaltRunc => {
+                Endpoint::Containerd.availability()?;
+                let bin = basalt_bin();
+                if !bin.is_file() {
+                    return Err(format!(
+                        "{} does not exist (set BASALT_BIN or `cargo build`)",
+                        bin.display()
+                    ));
+                }
                 Ok(())
             }
             Endpoint::Basalt => {

@@ -189,6 +189,19 @@ impl Harness {
         }
     }
 
+    /// The first repo digest (`name@sha256:…`) ImageStatus gives for the fixture `name`, once pulled.
+    pub async fn repo_digest(&self, name: &str) -> Option<String> {
+        let req = api::ImageStatusRequest {
+            image: Some(api::ImageSpec {
+                image: self.image(name),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        let answer = self.cri.images.clone().image_status(req).await.ok()?;
+        answer.into_inner().image?.repo_digests.into_iter().next()
+    }
+
     /// PullImage of the reference `image`, without credentials: the image reference, or the call's error.
     pub async fn pull_image(&self, image: &str) -> Result<String, Status> {
         let spec = api::ImageSpec {
@@ -277,7 +290,7 @@ impl Harness {
     /// removal can tell those mounts apart. [`Harness::run_pod`] does this; a caller that times the CRI calls
     /// alone runs the pod with [`Harness::run_pod_with`] and calls this after the clock stops.
     pub fn track(&self, pod: &Pod) {
-        let fp = Footprint::observe(&pod.id, vec![], pod.cgroup_parent(), None, None);
+        let fp = Footprint::observe(&pod.id, vec![], pod.cgroup_parent(), None, None, None);
         if let Some(ino) = fp.netns_inode {
             let mut seen = self.netns_seen.lock().unwrap();
             seen.extend(fp.netns_mounts.into_iter().map(|m| (ino, m)));
@@ -490,15 +503,33 @@ impl Harness {
             .into_iter()
             .map(|c| c.id)
             .collect();
-        let ip = self
-            .sandbox_status(&pod.id)
+        let req = api::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id.clone(),
+            verbose: true,
+        };
+        let answer = self
+            .cri
+            .runtime
+            .clone()
+            .pod_sandbox_status(req)
             .await
             .expect("PodSandboxStatus")
-            .network
+            .into_inner();
+        let netns = leaks::netns_path_from_info(&answer.info);
+        let ip = answer
+            .status
+            .and_then(|s| s.network)
             .map(|n| n.ip)
             .filter(|ip| !ip.is_empty());
         let lease = ip.as_ref().map(|ip| self.net.lease_path(ip));
-        Footprint::observe(&pod.id, containers, pod.cgroup_parent(), ip, lease)
+        Footprint::observe(
+            &pod.id,
+            containers,
+            pod.cgroup_parent(),
+            netns.as_deref(),
+            ip,
+            lease,
+        )
     }
 
     /// StopPodSandbox + RemovePodSandbox, then checks that nothing of the pod is left on the host.
@@ -647,17 +678,53 @@ async fn remove_all(socket: &Path) -> Result<()> {
 }
 
 impl Harness {
-    /// Processes still naming this instance's directory (shims) and mounts under it.
+    /// What this instance left once every pod was removed through the API and the daemon is gone: processes
+    /// naming its directory (shims) or in its cgroups, cgroups below the pod level, pod network namespaces
+    /// still mounted, ports on its bridge, mounts under its directory. Checked for every case, kubelet cases
+    /// included, before the last-resort cleanup touches anything.
     fn instance_leftovers(&self) -> Vec<String> {
         let dir = self.dir().to_string_lossy().into_owned();
+        let cg = format!("{CGROUP_ROOT}/{}", self.token);
         let mut left = Vec::new();
         for pid in leaks::pids_naming(&dir) {
             left.push(format!("process {pid} ({})", leaks::comm(pid)));
         }
+        for pid in leaks::pids_in_cgroup(&cg) {
+            left.push(format!("process {pid} ({}) in {cg}", leaks::comm(pid)));
+        }
+        for top in leaks::cgroup_dirs(&cg) {
+            for d in cgroups_below(&top) {
+                let rel = d.strip_prefix(&top).unwrap_or(&d);
+                // The harness's own levels: a pod's cgroup parent (`pod<uid>`, which the harness names as a
+                // kubelet would, and a runtime makes on demand) and the kubelet suite's QoS levels (its node
+                // removes them). Anything deeper is a container's, or a pod cgroup a kubelet left.
+                let own = rel.components().count() == 1
+                    && rel.to_str().is_some_and(|r| r.starts_with("pod"))
+                    || ["kubepods", "kubepods/burstable", "kubepods/besteffort"]
+                        .iter()
+                        .any(|q| rel == Path::new(q));
+                if !own {
+                    left.push(format!("cgroup {}", d.display()));
+                }
+            }
+        }
+        let seen = self
+            .netns_seen
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
         for m in leaks::mountinfo() {
             if m.mount_point.starts_with(&dir) {
                 left.push(format!("mount {} ({})", m.mount_point, m.fs_type));
+            } else if seen
+                .iter()
+                .any(|(i, mp)| m.root == format!("net:[{i}]") && m.mount_point == *mp)
+            {
+                left.push(format!("pod network namespace {}", m.mount_point));
             }
+        }
+        for port in self.net.bridge_ports() {
+            left.push(format!("veth {port} on {}", self.net.bridge));
         }
         left
     }
@@ -705,6 +772,19 @@ impl Harness {
         }
         // `/basalt-critests` itself stays: other harnesses may be using it.
     }
+}
+
+/// Every cgroup directory below `dir`, parents before children.
+fn cgroups_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for child in crate::network::list_dir(dir) {
+        let p = dir.join(child);
+        if p.is_dir() {
+            out.push(p.clone());
+            out.extend(cgroups_below(&p));
+        }
+    }
+    out
 }
 
 /// rmdir bottom-up (cgroup directories can only be removed empty, and only with rmdir).

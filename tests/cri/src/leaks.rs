@@ -1,6 +1,7 @@
 //! What a pod puts on the host, found from the outside (procfs, sysfs, mountinfo, the IPAM directory) so the
-//! same checker works for any CRI server: processes in the pod's cgroup parent, the pod's netns (by inode, so
-//! a bind mount of it under any name is found), the host end of its veth, its IP lease, its cgroups and mounts.
+//! same checker works for any CRI server: processes in the pod's cgroup parent, the pod's netns (by the path
+//! the runtime pinned it at, or through a process in it; then by inode, so a bind mount of it under any name
+//! is found), the host end of its veth, its IP lease, its cgroups (v1 hierarchies or the v2 tree) and mounts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,11 +24,14 @@ pub struct Footprint {
 }
 
 impl Footprint {
-    /// Reads the pod's processes, netns and veth from the host.
+    /// Reads the pod's processes, netns and veth from the host. `netns_path` is where the runtime pinned the
+    /// pod's network namespace (PodSandboxStatus' verbose info, see [`netns_path_from_info`]): a pod with no
+    /// running process (ours has no pause process) is found by it; without it, through a process in the pod.
     pub fn observe(
         sandbox_id: &str,
         container_ids: Vec<String>,
         cgroup_parent: &str,
+        netns_path: Option<&Path>,
         ip: Option<String>,
         lease: Option<PathBuf>,
     ) -> Footprint {
@@ -35,11 +39,21 @@ impl Footprint {
         let host_ns = ns_inode(Path::new("/proc/self/ns/net"));
         let mut netns_inode = None;
         let mut host_veth = None;
-        for pid in &pids {
+        if let Some(path) = netns_path {
+            let ino = std::fs::metadata(path).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            });
+            if ino.is_some() && ino != host_ns {
+                netns_inode = ino;
+                host_veth = peer_veth(&format!("--net={}", path.display()));
+            }
+        }
+        for pid in pids.iter().filter(|_| netns_inode.is_none()) {
             let ino = ns_inode(&PathBuf::from(format!("/proc/{pid}/ns/net")));
             if ino.is_some() && ino != host_ns {
                 netns_inode = ino;
-                host_veth = peer_veth(*pid);
+                host_veth = peer_veth(&format!("--net=/proc/{pid}/ns/net"));
                 break;
             }
         }
@@ -187,14 +201,45 @@ pub fn pids_in_cgroup(parent: &str) -> Vec<u32> {
         .collect()
 }
 
-/// `parent` in each mounted v1 hierarchy (and the unified one), where it exists.
+/// `parent` in each mounted v1 hierarchy (and the hybrid unified one), or in the v2 tree, where it exists.
 pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    cgroup_dirs_under(Path::new("/sys/fs/cgroup"), parent)
+}
+
+/// [`cgroup_dirs`] with the cgroup mount at `root`: a pure v2 mount (its root has `cgroup.controllers`) is
+/// one tree; otherwise every directory in it is a hierarchy (v1 controllers, `unified`, `systemd`).
+pub fn cgroup_dirs_under(root: &Path, parent: &str) -> Vec<PathBuf> {
     let rel = parent.trim_start_matches('/');
-    crate::network::list_dir(Path::new("/sys/fs/cgroup"))
+    let trees: Vec<PathBuf> = if root.join("cgroup.controllers").is_file() {
+        vec![root.to_owned()]
+    } else {
+        crate::network::list_dir(root)
+            .into_iter()
+            .map(|c| root.join(c))
+            .collect()
+    };
+    trees
         .into_iter()
-        .map(|c| Path::new("/sys/fs/cgroup").join(c).join(rel))
+        .map(|t| t.join(rel))
         .filter(|p| p.is_dir())
         .collect()
+}
+
+/// Where a runtime pinned a sandbox's network namespace, from PodSandboxStatus' verbose `info`: ours says
+/// `namespaces.net`; containerd puts the pause container's runtime spec there, whose network namespace
+/// entry has the path.
+pub fn netns_path_from_info(info: &std::collections::HashMap<String, String>) -> Option<PathBuf> {
+    let v: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
+    if let Some(p) = v["namespaces"]["net"].as_str() {
+        return Some(PathBuf::from(p));
+    }
+    v["runtimeSpec"]["linux"]["namespaces"]
+        .as_array()?
+        .iter()
+        .find(|n| n["type"] == "network")?["path"]
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 pub fn comm(pid: u32) -> String {
@@ -219,19 +264,11 @@ fn ns_inode(path: &Path) -> Option<u64> {
     s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// The host end of the veth whose other end is `eth0` in `pid`'s network namespace.
-fn peer_veth(pid: u32) -> Option<String> {
+/// The host end of the veth whose other end is `eth0` in the network namespace `nsenter` enters with
+/// `net_arg` (`--net=FILE`).
+fn peer_veth(net_arg: &str) -> Option<String> {
     let out = Command::new("nsenter")
-        .args([
-            "-t",
-            &pid.to_string(),
-            "-n",
-            "ip",
-            "-o",
-            "link",
-            "show",
-            "eth0",
-        ])
+        .args([net_arg, "ip", "-o", "link", "show", "eth0"])
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -301,5 +338,92 @@ mod tests {
         std::fs::remove_dir(&cg).unwrap();
         assert_eq!(fp.leftovers(), Vec::<String>::new());
         let _ = std::fs::remove_dir(cg.parent().unwrap());
+    }
+
+    /// A pod with no process at all (ours has no pause process) is still found by its pinned netns: the
+    /// netns mount and the host end of its veth are leftovers until removed, and so is a container cgroup
+    /// left under the pod's.
+    #[test]
+    fn a_pinned_netns_its_veth_and_a_child_cgroup_are_found() {
+        let id = format!("leakns{}", std::process::id());
+        let tmp = tempfile::tempdir().unwrap();
+        let pin = tmp.path().join("netns");
+        std::fs::write(&pin, b"").unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let net = format!("--net={}", pin.display());
+        run(&["unshare", &net, "true"]);
+        let host_end = format!("lk{}", std::process::id() % 100_000);
+        run(&[
+            "nsenter", &net, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", &host_end,
+        ]);
+        run(&[
+            "nsenter", &net, "ip", "link", "set", &host_end, "netns", "1",
+        ]);
+        let parent = format!("/basalt-critests/unit-{id}/pod");
+        let cg = Path::new("/sys/fs/cgroup/pids").join(parent.trim_start_matches('/'));
+        std::fs::create_dir_all(cg.join("container")).unwrap();
+
+        let fp = Footprint::observe(&id, vec![], &parent, Some(&pin), None, None);
+        let left = fp.leftovers().join("\n");
+        let _ = Command::new("ip").args(["link", "del", &host_end]).status();
+        let _ = nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(cg.join("container"));
+        assert!(fp.netns_inode.is_some(), "{fp:?}");
+        assert_eq!(fp.host_veth.as_deref(), Some(host_end.as_str()), "{fp:?}");
+        assert!(left.contains(&format!("mount {}", pin.display())), "{left}");
+        assert!(left.contains(&format!("host veth {host_end}")), "{left}");
+        assert!(left.contains("container"), "{left}");
+        assert_eq!(fp.leftovers(), Vec::<String>::new());
+        std::fs::remove_dir(&cg).unwrap();
+        let _ = std::fs::remove_dir(cg.parent().unwrap());
+    }
+
+    /// On a pure v2 mount the pod's cgroup is one directory of the tree, not one per hierarchy.
+    #[test]
+    fn cgroup_dirs_know_the_v1_and_the_v2_layout() {
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        std::fs::create_dir_all(v2.path().join("kubepods/pod1")).unwrap();
+        std::fs::create_dir_all(v2.path().join("other")).unwrap();
+        assert_eq!(
+            cgroup_dirs_under(v2.path(), "/kubepods/pod1"),
+            [v2.path().join("kubepods/pod1")]
+        );
+        let v1 = tempfile::tempdir().unwrap();
+        for h in ["memory", "pids", "unified"] {
+            std::fs::create_dir_all(v1.path().join(h).join("kubepods/pod1")).unwrap();
+        }
+        std::fs::create_dir_all(v1.path().join("cpu")).unwrap();
+        let mut got = cgroup_dirs_under(v1.path(), "/kubepods/pod1");
+        got.sort();
+        let want: Vec<PathBuf> = ["memory", "pids", "unified"]
+            .iter()
+            .map(|h| v1.path().join(h).join("kubepods/pod1"))
+            .collect();
+        assert_eq!(got, want);
+        let info = std::collections::HashMap::from([(
+            "info".to_owned(),
+            r#"{"runtimeSpec":{"linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/var/run/netns/cni-1"}]}}}"#
+                .to_owned(),
+        )]);
+        assert_eq!(
+            netns_path_from_info(&info),
+            Some(PathBuf::from("/var/run/netns/cni-1"))
+        );
+        let ours = std::collections::HashMap::from([(
+            "info".to_owned(),
+            r#"{"namespaces":{"net":"/run/basalt/pods/x/netns"}}"#.to_owned(),
+        )]);
+        assert_eq!(
+            netns_path_from_info(&ours),
+            Some(PathBuf::from("/run/basalt/pods/x/netns"))
+        );
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! | module     | what it holds                                                                          |
 //! |------------|----------------------------------------------------------------------------------------|
-//! | `endpoint` | `Endpoint::{Containerd, Basalt}`, `BASALT_BIN`, the visible skip of an absent endpoint |
+//! | `endpoint` | `Endpoint::{Containerd, Basalt, ContainerdBasaltRunc}`, `BASALT_BIN`, visible skips     |
 //! | `daemon`   | starting containerd (temp config) or `basalt agent --cri-only` on private directories  |
 //! | `network`  | the CNI bridge conflist of one harness on `10.222.<slot>.0/24`, slots claimed by flock |
 //! | `client`   | the tonic CRI client over the unix socket                                              |
@@ -35,22 +35,44 @@ pub use leaks::Footprint;
 /// Instantiates the async test function `$name(Endpoint)` once per endpoint: `<name>::containerd` and
 /// `<name>::basalt`. The Basalt variant skips, visibly on the terminal, while the `basalt` binary has no
 /// `agent --cri-only` yet.
+///
+/// `cri_test!(name, runc)` adds `<name>::containerd_basalt_runc`: containerd's CRI over our runtime as its
+/// runc. Only the cases that exercise what a drop-in runc is asked for (the OCI calls containerd's shim
+/// makes, the spec containerd writes, seccomp, stdio, teardown) run there; the CRI layer is containerd's own
+/// and is already covered by `<name>::containerd`, so the rest would only add time.
 #[macro_export]
 macro_rules! cri_test {
     ($name:ident) => {
         mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn containerd() {
-                super::$name($crate::Endpoint::Containerd).await
-            }
+            $crate::cri_test!(@containerd_and_basalt $name);
+        }
+    };
+    ($name:ident, runc) => {
+        mod $name {
+            $crate::cri_test!(@containerd_and_basalt $name);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn basalt() {
-                if $crate::endpoint::skip_unavailable($crate::Endpoint::Basalt, stringify!($name)) {
+            async fn containerd_basalt_runc() {
+                let endpoint = $crate::Endpoint::ContainerdBasaltRunc;
+                if $crate::endpoint::skip_unavailable(endpoint, stringify!($name)) {
                     return;
                 }
-                super::$name($crate::Endpoint::Basalt).await
+                super::$name(endpoint).await
             }
+        }
+    };
+    (@containerd_and_basalt $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn containerd() {
+            super::$name($crate::Endpoint::Containerd).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn basalt() {
+            if $crate::endpoint::skip_unavailable($crate::Endpoint::Basalt, stringify!($name)) {
+                return;
+            }
+            super::$name($crate::Endpoint::Basalt).await
         }
     };
 }

@@ -63,7 +63,7 @@ async fn two_containers_talk_over_localhost(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(exec_sync);
+cri_test!(exec_sync, runc);
 
 /// ExecSync returns stdout, stderr and the exit code apart; a command outliving its timeout is cut short.
 async fn exec_sync(endpoint: Endpoint) {
@@ -173,7 +173,7 @@ async fn log_format_and_reopen(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(stop_grace_then_kill);
+cri_test!(stop_grace_then_kill, runc);
 
 /// StopContainer sends TERM and waits for the grace period: a process that traps TERM exits 0 well within it;
 /// one that ignores TERM is killed after it (137 = 128 + SIGKILL).
@@ -239,7 +239,7 @@ async fn stop_grace_then_kill(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(oom_killed);
+cri_test!(oom_killed, runc);
 
 /// A container that outgrows a 16 MiB memory limit is OOM-killed and reported as such.
 async fn oom_killed(endpoint: Endpoint) {
@@ -285,7 +285,7 @@ async fn oom_killed(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(run_as_user);
+cri_test!(run_as_user, runc);
 
 /// runAsUser overrides the image's user; an image's USER applies without it; ImageStatus reports the image
 /// user, which is what the kubelet's runAsNonRoot check reads (CRI v1 has no runAsNonRoot field: the kubelet
@@ -341,7 +341,7 @@ async fn run_as_user(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(readonly_rootfs);
+cri_test!(readonly_rootfs, runc);
 
 /// readonlyRootfs: writing to / fails with EROFS.
 async fn readonly_rootfs(endpoint: Endpoint) {
@@ -361,25 +361,31 @@ async fn readonly_rootfs(endpoint: Endpoint) {
     h.assert_empty().await;
 }
 
-cri_test!(seccomp_runtime_default_blocks_unshare);
+cri_test!(seccomp_runtime_default_blocks_unshare, runc);
 
 /// RuntimeDefault seccomp refuses unshare(CLONE_NEWUSER) to a container without CAP_SYS_ADMIN; Unconfined
-/// lets it through (a user namespace needs no capability).
+/// lets it through (a user namespace needs no capability). A nil profile is Unconfined at the CRI: the
+/// kubelet's `--seccomp-default` decides RuntimeDefault, not the runtime.
 async fn seccomp_runtime_default_blocks_unshare(endpoint: Endpoint) {
     let h = Harness::start(endpoint).await;
     h.pull(BUSYBOX).await;
     let pod = h.run_pod("seccomp").await;
     let mut out = Vec::new();
+    let mut mode = Vec::new();
     for (name, profile) in [
         (
             "default",
-            api::security_profile::ProfileType::RuntimeDefault,
+            Some(api::security_profile::ProfileType::RuntimeDefault),
         ),
-        ("unconfined", api::security_profile::ProfileType::Unconfined),
+        (
+            "unconfined",
+            Some(api::security_profile::ProfileType::Unconfined),
+        ),
+        ("unset", None),
     ] {
         let mut cfg = h.container_config(name, BUSYBOX, &["sleep", "3600"]);
-        security(&mut cfg).seccomp = Some(api::SecurityProfile {
-            profile_type: profile as i32,
+        security(&mut cfg).seccomp = profile.map(|p| api::SecurityProfile {
+            profile_type: p as i32,
             localhost_ref: String::new(),
         });
         let id = h.create_start(&pod, cfg).await;
@@ -388,7 +394,23 @@ async fn seccomp_runtime_default_blocks_unshare(endpoint: Endpoint) {
                 .await
                 .unwrap(),
         );
+        let status = h
+            .exec_sync(&id, &["grep", "^Seccomp:", "/proc/self/status"], 10)
+            .await
+            .unwrap();
+        mode.push(String::from_utf8_lossy(&status.stdout).trim().to_owned());
     }
+    // That endpoint's containerd is configured as a kubelet with `--seccomp-default` would make it.
+    let nil = if endpoint == Endpoint::ContainerdBasaltRunc {
+        "Seccomp:\t2"
+    } else {
+        "Seccomp:\t0"
+    };
+    assert_eq!(
+        mode,
+        ["Seccomp:\t2", "Seccomp:\t0", nil],
+        "RuntimeDefault, Unconfined, nil"
+    );
     assert_ne!(
         out[0].exit_code, 0,
         "RuntimeDefault allowed unshare: {:?}",
@@ -446,10 +468,12 @@ async fn recursive_read_only_mount(endpoint: Endpoint) {
         });
         let id = match h.create_container(&pod, cfg).await {
             Ok(id) => id,
-            Err(e) => {
+            // containerd 1.6 predates the field; ours must create both, or the case proves nothing.
+            Err(e) if endpoint.is_containerd() => {
                 results.push((name, format!("CreateContainer: {e}")));
                 continue;
             }
+            Err(e) => panic!("CreateContainer {name} (recursive_read_only {rro}): {e}"),
         };
         h.start_container(&id).await.unwrap();
         let top = h.exec_sync(&id, &["touch", "/vol/x"], 10).await.unwrap();
@@ -459,7 +483,7 @@ async fn recursive_read_only_mount(endpoint: Endpoint) {
             .await
             .unwrap();
         results.push((name, format!("submount write exit {}", r.exit_code)));
-        if endpoint == Endpoint::Basalt {
+        if !endpoint.is_containerd() {
             assert_eq!(
                 r.exit_code != 0,
                 rro,
@@ -560,7 +584,9 @@ async fn stats_and_events(endpoint: Endpoint) {
                 eth0.rx_bytes
             );
         }
-        (Endpoint::Containerd, Err(e)) => println!("[containerd] PodSandboxStats: {e}"),
+        (Endpoint::Containerd | Endpoint::ContainerdBasaltRunc, Err(e)) => {
+            println!("[containerd] PodSandboxStats: {e}")
+        }
         (Endpoint::Basalt, Err(e)) => panic!("PodSandboxStats: {e}"),
     }
     // CRI metrics (kubelet's PodAndContainerStatsFromCRI): every metric a pod reports has a descriptor.
@@ -572,12 +598,16 @@ async fn stats_and_events(endpoint: Endpoint) {
         .await;
     match (endpoint, descriptors, metrics) {
         (Endpoint::Basalt, Ok(d), Ok(m)) => {
-            let names: Vec<String> = d
-                .into_inner()
-                .descriptors
-                .into_iter()
-                .map(|d| d.name)
-                .collect();
+            let descriptors = d.into_inner().descriptors;
+            let names: Vec<String> = descriptors.iter().map(|d| d.name.clone()).collect();
+            // The names and labels of the kubelet's /metrics/cadvisor, which it builds from these.
+            for d in &descriptors {
+                assert_eq!(
+                    d.label_keys[..6],
+                    ["container", "id", "image", "name", "namespace", "pod"],
+                    "{d:?}"
+                );
+            }
             let pods = m.into_inner().pod_metrics;
             let ours = pods
                 .iter()
@@ -588,13 +618,51 @@ async fn stats_and_events(endpoint: Endpoint) {
                 .iter()
                 .find(|c| c.container_id == id)
                 .unwrap_or_else(|| panic!("no metrics for container {id}: {ours:?}"));
-            for m in &c.metrics {
-                assert!(
-                    names.contains(&m.name),
-                    "{} has no descriptor in {names:?}",
-                    m.name
+            let keys = |name: &str| {
+                descriptors
+                    .iter()
+                    .find(|d| d.name == name)
+                    .unwrap_or_else(|| panic!("{name} has no descriptor in {names:?}"))
+                    .label_keys
+                    .clone()
+            };
+            for m in c.metrics.iter().chain(&ours.metrics) {
+                let k = keys(&m.name);
+                assert_eq!(k.len(), m.label_values.len(), "{m:?} vs {k:?}");
+            }
+            let label = |m: &api::Metric, key: &str| {
+                let k = keys(&m.name);
+                m.label_values[k.iter().position(|x| x == key).unwrap()].clone()
+            };
+            for name in [
+                "container_memory_usage_bytes",
+                "container_fs_usage_bytes",
+                "container_processes",
+                "container_last_seen",
+            ] {
+                let m = c.metrics.iter().find(|m| m.name == name);
+                let m = m.unwrap_or_else(|| panic!("no {name}: {c:?}"));
+                assert_eq!(label(m, "container"), "c", "{m:?}");
+                assert_eq!(
+                    label(m, "namespace"),
+                    pod.config.metadata.as_ref().unwrap().namespace
                 );
             }
+            let rx = ours
+                .metrics
+                .iter()
+                .find(|m| m.name == "container_network_receive_bytes_total")
+                .unwrap_or_else(|| panic!("no pod network metric: {:?}", ours.metrics));
+            assert_eq!(label(rx, "interface"), "eth0", "{rx:?}");
+            let procs = c
+                .metrics
+                .iter()
+                .find(|m| m.name == "container_processes")
+                .unwrap();
+            assert!(
+                procs.value.as_ref().is_some_and(|v| v.value >= 1),
+                "{procs:?}"
+            );
             let ws = c
                 .metrics
                 .iter()
@@ -612,7 +680,7 @@ async fn stats_and_events(endpoint: Endpoint) {
         }
         (Endpoint::Basalt, d, m) => panic!("CRI metrics: {:?} {:?}", d.err(), m.err()),
         // containerd 1.6 predates the metrics RPCs (added in CRI v1.27).
-        (Endpoint::Containerd, d, m) => println!(
+        (Endpoint::Containerd | Endpoint::ContainerdBasaltRunc, d, m) => println!(
             "[containerd] ListMetricDescriptors: {:?}, ListPodSandboxMetrics: {:?}",
             d.err().map(|e| e.code()),
             m.err().map(|e| e.code())
@@ -637,7 +705,7 @@ async fn stats_and_events(endpoint: Endpoint) {
             );
         }
         (Endpoint::Basalt, Err(e)) => panic!("GetContainerEvents: {e}"),
-        (Endpoint::Containerd, r) => println!(
+        (Endpoint::Containerd | Endpoint::ContainerdBasaltRunc, r) => println!(
             "[containerd] GetContainerEvents: {:?}",
             r.err().map(|e| e.code())
         ),
@@ -654,7 +722,7 @@ mod tokio_stream_compat {
     }
 }
 
-cri_test!(supplemental_groups_policy);
+cri_test!(supplemental_groups_policy, runc);
 
 /// SupplementalGroupsPolicy: Merge adds the groups the image's /etc/group gives the user (user 1000 is in
 /// `extra`, 2000), Strict uses only the pod's; ContainerStatus `user.linux` reports the effective ids, and
@@ -709,7 +777,7 @@ async fn supplemental_groups_policy(endpoint: Endpoint) {
         gid,
         supplemental_groups: groups.to_vec(),
     };
-    if endpoint == Endpoint::Basalt {
+    if !endpoint.is_containerd() {
         assert_eq!(features, Some(true));
         assert_eq!(seen[0].1, "1000 2000 3000");
         assert_eq!(
@@ -848,6 +916,19 @@ async fn image_volume(endpoint: Endpoint) {
         Some(h.image(NONROOT).as_str()),
         "{status:?}"
     );
+    // The digest each image volume was resolved to, as the kubelet reports it in the pod's status.
+    let nonroot_ref = h
+        .repo_digest(NONROOT)
+        .await
+        .expect("the nonroot image's repo digest");
+    assert_eq!(
+        status.mounts[0]
+            .image
+            .as_ref()
+            .map(|i| i.image_ref.as_str()),
+        Some(nonroot_ref.as_str()),
+        "{status:?}"
+    );
 
     // A missing image is NotFound naming the mount, and nothing is left of the attempt.
     let (mounts, roots) = (mounts_under(h.dir()), store_roots(&h));
@@ -870,7 +951,158 @@ async fn image_volume(endpoint: Endpoint) {
         "the container's root and its volumes: {roots:?}"
     );
 
+    // A writable image volume is refused, naming the field; so is a subPath the image lacks (and nothing is
+    // left of either attempt). A subPath it has is what the container sees at the mount point.
+    let mut rw = h.container_config("rw", BUSYBOX, &["true"]);
+    let mut writable = volume("/img", h.image(NONROOT));
+    writable.readonly = false;
+    rw.mounts.push(writable);
+    let e = h.create_container(&pod, rw).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("mounts[0].readonly"), "{e}");
+    let mut missing = h.container_config("nosub", BUSYBOX, &["true"]);
+    let mut m = volume("/sub", h.image(NONROOT));
+    m.image_sub_path = "no/such/dir".into();
+    missing.mounts.push(m);
+    let e = h.create_container(&pod, missing).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    assert!(e.message().contains("mounts[0].image_sub_path"), "{e}");
+    let mut escape = h.container_config("escape", BUSYBOX, &["true"]);
+    let mut m = volume("/sub", h.image(NONROOT));
+    m.image_sub_path = "../..".into();
+    escape.mounts.push(m);
+    let e = h.create_container(&pod, escape).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert_eq!(
+        mounts_under(h.dir()),
+        mounts,
+        "mounts left by refused creates"
+    );
+    assert_eq!(store_roots(&h), roots, "roots left by refused creates");
+    let mut sub = h.container_config("sub", BUSYBOX, &["sleep", "3600"]);
+    let mut m = volume("/etc-of-nonroot", h.image(NONROOT));
+    m.image_sub_path = "etc".into();
+    sub.mounts.push(m);
+    let sub_id = h.create_start(&pod, sub).await;
+    let cat = h
+        .exec_sync(&sub_id, &["cat", "/etc-of-nonroot/passwd"], 10)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&cat.stdout).contains("user:x:1000"),
+        "{cat:?}"
+    );
+
     h.remove_pod(&pod).await;
     h.assert_empty().await;
     assert_eq!(store_roots(&h), Vec::<String>::new());
+}
+
+cri_test!(bidirectional_mount_propagation, runc);
+
+/// `PROPAGATION_BIDIRECTIONAL` (a privileged pod, as for a CSI node plugin): a mount the container makes
+/// under the volume appears on the host, and one the host makes appears in the container. The host
+/// directory is a shared mount of its own, as the kubelet's `/var/lib/kubelet` is.
+async fn bidirectional_mount_propagation(endpoint: Endpoint) {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let host = tempfile::tempdir().unwrap();
+    let vol = host.path().join("vol");
+    std::fs::create_dir_all(vol.join("from-container")).unwrap();
+    std::fs::create_dir_all(vol.join("from-host")).unwrap();
+    mount(
+        Some(&vol),
+        &vol,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(Vec<std::path::PathBuf>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for p in self.0.iter().rev() {
+                let _ = umount2(p, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+    let mut guard = Unmount(vec![vol.clone()]);
+    mount(
+        None::<&str>,
+        &vol,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let mut pod_cfg = h.pod_config("bidir");
+    pod_cfg
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .privileged = true;
+    let pod = h.run_pod_with(pod_cfg).await.unwrap();
+    h.track(&pod);
+    let mut cfg = h.container_config("c", BUSYBOX, &["sleep", "3600"]);
+    security(&mut cfg).privileged = true;
+    cfg.mounts.push(api::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.to_string_lossy().into_owned(),
+        propagation: api::MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    });
+    let id = h
+        .create_container(&pod, cfg)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer with a bidirectional mount: {e}"));
+    h.start_container(&id).await.unwrap();
+    h.wait_state(&id, api::ContainerState::ContainerRunning, LONG)
+        .await;
+    // Container → host.
+    let r = h
+        .exec_sync(
+            &id,
+            &sh("mount -t tmpfs -o size=1m tmpfs /vol/from-container && touch /vol/from-container/made-inside"),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    guard.0.push(vol.join("from-container"));
+    assert!(
+        vol.join("from-container/made-inside").exists(),
+        "the container's mount did not reach the host"
+    );
+    // Host → container.
+    mount(
+        Some("tmpfs"),
+        &vol.join("from-host"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    guard.0.push(vol.join("from-host"));
+    std::fs::write(vol.join("from-host/made-outside"), b"x").unwrap();
+    let r = h
+        .exec_sync(&id, &["ls", "/vol/from-host"], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "made-outside\n",
+        "{r:?}"
+    );
+    // The container's own mount goes with it from the host's view too, once unmounted inside.
+    let r = h
+        .exec_sync(&id, &["umount", "/vol/from-container"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    assert!(!vol.join("from-container/made-inside").exists());
+    h.remove_pod(&pod).await;
+    drop(guard);
+    h.assert_empty().await;
 }

@@ -37,6 +37,29 @@ impl Node {
             .prefix("basalt-kubelet-")
             .tempdir()
             .unwrap();
+        Self::start_in(h, dir, tune).await
+    }
+
+    /// The kubelet stops where it is (as a SIGKILLed agent's would: its pods keep running), `meanwhile`
+    /// runs, and a new kubelet starts on the same directories.
+    async fn restart_after(
+        mut self,
+        h: &Harness,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> Node {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        drop(self);
+        meanwhile.await;
+        Self::start_in(h, dir, |_| {}).await
+    }
+
+    async fn start_in(
+        h: &Harness,
+        dir: tempfile::TempDir,
+        tune: impl FnOnce(&mut basalt_kubelet::Settings),
+    ) -> Node {
         let name = format!("n{}", h.token);
         let cgroup_root = format!("/basalt-critests/{}/kubepods", h.token);
         let settings = basalt_kubelet::Settings {
@@ -728,6 +751,116 @@ async fn malformed_manifest_is_skipped(endpoint: Endpoint) {
     node.wait_gone(&h, &u).await;
 }
 
+/// A pod whose manifest went away while the kubelet was down is torn down by the next kubelet (its sandbox,
+/// containers, pod directory and cgroup), as upstream's housekeeping does; a pod still declared is adopted,
+/// not touched.
+async fn orphaned_pods_are_cleaned_up_after_a_restart(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let node = Node::start(&h).await;
+    let img = h.image(BUSYBOX);
+    for name in ["orphan", "kept"] {
+        node.put(
+            &format!("{name}.yaml"),
+            &format!("kind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n"),
+        );
+    }
+    let orphan = node.wait("orphan", "running", |p| running(p, "c")).await;
+    let kept = node.wait("kept", "running", |p| running(p, "c")).await;
+    let kept_id = container_id(&kept, "c");
+    let pods_dir = node.dir.path().join("pods");
+    assert!(pods_dir.join(uid(&orphan)).join("pod.json").is_file());
+    // Down, and meanwhile the operator removes a manifest.
+    let manifest = node.dir.path().join("manifests/orphan.yaml");
+    let node = node
+        .restart_after(&h, async {
+            std::fs::remove_file(&manifest).unwrap();
+        })
+        .await;
+    let mut runtime = h.cri.runtime.clone();
+    node.wait_gone(&h, &uid(&orphan)).await;
+    let kept = node.wait("kept", "adopted", |p| running(p, "c")).await;
+    assert_eq!(
+        container_id(&kept, "c"),
+        kept_id,
+        "the kept pod was restarted"
+    );
+    let all = runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(all.len(), 1, "{all:?}");
+    node.remove("kept.yaml");
+    node.wait_gone(&h, &uid(&kept)).await;
+}
+
+/// A fresh node with no CNI network: the runtime says NetworkReady=false and why, the kubelet asks for no
+/// sandbox (a pod's status says upstream's "network is not ready"), and once a network appears the pod
+/// runs without anyone touching it: its worker backed off, it did not give up.
+async fn no_network_yet_is_reported_and_waited_out(endpoint: Endpoint) {
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let conf = h.net.conf_dir.join("10-basalt-critest.conflist");
+    let aside = h.dir().join("conflist.aside");
+    std::fs::rename(&conf, &aside).unwrap();
+    // containerd notices the removal through inotify: wait for what Status says, not for a clock.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cond = loop {
+        let st = h.runtime_status().await.status.unwrap();
+        let c = st
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "NetworkReady")
+            .unwrap();
+        if !c.status {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "NetworkReady stayed true");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "[{}] NetworkReady=false: {} {}",
+        endpoint.name(),
+        cond.reason,
+        cond.message
+    );
+    assert!(
+        !cond.reason.is_empty() && !cond.message.is_empty(),
+        "{cond:?}"
+    );
+    let node = Node::start(&h).await;
+    let img = h.image(BUSYBOX);
+    node.put(
+        "nonet.yaml",
+        &format!("kind: Pod\nmetadata: {{name: nonet}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sleep, \"3600\"]}}\n"),
+    );
+    let p = node
+        .wait("nonet", "waiting for the network", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.starts_with("network is not ready"))
+        })
+        .await;
+    let u = uid(&p);
+    assert!(
+        node.kubelet.cri.pod_sandboxes(&u).await.unwrap().is_empty(),
+        "a sandbox was asked for without a network"
+    );
+    // Written anew, as an operator (or a CNI daemonset) installs one.
+    std::fs::copy(&aside, &conf).unwrap();
+    std::fs::remove_file(&aside).unwrap();
+    let p = node
+        .wait("nonet", "running once the network is there", |p| {
+            running(p, "c")
+        })
+        .await;
+    node.remove("nonet.yaml");
+    node.wait_gone(&h, &uid(&p)).await;
+}
+
 /// `/exec`, `/attach` and `/portForward` of the kubelet API: the kubelet asks the CRI for a streaming URL and
 /// proxies the upgraded WebSocket to it. Without the bearer token the upgrade is refused.
 async fn exec_attach_port_forward_through_the_kubelet_api(endpoint: Endpoint) {
@@ -820,6 +953,8 @@ spec:
     node.wait_gone(&h, &u).await;
 }
 
+cri_test!(no_network_yet_is_reported_and_waited_out);
+cri_test!(orphaned_pods_are_cleaned_up_after_a_restart);
 cri_test!(web_pod_probes_restart_and_api);
 cri_test!(init_containers_run_once_in_order);
 cri_test!(sidecar_outlives_app_restarts);
@@ -1021,15 +1156,10 @@ async fn pleg_wakes_the_worker_on_exit(endpoint: Endpoint) {
         "pleg.yaml",
         &format!("kind: Pod\nmetadata: {{name: pleg}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: \"{img}\", imagePullPolicy: IfNotPresent, command: [sh, -c, \"sleep 2; exit 1\"]}}\n"),
     );
-    let t0 = Instant::now();
+    // The wait gives up long before the 600 s sync period: a restart seen at all was not the periodic sync.
     let p = node
         .wait("pleg", "restarted", |p| restarts(p, "c") >= 1)
         .await;
-    assert!(
-        t0.elapsed() < Duration::from_secs(120),
-        "the restart waited for the sync period: {:?}",
-        t0.elapsed()
-    );
     let (code, text) = node.get("/metrics", Some(&node.token));
     assert_eq!(code, 200);
     let (events, relists) = (
@@ -1047,7 +1177,7 @@ async fn pleg_wakes_the_worker_on_exit(endpoint: Endpoint) {
                 Some(basalt_kubelet::pleg::Mode::Events)
             );
         }
-        Endpoint::Containerd => {
+        Endpoint::Containerd | Endpoint::ContainerdBasaltRunc => {
             assert!(
                 events == 0 && relists > 0,
                 "events {events}, relists {relists}"
@@ -1107,9 +1237,6 @@ async fn container_gc_and_eviction_signals(endpoint: Endpoint) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let (code, body) = node.get("/stats/summary", Some(&node.token));
-    assert_eq!(code, 200);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let meminfo = |key: &str| {
         std::fs::read_to_string("/proc/meminfo")
             .unwrap()
@@ -1119,13 +1246,18 @@ async fn container_gc_and_eviction_signals(endpoint: Endpoint) {
             .unwrap()
             * 1024
     };
+    // memory.available is MemAvailable, which other tests running move: the reading must lie between what
+    // /proc/meminfo said just before and just after the request (a band, not a guessed tolerance).
+    let before = meminfo("MemAvailable:");
+    let (code, body) = node.get("/stats/summary", Some(&node.token));
+    let after = meminfo("MemAvailable:");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let mem = &v["node"]["memory"];
     let avail = mem["availableBytes"].as_u64().unwrap();
-    // memory.available is MemAvailable: read again now, it may have moved with the other tests running.
-    let now = meminfo("MemAvailable:");
     assert!(
-        avail.abs_diff(now) < 512 << 20,
-        "{mem} vs MemAvailable {now}"
+        (before.min(after)..=before.max(after)).contains(&avail),
+        "{mem} vs MemAvailable {before} before and {after} after"
     );
     assert!(avail < meminfo("MemTotal:"), "{mem}");
     // df on the filesystem of the pods dir (its parent: the dir appears with the first pod).

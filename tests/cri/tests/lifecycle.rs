@@ -5,7 +5,7 @@ use std::time::Duration;
 use basalt_cri_tests::{api, cri_test, Endpoint, Harness};
 use basalt_testsupport::fixtures::BUSYBOX;
 
-cri_test!(full_pod_lifecycle);
+cri_test!(full_pod_lifecycle, runc);
 
 /// pull, RunPodSandbox, Create, Start, RUNNING, Stop, Remove, RemovePodSandbox; then the lists are empty and no
 /// netns, veth, cgroup, mount, IP lease or process of the pod is left.
@@ -108,7 +108,15 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     let pid = basalt_cri_tests::leaks::wait_pid_naming(&marker, Duration::from_secs(10))
         .await
         .expect("the exiter's process");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+    };
     h.kill_daemon();
+    // The exit comes after this moment; the status read below is after the monitor recorded it.
+    let signalled_at = now();
     std::fs::write(signal.path().join("go"), "").unwrap();
     // Gone from /proc only once reaped: its monitor (or containerd's shim) has seen the exit by then.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -119,15 +127,12 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let exited_by = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64;
     h.start_daemon_again().await;
     let st = h
         .container_status(&exiter)
         .await
         .expect("the exiter is still known");
+    let read_at = now();
     assert_eq!(
         st.state,
         api::ContainerState::ContainerExited as i32,
@@ -135,8 +140,11 @@ async fn daemon_sigkill_recovers(endpoint: Endpoint) {
     );
     assert_eq!(st.exit_code, 42, "{st:?}");
     assert!(
-        st.finished_at > st.started_at && st.finished_at <= exited_by,
-        "finish time {} not between start {} and the moment it was seen gone {exited_by}",
+        st.finished_at > st.started_at
+            && st.finished_at >= signalled_at
+            && st.finished_at <= read_at,
+        "finish time {} not after start {} and the go signal {signalled_at}, and before the status was \
+         read {read_at}",
         st.finished_at,
         st.started_at
     );
@@ -395,4 +403,88 @@ async fn roots_of_a_create_cut_short_are_removed_at_start() {
     h.remove_pod(&pod).await;
     h.assert_empty().await;
     assert_eq!(names_in(&roots), Vec::<String>::new());
+}
+
+/// A newcomer's node: the whole agent (kubelet included) started with no CNI network configured writes the
+/// default bridge network (k3s's layout: 10.42.0.0/16, this node's /24) and reports the network ready. Basalt
+/// only: containerd writes no network of its own. The `--cri-only` case (nothing written, NetworkReady false)
+/// is in the kubelet suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_a_network_writes_the_default_one() {
+    if basalt_cri_tests::endpoint::skip_unavailable(Endpoint::Basalt, "default network") {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("basalt-defnet-")
+        .tempdir()
+        .unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("m")).unwrap();
+    let cni = d.join("cni");
+    let cgroup = format!("/basalt-critests/defnet-{}", std::process::id());
+    let mut agent = std::process::Command::new(basalt_cri_tests::endpoint::basalt_bin())
+        .args(["--config", "/dev/null", "--data-dir"])
+        .arg(d.join("data"))
+        .arg("--run-dir")
+        .arg(d.join("run"))
+        .args([
+            "agent",
+            "--kubelet-address",
+            "127.0.0.1:0",
+            "--manifest-dir",
+        ])
+        .arg(d.join("m"))
+        .arg("--cni-conf-dir")
+        .arg(&cni)
+        .arg("--pod-log-dir")
+        .arg(d.join("logs"))
+        .args(["--cgroup-parent", &cgroup])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(d.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let ready =
+        basalt_cri_tests::Cri::wait_ready(&d.join("run/cri.sock"), Duration::from_secs(30)).await;
+    let status = match ready {
+        Ok(c) => c
+            .runtime
+            .clone()
+            .status(api::StatusRequest { verbose: false })
+            .await
+            .map(|r| r.into_inner()),
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+    };
+    let _ = agent.kill();
+    let _ = agent.wait();
+    // The kubelet's QoS levels under its cgroup parent (empty: no pod ran), deepest first.
+    for top in basalt_cri_tests::leaks::cgroup_dirs(&cgroup) {
+        for rel in ["kubepods/burstable", "kubepods/besteffort", "kubepods", ""] {
+            let _ = std::fs::remove_dir(top.join(rel));
+        }
+    }
+    let log = std::fs::read_to_string(d.join("agent.log")).unwrap_or_default();
+    let status = status.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let net = status
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
+    assert!(net.status, "{net:?}\n{log}");
+    let conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cni.join("10-basalt.conflist")).unwrap()).unwrap();
+    assert_eq!(conf["plugins"][0]["type"], "bridge", "{conf}");
+    assert_eq!(
+        conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.42.0.0/24",
+        "{conf}"
+    );
+    assert!(log.contains("wrote the default bridge network"), "{log}");
+    // The agent's own directories only: no pod ran, so no bridge, mount or process of it exists.
+    let mounts: Vec<String> = basalt_cri_tests::leaks::mountinfo()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|m| m.starts_with(&*d.to_string_lossy()))
+        .collect();
+    assert!(mounts.is_empty(), "{mounts:?}");
 }

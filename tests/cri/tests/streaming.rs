@@ -157,5 +157,173 @@ async fn attach_with_a_tty(endpoint: Endpoint) {
     h.remove_pod(&pod).await;
 }
 
-cri_test!(exec_with_a_tty);
-cri_test!(attach_with_a_tty);
+cri_test!(exec_with_a_tty, runc);
+cri_test!(attach_with_a_tty, runc);
+cri_test!(attach_over_spdy_with_stdin_once, runc);
+
+/// critest's attach case, over SPDY as kubectl speaks it by default: a shell with `stdin` and `stdin_once`
+/// and no tty; the client attaches stdin, stdout and stderr, types `echo hello` a moment later and reads
+/// `hello`; then closes its stdin, which ends the shell (stdin_once) and with it the stream.
+async fn attach_over_spdy_with_stdin_once(endpoint: Endpoint) {
+    use basalt_testsupport::spdy;
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let pod = h.run_pod("spdyattach").await;
+    let mut cfg = h.container_config("sh", BUSYBOX, &["sh"]);
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let id = h.create_start(&pod, cfg).await;
+    let url = h
+        .cri
+        .runtime
+        .clone()
+        .attach(api::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let (mut c, proto) = spdy::connect(&url, &["v4.channel.k8s.io", "v3.channel.k8s.io"])
+        .await
+        .unwrap_or_else(|(code, body)| panic!("SPDY upgrade refused: {code} {body}"));
+    assert_eq!(proto, "v4.channel.k8s.io");
+    // As client-go does: each stream is opened once the previous one was answered.
+    let error = c.open_answered(&[("streamtype", "error")]).await;
+    let stdin = c.open_answered(&[("streamtype", "stdin")]).await;
+    let stdout = c.open_answered(&[("streamtype", "stdout")]).await;
+    c.open_answered(&[("streamtype", "stderr")]).await;
+    // "A second later", as critest types it: the shell has long been waiting on its stdin by then.
+    h.wait_state(
+        &id,
+        api::ContainerState::ContainerRunning,
+        Duration::from_secs(10),
+    )
+    .await;
+    c.send(stdin, b"echo hello\n", false).await;
+    let out = c.read_until(stdout, "hello").await;
+    assert_eq!(out, "hello\n");
+    c.send(stdin, b"", true).await;
+    let seen = c.collect().await;
+    let status =
+        String::from_utf8_lossy(seen.data.get(&error).map(|v| &v[..]).unwrap_or(b"")).into_owned();
+    println!(
+        "[{}] attach ended: error stream {status:?}",
+        endpoint.name()
+    );
+    assert!(seen.fins.contains(&stdout), "stdout never ended: {seen:?}");
+    // stdin_once: the shell got EOF and exited.
+    h.wait_state(
+        &id,
+        api::ContainerState::ContainerExited,
+        Duration::from_secs(30),
+    )
+    .await;
+    h.remove_pod(&pod).await;
+}
+
+cri_test!(port_forward_to_a_host_network_pod);
+
+/// Port-forward (SPDY, as kubectl speaks it) to a hostNetwork pod: its ports are the node's, so the runtime
+/// dials them in the node's network namespace (the pod has none of its own). A server the container runs on
+/// the node's 127.0.0.1 answers through the forwarded stream.
+async fn port_forward_to_a_host_network_pod(endpoint: Endpoint) {
+    use basalt_testsupport::spdy::{self, Got};
+    let h = Harness::start(endpoint).await;
+    h.pull(BUSYBOX).await;
+    let mut cfg = h.pod_config("pfhost");
+    // The node's hostname too, as the kubelet leaves it for a hostNetwork pod.
+    cfg.hostname = String::new();
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(api::NamespaceOption {
+        network: api::NamespaceMode::Node as i32,
+        ..Default::default()
+    });
+    let pod = h
+        .run_pod_with(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox hostNetwork: {e}"));
+    h.track(&pod);
+    // A free port of the node's: bound and released here, then taken by the container's server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        "mkdir -p /www && echo pf-host-ok > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"
+    );
+    h.create_start(
+        &pod,
+        h.container_config("web", BUSYBOX, &["sh", "-c", &script]),
+    )
+    .await;
+    // Serving once the node's port answers (the container shares the node's network).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "httpd never listened on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = h
+        .cri
+        .runtime
+        .clone()
+        .port_forward(api::PortForwardRequest {
+            pod_sandbox_id: pod.id.clone(),
+            port: vec![i32::from(port)],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let (mut c, proto) = spdy::connect(&url, &["portforward.k8s.io"])
+        .await
+        .unwrap_or_else(|(code, body)| panic!("SPDY upgrade refused: {code} {body}"));
+    assert_eq!(proto, "portforward.k8s.io");
+    let port_text = port.to_string();
+    let stream = |t| {
+        [
+            ("streamtype", t),
+            ("port", port_text.as_str()),
+            ("requestid", "0"),
+        ]
+    };
+    let error = c.open_answered(&stream("error")).await;
+    let data = c.open_answered(&stream("data")).await;
+    c.send(data, b"GET / HTTP/1.0\r\n\r\n", false).await;
+    let mut got = Vec::new();
+    let mut errors = Vec::new();
+    loop {
+        match c.next().await {
+            Got::Data { id, data: d, fin } if id == data => {
+                got.extend(d);
+                if fin {
+                    break;
+                }
+            }
+            Got::Data { id, data: d, .. } if id == error => errors.extend(d),
+            Got::GoAway | Got::Closed => break,
+            _ => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("pf-host-ok"),
+        "[{}] forwarded answer {text:?}, error stream {:?}",
+        endpoint.name(),
+        String::from_utf8_lossy(&errors)
+    );
+    drop(c);
+    h.remove_pod(&pod).await;
+    h.assert_empty().await;
+}

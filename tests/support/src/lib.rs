@@ -12,6 +12,7 @@ pub mod image;
 pub mod kube;
 pub mod pki;
 pub mod registry;
+pub mod spdy;
 
 pub use etcd::EtcdCluster;
 pub use fixtures::{Fixture, Fixtures};
@@ -33,4 +34,19 @@ pub fn require_tool(prog: &str, package: &str) -> anyhow::Result<PathBuf> {
                 "`{prog}` not found on PATH: install Debian's `{package}` (tests/deps.sh does)"
             )
         })
+}
+
+/// What a test does when the cgroup v2 test VM cannot run here (`why`): with `BASALT_VM_REQUIRED` set (as
+/// tests/run.sh sets it, CI installs qemu) it fails; otherwise it says so on the terminal and the caller
+/// skips. Written to the stderr handle: libtest captures `eprintln!` of passing tests, so a quiet skip would
+/// look like a pass.
+pub fn vm_unavailable(test: &str, why: &str) {
+    if std::env::var_os("BASALT_VM_REQUIRED").is_some() {
+        panic!("{test}: the test VM is unavailable: {why} (BASALT_VM_REQUIRED is set)");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: test VM unavailable: {why}"
+    );
 }

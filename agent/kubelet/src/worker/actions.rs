@@ -176,12 +176,7 @@ impl Worker {
     }
 
     pub(super) fn target(&self, id: &str, c: &Container) -> Target {
-        let host_net = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false);
+        let host_net = self.host_network();
         Target {
             container_id: id.to_owned(),
             pod_ip: if host_net {

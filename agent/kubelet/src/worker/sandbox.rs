@@ -7,6 +7,32 @@ use super::{now, Sandbox, Worker};
 use crate::{podconfig, Error};
 
 impl Worker {
+    /// A pod network exists (the runtime's NetworkReady condition), as upstream's kubelet checks before a
+    /// sandbox that is not on the host's network.
+    async fn network_ready(
+        &self,
+        rt: &mut basalt_proto::RuntimeServiceClient<tonic::transport::Channel>,
+    ) -> Result<(), Error> {
+        let status = rt
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .map_err(Error::cri("Status"))?
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        match status
+            .conditions
+            .iter()
+            .find(|c| c.r#type == "NetworkReady")
+        {
+            Some(c) if !c.status => Err(Error::NetworkNotReady {
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The ready sandbox of this pod, creating it (and removing dead ones) as needed.
     pub(super) async fn ensure_sandbox(&mut self) -> Result<String, Error> {
         let mut rt = self.cri.runtime.clone();
@@ -32,6 +58,9 @@ impl Worker {
             .filter_map(|s| s.metadata.as_ref().map(|m| m.attempt + 1))
             .max()
             .unwrap_or(0);
+        if !self.host_network() {
+            self.network_ready(&mut rt).await?;
+        }
         for old in &list {
             self.cri.stop_and_remove_sandbox(&old.id).await;
         }
@@ -39,6 +68,11 @@ impl Worker {
         let pod_dir = self.pod_dir();
         std::fs::create_dir_all(&pod_dir).map_err(|error| Error::Dir {
             path: pod_dir.clone(),
+            error,
+        })?;
+        // What tears the pod down properly should its manifest go while the kubelet is not looking.
+        crate::housekeeping::save_manifest(&pod_dir, &self.pod).map_err(|error| Error::Dir {
+            path: pod_dir.join(crate::housekeeping::MANIFEST_FILE),
             error,
         })?;
         let cgroup = self.ctx().cgroup_parent;
