@@ -212,29 +212,7 @@ async fn kubelet_idle_rss(h: &Harness, n: usize) {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = agent.wait();
-    for ctrl in [
-        "",
-        "memory",
-        "cpu,cpuacct",
-        "pids",
-        "cpuset",
-        "blkio",
-        "devices",
-        "freezer",
-        "hugetlb",
-        "net_cls,net_prio",
-        "perf_event",
-        "systemd",
-        "misc",
-        "rdma",
-    ] {
-        let base = std::path::Path::new("/sys/fs/cgroup")
-            .join(ctrl)
-            .join(cgroup.trim_start_matches('/'));
-        for sub in ["burstable", "besteffort", ""] {
-            let _ = std::fs::remove_dir(base.join(sub));
-        }
-    }
+    basalt_cri_tests::remove_kubelet_cgroups(&cgroup);
 }
 
 fn ms(d: Duration) -> f64 {

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use basalt_cri_tests::{api, cri_test, Endpoint, Harness};
+use basalt_cri_tests::{api, cri_test, remove_kubelet_cgroups, Endpoint, Harness};
 use basalt_kubelet::Kubelet;
 use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
 
 const BUSYBOX: &str = "busybox";
 
@@ -60,24 +62,9 @@ impl Node {
         dir: tempfile::TempDir,
         tune: impl FnOnce(&mut basalt_kubelet::Settings),
     ) -> Node {
-        let name = format!("n{}", h.token);
-        let cgroup_root = format!("/basalt-critests/{}/kubepods", h.token);
-        let settings = basalt_kubelet::Settings {
-            node_name: name.clone(),
-            host_ip: "127.0.0.1".into(),
-            manifest_dir: dir.path().join("manifests"),
-            manifest_url: None,
-            http_check_frequency: Duration::from_secs(20),
-            log_root: dir.path().join("logs"),
-            pods_root: dir.path().join("pods"),
-            cgroup_root: cgroup_root.clone(),
-            seccomp_default: true,
-            backoff: Default::default(),
-            sync_period: Duration::from_millis(500),
-            file_check_frequency: Duration::from_secs(20),
-            max_dead_per_container: 1,
-            user_namespaces: Default::default(),
-        };
+        let name = common::node_name(h);
+        let cgroup_root = common::cgroup_root(h);
+        let settings = common::settings(h, dir.path());
         let mut settings = settings;
         tune(&mut settings);
         std::fs::create_dir_all(&settings.manifest_dir).unwrap();
@@ -252,33 +239,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.task.abort();
         // The QoS levels this node made; each pod's own cgroup is checked gone by the tests.
-        for ctrl in [
-            "",
-            "memory",
-            "cpu,cpuacct",
-            "pids",
-            "blkio",
-            "devices",
-            "freezer",
-            "hugetlb",
-            "net_cls,net_prio",
-            "perf_event",
-            "cpuset",
-            "systemd",
-            "rdma",
-            "misc",
-        ] {
-            let base = Path::new("/sys/fs/cgroup")
-                .join(ctrl)
-                .join(self.cgroup_root.trim_start_matches('/'));
-            for d in [
-                base.join("burstable"),
-                base.join("besteffort"),
-                base.clone(),
-            ] {
-                let _ = std::fs::remove_dir(&d);
-            }
-        }
+        remove_kubelet_cgroups(&self.cgroup_root);
     }
 }
 

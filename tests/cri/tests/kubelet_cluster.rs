@@ -13,6 +13,8 @@ use basalt_kubelet::Kubelet;
 use basalt_testsupport::kube::{Datastore, KubeServer};
 use serde_json::Value;
 
+mod common;
+
 const BUSYBOX: &str = "busybox";
 
 /// `kubectl get <args> -o json` as the admin.
@@ -69,7 +71,7 @@ async fn a_node_joins_runs_its_pods_and_reports_them() {
             .await
             .unwrap()
             .unwrap();
-    let name = format!("n{}", h.token);
+    let name = common::node_name(&h);
     let kubeconfig = server
         .kubeconfig_for(&format!("system:node:{name}"), "system:nodes")
         .unwrap();
@@ -77,23 +79,8 @@ async fn a_node_joins_runs_its_pods_and_reports_them() {
         .prefix("basalt-kubelet-")
         .tempdir()
         .unwrap();
-    let cgroup_root = format!("/basalt-critests/{}/kubepods", h.token);
-    let settings = basalt_kubelet::Settings {
-        node_name: name.clone(),
-        host_ip: "127.0.0.1".into(),
-        manifest_dir: dir.path().join("manifests"),
-        manifest_url: None,
-        http_check_frequency: Duration::from_secs(20),
-        log_root: dir.path().join("logs"),
-        pods_root: dir.path().join("pods"),
-        cgroup_root: cgroup_root.clone(),
-        seccomp_default: true,
-        backoff: Default::default(),
-        sync_period: Duration::from_millis(500),
-        file_check_frequency: Duration::from_secs(20),
-        max_dead_per_container: 1,
-        user_namespaces: Default::default(),
-    };
+    let cgroup_root = common::cgroup_root(&h);
+    let settings = common::settings(&h, dir.path());
     let cri = basalt_kubelet::cri::Cri::connect(h.socket()).unwrap();
     let kubelet = Kubelet::new(cri, settings);
     let cluster = Cluster::connect(&kubeconfig, &name).await.unwrap();
