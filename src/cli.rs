@@ -59,6 +59,18 @@ impl GlobalArgs {
     }
 }
 
+/// `basalt server`: the control plane's flags, then the node's (those of `basalt agent`).
+#[derive(Args)]
+pub struct ServerCommand {
+    #[command(flatten)]
+    pub server: basalt_controlplane::ServerArgs,
+    /// Run the control plane only, with no node on this machine (k3s's --disable-agent)
+    #[arg(long)]
+    pub disable_agent: bool,
+    #[command(flatten)]
+    pub agent: basalt_agent::AgentArgs,
+}
+
 /// Arguments handed unparsed to a component with its own command line.
 #[derive(Args)]
 pub struct PassThrough {
@@ -75,8 +87,9 @@ pub enum Command {
     /// Pod monitor, started by the agent once per pod (not for interactive use)
     #[command(hide = true)]
     Shim(PassThrough),
-    /// The control plane: the Kubernetes apiserver on embedded SQLite (or etcd)
-    Server(Box<basalt_controlplane::ServerArgs>),
+    /// A whole single-node cluster: the control plane (apiserver on embedded SQLite or etcd, scheduler) and
+    /// this machine's node (CRI server and kubelet), as `k3s server`
+    Server(Box<ServerCommand>),
     /// Container images: pull, import, export, list, inspect, remove
     Image(basalt_images::cli::ImageArgs),
     /// Build and boot the node image (kernel + initramfs with basalt as PID 1)

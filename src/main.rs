@@ -4,6 +4,7 @@
 mod cli;
 mod logging;
 mod personality;
+mod server;
 
 use std::process::ExitCode;
 
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Shim(args) => basalt_shim::main(with_name("basalt shim", args)),
-        Command::Server(args) => match basalt_controlplane::main(&config, *args) {
+        Command::Server(cmd) => match server::main(&config, *cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("basalt server: {e:#}");

@@ -65,4 +65,4 @@ pub mod usage;
 pub mod view;
 
 pub use args::{AgentArgs, AgentConfig};
-pub use server::main;
+pub use server::{main, run};

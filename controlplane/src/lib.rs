@@ -110,7 +110,23 @@ pub fn main(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Result<
     rt.block_on(run(config, args))
 }
 
+/// What the node on the same machine needs once the server is up (`basalt server` is also a node).
+pub struct Ready {
+    pub node_name: String,
+    /// Credentials of `system:node:<node_name>` in `system:nodes`, signed by the cluster CA.
+    pub node_kubeconfig: PathBuf,
+}
+
 pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Result<()> {
+    serve(config, args, None).await
+}
+
+/// Runs the server until SIGTERM; once it serves, `ready` (if any) gets the local node's credentials.
+pub async fn serve(
+    config: &basalt_config::Config,
+    args: ServerArgs,
+    ready: Option<tokio::sync::oneshot::Sender<Ready>>,
+) -> anyhow::Result<()> {
     // A bad configuration file is refused before anything is written.
     let scheduler_config = match (&args.scheduler_config, args.runs(Component::Scheduler)) {
         (Some(path), true) => Some(basalt_scheduler::Config::load(path)?),
@@ -199,6 +215,19 @@ pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Re
     );
     println!("basalt server: admin kubeconfig {}", kubeconfig.display());
     tracing::info!(addr = %server.addr, kubeconfig = %kubeconfig.display(), "server ready");
+    if let Some(ready) = ready {
+        let path = dir.join("node.kubeconfig");
+        pki.write_kubeconfig(
+            &path,
+            &format!("https://{host}"),
+            &format!("system:node:{node_name}"),
+            &["system:nodes"],
+        )?;
+        let _ = ready.send(Ready {
+            node_name: node_name.clone(),
+            node_kubeconfig: path,
+        });
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::source::Snapshot;
+use crate::volumes::{ApiData, ApiSource, Fetch};
 use crate::{Kubelet, Settings};
 
 /// How often the Lease is renewed (upstream's default: a quarter of its 40 s duration).
@@ -75,6 +76,7 @@ impl Cluster {
         terminated: mpsc::UnboundedReceiver<Pod>,
     ) -> watch::Receiver<Snapshot> {
         let (tx, rx) = watch::channel(Snapshot::default());
+        kubelet.set_api(self.clone());
         tokio::spawn(self.clone().heartbeat(kubelet.settings.clone()));
         tokio::spawn(self.clone().pod_source(tx));
         tokio::spawn(self.clone().write_statuses(kubelet));
@@ -333,6 +335,101 @@ fn arch() -> &'static str {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
+    }
+}
+
+impl Cluster {
+    /// The config maps, secrets and bound tokens a pod's volumes project. The Node authorizer lets the
+    /// node read only what pods bound to it reference, as upstream's.
+    async fn volume_data(&self, pod: &Pod) -> Result<ApiData, String> {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let needs = crate::volumes::needs(pod);
+        let mut data = ApiData::default();
+        let err = |what: &str, e: kube::Error| format!("{what}: {e}");
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+        for name in needs.config_maps {
+            let got = maps.get_opt(&name).await.map_err(|e| err(&name, e))?;
+            data.config_maps.insert(
+                name,
+                got.map(|c| {
+                    let mut m: BTreeMap<String, Vec<u8>> = c
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect();
+                    m.extend(
+                        c.binary_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0)),
+                    );
+                    m
+                }),
+            );
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        for name in needs.secrets {
+            let got = secrets.get_opt(&name).await.map_err(|e| err(&name, e))?;
+            data.secrets.insert(
+                name,
+                got.map(|s| {
+                    let mut m: BTreeMap<String, Vec<u8>> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    m.extend(
+                        s.string_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes())),
+                    );
+                    m
+                }),
+            );
+        }
+        let sa = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+        for (audience, seconds) in needs.tokens {
+            // Bound to the pod: the token dies with it (upstream's kubelet asks the same).
+            let req: TokenRequest = serde_json::from_value(json!({
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "audiences": if audience.is_empty() { vec![] } else { vec![audience.clone()] },
+                    "expirationSeconds": seconds,
+                    "boundObjectRef": {
+                        "apiVersion": "v1", "kind": "Pod",
+                        "name": pod.metadata.name, "uid": pod.metadata.uid,
+                    },
+                },
+            }))
+            .map_err(|e| e.to_string())?;
+            let tr = accounts
+                .create_token_request(&sa, &PostParams::default(), &req)
+                .await
+                .map_err(|e| err(&format!("token of service account {sa}"), e))?;
+            let token = tr.status.and_then(|s| s.token).unwrap_or_default();
+            if token.is_empty() {
+                return Err(format!("no token for service account {sa}"));
+            }
+            data.tokens.insert((audience, seconds), token);
+        }
+        Ok(data)
+    }
+}
+
+impl ApiSource for Cluster {
+    fn fetch<'a>(&'a self, pod: &'a Pod) -> Fetch<'a> {
+        Box::pin(self.volume_data(pod))
     }
 }
 

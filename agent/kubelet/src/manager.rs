@@ -57,6 +57,8 @@ pub struct Kubelet {
     pleg_mode: Mutex<Option<pleg::Mode>>,
     /// Told of each pod whose worker has stopped it (API mode deletes it from the apiserver then).
     terminated: Mutex<Option<mpsc::UnboundedSender<Pod>>>,
+    /// The apiserver (API mode): what API volumes are made from.
+    api: Mutex<Option<Arc<dyn crate::volumes::ApiSource>>>,
     /// Pods being torn down (manifest removed, or found orphaned): housekeeping leaves them to that.
     terminating: Mutex<BTreeSet<String>>,
     /// Every source has delivered its pods once: only then is a pod no source names unwanted.
@@ -77,6 +79,7 @@ impl Kubelet {
             manifest_errors: Mutex::new(Vec::new()),
             pleg_mode: Mutex::new(None),
             terminated: Mutex::new(None),
+            api: Mutex::new(None),
             terminating: Mutex::new(BTreeSet::new()),
             sources_seen: AtomicBool::new(false),
         })
@@ -85,6 +88,11 @@ impl Kubelet {
     /// Follows the pod sources (and runs the PLEG) until the process ends.
     pub async fn run(self: Arc<Self>) {
         self.run_with(None).await
+    }
+
+    /// Pods started from now on make their configMap, secret and projected volumes from `api`.
+    pub fn set_api(&self, api: Arc<dyn crate::volumes::ApiSource>) {
+        *self.api.lock().unwrap() = Some(api);
     }
 
     /// Each pod whose worker has stopped it, from now on.
@@ -237,6 +245,7 @@ impl Kubelet {
             self.userns.clone(),
             pod,
         );
+        w.api = self.api.lock().unwrap().clone();
         loop {
             if *stop.borrow() {
                 w.terminate().await;

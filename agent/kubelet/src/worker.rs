@@ -46,6 +46,8 @@ pub struct Worker {
     backoff: Backoff,
     pull_backoff: Backoff,
     pub status: PodStatus,
+    /// The apiserver, in API mode: what configMap, secret and projected volumes are made from.
+    pub api: Option<Arc<dyn crate::volumes::ApiSource>>,
     started_at: Option<Time>,
     /// The pod failed for good (restartPolicy Never and an init container failed).
     failed: bool,
@@ -90,6 +92,7 @@ impl Worker {
                 phase: Some("Pending".into()),
                 ..Default::default()
             },
+            api: None,
             started_at: None,
             failed: false,
             sandbox_failures: 0,

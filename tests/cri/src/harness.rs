@@ -801,26 +801,7 @@ fn remove_cgroup_tree(dir: &Path) {
 /// Removes the QoS cgroups (`burstable`, `besteffort`) and the root a kubelet made under `root` in every
 /// hierarchy, once its pods are gone (each pod's own cgroup is the leak checker's to find).
 pub fn remove_kubelet_cgroups(root: &str) {
-    for ctrl in [
-        "",
-        "unified",
-        "memory",
-        "cpu,cpuacct",
-        "pids",
-        "cpuset",
-        "blkio",
-        "devices",
-        "freezer",
-        "hugetlb",
-        "net_cls,net_prio",
-        "perf_event",
-        "systemd",
-        "misc",
-        "rdma",
-    ] {
-        let base = Path::new("/sys/fs/cgroup")
-            .join(ctrl)
-            .join(root.trim_start_matches('/'));
+    for base in crate::leaks::cgroup_dirs(root) {
         for d in [base.join("burstable"), base.join("besteffort"), base] {
             let _ = std::fs::remove_dir(&d);
         }

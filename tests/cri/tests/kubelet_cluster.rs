@@ -2,7 +2,8 @@
 //! node registers itself with its node credentials (`system:node:<name>`, so the Node authorizer and
 //! NodeRestriction apply), heartbeats through its Lease, runs the pod the scheduler binds to it, writes the
 //! pod's status back, and on a graceful delete stops the pod and removes it from the API; nothing of the pod
-//! is left in the runtime.
+//! is left in the runtime. Then `basalt server` as a whole node, as a newcomer runs it: one process that is
+//! the control plane and the node.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -27,6 +28,23 @@ fn get(s: &KubeServer, args: &[&str]) -> Option<Value> {
         .success()
         .then(|| serde_json::from_slice(&out.stdout).ok())
         .flatten()
+}
+
+/// Waits for the pod to run; on failure says what its status was.
+async fn running(s: &KubeServer, name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let p = get(s, &["pod", name]);
+        if let Some(p) = p.as_ref().filter(|p| p["status"]["phase"] == "Running") {
+            return p.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not Running: {}",
+            p.map(|p| p["status"].to_string()).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Polls `f` until it gives a value; the deadline only bounds a failure.
@@ -195,4 +213,140 @@ async fn a_node_joins_runs_its_pods_and_reports_them() {
 
     task.abort();
     remove_kubelet_cgroups(&cgroup_root);
+}
+
+/// `basalt server` is a whole single-node cluster (as `k3s server`): its own node registers with the
+/// credentials the server signed for it, and a pod applied with kubectl runs there with an IP from the
+/// node's network. SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basalt_server_is_a_whole_node() {
+    let Some(h) = Harness::start_basalt_only("server_node").await else {
+        return;
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("basalt-server-node-")
+        .tempdir()
+        .unwrap();
+    let d = tmp.path().to_str().unwrap().to_string();
+    std::fs::create_dir_all(format!("{d}/m")).unwrap();
+    let cgroup = format!("/basalt-critests/{}/server", h.token);
+    let registry = h.registry.host();
+    let conf_dir = h.net.conf_dir.to_str().unwrap().to_string();
+    let flags: Vec<String> = [
+        "--run-dir",
+        &format!("{d}/run"),
+        "--kubelet-address",
+        "127.0.0.1:0",
+        "--streaming-address",
+        "127.0.0.1:0",
+        "--manifest-dir",
+        &format!("{d}/m"),
+        "--pod-log-dir",
+        &format!("{d}/logs"),
+        "--cgroup-parent",
+        &cgroup,
+        "--cni-conf-dir",
+        &conf_dir,
+        "--cni-bin-dir",
+        basalt_cri_tests::network::CNI_BIN_DIR,
+        "--insecure-registry",
+        &registry,
+    ]
+    .map(str::to_string)
+    .into();
+    let server = tokio::task::spawn_blocking(move || {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        KubeServer::start_node(&basalt_bin(), &flags)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // The node is the machine's (the test server's --node-name), registered with node credentials.
+    let node = wait("the server's own node Ready", || {
+        let n = get(&server, &["node", "basalt-test"])?;
+        let ready = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(n)
+    })
+    .await;
+    assert!(
+        server.data_dir().join("server/node.kubeconfig").exists(),
+        "{node}"
+    );
+    // The pod a newcomer writes: the default service account token mounted (the projected volume the
+    // ServiceAccount admission adds), and a config map and a secret as volumes.
+    let img = h.image(BUSYBOX);
+    let manifest = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: default}}\ndata: {{greeting: hello-from-cfg}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: sec, namespace: default}}\nstringData: {{password: s3cret}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: hello, namespace: default}}\nspec:\n  volumes:\n  - {{name: cfg, configMap: {{name: cfg}}}}\n  - {{name: sec, secret: {{secretName: sec, defaultMode: 0400}}}}\n  containers:\n  - name: c\n    image: \"{img}\"\n    volumeMounts: [{{name: cfg, mountPath: /etc/cfg}}, {{name: sec, mountPath: /etc/sec}}]\n    command: [sh, -c, \"SA=/var/run/secrets/kubernetes.io/serviceaccount; echo cfg=$(cat /etc/cfg/greeting) sec=$(cat /etc/sec/password) ns=$(cat $SA/namespace) token=$(cat $SA/token) ca=$(head -1 $SA/ca.crt); trap 'exit 0' TERM; while true; do sleep 0.2; done\"]\n"
+    );
+    let out = server.run_with_input(&["apply", "-f", "-"], &manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod = running(&server, "hello").await;
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let log_dir = std::path::PathBuf::from(format!("{d}/logs/default_hello_{uid}/c"));
+    let line = wait("the container's first line", || {
+        let text = std::fs::read_to_string(log_dir.join("0.log")).ok()?;
+        text.lines()
+            .find(|l| l.contains("cfg="))
+            .map(str::to_string)
+    })
+    .await;
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("cfg"), "hello-from-cfg", "{line}");
+    assert_eq!(field("sec"), "s3cret", "{line}");
+    assert_eq!(field("ns"), "default", "{line}");
+    assert!(line.contains("ca=-----BEGIN"), "{line}");
+    // The token is the apiserver's, for the pod's service account, bound to the pod.
+    let review = format!(
+        "{{\"apiVersion\": \"authentication.k8s.io/v1\", \"kind\": \"TokenReview\", \"spec\": {{\"token\": \"{}\"}}}}",
+        field("token")
+    );
+    let out = server.run_with_input(
+        &[
+            "create",
+            "--raw",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            "-f",
+            "-",
+        ],
+        &review,
+    );
+    let review: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        review["status"]["authenticated"],
+        true,
+        "{review} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        review["status"]["user"]["username"],
+        "system:serviceaccount:default:default"
+    );
+    let prefix = h.net.subnet.rsplit_once('.').unwrap().0.to_string();
+    let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
+    assert!(
+        ip.starts_with(&prefix),
+        "pod IP {ip} outside {}",
+        h.net.subnet
+    );
+    let out = server.run(&["delete", "pod", "hello", "--wait", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!server.data_dir().join("pods").join(&uid).exists());
+    drop(server);
+    remove_kubelet_cgroups(&cgroup);
 }

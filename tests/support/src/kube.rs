@@ -31,6 +31,9 @@ pub struct KubeServer {
     log: PathBuf,
     endpoint: Option<String>,
     extra: Vec<String>,
+    /// Whether `basalt server` also runs this machine's node (off unless asked: most tests want the
+    /// control plane alone, with fake nodes).
+    node: bool,
 }
 
 fn free_port() -> Result<u16> {
@@ -47,6 +50,10 @@ impl KubeServer {
 
     /// Starts `bin server` with more flags (`--scheduler-config …`, `--disable …`).
     pub fn start_with(bin: &Path, datastore: Datastore, extra: &[&str]) -> Result<KubeServer> {
+        Self::launch(bin, datastore, extra, false)
+    }
+
+    fn launch(bin: &Path, datastore: Datastore, extra: &[&str], node: bool) -> Result<KubeServer> {
         let dir = tempfile::tempdir()?;
         let (etcd, endpoint) = match datastore {
             Datastore::Sqlite => (None, None),
@@ -64,9 +71,16 @@ impl KubeServer {
             port: free_port()?,
             endpoint,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            node,
         };
         s.spawn()?;
         Ok(s)
+    }
+
+    /// Starts `bin server` as a whole node: the control plane and this machine's node, with `extra`
+    /// flags (the node's directories, network and registry) on SQLite.
+    pub fn start_node(bin: &Path, extra: &[&str]) -> Result<KubeServer> {
+        Self::launch(bin, Datastore::Sqlite, extra, true)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -140,6 +154,9 @@ impl KubeServer {
         }
         if let Some(e) = &self.endpoint {
             cmd.args(["--datastore-endpoint", e]);
+        }
+        if !self.node {
+            cmd.arg("--disable-agent");
         }
         cmd.args(&self.extra);
         let mut child = cmd.spawn().context("start basalt server")?;

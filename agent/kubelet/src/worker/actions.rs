@@ -109,7 +109,18 @@ impl Worker {
     ) -> Result<String, Error> {
         self.ensure_image(c).await?;
         let ctx = self.ctx();
-        let volumes = volumes::setup(&ctx, &self.pod_dir())?;
+        let api_data = match &self.api {
+            Some(api) if !volumes::needs(&self.pod).is_empty() => Some(
+                api.fetch(&self.pod)
+                    .await
+                    .map_err(|e| volumes::VolumeError {
+                        name: "(from the apiserver)".into(),
+                        problem: volumes::Problem::Api(e),
+                    })?,
+            ),
+            _ => None,
+        };
+        let volumes = volumes::setup(&ctx, &self.pod_dir(), api_data.as_ref())?;
         let tlog = self
             .pod_dir()
             .join("containers")
