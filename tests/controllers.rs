@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use basalt_testsupport::kube::{Datastore, KubeServer};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -68,14 +68,26 @@ impl Cluster {
         Ok(self.rt.block_on(api.list(&ListParams::default()))?.items)
     }
 
+    fn replicasets(&self, ns: &str) -> Result<Vec<ReplicaSet>> {
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+        Ok(self.rt.block_on(api.list(&ListParams::default()))?.items)
+    }
+
+    fn deployment(&self, ns: &str, name: &str) -> Result<Deployment> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        Ok(self.rt.block_on(api.get(name))?)
+    }
+
     fn replicaset(&self, ns: &str, name: &str) -> Result<ReplicaSet> {
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
         Ok(self.rt.block_on(api.get(name))?)
     }
 
-    /// One pass of a kubelet over `ns`: bound pods not yet ready become Running and Ready; terminating
-    /// pods are confirmed gone. Gives how many pods it changed.
-    fn kubelet(&self, ns: &str) -> Result<usize> {
+    /// One pass of a kubelet over `ns`: bound pods not yet ready become Running and Ready (at most
+    /// `limit` of them: a slow kubelet makes a rollout go through its steps one look at a time);
+    /// terminating pods are confirmed gone. Gives how many pods it changed.
+    fn kubelet(&self, ns: &str, limit: usize) -> Result<usize> {
+        let mut readied = 0;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let mut changed = 0;
         for p in self.pods(ns)? {
@@ -90,10 +102,15 @@ impl Cluster {
                 ));
                 match r {
                     Ok(_) => changed += 1,
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    // Gone, or changed meanwhile: the next pass sees it again.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }
-            } else if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() && !ready(&p) {
+            } else if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                && !ready(&p)
+                && readied < limit
+            {
+                readied += 1;
                 let now = k8s_openapi::jiff::Timestamp::now().to_string();
                 let cond =
                     |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
@@ -106,7 +123,8 @@ impl Cluster {
                 ));
                 match r {
                     Ok(_) => changed += 1,
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    // Gone, or changed meanwhile: the next pass sees it again.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -193,7 +211,7 @@ fn settle_replicaset(c: &Cluster, ns: &str, name: &str, want: usize, ready: bool
             pods.len()
         );
         if ready {
-            c.kubelet(ns)?;
+            c.kubelet(ns, usize::MAX)?;
         }
         let st = rs.status.clone().unwrap_or_default();
         let n = want as i32;
@@ -293,6 +311,333 @@ fn replicaset(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+const DNS: &str = "deploy";
+
+/// The ReplicaSets the Deployment controls, oldest first.
+fn replicasets_of(c: &Cluster, d: &Deployment) -> Result<Vec<ReplicaSet>> {
+    let uid = d.uid().unwrap_or_default();
+    let mut rss: Vec<ReplicaSet> = c
+        .replicasets(DNS)?
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        })
+        .collect();
+    rss.sort_by_key(|rs| rs.metadata.creation_timestamp.clone().map(|t| t.0));
+    Ok(rss)
+}
+
+fn annotation(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> String {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn image_of(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// Plays the kubelet until the Deployment runs `replicas` ready pods of `image`, all reported in its
+/// status; checks at every look that the ReplicaSets stay within replicas + maxSurge and keep
+/// replicas - maxUnavailable available, and that the ready pods do too. Gives the distinct steps (the
+/// ReplicaSets' sizes) it saw.
+fn roll(
+    c: &Cluster,
+    replicas: i32,
+    image: &str,
+    surge: i32,
+    unavailable: i32,
+) -> Result<Vec<Vec<i32>>> {
+    let mut steps: Vec<Vec<i32>> = Vec::new();
+    let mut reached = false;
+    // A Deployment scaled down starts above the new bound.
+    let d = c.deployment(DNS, "web")?;
+    let start: i32 = replicasets_of(c, &d)?
+        .iter()
+        .map(|rs| rs.spec.replicas.unwrap_or(0))
+        .sum();
+    let max_total = (replicas + surge).max(start);
+    wait(&format!("web at {replicas} replicas of {image}"), || {
+        let d = c.deployment(DNS, "web")?;
+        let rss = replicasets_of(c, &d)?;
+        let sizes: Vec<i32> = rss.iter().map(|rs| rs.spec.replicas.unwrap_or(0)).collect();
+        let total: i32 = sizes.iter().sum();
+        let available: i32 = rss
+            .iter()
+            .map(|rs| {
+                let a = rs
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0);
+                a.min(rs.spec.replicas.unwrap_or(0))
+            })
+            .sum();
+        let pods = c.pods(DNS)?;
+        let ready_pods = pods.iter().filter(|p| !terminating(p) && ready(p)).count() as i32;
+        ensure!(
+            total <= max_total,
+            "ReplicaSets sized {sizes:?}: more than {max_total}"
+        );
+        // Once reached, the minimum is kept (a Deployment growing or starting has not reached it yet).
+        reached |= ready_pods >= replicas - unavailable;
+        if reached {
+            ensure!(
+                available >= replicas - unavailable && ready_pods >= replicas - unavailable,
+                "ReplicaSets sized {sizes:?} have {available} available ({ready_pods} ready pods): fewer than {replicas} - {unavailable}"
+            );
+        }
+        if steps.last() != Some(&sizes) {
+            steps.push(sizes.clone());
+        }
+        c.kubelet(DNS, 2)?;
+        let st = d.status.clone().unwrap_or_default();
+        let live: Vec<&Pod> = pods.iter().filter(|p| !terminating(p)).collect();
+        let done = st.observed_generation >= d.metadata.generation
+            && st.replicas == Some(replicas)
+            && st.updated_replicas == Some(replicas)
+            && st.available_replicas == Some(replicas)
+            && st.ready_replicas == Some(replicas)
+            && live.len() == replicas as usize
+            && live.iter().all(|p| image_of(p) == image && ready(p));
+        Ok(done.then_some(()))
+    })?;
+    Ok(steps)
+}
+
+fn history(c: &Cluster) -> Result<Vec<String>> {
+    let out = c.kubectl(&["rollout", "history", "deployment/web", "-n", DNS])?;
+    Ok(out
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// A Deployment of 10 scales to 20 and back; a new image rolls out within maxSurge 25% /
+/// maxUnavailable 25% while `kubectl rollout status` follows it; `kubectl rollout undo` brings the first
+/// template back as revision 3; `history` shows the revisions with their change causes; Recreate stops
+/// every old pod before a new one is made.
+fn deployment(c: &Cluster) -> Result<()> {
+    c.apply(&[namespace(DNS), node("d-1"), node("d-2"), node("d-3")])?;
+    let d = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": DNS,
+            "annotations": {"kubernetes.io/change-cause": "v1"}},
+        "spec": {"replicas": 10, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "template": template("web", "registry.invalid/web:1")},
+    });
+    c.apply(&[d])?;
+    roll(c, 10, "registry.invalid/web:1", 3, 2)?;
+    let d = c.deployment(DNS, "web")?;
+    let rss = replicasets_of(c, &d)?;
+    ensure!(rss.len() == 1, "{} ReplicaSets", rss.len());
+    let first = rss[0].name_any();
+    let hash = rss[0]
+        .labels()
+        .get("pod-template-hash")
+        .cloned()
+        .context("hash label")?;
+    ensure!(first == format!("web-{hash}"), "ReplicaSet {first}");
+    ensure!(annotation(&d.metadata, "deployment.kubernetes.io/revision") == "1");
+    ensure!(annotation(&rss[0].metadata, "deployment.kubernetes.io/revision") == "1");
+    ensure!(annotation(&rss[0].metadata, "kubernetes.io/change-cause") == "v1");
+
+    c.kubectl(&["scale", "deployment/web", "-n", DNS, "--replicas=20"])?;
+    roll(c, 20, "registry.invalid/web:1", 5, 5)?;
+    c.kubectl(&["scale", "deployment/web", "-n", DNS, "--replicas=10"])?;
+    roll(c, 10, "registry.invalid/web:1", 3, 2)?;
+    let d = c.deployment(DNS, "web")?;
+    ensure!(
+        replicasets_of(c, &d)?.len() == 1,
+        "scaling made a ReplicaSet"
+    );
+
+    // A new image, with rollout status following it.
+    c.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "-n",
+        DNS,
+        "c=registry.invalid/web:2",
+    ])?;
+    // The cause annotated once the template changed, as upstream's docs advise: annotated before, the
+    // ReplicaSet still current would take it.
+    c.kubectl(&[
+        "annotate",
+        "deployment/web",
+        "-n",
+        DNS,
+        "kubernetes.io/change-cause=v2",
+        "--overwrite",
+    ])?;
+    let status =
+        c.s.kubectl()
+            .args([
+                "rollout",
+                "status",
+                "deployment/web",
+                "-n",
+                DNS,
+                "--timeout=120s",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+    let steps = roll(c, 10, "registry.invalid/web:2", 3, 2)?;
+    let out = status.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "rollout status: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    ensure!(
+        lines.last() == Some(&"deployment \"web\" successfully rolled out"),
+        "rollout status: {text}"
+    );
+    for l in &lines[..lines.len() - 1] {
+        let rest = l
+            .strip_prefix("Waiting for deployment \"web\" rollout to finish: ")
+            .with_context(|| format!("rollout status line {l:?}"))?;
+        ensure!(
+            rest.ends_with(" new replicas have been updated...")
+                || rest.ends_with(" old replicas are pending termination...")
+                || rest.ends_with(" updated replicas are available..."),
+            "rollout status line {l:?}"
+        );
+    }
+    // The old and the new ReplicaSet were seen side by side, not only before and after.
+    println!("rolling update steps: {steps:?}");
+    ensure!(
+        steps.iter().any(|s| s.len() == 2 && s[0] > 0 && s[1] > 0),
+        "no step of the rollout seen: {steps:?}"
+    );
+    let d = c.deployment(DNS, "web")?;
+    let rss = replicasets_of(c, &d)?;
+    let sizes: Vec<i32> = rss.iter().map(|rs| rs.spec.replicas.unwrap_or(0)).collect();
+    ensure!(sizes == [0, 10], "ReplicaSets sized {sizes:?}");
+    ensure!(annotation(&d.metadata, "deployment.kubernetes.io/revision") == "2");
+    ensure!(annotation(&rss[1].metadata, "deployment.kubernetes.io/revision") == "2");
+    let cond = |t: &str| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|x| x.type_.as_deref() == Some(t)).cloned())
+            .unwrap_or_default()
+    };
+    let progressing = cond("Progressing");
+    ensure!(
+        progressing.reason.as_deref() == Some("NewReplicaSetAvailable")
+            && progressing.message
+                == Some(format!(
+                    "ReplicaSet \"{}\" has successfully progressed.",
+                    rss[1].name_any()
+                )),
+        "Progressing {progressing:?}"
+    );
+    let available = cond("Available");
+    ensure!(
+        available.status.as_deref() == Some("True")
+            && available.reason.as_deref() == Some("MinimumReplicasAvailable")
+            && available.message.as_deref() == Some("Deployment has minimum availability."),
+        "Available {available:?}"
+    );
+    ensure!(
+        history(c)?
+            == [
+                "deployment.apps/web",
+                "REVISION  CHANGE-CAUSE",
+                "1         v1",
+                "2         v2"
+            ],
+        "history {:?}",
+        history(c)?
+    );
+
+    // Undo: kubectl patches the first template back; that ReplicaSet becomes revision 3.
+    let undo = c.kubectl(&["rollout", "undo", "deployment/web", "-n", DNS])?;
+    ensure!(
+        undo.trim() == "deployment.apps/web rolled back",
+        "undo: {undo}"
+    );
+    roll(c, 10, "registry.invalid/web:1", 3, 2)?;
+    let d = c.deployment(DNS, "web")?;
+    let rss = replicasets_of(c, &d)?;
+    ensure!(
+        rss.len() == 2 && rss[0].name_any() == first,
+        "ReplicaSets after undo"
+    );
+    ensure!(annotation(&rss[0].metadata, "deployment.kubernetes.io/revision") == "3");
+    ensure!(
+        annotation(
+            &rss[0].metadata,
+            "deployment.kubernetes.io/revision-history"
+        ) == "1"
+    );
+    ensure!(annotation(&d.metadata, "deployment.kubernetes.io/revision") == "3");
+    ensure!(
+        history(c)?
+            == [
+                "deployment.apps/web",
+                "REVISION  CHANGE-CAUSE",
+                "2         v2",
+                "3         v1"
+            ],
+        "history {:?}",
+        history(c)?
+    );
+
+    // Recreate: no new pod while an old one runs.
+    c.kubectl(&[
+        "patch",
+        "deployment/web",
+        "-n",
+        DNS,
+        "-p",
+        r#"{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null}}}"#,
+    ])?;
+    c.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "-n",
+        DNS,
+        "c=registry.invalid/web:3",
+    ])?;
+    wait("web recreated with web:3", || {
+        let pods = c.pods(DNS)?;
+        let live: Vec<&Pod> = pods.iter().filter(|p| !terminating(p)).collect();
+        let new = live
+            .iter()
+            .filter(|p| image_of(p) == "registry.invalid/web:3")
+            .count();
+        ensure!(
+            new == 0 || new == live.len(),
+            "{new} new pods beside {} old ones",
+            live.len() - new
+        );
+        c.kubelet(DNS, usize::MAX)?;
+        Ok((new == 10 && live.iter().all(|p| ready(p))).then_some(()))
+    })?;
+    Ok(())
+}
+
 /// The manager leads the `kube-controller-manager` Lease under its own identity, and each loop runs as its
 /// service account, bound to upstream's `system:controller:` role.
 fn identity(c: &Cluster) -> Result<()> {
@@ -357,6 +702,7 @@ fn identity(c: &Cluster) -> Result<()> {
 fn scenarios(c: Cluster) -> Result<()> {
     identity(&c).context("identity")?;
     replicaset(&c).context("replicaset")?;
+    deployment(&c).context("deployment")?;
     Ok(())
 }
 

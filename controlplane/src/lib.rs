@@ -78,7 +78,7 @@ pub struct ServerArgs {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
     Scheduler,
-    /// kube-controller-manager's loops (replicaset)
+    /// kube-controller-manager's loops (replicaset, deployment)
     Controllers,
 }
 

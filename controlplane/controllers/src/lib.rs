@@ -7,10 +7,12 @@
 //!   account `kube-system/<controller>` bound to the `system:controller:<controller>` role.
 //! - [`owners`]: controller references, pod readiness and availability, the helpers every loop shares.
 //! - [`replicaset`]: pods created and deleted to match `spec.replicas`, with expectations.
+//! - [`deployment`]: ReplicaSets per template and revision; scaling, RollingUpdate, Recreate, status.
 //!
 //! Each controller is a kube-rs `Controller` (watcher → reflector → reconciler).
 
 pub mod credentials;
+pub mod deployment;
 pub mod owners;
 pub mod replicaset;
 
@@ -36,15 +38,17 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loop {
     ReplicaSet,
+    Deployment,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 1] = [Loop::ReplicaSet];
+    pub const ALL: [Loop; 2] = [Loop::ReplicaSet, Loop::Deployment];
 
     /// The service account (and `system:controller:` role) the loop runs as.
     pub fn service_account(self) -> &'static str {
         match self {
             Loop::ReplicaSet => "replicaset-controller",
+            Loop::Deployment => "deployment-controller",
         }
     }
 }
@@ -94,6 +98,7 @@ async fn start(manager: kube::Client, config: kube::Config, dir: PathBuf) {
         let client = credentials::client_for(&manager, &config, &dir, l.service_account()).await;
         match l {
             Loop::ReplicaSet => tasks.spawn(replicaset::run(client)),
+            Loop::Deployment => tasks.spawn(deployment::run(client)),
         };
     }
     tasks.spawn(credentials::refresh(

@@ -1,12 +1,19 @@
-//! What the loops share: controller references, label selectors, and the pod states upstream's
-//! controllers count (active, ready, available).
+//! What the loops share: reflectors, controller references and adoption, label selectors, and the pod
+//! states upstream's controllers count (active, ready, available).
 
 use std::collections::BTreeMap;
 
 use basalt_apimachinery::selector;
+use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 /// The owner reference with `controller: true`, if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -73,4 +80,113 @@ pub fn is_available(p: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
         Some(None) => false,
         Some(Some(t)) => t.as_second() + i64::from(min_ready_seconds) <= now.as_second(),
     }
+}
+
+/// Whether an object is an orphan that an owner with `selector` takes (upstream's ControllerRefManager):
+/// no controller, not being deleted, and matched.
+pub fn adoptable(child: &ObjectMeta, selector: &selector::LabelSelector) -> bool {
+    controller_of(child).is_none()
+        && child.deletion_timestamp.is_none()
+        && selector.matches(&labels(child))
+}
+
+/// Adopts `child`: a strategic-merge patch adding the controller reference, guarded by the child's uid.
+/// `None` when the child is gone or was replaced meanwhile.
+pub async fn adopt<C>(
+    api: &Api<C>,
+    child: &ObjectMeta,
+    owner: OwnerReference,
+) -> Result<Option<C>, kube::Error>
+where
+    C: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"ownerReferences": [owner], "uid": child.uid}});
+    let name = child.name.clone().unwrap_or_default();
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+    {
+        Ok(c) => Ok(Some(c)),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The owners an event about `child` wakes: its controller when of `kind`; for an orphan, every owner in
+/// its namespace whose (non-empty) selector matches it, so that it is adopted.
+pub fn to_wake<K>(
+    child: &ObjectMeta,
+    kind: &str,
+    owners: &Store<K>,
+    selector_of: impl Fn(&K) -> &LabelSelector,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let ns = child.namespace.clone().unwrap_or_default();
+    match controller_of(child) {
+        Some(r) if r.kind == kind => vec![ObjectRef::new(&r.name).within(&ns)],
+        Some(_) => vec![],
+        None => {
+            let labels = labels(child);
+            owners
+                .state()
+                .iter()
+                .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+                .filter(|o| {
+                    selector(Some(selector_of(o)))
+                        .is_some_and(|s| !s.is_empty() && s.matches(&labels))
+                })
+                .map(|o| ObjectRef::from_obj(&**o))
+                .collect()
+        }
+    }
+}
+
+/// A reflector of every `K`: the store the reconciler reads, and the stream of changed objects that
+/// wakes the controller (and fills the store as it is polled).
+pub fn reflect<K>(
+    client: &Client,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    (store, events)
+}
+
+/// Drives a controller's stream of reconciliations until it ends.
+pub async fn drive<T, E: std::fmt::Display>(name: &str, s: impl Stream<Item = Result<T, E>>) {
+    s.for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(controller = name, error = %e, "reconcile");
+        }
+    })
+    .await;
+}
+
+/// Every loop's error policy: the failure logged, the object tried again shortly.
+pub fn retry<K: Resource, E: std::fmt::Display, C>(
+    obj: std::sync::Arc<K>,
+    e: &E,
+    _: std::sync::Arc<C>,
+) -> kube::runtime::controller::Action {
+    let name = obj.meta().name.clone().unwrap_or_default();
+    tracing::warn!(object = %name, error = %e, "sync failed");
+    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(2))
 }

@@ -15,12 +15,11 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 
 use crate::owners;
 
@@ -107,16 +106,10 @@ struct Ctx {
 
 /// Runs the controller until the future is dropped.
 pub async fn run(client: Client) {
-    let (pods, writer) = reflector::store();
+    let (pods, pod_events) = owners::reflect::<Pod>(&client);
     let expectations = Arc::new(Expectations::default());
     let seen = expectations.clone();
-    let pod_events = reflector::reflector(
-        writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .inspect(move |e| {
+    let pod_events = pod_events.inspect(move |e| {
         if let Ok(p) = e {
             seen.observe(p);
         }
@@ -129,39 +122,14 @@ pub async fn run(client: Client) {
     let controller = Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default());
     let replicasets = controller.store();
     // A pod wakes its controller, or, an orphan, every ReplicaSet whose selector matches it (adoption).
-    controller
+    let run = controller
         .watches_stream(pod_events, move |pod: Pod| {
-            let ns = pod.namespace().unwrap_or_default();
-            match owners::controller_of(&pod.metadata) {
-                Some(r) if r.kind == "ReplicaSet" => vec![ObjectRef::new(&r.name).within(&ns)],
-                Some(_) => vec![],
-                None => {
-                    let labels = owners::labels(&pod.metadata);
-                    replicasets
-                        .state()
-                        .iter()
-                        .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()))
-                        .filter(|rs| {
-                            owners::selector(Some(&rs.spec.selector))
-                                .is_some_and(|s| !s.is_empty() && s.matches(&labels))
-                        })
-                        .map(|rs| ObjectRef::from_obj(&**rs))
-                        .collect()
-                }
-            }
+            owners::to_wake(&pod.metadata, "ReplicaSet", &replicasets, |rs| {
+                &rs.spec.selector
+            })
         })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "replicaset controller");
-            }
-        })
-        .await;
-}
-
-fn error_policy(rs: Arc<ReplicaSet>, e: &Error, _: Arc<Ctx>) -> Action {
-    tracing::warn!(replicaset = %rs.name_any(), error = %e, "replicaset sync failed");
-    Action::requeue(Duration::from_secs(2))
+        .run(reconcile, owners::retry, ctx);
+    owners::drive("replicaset", run).await;
 }
 
 /// Upstream's order for scale-down: unassigned before assigned, pending before running, not ready before
@@ -236,27 +204,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     for p in &in_ns {
         if owners::controlled_by(&p.metadata, &uid) {
             owned.push(p.clone());
-        } else if !deleting
-            && owners::controller_of(&p.metadata).is_none()
-            && p.metadata.deletion_timestamp.is_none()
-            && selector.matches(&owners::labels(&p.metadata))
-        {
-            // An orphan the selector matches: adopted, as upstream's ControllerRefManager does.
-            let patch = json!({"metadata": {
-                "ownerReferences": [owners::controller_ref("apps/v1", "ReplicaSet", &rs.metadata)],
-                "uid": p.metadata.uid,
-            }});
-            match api_pods
-                .patch(
-                    &p.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
-                .await
-            {
-                Ok(adopted) => owned.push(Arc::new(adopted)),
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(e.into()),
+        } else if !deleting && owners::adoptable(&p.metadata, &selector) {
+            let owner = owners::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+            if let Some(adopted) = owners::adopt(&api_pods, &p.metadata, owner).await? {
+                owned.push(Arc::new(adopted));
             }
         }
     }
