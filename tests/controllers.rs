@@ -638,6 +638,110 @@ fn deployment(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+fn web(replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": DNS},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": template("web", "registry.invalid/web:1")},
+    })
+}
+
+fn deployment_opt(c: &Cluster) -> Result<Option<Deployment>> {
+    let api: Api<Deployment> = Api::namespaced(c.client.clone(), DNS);
+    Ok(c.rt.block_on(api.get_opt("web"))?)
+}
+
+/// Deleting a Deployment: in the background its ReplicaSets and pods go after it; in the foreground it
+/// stays, with the `foregroundDeletion` finalizer, until they are gone; orphaned, they stay and lose
+/// their reference to it.
+fn garbage_collection(c: &Cluster) -> Result<()> {
+    // Background (kubectl's default), from the Deployment the last scenario left.
+    ensure!(!c.replicasets(DNS)?.is_empty() && !c.pods(DNS)?.is_empty());
+    c.kubectl(&["delete", "deployment", "web", "-n", DNS, "--wait=false"])?;
+    wait("ReplicaSets and pods collected", || {
+        c.kubelet(DNS, usize::MAX)?;
+        Ok((c.replicasets(DNS)?.is_empty() && c.pods(DNS)?.is_empty()).then_some(()))
+    })?;
+
+    // Foreground: with no kubelet confirming, the pods stay terminating and so does the Deployment.
+    c.apply(&[web(4)])?;
+    roll(c, 4, "registry.invalid/web:1", 1, 1)?;
+    c.kubectl(&[
+        "delete",
+        "deployment",
+        "web",
+        "-n",
+        DNS,
+        "--cascade=foreground",
+        "--wait=false",
+    ])?;
+    let finalizers = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.finalizers.clone().unwrap_or_default()
+    };
+    wait("the dependents deleted in the foreground", || {
+        let d = deployment_opt(c)?.with_context(|| {
+            format!(
+                "the Deployment went before its dependents\n{}",
+                c.s.log_tail()
+            )
+        })?;
+        ensure!(
+            d.metadata.deletion_timestamp.is_some()
+                && finalizers(&d.metadata) == ["foregroundDeletion"],
+            "Deployment metadata {:?}",
+            d.metadata
+        );
+        let rss = c.replicasets(DNS)?;
+        let pods = c.pods(DNS)?;
+        let all_terminating = !pods.is_empty() && pods.iter().all(terminating);
+        let rs_waiting = rss.len() == 1
+            && rss[0].metadata.deletion_timestamp.is_some()
+            && finalizers(&rss[0].metadata) == ["foregroundDeletion"];
+        Ok((all_terminating && rs_waiting).then_some(()))
+    })?;
+    wait("the Deployment gone after its pods", || {
+        let d = deployment_opt(c)?;
+        let rss = c.replicasets(DNS)?;
+        let pods = c.pods(DNS)?;
+        if d.is_none() {
+            ensure!(
+                rss.is_empty() && pods.is_empty(),
+                "the Deployment went first"
+            );
+            return Ok(Some(()));
+        }
+        c.kubelet(DNS, usize::MAX)?;
+        Ok(None)
+    })?;
+
+    // Orphan: the Deployment goes, its ReplicaSet and pods stay, without the reference.
+    c.apply(&[web(4)])?;
+    roll(c, 4, "registry.invalid/web:1", 1, 1)?;
+    c.kubectl(&["delete", "deployment", "web", "-n", DNS, "--cascade=orphan"])?;
+    wait("the Deployment gone", || {
+        Ok(deployment_opt(c)?.is_none().then_some(()))
+    })?;
+    let rss = c.replicasets(DNS)?;
+    ensure!(rss.len() == 1, "{} ReplicaSets", rss.len());
+    ensure!(
+        rss[0].metadata.owner_references.is_none(),
+        "the ReplicaSet still has owner references: {:?}",
+        rss[0].metadata.owner_references
+    );
+    let rs_uid = rss[0].uid().context("uid")?;
+    ensure!(
+        owned_by(&c.pods(DNS)?, &rs_uid).len() == 4,
+        "the pods did not stay with their ReplicaSet"
+    );
+    c.kubectl(&["delete", "rs", "--all", "-n", DNS])?;
+    wait("the orphaned ReplicaSet and pods collected", || {
+        c.kubelet(DNS, usize::MAX)?;
+        Ok((c.replicasets(DNS)?.is_empty() && c.pods(DNS)?.is_empty()).then_some(()))
+    })?;
+    Ok(())
+}
+
 /// The manager leads the `kube-controller-manager` Lease under its own identity, and each loop runs as its
 /// service account, bound to upstream's `system:controller:` role.
 fn identity(c: &Cluster) -> Result<()> {
@@ -703,6 +807,7 @@ fn scenarios(c: Cluster) -> Result<()> {
     identity(&c).context("identity")?;
     replicaset(&c).context("replicaset")?;
     deployment(&c).context("deployment")?;
+    garbage_collection(&c).context("garbage collection")?;
     Ok(())
 }
 

@@ -78,7 +78,7 @@ pub struct ServerArgs {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
     Scheduler,
-    /// kube-controller-manager's loops (replicaset, deployment)
+    /// kube-controller-manager's loops (replicaset, deployment, garbage collector)
     Controllers,
 }
 
@@ -165,6 +165,7 @@ pub async fn run(config: &basalt_config::Config, args: ServerArgs) -> anyhow::Re
     api.compaction_interval = std::time::Duration::from_secs(args.compaction_interval.max(1));
     api.max_inflight = args.max_requests_inflight;
     api.max_mutating_inflight = args.max_mutating_requests_inflight;
+    api.garbage_collector = !args.runs(Component::Controllers);
     let server = basalt_apiserver::ApiServer::start(api, store.clone()).await?;
 
     let kubeconfig = args

@@ -46,6 +46,10 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
     /// How often old history is compacted.
     pub compaction_interval: std::time::Duration,
+    /// Whether the apiserver cascades deletions along owner references itself: only when no
+    /// kube-controller-manager (basalt's controllers) runs its garbage collector, so that the two never
+    /// race over the same finalizers.
+    pub garbage_collector: bool,
 }
 
 impl Config {
@@ -65,6 +69,7 @@ impl Config {
             max_mutating_inflight: 200,
             request_timeout: std::time::Duration::from_secs(60),
             compaction_interval: std::time::Duration::from_secs(300),
+            garbage_collector: true,
         }
     }
 }

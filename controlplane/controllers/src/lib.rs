@@ -8,11 +8,13 @@
 //! - [`owners`]: controller references, pod readiness and availability, the helpers every loop shares.
 //! - [`replicaset`]: pods created and deleted to match `spec.replicas`, with expectations.
 //! - [`deployment`]: ReplicaSets per template and revision; scaling, RollingUpdate, Recreate, status.
+//! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
 //!
 //! Each controller is a kube-rs `Controller` (watcher → reflector → reconciler).
 
 pub mod credentials;
 pub mod deployment;
+pub mod gc;
 pub mod owners;
 pub mod replicaset;
 
@@ -39,16 +41,18 @@ pub enum Error {
 pub enum Loop {
     ReplicaSet,
     Deployment,
+    GarbageCollector,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 2] = [Loop::ReplicaSet, Loop::Deployment];
+    pub const ALL: [Loop; 3] = [Loop::ReplicaSet, Loop::Deployment, Loop::GarbageCollector];
 
     /// The service account (and `system:controller:` role) the loop runs as.
     pub fn service_account(self) -> &'static str {
         match self {
             Loop::ReplicaSet => "replicaset-controller",
             Loop::Deployment => "deployment-controller",
+            Loop::GarbageCollector => "generic-garbage-collector",
         }
     }
 }
@@ -99,6 +103,7 @@ async fn start(manager: kube::Client, config: kube::Config, dir: PathBuf) {
         match l {
             Loop::ReplicaSet => tasks.spawn(replicaset::run(client)),
             Loop::Deployment => tasks.spawn(deployment::run(client)),
+            Loop::GarbageCollector => tasks.spawn(gc::run(client)),
         };
     }
     tasks.spawn(credentials::refresh(
