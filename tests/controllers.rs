@@ -820,3 +820,17 @@ fn controllers_on_sqlite() -> Result<()> {
 fn controllers_on_etcd() -> Result<()> {
     scenarios(Cluster::start(Datastore::Etcd(3))?)
 }
+
+/// `--disable controllers` runs none: no identity of their own is made, and the apiserver's own cascading
+/// deletion stands in (tests/kubectl.rs exercises it).
+#[test]
+fn controllers_disabled() -> Result<()> {
+    let s = KubeServer::start_with(bin(), Datastore::Sqlite, &["--disable", "controllers"])?;
+    ensure!(!s
+        .data_dir()
+        .join("server/controller-manager.kubeconfig")
+        .exists());
+    ensure!(!s.data_dir().join("server/controller-manager.id").exists());
+    ensure!(!s.data_dir().join("server/controllers").exists());
+    Ok(())
+}
