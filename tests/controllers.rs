@@ -506,12 +506,24 @@ fn deployment(c: &Cluster) -> Result<()> {
         "rollout status: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    println!("kubectl rollout status:\n{text}");
     let lines: Vec<&str> = text.lines().collect();
     ensure!(
         lines.last() == Some(&"deployment \"web\" successfully rolled out"),
         "rollout status: {text}"
     );
+    // The rollout is paced by the fake kubelet: kubectl saw it under way.
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Waiting for deployment \"web\" rollout to finish: ")),
+        "rollout status: {text}"
+    );
     for l in &lines[..lines.len() - 1] {
+        // kubectl's line while the controller has not yet seen the new generation.
+        if *l == "Waiting for deployment spec update to be observed..." {
+            continue;
+        }
         let rest = l
             .strip_prefix("Waiting for deployment \"web\" rollout to finish: ")
             .with_context(|| format!("rollout status line {l:?}"))?;
