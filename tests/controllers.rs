@@ -635,14 +635,15 @@ fn deployment(c: &Cluster) -> Result<()> {
     wait("web recreated with web:3", || {
         let pods = c.pods(DNS)?;
         let live: Vec<&Pod> = pods.iter().filter(|p| !terminating(p)).collect();
-        let new = live
+        let new = pods
             .iter()
             .filter(|p| image_of(p) == "registry.invalid/web:3")
             .count();
+        // Old pods, terminating ones too, are all gone before the first new one is made.
         ensure!(
-            new == 0 || new == live.len(),
+            new == 0 || new == pods.len(),
             "{new} new pods beside {} old ones",
-            live.len() - new
+            pods.len() - new
         );
         c.kubelet(DNS, usize::MAX)?;
         Ok((new == 10 && live.iter().all(|p| ready(p))).then_some(()))

@@ -13,13 +13,13 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
@@ -54,19 +54,25 @@ pub enum Error {
 struct Ctx {
     client: Client,
     replicasets: Store<ReplicaSet>,
+    /// Pods, for Recreate: no new pod while an old one still runs, terminating or not (upstream's
+    /// oldPodsRunning).
+    pods: Store<Pod>,
 }
 
 /// Runs the controller until the future is dropped.
 pub async fn run(client: Client) {
     let (replicasets, rs_events) = owners::reflect::<ReplicaSet>(&client);
+    let (pods, pod_events) = owners::reflect::<Pod>(&client);
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
     );
     let deployments = controller.store();
+    let rs_of_pod = replicasets.clone();
     let ctx = Arc::new(Ctx {
         client,
         replicasets,
+        pods,
     });
     // A ReplicaSet wakes its Deployment, or, an orphan, every Deployment whose selector matches it.
     let run = controller
@@ -74,6 +80,18 @@ pub async fn run(client: Client) {
             owners::to_wake(&rs.metadata, "Deployment", &deployments, |d| {
                 &d.spec.selector
             })
+        })
+        // A pod wakes the Deployment of its ReplicaSet (a Recreate waits for the old pods to end).
+        .watches_stream(pod_events, move |pod: Pod| {
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            owners::controller_of(&pod.metadata)
+                .filter(|r| r.kind == "ReplicaSet")
+                .and_then(|r| rs_of_pod.get(&ObjectRef::new(&r.name).within(&ns)))
+                .and_then(|rs| {
+                    owners::controller_of(&rs.metadata)
+                        .filter(|r| r.kind == "Deployment")
+                        .map(|r| ObjectRef::new(&r.name).within(&ns))
+                })
         })
         .run(reconcile, owners::retry, ctx);
     owners::drive("deployment", run).await;
@@ -297,7 +315,17 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return s.sync_status(new.as_ref(), &old, false).await;
     }
     if is_recreate(&s.d) {
-        s.rollout_recreate(owned).await
+        ctx.pods
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::Reflector)?;
+        let pods = ctx
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+            .collect();
+        s.rollout_recreate(owned, pods).await
     } else {
         s.rollout_rolling(owned).await
     }
@@ -726,14 +754,28 @@ impl Sync {
         Ok(cleaned + scaled > 0)
     }
 
-    async fn rollout_recreate(&mut self, owned: Vec<ReplicaSet>) -> Result<Action, Error> {
+    async fn rollout_recreate(
+        &mut self,
+        owned: Vec<ReplicaSet>,
+        pods: Vec<Arc<Pod>>,
+    ) -> Result<Action, Error> {
         let (new, mut old) = self.sync_revision(owned, false).await?;
         let mut scaled = false;
         for rs in old.iter_mut().filter(|rs| spec_replicas(rs) > 0) {
             scaled |= self.scale_rs(rs, 0).await?;
         }
-        // Old pods must be gone before new ones start.
-        if scaled || old.iter().any(|rs| status_of(rs).0 > 0) {
+        // Old pods must be gone, terminating ones too, before new ones start.
+        let old_uids: Vec<&str> = old
+            .iter()
+            .filter_map(|rs| rs.metadata.uid.as_deref())
+            .collect();
+        let old_running = pods.iter().any(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+                && owners::controller_of(&p.metadata)
+                    .is_some_and(|r| old_uids.contains(&r.uid.as_str()))
+        });
+        if scaled || old_running {
             return self.sync_status(new.as_ref(), &old, true).await;
         }
         let (new, old) = match new {
