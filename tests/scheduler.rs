@@ -694,32 +694,6 @@ fn scheduler_flags_and_bad_configuration() -> Result<()> {
     Ok(())
 }
 
-fn lease_holder(s: &KubeServer) -> Result<Option<(String, i64)>> {
-    let out = s.run(&[
-        "get",
-        "lease",
-        "-n",
-        "kube-system",
-        "kube-scheduler",
-        "-o",
-        "json",
-    ]);
-    if !out.status.success() {
-        return Ok(None);
-    }
-    let l: Value = serde_json::from_slice(&out.stdout)?;
-    Ok(l.pointer("/spec/holderIdentity")
-        .and_then(Value::as_str)
-        .map(|h| {
-            (
-                h.to_string(),
-                l.pointer("/spec/leaseTransitions")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
-            )
-        }))
-}
-
 fn identity(s: &KubeServer) -> Result<String> {
     let id = std::fs::read_to_string(s.data_dir().join("server/scheduler.id"))?;
     Ok(format!("basalt-test_{}", id.trim()))
@@ -748,7 +722,9 @@ fn leader_election_two_servers_on_etcd() -> Result<()> {
         KubeServer::start_with(bin(), Datastore::Endpoint(endpoint), &args)?,
     ];
     let ids = [identity(&servers[0])?, identity(&servers[1])?];
-    let (holder, transitions) = wait("a scheduler to lead", || lease_holder(&servers[1]))?;
+    let (holder, transitions) = wait("a scheduler to lead", || {
+        servers[1].lease_holder("kube-scheduler")
+    })?;
     let leader = ids
         .iter()
         .position(|i| *i == holder)
@@ -768,7 +744,9 @@ fn leader_election_two_servers_on_etcd() -> Result<()> {
     apply(&servers[follower], &[pod(ns, "second", "100m", json!({}))])?;
     ensure!(bound(&servers[follower], ns, "second")? == "le-1");
     let took = killed.elapsed();
-    let (holder, after) = lease_holder(&servers[follower])?.context("lease")?;
+    let (holder, after) = servers[follower]
+        .lease_holder("kube-scheduler")?
+        .context("lease")?;
     ensure!(holder == ids[follower], "lease held by {holder}");
     ensure!(
         after > transitions,

@@ -6,8 +6,9 @@
 //!   apiserver, and serves until SIGTERM.
 //!
 //! The apiserver lives in `controlplane/apiserver`, the store in `controlplane/store`, the scheduler in
-//! `controlplane/scheduler` (a client of the apiserver with its own certificate, as upstream's); the
-//! controllers join here. It must never be required for a node to run its static pods.
+//! `controlplane/scheduler` (a client of the apiserver with its own certificate, as upstream's), the
+//! controllers in `controlplane/controllers` (`system:kube-controller-manager`, each loop then on a
+//! service-account token of its own). It must never be required for a node to run its static pods.
 
 pub mod pki;
 
@@ -80,7 +81,7 @@ pub struct ServerArgs {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
     Scheduler,
-    /// kube-controller-manager's loops (not built yet: accepted, nothing runs)
+    /// kube-controller-manager's loops (replicaset, deployment, garbage collector)
     Controllers,
 }
 
@@ -184,6 +185,7 @@ pub async fn serve(
     api.event_ttl = args.event_ttl;
     api.max_inflight = args.max_requests_inflight;
     api.max_mutating_inflight = args.max_mutating_requests_inflight;
+    api.garbage_collector = !args.runs(Component::Controllers);
     let server = basalt_apiserver::ApiServer::start(api, store.clone()).await?;
 
     let kubeconfig = args
@@ -207,6 +209,21 @@ pub async fn serve(
         let identity = basalt_scheduler::identity(&dir.join("scheduler.id"), &node_name)?;
         let client = basalt_scheduler::client(&path).await?;
         tokio::spawn(basalt_scheduler::run(client, config, identity));
+    }
+    if args.runs(Component::Controllers) {
+        let path = dir.join("controller-manager.kubeconfig");
+        pki.write_kubeconfig(
+            &path,
+            &format!("https://{host}"),
+            "system:kube-controller-manager",
+            &[],
+        )?;
+        let manager = basalt_controllers::Manager {
+            config: basalt_scheduler::client_config(&path).await?,
+            dir: dir.join("controllers"),
+            identity: basalt_scheduler::identity(&dir.join("controller-manager.id"), &node_name)?,
+        };
+        tokio::spawn(basalt_controllers::run(manager));
     }
     // What scripts and the tests read: where the API is, and how to reach it.
     println!(

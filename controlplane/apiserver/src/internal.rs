@@ -177,8 +177,15 @@ impl Internal {
                 headers: &self.headers,
             };
             let new = rest::prepare_update(&call, &old, obj, None, Some("kube-apiserver")).await?;
+            // As upstream's ShouldDeleteDuringUpdate: the last finalizer gone ends an object only once
+            // its grace period is over (a pod waits for its kubelet).
+            let graceful = new
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .is_some_and(|g| g > 0);
             if crate::meta::is_deleting(&new)
                 && crate::meta::finalizers(&new).is_empty()
+                && !graceful
                 && !(res.group.is_empty() && res.plural == "namespaces")
             {
                 match self.state.objects.delete(res, ns, name, rev).await {

@@ -3,7 +3,8 @@
 //! orphan), expiring old events, and compacting old history.
 //!
 //! Upstream runs the namespace, service-account, root-CA-publisher and garbage collectors in
-//! kube-controller-manager; they live here until `basalt server` has its controllers.
+//! kube-controller-manager; they live here until `basalt server` has them as controllers. The garbage
+//! collector of `basalt-controllers` replaces the one here when it runs (`Config::garbage_collector`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -52,7 +53,9 @@ pub async fn populate_namespace(state: &Arc<State>, ns: &str) {
 /// Runs the background loops until the process ends.
 pub fn spawn(state: Arc<State>) {
     tokio::spawn(namespaces(state.clone()));
-    tokio::spawn(garbage_collector(state.clone()));
+    if state.config.garbage_collector {
+        tokio::spawn(garbage_collector(state.clone()));
+    }
     tokio::spawn(event_expiry(state.clone()));
     tokio::spawn(compactor(state));
 }

@@ -1038,9 +1038,8 @@ pub async fn patch(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
                 return Ok(out);
             }
             Err(Some(e)) => return Err(e),
-            Err(None) if precondition.is_some() => {
-                return Err(ApiError::modified(&call.res.group, &call.res.plural, &name))
-            }
+            // Written meanwhile: the patch is applied again to the current object, as upstream's
+            // GuaranteedUpdate does; a resourceVersion the patch itself carries fails the check above.
             Err(None) => continue,
         }
     }

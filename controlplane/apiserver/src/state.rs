@@ -48,6 +48,10 @@ pub struct Config {
     pub compaction_interval: std::time::Duration,
     /// How long an event is kept after its last write (upstream's --event-ttl).
     pub event_ttl: std::time::Duration,
+    /// Whether the apiserver cascades deletions along owner references itself: only when no
+    /// kube-controller-manager (basalt's controllers) runs its garbage collector, so that the two never
+    /// race over the same finalizers.
+    pub garbage_collector: bool,
 }
 
 impl Config {
@@ -68,6 +72,7 @@ impl Config {
             request_timeout: std::time::Duration::from_secs(60),
             compaction_interval: std::time::Duration::from_secs(300),
             event_ttl: std::time::Duration::from_secs(3600),
+            garbage_collector: true,
         }
     }
 }

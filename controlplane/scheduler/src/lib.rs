@@ -34,11 +34,11 @@ pub use config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("scheduler kubeconfig {path}: {message}")]
+    #[error("kubeconfig {path}: {message}")]
     Kubeconfig { path: String, message: String },
-    #[error("scheduler client: {0}")]
+    #[error("client: {0}")]
     Client(#[from] kube::Error),
-    #[error("scheduler identity file {path}: {source}")]
+    #[error("identity file {path}: {source}")]
     Identity {
         path: String,
         source: std::io::Error,
@@ -71,15 +71,20 @@ pub fn identity(id_file: &Path, host: &str) -> Result<String, Error> {
 
 /// A kube-rs client from a kubeconfig file.
 pub async fn client(kubeconfig: &Path) -> Result<kube::Client, Error> {
+    Ok(kube::Client::try_from(client_config(kubeconfig).await?)?)
+}
+
+/// A kubeconfig file read as a kube-rs client configuration (the controllers derive their per-controller
+/// service-account clients from it).
+pub async fn client_config(kubeconfig: &Path) -> Result<kube::Config, Error> {
     let kerr = |message: String| Error::Kubeconfig {
         path: kubeconfig.display().to_string(),
         message,
     };
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| kerr(e.to_string()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
-        .map_err(|e| kerr(e.to_string()))?;
-    Ok(kube::Client::try_from(cfg)?)
+        .map_err(|e| kerr(e.to_string()))
 }
 
 /// Runs the scheduler until the future is dropped: with leader election, schedules only while leading

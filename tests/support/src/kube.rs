@@ -226,6 +226,22 @@ impl KubeServer {
         self.spawn()
     }
 
+    /// The holder and transitions of the Lease `kube-system/<name>` (leader election), once it has one.
+    pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>> {
+        let out = self.run(&["get", "lease", "-n", "kube-system", name, "-o", "json"]);
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let l: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let transitions = l
+            .pointer("/spec/leaseTransitions")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        Ok(l.pointer("/spec/holderIdentity")
+            .and_then(serde_json::Value::as_str)
+            .map(|h| (h.to_string(), transitions)))
+    }
+
     /// kubectl against this server.
     pub fn kubectl(&self) -> Command {
         let mut c = Command::new("kubectl");

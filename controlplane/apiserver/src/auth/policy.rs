@@ -484,6 +484,72 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
     ]
+    .into_iter()
+    .chain(controller_roles())
+    .collect()
+}
+
+/// The loops of kube-controller-manager that basalt runs, each on the service account
+/// `kube-system/<name>` with the role `system:controller:<name>` (upstream's controller policy).
+const CONTROLLERS: &[&str] = &[
+    "replicaset-controller",
+    "deployment-controller",
+    "generic-garbage-collector",
+];
+
+fn controller_roles() -> Vec<Value> {
+    let events = rule(
+        &["create", "patch", "update"],
+        &["", "events.k8s.io"],
+        &["events"],
+    );
+    let apps = &["apps", "extensions"];
+    CONTROLLERS
+        .iter()
+        .map(|c| {
+            let rules = match *c {
+                "replicaset-controller" => vec![
+                    rule(&["get", "list", "update", "watch"], apps, &["replicasets"]),
+                    rule(&["update"], apps, &["replicasets/status"]),
+                    rule(&["update"], apps, &["replicasets/finalizers"]),
+                    rule(
+                        &["create", "delete", "list", "patch", "watch"],
+                        &[""],
+                        &["pods"],
+                    ),
+                    events.clone(),
+                ],
+                "deployment-controller" => vec![
+                    rule(&["get", "list", "update", "watch"], apps, &["deployments"]),
+                    rule(&["update"], apps, &["deployments/status"]),
+                    rule(&["update"], apps, &["deployments/finalizers"]),
+                    rule(
+                        &[
+                            "create", "delete", "get", "list", "patch", "update", "watch",
+                        ],
+                        apps,
+                        &["replicasets"],
+                    ),
+                    // Recreate waits for the old pods to be gone; adoption patches them.
+                    rule(&["get", "list", "update", "watch"], &[""], &["pods"]),
+                    events.clone(),
+                ],
+                _ => vec![rule(
+                    &["delete", "get", "list", "patch", "update", "watch"],
+                    &["*"],
+                    &["*"],
+                )],
+            };
+            role(&format!("system:controller:{c}"), rules)
+        })
+        .collect()
+}
+
+fn controller_binding(c: &str) -> Value {
+    let name = format!("system:controller:{c}");
+    let mut b = binding(&name, &name, &[]);
+    b["subjects"] = json!([{"kind": "ServiceAccount", "name": c, "namespace": "kube-system"}]);
+    b
 }
 
 /// The default cluster role bindings.
@@ -560,6 +626,9 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             &[("Group", "system:nodes")],
         ),
     ]
+    .into_iter()
+    .chain(CONTROLLERS.iter().map(|c| controller_binding(c)))
+    .collect()
 }
 
 /// The two system priority classes every cluster has.

@@ -1,0 +1,335 @@
+//! The replicaset controller, as upstream's: it adopts the orphan pods its selector matches, creates and
+//! deletes pods until the active ones number `spec.replicas`, and reports replicas, fully labelled, ready
+//! and available pods and the generation it saw.
+//!
+//! Pods it creates or deletes are remembered (expectations) until the pod reflector shows them: until
+//! then the ReplicaSet's pods are not counted again, so a reconcile that runs before the watch caught up
+//! never creates or deletes twice.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use crate::owners;
+
+/// Upstream's burst: at most this many creations or deletions in one sync.
+const BURST: usize = 500;
+/// A pod created or deleted but never seen is given up on after this long (upstream's expectations TTL).
+const EXPECTATIONS_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("pod reflector stopped")]
+    Reflector,
+}
+
+/// The creations (by name) and deletions (by uid) a ReplicaSet waits to see.
+#[derive(Default)]
+struct Pending {
+    created: HashSet<String>,
+    deleted: HashSet<String>,
+    since: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct Expectations(Mutex<HashMap<String, Pending>>);
+
+impl Expectations {
+    fn expect(&self, key: &str, created: Vec<String>, deleted: Vec<String>) {
+        if created.is_empty() && deleted.is_empty() {
+            return;
+        }
+        let mut m = self.0.lock().unwrap();
+        let p = m.entry(key.into()).or_default();
+        p.created.extend(created);
+        p.deleted.extend(deleted);
+        p.since = Some(Instant::now());
+    }
+
+    /// Whether the reflector shows everything expected of `key` (a created pod present, a deleted one
+    /// gone or terminating); forgets what it shows.
+    fn satisfied(&self, key: &str, pods: &[Arc<Pod>]) -> bool {
+        let mut m = self.0.lock().unwrap();
+        let Some(p) = m.get_mut(key) else {
+            return true;
+        };
+        p.created
+            .retain(|n| !pods.iter().any(|pod| pod.metadata.name.as_ref() == Some(n)));
+        p.deleted.retain(|uid| {
+            pods.iter().any(|pod| {
+                pod.metadata.uid.as_ref() == Some(uid) && pod.metadata.deletion_timestamp.is_none()
+            })
+        });
+        let done = (p.created.is_empty() && p.deleted.is_empty())
+            || p.since.is_some_and(|t| t.elapsed() > EXPECTATIONS_TTL);
+        if done {
+            m.remove(key);
+        }
+        done
+    }
+
+    /// A pod the watch showed: a creation seen is no longer awaited, even if the pod is gone again by the
+    /// time the ReplicaSet is synced.
+    fn observe(&self, pod: &Pod) {
+        let Some(owner) = owners::controller_of(&pod.metadata) else {
+            return;
+        };
+        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), owner.name);
+        if let Some(p) = self.0.lock().unwrap().get_mut(&key) {
+            p.created.remove(&pod.name_any());
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        self.0.lock().unwrap().remove(key);
+    }
+}
+
+struct Ctx {
+    client: Client,
+    pods: Store<Pod>,
+    expectations: Arc<Expectations>,
+}
+
+/// Runs the controller until the future is dropped.
+pub async fn run(client: Client) {
+    let (pods, pod_events) = owners::reflect::<Pod>(&client);
+    let expectations = Arc::new(Expectations::default());
+    let seen = expectations.clone();
+    let pod_events = pod_events.inspect(move |e| {
+        if let Ok(p) = e {
+            seen.observe(p);
+        }
+    });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        pods,
+        expectations,
+    });
+    let controller = Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default());
+    let replicasets = controller.store();
+    // A pod wakes its controller, or, an orphan, every ReplicaSet whose selector matches it (adoption).
+    let run = controller
+        .watches_stream(pod_events, move |pod: Pod| {
+            owners::to_wake(&pod.metadata, "ReplicaSet", &replicasets, |rs| {
+                &rs.spec.selector
+            })
+        })
+        .run(reconcile, owners::retry, ctx);
+    owners::drive("replicaset", run).await;
+}
+
+/// Upstream's order for scale-down: unassigned before assigned, pending before running, not ready before
+/// ready, then the most recently created first.
+fn deletion_rank(p: &Pod) -> (bool, u8, bool, std::cmp::Reverse<i64>) {
+    let phase = match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Pending") => 0,
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        _ => 0,
+    };
+    let created = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0);
+    (
+        p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some(),
+        phase,
+        owners::is_ready(p),
+        std::cmp::Reverse(created),
+    )
+}
+
+fn new_pod(rs: &ReplicaSet) -> Pod {
+    let template = rs.spec.template.clone().unwrap_or_default();
+    let tmeta = template.metadata.unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", rs.name_any())),
+            namespace: rs.namespace(),
+            labels: tmeta.labels,
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: Some(vec![owners::controller_ref(
+                "apps/v1",
+                "ReplicaSet",
+                &rs.metadata,
+            )]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    ctx.pods
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::Reflector)?;
+    let ns = rs.namespace().unwrap_or_default();
+    let name = rs.name_any();
+    let key = format!("{ns}/{name}");
+    let uid = rs.uid().unwrap_or_default();
+    let api_rs: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let api_pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let spec = &rs.spec;
+    let Some(selector) = owners::selector(Some(&spec.selector)) else {
+        return Ok(Action::await_change());
+    };
+
+    let in_ns: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .collect();
+    let deleting = rs.metadata.deletion_timestamp.is_some();
+    let mut owned: Vec<Arc<Pod>> = Vec::new();
+    for p in &in_ns {
+        if owners::controlled_by(&p.metadata, &uid) {
+            owned.push(p.clone());
+        } else if !deleting && owners::adoptable(&p.metadata, &selector) {
+            let owner = owners::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+            if let Some(adopted) = owners::adopt(&api_pods, &p.metadata, owner).await? {
+                owned.push(Arc::new(adopted));
+            }
+        }
+    }
+    let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| owners::is_active(p)).collect();
+
+    if !deleting && ctx.expectations.satisfied(&key, &in_ns) {
+        let want = spec.replicas.unwrap_or(1).max(0) as usize;
+        if active.len() < want {
+            let missing = (want - active.len()).min(BURST);
+            let pod = new_pod(&rs);
+            let pp = PostParams::default();
+            // Slow start, as upstream: batches of 1, 2, 4, … so that a failing template costs one error.
+            let mut created = Vec::new();
+            let mut batch = 1;
+            let mut failed = None;
+            while created.len() < missing && failed.is_none() {
+                let n = batch.min(missing - created.len());
+                let results =
+                    futures_util::future::join_all((0..n).map(|_| api_pods.create(&pp, &pod)))
+                        .await;
+                for r in results {
+                    match r {
+                        Ok(p) => created.push(p.name_any()),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                batch *= 2;
+            }
+            ctx.expectations.expect(&key, created, vec![]);
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        } else if active.len() > want {
+            let mut victims: Vec<&Arc<Pod>> = active.clone();
+            victims.sort_by_key(|p| deletion_rank(p));
+            victims.truncate((active.len() - want).min(BURST));
+            let results = futures_util::future::join_all(victims.iter().map(|p| {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: p.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                let name = p.name_any();
+                let api = api_pods.clone();
+                async move { api.delete(&name, &dp).await }
+            }))
+            .await;
+            let mut deleted = Vec::new();
+            let mut failed = None;
+            for (p, r) in victims.iter().zip(results) {
+                match r {
+                    Ok(_) => deleted.push(p.metadata.uid.clone().unwrap_or_default()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => failed = Some(e),
+                }
+            }
+            ctx.expectations.expect(&key, vec![], deleted);
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        }
+    } else if deleting {
+        ctx.expectations.forget(&key);
+    }
+
+    // Status from the pods as they were seen at the start, as upstream computes it.
+    let now = Timestamp::now();
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .map(owners::labels)
+        .unwrap_or_default();
+    let fully_labeled = active
+        .iter()
+        .filter(|p| {
+            let l = owners::labels(&p.metadata);
+            template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
+        })
+        .count();
+    let ready = active.iter().filter(|p| owners::is_ready(p)).count();
+    let available = active
+        .iter()
+        .filter(|p| owners::is_available(p, min_ready, now))
+        .count();
+    let status = rs.status.clone().unwrap_or_default();
+    let generation = rs.metadata.generation;
+    let changed = status.replicas != active.len() as i32
+        || status.fully_labeled_replicas.unwrap_or(0) != fully_labeled as i32
+        || status.ready_replicas.unwrap_or(0) != ready as i32
+        || status.available_replicas.unwrap_or(0) != available as i32
+        || status.observed_generation != generation;
+    if changed {
+        // An update, not a patch: upstream's role grants `update` on replicasets/status only.
+        let nz = |n: usize| (n > 0).then_some(n as i32);
+        let mut next = (*rs).clone();
+        next.status = Some(ReplicaSetStatus {
+            replicas: active.len() as i32,
+            fully_labeled_replicas: nz(fully_labeled),
+            ready_replicas: nz(ready),
+            available_replicas: nz(available),
+            observed_generation: generation,
+            ..status
+        });
+        match api_rs
+            .replace_status(&name, &PostParams::default(), &next)
+            .await
+        {
+            Ok(_) => {}
+            // Gone, or changed since the reflector saw it: the watch brings the newer one back here.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+                return Ok(Action::await_change())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // A pod ready but not yet for minReadySeconds becomes available without any event: look again then.
+    if min_ready > 0 && ready > available {
+        return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
+    }
+    Ok(Action::await_change())
+}

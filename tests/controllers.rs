@@ -1,0 +1,889 @@
+//! The controllers of `basalt server`, driven as a user drives them: kubectl against the server, fake
+//! nodes (Node objects with capacity that nothing runs), and the test playing the kubelet — it marks bound
+//! pods Running and Ready through the status subresource and removes pods once they are terminating,
+//! as a kubelet confirms a pod's end. Every scenario runs on the embedded SQLite and on a three-member etcd.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use basalt_testsupport::kube::{Datastore, KubeServer};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::{json, Value};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_basalt"))
+}
+
+/// The server, kubectl, and a kube-rs client for what the test does many times a second.
+struct Cluster {
+    s: KubeServer,
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+}
+
+impl Cluster {
+    fn start(datastore: Datastore) -> Result<Cluster> {
+        let s = KubeServer::start(bin(), datastore)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = rt.block_on(async {
+            let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig)?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            anyhow::Ok(kube::Client::try_from(cfg)?)
+        })?;
+        Ok(Cluster { s, rt, client })
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = self.s.run(args);
+        ensure!(
+            out.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    fn apply(&self, objects: &[Value]) -> Result<()> {
+        let docs: Vec<String> = objects.iter().map(Value::to_string).collect();
+        let out = self
+            .s
+            .run_with_input(&["apply", "-f", "-"], &docs.join("\n---\n"));
+        ensure!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    fn pods(&self, ns: &str) -> Result<Vec<Pod>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        Ok(self.rt.block_on(api.list(&ListParams::default()))?.items)
+    }
+
+    fn replicasets(&self, ns: &str) -> Result<Vec<ReplicaSet>> {
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+        Ok(self.rt.block_on(api.list(&ListParams::default()))?.items)
+    }
+
+    fn deployment(&self, ns: &str, name: &str) -> Result<Deployment> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        Ok(self.rt.block_on(api.get(name))?)
+    }
+
+    fn replicaset(&self, ns: &str, name: &str) -> Result<ReplicaSet> {
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+        Ok(self.rt.block_on(api.get(name))?)
+    }
+
+    /// One pass of a kubelet over `ns`: bound pods not yet ready become Running and Ready (at most
+    /// `limit` of them: a slow kubelet makes a rollout go through its steps one look at a time);
+    /// terminating pods are confirmed gone. Gives how many pods it changed.
+    fn kubelet(&self, ns: &str, limit: usize) -> Result<usize> {
+        let mut readied = 0;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let mut changed = 0;
+        for p in self.pods(ns)? {
+            let name = p.name_any();
+            if p.metadata.deletion_timestamp.is_some() {
+                let r = self.rt.block_on(api.delete(
+                    &name,
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                ));
+                match r {
+                    Ok(_) => changed += 1,
+                    // Gone, or changed meanwhile: the next pass sees it again.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                && !ready(&p)
+                && readied < limit
+            {
+                readied += 1;
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                let cond =
+                    |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
+                let patch = json!({"status": {"phase": "Running", "conditions": [
+                    cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")]}});
+                let r = self.rt.block_on(api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                ));
+                match r {
+                    Ok(_) => changed += 1,
+                    // Gone, or changed meanwhile: the next pass sees it again.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(changed)
+    }
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn terminating(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
+}
+
+/// Polls `f` until it gives a value (the condition is the test's; the deadline only bounds a failure).
+fn wait<T>(what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn node(name: &str) -> Value {
+    let res = json!({"cpu": "64", "memory": "256Gi", "pods": "110"});
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"capacity": res, "allocatable": res},
+    })
+}
+
+fn namespace(ns: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+}
+
+fn template(app: &str, image: &str) -> Value {
+    json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {"containers": [{"name": "c", "image": image,
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]},
+    })
+}
+
+/// The pods of `ns` controlled by the object with `uid`, not terminating.
+fn owned_by(pods: &[Pod], uid: &str) -> Vec<Pod> {
+    pods.iter()
+        .filter(|p| !terminating(p))
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Waits until the ReplicaSet has exactly `want` pods and reports them all in its status (ready and
+/// available when `ready`), checking at every look that it never made more than `want` (or than it had,
+/// when scaling down).
+fn settle_replicaset(c: &Cluster, ns: &str, name: &str, want: usize, ready: bool) -> Result<()> {
+    let rs = c.replicaset(ns, name)?;
+    let before = owned_by(&c.pods(ns)?, &rs.uid().unwrap_or_default()).len();
+    let at_most = want.max(before);
+    wait(&format!("{ns}/{name} at {want} replicas"), || {
+        let rs = c.replicaset(ns, name)?;
+        let uid = rs.uid().unwrap_or_default();
+        let pods = owned_by(&c.pods(ns)?, &uid);
+        ensure!(
+            pods.len() <= at_most,
+            "{name} has {} pods, more than {at_most}",
+            pods.len()
+        );
+        if ready {
+            c.kubelet(ns, usize::MAX)?;
+        }
+        let st = rs.status.clone().unwrap_or_default();
+        let n = want as i32;
+        let counted = st.replicas == n
+            && st.observed_generation == rs.metadata.generation
+            && (!ready
+                || (st.ready_replicas.unwrap_or(0) == n
+                    && st.available_replicas.unwrap_or(0) == n));
+        Ok((pods.len() == want && counted).then_some(()))
+    })
+}
+
+/// A ReplicaSet creates its pods with a controller reference, scales up and down without ever making
+/// one too many, replaces a deleted pod, adopts a matching orphan, and reports what it sees.
+fn replicaset(c: &Cluster) -> Result<()> {
+    let ns = "rs";
+    c.apply(&[namespace(ns), node("rs-1"), node("rs-2")])?;
+    let rs = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": template("web", "registry.invalid/web:1")},
+    });
+    c.apply(&[rs])?;
+    settle_replicaset(c, ns, "web", 3, false)?;
+    let rs = c.replicaset(ns, "web")?;
+    let uid = rs.uid().context("uid")?;
+    for p in owned_by(&c.pods(ns)?, &uid) {
+        let r = &p.owner_references()[0];
+        ensure!(
+            r.kind == "ReplicaSet"
+                && r.api_version == "apps/v1"
+                && r.name == "web"
+                && r.block_owner_deletion == Some(true),
+            "owner reference {r:?}"
+        );
+        ensure!(
+            p.name_any().starts_with("web-")
+                && p.labels().get("app").map(String::as_str) == Some("web"),
+            "pod {}",
+            p.name_any()
+        );
+    }
+    settle_replicaset(c, ns, "web", 3, true)?;
+
+    c.kubectl(&["scale", "rs", "web", "-n", ns, "--replicas=5"])?;
+    settle_replicaset(c, ns, "web", 5, true)?;
+    c.kubectl(&["scale", "rs", "web", "-n", ns, "--replicas=2"])?;
+    settle_replicaset(c, ns, "web", 2, true)?;
+
+    // A pod gone is replaced.
+    let victim = owned_by(&c.pods(ns)?, &uid)[0].name_any();
+    c.kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        ns,
+        &victim,
+        "--force",
+        "--grace-period=0",
+    ])?;
+    settle_replicaset(c, ns, "web", 2, true)?;
+    ensure!(!owned_by(&c.pods(ns)?, &uid)
+        .iter()
+        .any(|p| p.name_any() == victim));
+
+    // An orphan the selector matches is adopted (and, one too many, a pod is deleted).
+    let orphan = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "stray", "namespace": ns, "labels": {"app": "web"}},
+        "spec": template("web", "registry.invalid/web:1")["spec"]});
+    c.apply(&[orphan])?;
+    wait("the orphan adopted", || {
+        let stray = c.pods(ns)?.into_iter().find(|p| p.name_any() == "stray");
+        Ok(match stray {
+            None => Some(()),
+            Some(p) if terminating(&p) => Some(()),
+            Some(p) => p
+                .owner_references()
+                .iter()
+                .any(|r| r.uid == uid)
+                .then_some(()),
+        })
+    })?;
+    settle_replicaset(c, ns, "web", 2, true)?;
+
+    c.kubectl(&["delete", "rs", "web", "-n", ns])?;
+    c.kubectl(&[
+        "delete",
+        "pods",
+        "--all",
+        "-n",
+        ns,
+        "--force",
+        "--grace-period=0",
+    ])?;
+    c.kubectl(&["delete", "node", "rs-1", "rs-2"])?;
+    Ok(())
+}
+
+const DNS: &str = "deploy";
+
+/// The ReplicaSets the Deployment controls, oldest first.
+fn replicasets_of(c: &Cluster, d: &Deployment) -> Result<Vec<ReplicaSet>> {
+    let uid = d.uid().unwrap_or_default();
+    let mut rss: Vec<ReplicaSet> = c
+        .replicasets(DNS)?
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        })
+        .collect();
+    rss.sort_by_key(|rs| rs.metadata.creation_timestamp.clone().map(|t| t.0));
+    Ok(rss)
+}
+
+fn annotation(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> String {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn image_of(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// Plays the kubelet until the Deployment runs `replicas` ready pods of `image`, all reported in its
+/// status; checks at every look that the ReplicaSets stay within replicas + maxSurge and keep
+/// replicas - maxUnavailable available, and that the ready pods do too. Gives the distinct steps (the
+/// ReplicaSets' sizes) it saw.
+fn roll(
+    c: &Cluster,
+    replicas: i32,
+    image: &str,
+    surge: i32,
+    unavailable: i32,
+) -> Result<Vec<Vec<i32>>> {
+    let mut steps: Vec<Vec<i32>> = Vec::new();
+    let mut reached = false;
+    // A Deployment scaled down starts above the new bound.
+    let d = c.deployment(DNS, "web")?;
+    let start: i32 = replicasets_of(c, &d)?
+        .iter()
+        .map(|rs| rs.spec.replicas.unwrap_or(0))
+        .sum();
+    let max_total = (replicas + surge).max(start);
+    wait(&format!("web at {replicas} replicas of {image}"), || {
+        let d = c.deployment(DNS, "web")?;
+        let rss = replicasets_of(c, &d)?;
+        let sizes: Vec<i32> = rss.iter().map(|rs| rs.spec.replicas.unwrap_or(0)).collect();
+        let total: i32 = sizes.iter().sum();
+        let available: i32 = rss
+            .iter()
+            .map(|rs| {
+                let a = rs
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0);
+                a.min(rs.spec.replicas.unwrap_or(0))
+            })
+            .sum();
+        let pods = c.pods(DNS)?;
+        let ready_pods = pods.iter().filter(|p| !terminating(p) && ready(p)).count() as i32;
+        ensure!(
+            total <= max_total,
+            "ReplicaSets sized {sizes:?}: more than {max_total}"
+        );
+        // Once reached, the minimum is kept (a Deployment growing or starting has not reached it yet).
+        reached |= ready_pods >= replicas - unavailable;
+        if reached {
+            ensure!(
+                available >= replicas - unavailable && ready_pods >= replicas - unavailable,
+                "ReplicaSets sized {sizes:?} have {available} available ({ready_pods} ready pods): fewer than {replicas} - {unavailable}"
+            );
+        }
+        if steps.last() != Some(&sizes) {
+            steps.push(sizes.clone());
+        }
+        c.kubelet(DNS, 2)?;
+        let st = d.status.clone().unwrap_or_default();
+        let live: Vec<&Pod> = pods.iter().filter(|p| !terminating(p)).collect();
+        let done = st.observed_generation >= d.metadata.generation
+            && st.replicas == Some(replicas)
+            && st.updated_replicas == Some(replicas)
+            && st.available_replicas == Some(replicas)
+            && st.ready_replicas == Some(replicas)
+            && live.len() == replicas as usize
+            && live.iter().all(|p| image_of(p) == image && ready(p));
+        Ok(done.then_some(()))
+    })?;
+    Ok(steps)
+}
+
+fn history(c: &Cluster) -> Result<Vec<String>> {
+    let out = c.kubectl(&["rollout", "history", "deployment/web", "-n", DNS])?;
+    Ok(out
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// A Deployment of 10 scales to 20 and back; a new image rolls out within maxSurge 25% /
+/// maxUnavailable 25% while `kubectl rollout status` follows it; `kubectl rollout undo` brings the first
+/// template back as revision 3; `history` shows the revisions with their change causes; Recreate stops
+/// every old pod before a new one is made.
+fn deployment(c: &Cluster) -> Result<()> {
+    c.apply(&[namespace(DNS), node("d-1"), node("d-2"), node("d-3")])?;
+    let d = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": DNS,
+            "annotations": {"kubernetes.io/change-cause": "v1"}},
+        "spec": {"replicas": 10, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "template": template("web", "registry.invalid/web:1")},
+    });
+    c.apply(&[d])?;
+    roll(c, 10, "registry.invalid/web:1", 3, 2)?;
+    let d = c.deployment(DNS, "web")?;
+    let rss = replicasets_of(c, &d)?;
+    ensure!(rss.len() == 1, "{} ReplicaSets", rss.len());
+    let first = rss[0].name_any();
+    let hash = rss[0]
+        .labels()
+        .get("pod-template-hash")
+        .cloned()
+        .context("hash label")?;
+    ensure!(first == format!("web-{hash}"), "ReplicaSet {first}");
+    ensure!(annotation(&d.metadata, "deployment.kubernetes.io/revision") == "1");
+    ensure!(annotation(&rss[0].metadata, "deployment.kubernetes.io/revision") == "1");
+    ensure!(annotation(&rss[0].metadata, "kubernetes.io/change-cause") == "v1");
+
+    c.kubectl(&["scale", "deployment/web", "-n", DNS, "--replicas=20"])?;
+    roll(c, 20, "registry.invalid/web:1", 5, 5)?;
+    c.kubectl(&["scale", "deployment/web", "-n", DNS, "--replicas=10"])?;
+    roll(c, 10, "registry.invalid/web:1", 3, 2)?;
+    let d = c.deployment(DNS, "web")?;
+    ensure!(
+        replicasets_of(c, &d)?.len() == 1,
+        "scaling made a ReplicaSet"
+    );
+
+    // A new image, with rollout status following it.
+    c.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "-n",
+        DNS,
+        "c=registry.invalid/web:2",
+    ])?;
+    // The cause annotated once the template changed, as upstream's docs advise: annotated before, the
+    // ReplicaSet still current would take it.
+    c.kubectl(&[
+        "annotate",
+        "deployment/web",
+        "-n",
+        DNS,
+        "kubernetes.io/change-cause=v2",
+        "--overwrite",
+    ])?;
+    let status =
+        c.s.kubectl()
+            .args([
+                "rollout",
+                "status",
+                "deployment/web",
+                "-n",
+                DNS,
+                "--timeout=120s",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+    let steps = roll(c, 10, "registry.invalid/web:2", 3, 2)?;
+    let out = status.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "rollout status: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("kubectl rollout status:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    ensure!(
+        lines.last() == Some(&"deployment \"web\" successfully rolled out"),
+        "rollout status: {text}"
+    );
+    // The rollout is paced by the fake kubelet: kubectl saw it under way.
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Waiting for deployment \"web\" rollout to finish: ")),
+        "rollout status: {text}"
+    );
+    for l in &lines[..lines.len() - 1] {
+        // kubectl's line while the controller has not yet seen the new generation.
+        if *l == "Waiting for deployment spec update to be observed..." {
+            continue;
+        }
+        let rest = l
+            .strip_prefix("Waiting for deployment \"web\" rollout to finish: ")
+            .with_context(|| format!("rollout status line {l:?}"))?;
+        ensure!(
+            rest.ends_with(" new replicas have been updated...")
+                || rest.ends_with(" old replicas are pending termination...")
+                || rest.ends_with(" updated replicas are available..."),
+            "rollout status line {l:?}"
+        );
+    }
+    // The old and the new ReplicaSet were seen side by side, not only before and after.
+    println!("rolling update steps: {steps:?}");
+    ensure!(
+        steps.iter().any(|s| s.len() == 2 && s[0] > 0 && s[1] > 0),
+        "no step of the rollout seen: {steps:?}"
+    );
+    let d = c.deployment(DNS, "web")?;
+    let rss = replicasets_of(c, &d)?;
+    let sizes: Vec<i32> = rss.iter().map(|rs| rs.spec.replicas.unwrap_or(0)).collect();
+    ensure!(sizes == [0, 10], "ReplicaSets sized {sizes:?}");
+    ensure!(annotation(&d.metadata, "deployment.kubernetes.io/revision") == "2");
+    ensure!(annotation(&rss[1].metadata, "deployment.kubernetes.io/revision") == "2");
+    let cond = |t: &str| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|x| x.type_.as_deref() == Some(t)).cloned())
+            .unwrap_or_default()
+    };
+    let progressing = cond("Progressing");
+    ensure!(
+        progressing.reason.as_deref() == Some("NewReplicaSetAvailable")
+            && progressing.message
+                == Some(format!(
+                    "ReplicaSet \"{}\" has successfully progressed.",
+                    rss[1].name_any()
+                )),
+        "Progressing {progressing:?}"
+    );
+    let available = cond("Available");
+    ensure!(
+        available.status.as_deref() == Some("True")
+            && available.reason.as_deref() == Some("MinimumReplicasAvailable")
+            && available.message.as_deref() == Some("Deployment has minimum availability."),
+        "Available {available:?}"
+    );
+    ensure!(
+        history(c)?
+            == [
+                "deployment.apps/web",
+                "REVISION  CHANGE-CAUSE",
+                "1         v1",
+                "2         v2"
+            ],
+        "history {:?}",
+        history(c)?
+    );
+
+    // Undo: kubectl patches the first template back; that ReplicaSet becomes revision 3.
+    let undo = c.kubectl(&["rollout", "undo", "deployment/web", "-n", DNS])?;
+    ensure!(
+        undo.trim() == "deployment.apps/web rolled back",
+        "undo: {undo}"
+    );
+    roll(c, 10, "registry.invalid/web:1", 3, 2)?;
+    let d = c.deployment(DNS, "web")?;
+    let rss = replicasets_of(c, &d)?;
+    ensure!(
+        rss.len() == 2 && rss[0].name_any() == first,
+        "ReplicaSets after undo"
+    );
+    ensure!(annotation(&rss[0].metadata, "deployment.kubernetes.io/revision") == "3");
+    ensure!(
+        annotation(
+            &rss[0].metadata,
+            "deployment.kubernetes.io/revision-history"
+        ) == "1"
+    );
+    ensure!(annotation(&d.metadata, "deployment.kubernetes.io/revision") == "3");
+    ensure!(
+        history(c)?
+            == [
+                "deployment.apps/web",
+                "REVISION  CHANGE-CAUSE",
+                "2         v2",
+                "3         v1"
+            ],
+        "history {:?}",
+        history(c)?
+    );
+
+    // Recreate: no new pod while an old one runs.
+    c.kubectl(&[
+        "patch",
+        "deployment/web",
+        "-n",
+        DNS,
+        "-p",
+        r#"{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null}}}"#,
+    ])?;
+    c.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "-n",
+        DNS,
+        "c=registry.invalid/web:3",
+    ])?;
+    wait("web recreated with web:3", || {
+        let pods = c.pods(DNS)?;
+        let live: Vec<&Pod> = pods.iter().filter(|p| !terminating(p)).collect();
+        let new = pods
+            .iter()
+            .filter(|p| image_of(p) == "registry.invalid/web:3")
+            .count();
+        // Old pods, terminating ones too, are all gone before the first new one is made.
+        ensure!(
+            new == 0 || new == pods.len(),
+            "{new} new pods beside {} old ones",
+            pods.len() - new
+        );
+        c.kubelet(DNS, usize::MAX)?;
+        Ok((new == 10 && live.iter().all(|p| ready(p))).then_some(()))
+    })?;
+    Ok(())
+}
+
+fn web(replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": DNS},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": template("web", "registry.invalid/web:1")},
+    })
+}
+
+fn deployment_opt(c: &Cluster) -> Result<Option<Deployment>> {
+    let api: Api<Deployment> = Api::namespaced(c.client.clone(), DNS);
+    Ok(c.rt.block_on(api.get_opt("web"))?)
+}
+
+/// Deleting a Deployment: in the background its ReplicaSets and pods go after it; in the foreground it
+/// stays, with the `foregroundDeletion` finalizer, until they are gone; orphaned, they stay and lose
+/// their reference to it.
+fn garbage_collection(c: &Cluster) -> Result<()> {
+    // Background (kubectl's default), from the Deployment the last scenario left.
+    ensure!(!c.replicasets(DNS)?.is_empty() && !c.pods(DNS)?.is_empty());
+    c.kubectl(&["delete", "deployment", "web", "-n", DNS, "--wait=false"])?;
+    wait("ReplicaSets and pods collected", || {
+        c.kubelet(DNS, usize::MAX)?;
+        Ok((c.replicasets(DNS)?.is_empty() && c.pods(DNS)?.is_empty()).then_some(()))
+    })?;
+
+    // Foreground: with no kubelet confirming, the pods stay terminating and so does the Deployment.
+    c.apply(&[web(4)])?;
+    roll(c, 4, "registry.invalid/web:1", 1, 1)?;
+    c.kubectl(&[
+        "delete",
+        "deployment",
+        "web",
+        "-n",
+        DNS,
+        "--cascade=foreground",
+        "--wait=false",
+    ])?;
+    let finalizers = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.finalizers.clone().unwrap_or_default()
+    };
+    wait("the dependents deleted in the foreground", || {
+        let d = deployment_opt(c)?.with_context(|| {
+            format!(
+                "the Deployment went before its dependents\n{}",
+                c.s.log_tail()
+            )
+        })?;
+        ensure!(
+            d.metadata.deletion_timestamp.is_some()
+                && finalizers(&d.metadata) == ["foregroundDeletion"],
+            "Deployment metadata {:?}",
+            d.metadata
+        );
+        let rss = c.replicasets(DNS)?;
+        let pods = c.pods(DNS)?;
+        let all_terminating = !pods.is_empty() && pods.iter().all(terminating);
+        let rs_waiting = rss.len() == 1
+            && rss[0].metadata.deletion_timestamp.is_some()
+            && finalizers(&rss[0].metadata) == ["foregroundDeletion"];
+        Ok((all_terminating && rs_waiting).then_some(()))
+    })?;
+    wait("the Deployment gone after its pods", || {
+        let d = deployment_opt(c)?;
+        let rss = c.replicasets(DNS)?;
+        let pods = c.pods(DNS)?;
+        if d.is_none() {
+            ensure!(
+                rss.is_empty() && pods.is_empty(),
+                "the Deployment went first"
+            );
+            return Ok(Some(()));
+        }
+        c.kubelet(DNS, usize::MAX)?;
+        Ok(None)
+    })?;
+
+    // Orphan: the Deployment goes, its ReplicaSet and pods stay, without the reference.
+    c.apply(&[web(4)])?;
+    roll(c, 4, "registry.invalid/web:1", 1, 1)?;
+    c.kubectl(&["delete", "deployment", "web", "-n", DNS, "--cascade=orphan"])?;
+    wait("the Deployment gone", || {
+        Ok(deployment_opt(c)?.is_none().then_some(()))
+    })?;
+    let rss = c.replicasets(DNS)?;
+    ensure!(rss.len() == 1, "{} ReplicaSets", rss.len());
+    ensure!(
+        rss[0].metadata.owner_references.is_none(),
+        "the ReplicaSet still has owner references: {:?}",
+        rss[0].metadata.owner_references
+    );
+    let rs_uid = rss[0].uid().context("uid")?;
+    ensure!(
+        owned_by(&c.pods(DNS)?, &rs_uid).len() == 4,
+        "the pods did not stay with their ReplicaSet"
+    );
+    c.kubectl(&["delete", "rs", "--all", "-n", DNS])?;
+    wait("the orphaned ReplicaSet and pods collected", || {
+        c.kubelet(DNS, usize::MAX)?;
+        Ok((c.replicasets(DNS)?.is_empty() && c.pods(DNS)?.is_empty()).then_some(()))
+    })?;
+    Ok(())
+}
+
+/// The manager leads the `kube-controller-manager` Lease under its own identity, and each loop runs as its
+/// service account, bound to upstream's `system:controller:` role.
+fn identity(c: &Cluster) -> Result<()> {
+    let id = std::fs::read_to_string(c.s.data_dir().join("server/controller-manager.id"))?;
+    let holder = wait("the controller manager to lead", || lease_holder(c))?;
+    ensure!(
+        holder == format!("basalt-test_{}", id.trim()),
+        "lease held by {holder}"
+    );
+    let sa = c.kubectl(&[
+        "get",
+        "sa",
+        "-n",
+        "kube-system",
+        "replicaset-controller",
+        "-o",
+        "name",
+    ])?;
+    ensure!(sa.trim() == "serviceaccount/replicaset-controller");
+    let can = c.kubectl(&[
+        "auth",
+        "can-i",
+        "create",
+        "pods",
+        "--as=system:serviceaccount:kube-system:replicaset-controller",
+    ])?;
+    ensure!(
+        can.trim() == "yes",
+        "replicaset-controller may create pods: {can}"
+    );
+    let cannot = c.s.run(&[
+        "auth",
+        "can-i",
+        "create",
+        "pods",
+        "--as=system:kube-controller-manager",
+    ]);
+    ensure!(
+        String::from_utf8_lossy(&cannot.stdout).trim() == "no",
+        "the manager itself may create pods"
+    );
+    Ok(())
+}
+
+fn scenarios(c: Cluster) -> Result<()> {
+    identity(&c).context("identity")?;
+    replicaset(&c).context("replicaset")?;
+    deployment(&c).context("deployment")?;
+    garbage_collection(&c).context("garbage collection")?;
+    Ok(())
+}
+
+#[test]
+fn controllers_on_sqlite() -> Result<()> {
+    scenarios(Cluster::start(Datastore::Sqlite)?)
+}
+
+#[test]
+fn controllers_on_etcd() -> Result<()> {
+    scenarios(Cluster::start(Datastore::Etcd(3))?)
+}
+
+/// `--disable controllers` runs none: no identity of their own is made, and the apiserver's own cascading
+/// deletion stands in (tests/kubectl.rs exercises it).
+#[test]
+fn controllers_disabled() -> Result<()> {
+    let s = KubeServer::start_with(bin(), Datastore::Sqlite, &["--disable", "controllers"])?;
+    ensure!(!s
+        .data_dir()
+        .join("server/controller-manager.kubeconfig")
+        .exists());
+    ensure!(!s.data_dir().join("server/controller-manager.id").exists());
+    ensure!(!s.data_dir().join("server/controllers").exists());
+    Ok(())
+}
+
+fn lease_holder(c: &Cluster) -> Result<Option<String>> {
+    Ok(c.s
+        .lease_holder("kube-controller-manager")?
+        .map(|(holder, _)| holder))
+}
+
+/// Two servers on one three-member etcd: one runs the controllers; SIGKILLed, the other takes the
+/// `kube-controller-manager` Lease once it expires (15 s, as upstream's default) and its replicaset
+/// controller makes the pods of a ReplicaSet created after the kill.
+#[test]
+fn controllers_fail_over_between_two_servers_on_etcd() -> Result<()> {
+    const LEASE: u64 = 15;
+    const RETRY: u64 = 2;
+    let etcd = basalt_testsupport::EtcdCluster::start(3)?;
+    let endpoint = etcd.datastore_endpoint();
+    let mut servers = [
+        Cluster::start(Datastore::Endpoint(endpoint.clone()))?,
+        Cluster::start(Datastore::Endpoint(endpoint))?,
+    ];
+    let id = |c: &Cluster| -> Result<String> {
+        let id = std::fs::read_to_string(c.s.data_dir().join("server/controller-manager.id"))?;
+        Ok(format!("basalt-test_{}", id.trim()))
+    };
+    let ids = [id(&servers[0])?, id(&servers[1])?];
+    let holder = wait("the controllers to lead", || lease_holder(&servers[1]))?;
+    let leader = ids
+        .iter()
+        .position(|i| *i == holder)
+        .context("the lease holder is one of the servers")?;
+    let follower = 1 - leader;
+    servers[leader].s.kill()?;
+    let killed = Instant::now();
+    let c = &servers[follower];
+    let ns = "failover";
+    c.apply(&[namespace(ns)])?;
+    c.apply(&[json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "after", "namespace": ns},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "after"}},
+                 "template": template("after", "registry.invalid/web:1")},
+    })])?;
+    settle_replicaset(c, ns, "after", 2, false)?;
+    let took = killed.elapsed();
+    ensure!(
+        lease_holder(c)?.as_deref() == Some(ids[follower].as_str()),
+        "lease not taken by the survivor"
+    );
+    println!("controllers' leader killed → the other server's pods made in {took:?}");
+    // The lease runs out at most LEASE after the last renewal; the candidate notices within RETRY; a
+    // little more for its loops to get their tokens and list.
+    ensure!(
+        took < Duration::from_secs(LEASE + 2 * RETRY + 5),
+        "took {took:?}"
+    );
+    Ok(())
+}
