@@ -6,6 +6,7 @@
 //! the control plane and the node.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use basalt_cri_tests::{api, endpoint::basalt_bin, remove_kubelet_cgroups, Harness};
@@ -347,6 +348,79 @@ async fn basalt_server_is_a_whole_node() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!server.data_dir().join("pods").join(&uid).exists());
+
+    // A Deployment, as a user applies one: the controllers make its pods, the scheduler puts them on this
+    // node, and each serves HTTP on its pod IP to the other (asked from inside the pods, through the
+    // node's own CRI socket: pod traffic stays on the node's network).
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: httpd\n        image: \"{img}\"\n        command: [sh, -c, \"mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n        readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
+    );
+    let out = server.run_with_input(&["apply", "-f", "-"], &deployment);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.run(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pods = get(&server, &["pods", "-l", "app=web"]).unwrap();
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 2);
+    let cri = basalt_cri_tests::Cri::wait_ready(
+        Path::new(&format!("{d}/run/cri.sock")),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let id_ip_name = |p: &Value| {
+        let id = p["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .unwrap();
+        (
+            id.split_once("://").unwrap().1.to_string(),
+            p["status"]["podIP"].as_str().unwrap().to_string(),
+            p["metadata"]["name"].as_str().unwrap().to_string(),
+        )
+    };
+    let (a, b) = (id_ip_name(&pods[0]), id_ip_name(&pods[1]));
+    for ((from, _, _), (_, ip, name)) in [(&a, &b), (&b, &a)] {
+        let out = cri
+            .runtime
+            .clone()
+            .exec_sync(api::ExecSyncRequest {
+                container_id: from.clone(),
+                cmd: ["wget", "-qO-", &format!("http://{ip}:8080/")]
+                    .map(str::to_string)
+                    .into(),
+                timeout: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            page.trim(),
+            name,
+            "{name} at {ip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = server.run(&["delete", "deployment", "web", "--wait", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait("the deployment's pods gone", || {
+        let pods = get(&server, &["pods", "-l", "app=web"])?;
+        pods["items"].as_array()?.is_empty().then_some(())
+    })
+    .await;
     drop(server);
     remove_kubelet_cgroups(&cgroup);
 }
