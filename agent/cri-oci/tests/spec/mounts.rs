@@ -356,6 +356,15 @@ fn image_volumes_come_from_the_resolved_map_read_only() {
         ..Default::default()
     }];
     let sb = Sandbox::new("sb-1", &env.pod);
+    // An image volume is read-only: one asked writable is refused, as upstream's kubelet validates.
+    let e = env.run_with(&Container::new("ctr-1", &c), &sb).unwrap_err();
+    assert_err(
+        &e,
+        ErrorKind::InvalidArgument,
+        "mounts[0].readonly",
+        "false",
+    );
+    c.mounts[0].readonly = true;
     let e = env.run_with(&Container::new("ctr-1", &c), &sb).unwrap_err();
     assert_err(
         &e,
