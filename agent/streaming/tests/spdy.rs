@@ -73,7 +73,11 @@ async fn exec_over_spdy_with_tty_and_resize() {
     let url = server
         .get_exec(ExecTarget {
             container_id: "ctr".into(),
-            cmd: sh("read x; stty size"),
+            // The resize and stdin are separate streams with no order between them (as client-go sends
+            // them): the shell waits, boundedly, for the size to arrive rather than racing it.
+            cmd: sh(
+                "read x; i=0; until s=$(stty size 2>/dev/null) && [ \"$s\" != '0 0' ] || [ $i -ge 100 ]; do i=$((i+1)); sleep 0.05; done; echo \"size $s\"",
+            ),
             tty: true,
             stdin: true,
             stdout: true,
@@ -91,7 +95,7 @@ async fn exec_over_spdy_with_tty_and_resize() {
     c.send(stdin, b"go\n", false).await;
     let Seen { data, .. } = c.collect().await;
     assert!(
-        text(&data, stdout).contains("33 101"),
+        text(&data, stdout).contains("size 33 101"),
         "{:?}",
         text(&data, stdout)
     );
