@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use basalt_testsupport::kube::{Datastore, KubeServer};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
@@ -27,7 +29,10 @@ struct Cluster {
 
 impl Cluster {
     fn start(datastore: Datastore) -> Result<Cluster> {
-        let s = KubeServer::start(bin(), datastore)?;
+        Cluster::with_server(KubeServer::start(bin(), datastore)?)
+    }
+
+    fn with_server(s: KubeServer) -> Result<Cluster> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -804,6 +809,217 @@ fn scenarios(c: Cluster) -> Result<()> {
     replicaset(&c).context("replicaset")?;
     deployment(&c).context("deployment")?;
     garbage_collection(&c).context("garbage collection")?;
+    jobs(&c).context("jobs")?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------ jobs
+
+fn job_of(c: &Cluster, ns: &str, name: &str) -> Result<Option<Job>> {
+    let api: Api<Job> = Api::namespaced(c.client.clone(), ns);
+    Ok(c.rt.block_on(api.get_opt(name))?)
+}
+
+fn job_condition(j: &Job, type_: &str) -> Option<String> {
+    j.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .map(|c| c.reason.clone().unwrap_or_default())
+}
+
+/// Every pod the Job controls, terminating ones included.
+fn job_pods(c: &Cluster, ns: &str, uid: &str) -> Result<Vec<Pod>> {
+    Ok(c.pods(ns)?
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        })
+        .collect())
+}
+
+fn phase(p: &Pod) -> Option<&str> {
+    p.status.as_ref()?.phase.as_deref()
+}
+
+fn finished(p: &Pod) -> bool {
+    matches!(phase(p), Some("Succeeded" | "Failed"))
+}
+
+/// What a kubelet writes when the pod's containers exit.
+fn end_pod(c: &Cluster, ns: &str, p: &Pod, ph: &str) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    let patch = json!({"status": {"phase": ph}});
+    c.rt.block_on(api.patch_status(
+        &p.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    ))?;
+    Ok(())
+}
+
+fn job(name: &str, ns: &str, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["template"] = json!({"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "work", "image": "busybox", "command": ["true"]}]}});
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+/// Completions 5 with parallelism 2 (never more than 2 running, exactly 5 pods made); a Job past its
+/// backoffLimit fails after upstream's back-off; an Indexed Job completes each index once; a finished Job
+/// with `ttlSecondsAfterFinished` is deleted with its pods.
+fn jobs(c: &Cluster) -> Result<()> {
+    let ns = "jobs";
+    c.apply(&[namespace(ns)])?;
+    c.apply(&[job("five", ns, json!({"completions": 5, "parallelism": 2}))])?;
+    let uid = job_of(c, ns, "five")?.context("job five")?.uid().unwrap();
+    let mut most = 0;
+    let done = wait("job five to complete", || {
+        let pods = job_pods(c, ns, &uid)?;
+        let running: Vec<&Pod> = pods.iter().filter(|p| !finished(p)).collect();
+        ensure!(running.len() <= 2, "{} pods running at once", running.len());
+        ensure!(
+            pods.len() <= 5,
+            "{} pods made for 5 completions",
+            pods.len()
+        );
+        most = most.max(running.len());
+        if let Some(p) = running.first() {
+            end_pod(c, ns, p, "Succeeded")?;
+        }
+        Ok(job_of(c, ns, "five")?.filter(|j| job_condition(j, "Complete").is_some()))
+    })?;
+    ensure!(
+        most == 2,
+        "parallelism 2 was never used: at most {most} ran"
+    );
+    let st = done.status.clone().unwrap_or_default();
+    ensure!(st.succeeded == Some(5) && st.failed.is_none(), "{st:?}");
+    ensure!(st.active.is_none() && st.completion_time.is_some() && st.start_time.is_some());
+    ensure!(job_condition(&done, "SuccessCriteriaMet").as_deref() == Some("CompletionsReached"));
+    let pods = job_pods(c, ns, &uid)?;
+    ensure!(pods.len() == 5, "{} pods", pods.len());
+    ensure!(
+        pods.iter().all(|p| !p
+            .finalizers()
+            .iter()
+            .any(|f| f == "batch.kubernetes.io/job-tracking")),
+        "a counted pod keeps the tracking finalizer"
+    );
+    let row = c.kubectl(&["get", "job", "five", "-n", ns, "--no-headers"])?;
+    ensure!(
+        row.contains("Complete") && row.contains("5/5"),
+        "kubectl get job: {row}"
+    );
+
+    // backoffLimit 1: the second failure fails the Job; the replacement waited upstream's 10 s.
+    c.apply(&[job("flaky", ns, json!({"backoffLimit": 1}))])?;
+    let uid = job_of(c, ns, "flaky")?.context("job flaky")?.uid().unwrap();
+    let first = wait("flaky's pod", || {
+        Ok(job_pods(c, ns, &uid)?.into_iter().find(|p| !finished(p)))
+    })?;
+    end_pod(c, ns, &first, "Failed")?;
+    let failed_at = k8s_openapi::jiff::Timestamp::now();
+    let second = wait("flaky's replacement", || {
+        Ok(job_pods(c, ns, &uid)?.into_iter().find(|p| !finished(p)))
+    })?;
+    let created = second.creation_timestamp().context("created")?.0;
+    ensure!(
+        created.as_second() - failed_at.as_second() >= 9,
+        "replaced {}s after the failure, not after the back-off",
+        created.as_second() - failed_at.as_second()
+    );
+    end_pod(c, ns, &second, "Failed")?;
+    let out = c.kubectl(&[
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=failed",
+        "job/flaky",
+        "--timeout=60s",
+    ])?;
+    ensure!(out.contains("condition met"), "{out}");
+    let j = job_of(c, ns, "flaky")?.context("flaky")?;
+    ensure!(job_condition(&j, "Failed").as_deref() == Some("BackoffLimitExceeded"));
+    ensure!(
+        j.status.as_ref().and_then(|s| s.failed) == Some(2),
+        "{:?}",
+        j.status
+    );
+    ensure!(job_pods(c, ns, &uid)?.len() == 2);
+
+    // Indexed: one pod per index, each index completed once.
+    c.apply(&[job(
+        "indexed",
+        ns,
+        json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed"}),
+    )])?;
+    let uid = job_of(c, ns, "indexed")?.context("indexed")?.uid().unwrap();
+    let pods = wait("three indexed pods", || {
+        let p = job_pods(c, ns, &uid)?;
+        Ok((p.len() == 3).then_some(p))
+    })?;
+    let mut seen = Vec::new();
+    for p in &pods {
+        let ix = p
+            .annotations()
+            .get("batch.kubernetes.io/job-completion-index")
+            .cloned();
+        let ix = ix.context("no completion index")?;
+        ensure!(p.labels().get("batch.kubernetes.io/job-completion-index") == Some(&ix));
+        let spec = p.spec.as_ref().context("spec")?;
+        ensure!(spec.hostname.as_deref() == Some(format!("indexed-{ix}").as_str()));
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        ensure!(
+            env.iter().any(|e| e.name == "JOB_COMPLETION_INDEX"),
+            "{env:?}"
+        );
+        seen.push(ix);
+    }
+    seen.sort();
+    ensure!(seen == ["0", "1", "2"], "{seen:?}");
+    let by_index = |i: &str| {
+        pods.iter()
+            .find(|p| {
+                p.annotations()
+                    .get("batch.kubernetes.io/job-completion-index")
+                    .map(String::as_str)
+                    == Some(i)
+            })
+            .unwrap()
+    };
+    end_pod(c, ns, by_index("1"), "Succeeded")?;
+    wait("index 1 completed", || {
+        let j = job_of(c, ns, "indexed")?.context("indexed")?;
+        Ok((j.status.and_then(|s| s.completed_indexes).as_deref() == Some("1")).then_some(()))
+    })?;
+    end_pod(c, ns, by_index("0"), "Succeeded")?;
+    end_pod(c, ns, by_index("2"), "Succeeded")?;
+    let j = wait("indexed to complete", || {
+        Ok(job_of(c, ns, "indexed")?.filter(|j| job_condition(j, "Complete").is_some()))
+    })?;
+    let st = j.status.unwrap_or_default();
+    ensure!(
+        st.completed_indexes.as_deref() == Some("0-2") && st.succeeded == Some(3),
+        "{st:?}"
+    );
+    ensure!(job_pods(c, ns, &uid)?.len() == 3);
+
+    // ttlSecondsAfterFinished 0: gone as soon as it is done, its pods with it.
+    c.apply(&[job("brief", ns, json!({"ttlSecondsAfterFinished": 0}))])?;
+    let uid = job_of(c, ns, "brief")?.context("brief")?.uid().unwrap();
+    let p = wait("brief's pod", || {
+        Ok(job_pods(c, ns, &uid)?.into_iter().next())
+    })?;
+    end_pod(c, ns, &p, "Succeeded")?;
+    wait("brief and its pod to be deleted", || {
+        c.kubelet(ns, 0)?;
+        Ok((job_of(c, ns, "brief")?.is_none() && job_pods(c, ns, &uid)?.is_empty()).then_some(()))
+    })?;
     Ok(())
 }
 
@@ -884,6 +1100,218 @@ fn controllers_fail_over_between_two_servers_on_etcd() -> Result<()> {
     ensure!(
         took < Duration::from_secs(LEASE + 2 * RETRY + 5),
         "took {took:?}"
+    );
+    Ok(())
+}
+
+// -------------------------------------------------------------------------------------- node lifecycle
+
+fn node_of(c: &Cluster, name: &str) -> Result<Node> {
+    Ok(c.rt.block_on(Api::<Node>::all(c.client.clone()).get(name))?)
+}
+
+fn node_condition(n: &Node, type_: &str) -> Option<(String, String)> {
+    n.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+fn taints(n: &Node) -> Vec<String> {
+    let mut t: Vec<String> = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|t| format!("{}:{}", t.key, t.effect))
+        .collect();
+    t.sort();
+    t
+}
+
+/// What a kubelet posts: its Ready condition with a fresh heartbeat.
+fn heartbeat(c: &Cluster, name: &str, ready: &str) -> Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = json!({"status": {"conditions": [{"type": "Ready", "status": ready, "reason": "KubeletReady",
+        "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+    let api: Api<Node> = Api::all(c.client.clone());
+    c.rt.block_on(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)))?;
+    Ok(())
+}
+
+fn renew_lease(c: &Cluster, name: &str) -> Result<()> {
+    let api: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
+    match c.rt.block_on(api.get_opt(name))? {
+        None => {
+            c.rt.block_on(api.create(&PostParams::default(), &serde_json::from_value(lease)?))?;
+        }
+        Some(_) => {
+            let patch = json!({"spec": {"renewTime": now}});
+            c.rt.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A node that stops heartbeating turns Unknown and is tainted unreachable; its pods are marked not ready
+/// and those that do not tolerate the taint for long are evicted after their tolerationSeconds. A Lease
+/// alone keeps a node alive; heartbeats again lift the taints; Ready False gives the not-ready taints; a
+/// node that never posted a status is Unknown with upstream's other reason.
+#[test]
+fn node_lifecycle_on_sqlite() -> Result<()> {
+    let s = KubeServer::start_with(
+        bin(),
+        Datastore::Sqlite,
+        &[
+            "--controllers",
+            "*",
+            "--node-monitor-period",
+            "500ms",
+            "--node-monitor-grace-period",
+            "3s",
+            "--node-startup-grace-period",
+            "3s",
+        ],
+    )?;
+    let c = Cluster::with_server(s)?;
+    let ns = "lifecycle";
+    c.apply(&[namespace(ns), node("silent"), node("mute")])?;
+    heartbeat(&c, "silent", "True")?;
+    let pod = |name: &str, tolerations: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"nodeName": "silent", "tolerations": tolerations,
+                "containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    let unreachable = |secs: Option<i64>| {
+        let mut t = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"});
+        if let Some(s) = secs {
+            t["tolerationSeconds"] = json!(s);
+        }
+        json!([t])
+    };
+    c.apply(&[
+        pod("brief", unreachable(Some(2))),
+        pod("steadfast", unreachable(None)),
+        pod("defaulted", json!([])),
+    ])?;
+    wait("pods ready", || {
+        c.kubelet(ns, 10)?;
+        Ok((c.pods(ns)?.iter().filter(|p| ready(p)).count() == 3).then_some(()))
+    })?;
+
+    // A Lease alone keeps the node alive past the grace period, as the kubelet's heartbeat.
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        renew_lease(&c, "silent")?;
+        let n = node_of(&c, "silent")?;
+        ensure!(
+            node_condition(&n, "Ready").map(|c| c.0).as_deref() == Some("True"),
+            "a node renewing its Lease was marked {:?}",
+            node_condition(&n, "Ready")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Silence: Unknown, tainted, pods not ready, the short toleration evicted.
+    let n = wait("silent to turn Unknown", || {
+        let n = node_of(&c, "silent")?;
+        Ok((node_condition(&n, "Ready").map(|c| c.0).as_deref() == Some("Unknown")).then_some(n))
+    })?;
+    ensure!(node_condition(&n, "Ready").unwrap().1 == "NodeStatusUnknown");
+    ensure!(node_condition(&n, "MemoryPressure").map(|c| c.0).as_deref() == Some("Unknown"));
+    let n = wait("unreachable taints", || {
+        let n = node_of(&c, "silent")?;
+        Ok((taints(&n).len() == 2).then_some(n))
+    })?;
+    ensure!(
+        taints(&n)
+            == [
+                "node.kubernetes.io/unreachable:NoExecute",
+                "node.kubernetes.io/unreachable:NoSchedule"
+            ],
+        "{:?}",
+        taints(&n)
+    );
+    wait("pods marked not ready", || {
+        Ok(c.pods(ns)?.iter().all(|p| !ready(p)).then_some(()))
+    })?;
+    let evicted = wait("brief evicted", || {
+        Ok(c.pods(ns)?
+            .into_iter()
+            .find(|p| p.name_any() == "brief" && terminating(p)))
+    })?;
+    let cond = evicted
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "DisruptionTarget").cloned())
+        .context("no DisruptionTarget condition")?;
+    ensure!(
+        cond.reason.as_deref() == Some("DeletionByTaintManager"),
+        "{cond:?}"
+    );
+    let added = n
+        .spec
+        .as_ref()
+        .unwrap()
+        .taints
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|t| t.effect == "NoExecute")
+        .unwrap();
+    let added = added
+        .time_added
+        .as_ref()
+        .context("NoExecute taint without timeAdded")?
+        .0;
+    let deleted = evicted.metadata.deletion_timestamp.as_ref().unwrap().0;
+    // The deletion timestamp is the request's time plus the grace period (30 s by default).
+    let after = deleted.as_second() - 30 - added.as_second();
+    ensure!(
+        (2..=5).contains(&after),
+        "evicted {after}s after the taint, tolerationSeconds 2"
+    );
+    for p in c.pods(ns)? {
+        if p.name_any() != "brief" {
+            ensure!(
+                !terminating(&p),
+                "{} was evicted though it tolerates the taint",
+                p.name_any()
+            );
+        }
+    }
+    // The mute node never posted a status: Unknown, for that reason.
+    let mute = wait("mute to turn Unknown", || {
+        let n = node_of(&c, "mute")?;
+        Ok(node_condition(&n, "Ready").filter(|c| c.0 == "Unknown"))
+    })?;
+    ensure!(mute.1 == "NodeStatusNeverUpdated", "{mute:?}");
+
+    // Back: the taints go. Then Ready False: the not-ready ones.
+    heartbeat(&c, "silent", "True")?;
+    wait("taints lifted", || {
+        Ok(taints(&node_of(&c, "silent")?).is_empty().then_some(()))
+    })?;
+    heartbeat(&c, "silent", "False")?;
+    let t = wait("not-ready taints", || {
+        let t = taints(&node_of(&c, "silent")?);
+        Ok((!t.is_empty()).then_some(t))
+    })?;
+    ensure!(
+        t == [
+            "node.kubernetes.io/not-ready:NoExecute",
+            "node.kubernetes.io/not-ready:NoSchedule"
+        ],
+        "{t:?}"
     );
     Ok(())
 }

@@ -75,13 +75,27 @@ pub struct ServerArgs {
     /// KubeSchedulerConfiguration file for the scheduler (profiles, plugin weights, leader election)
     #[arg(long, value_name = "FILE")]
     pub scheduler_config: Option<PathBuf>,
+    /// The controllers to run, kube-controller-manager's flag: `*` for all, `-name` to leave one out
+    /// (e.g. `*,-node-lifecycle-controller`)
+    #[arg(long, value_delimiter = ',', default_value = "*", value_name = "NAMES")]
+    pub controllers: Vec<String>,
+    /// How often the node lifecycle controller looks at the nodes (a Go duration)
+    #[arg(long, default_value = "5s", value_parser = go_duration)]
+    pub node_monitor_period: std::time::Duration,
+    /// How long a node may go without a heartbeat before it is marked Unknown (a Go duration)
+    #[arg(long, default_value = "50s", value_parser = go_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// The same for a node that never posted a status (a Go duration)
+    #[arg(long, default_value = "1m", value_parser = go_duration)]
+    pub node_startup_grace_period: std::time::Duration,
 }
 
 /// The loops that run beside the apiserver, each its own client of it.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
     Scheduler,
-    /// kube-controller-manager's loops (replicaset, deployment, garbage collector)
+    /// kube-controller-manager's loops (replicaset, deployment, job, ttl-after-finished, node lifecycle,
+    /// taint eviction, garbage collector; `--controllers` picks among them)
     Controllers,
 }
 
@@ -134,6 +148,7 @@ pub async fn serve(
         (None, true) => Some(basalt_scheduler::Config::default()),
         (_, false) => None,
     };
+    let loops = basalt_controllers::Loop::select(&args.controllers).map_err(anyhow::Error::msg)?;
     let dir = config.data_dir.join("server");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let advertise = args.advertise_address.unwrap_or_else(default_advertise);
@@ -222,6 +237,12 @@ pub async fn serve(
             config: basalt_scheduler::client_config(&path).await?,
             dir: dir.join("controllers"),
             identity: basalt_scheduler::identity(&dir.join("controller-manager.id"), &node_name)?,
+            loops,
+            node_lifecycle: basalt_controllers::nodelifecycle::Settings {
+                monitor_period: args.node_monitor_period,
+                grace_period: args.node_monitor_grace_period,
+                startup_grace_period: args.node_startup_grace_period,
+            },
         };
         tokio::spawn(basalt_controllers::run(manager));
     }

@@ -98,10 +98,10 @@ pub async fn client_for(manager: &Client, config: &kube::Config, dir: &Path, sa:
 }
 
 /// Renews every controller's token until aborted.
-pub async fn refresh<const N: usize>(manager: Client, dir: PathBuf, accounts: [&'static str; N]) {
+pub async fn refresh(manager: Client, dir: PathBuf, accounts: Vec<&'static str>) {
     loop {
         tokio::time::sleep(RENEW).await;
-        for sa in accounts {
+        for &sa in &accounts {
             if let Err(e) = issue(&manager, &dir, sa).await {
                 tracing::warn!(controller = sa, error = %e, "controller token renewal");
             }

@@ -8,15 +8,23 @@
 //! - [`owners`]: controller references, pod readiness and availability, the helpers every loop shares.
 //! - [`replicaset`]: pods created and deleted to match `spec.replicas`, with expectations.
 //! - [`deployment`]: ReplicaSets per template and revision; scaling, RollingUpdate, Recreate, status.
+//! - [`job`]: pods run to completion, NonIndexed and Indexed, counted through a finalizer.
+//! - [`ttl`]: finished Jobs deleted after `ttlSecondsAfterFinished`.
+//! - [`nodelifecycle`]: nodes gone silent marked Unknown, taints from conditions, taint-based eviction.
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
+//! - [`expectations`]: what an owner created or deleted, awaited until its watch shows it.
 //!
 //! Each controller is a kube-rs `Controller` (watcher → reflector → reconciler).
 
 pub mod credentials;
 pub mod deployment;
+pub mod expectations;
 pub mod gc;
+pub mod job;
+pub mod nodelifecycle;
 pub mod owners;
 pub mod replicaset;
+pub mod ttl;
 
 use std::path::PathBuf;
 
@@ -41,19 +49,76 @@ pub enum Error {
 pub enum Loop {
     ReplicaSet,
     Deployment,
+    Job,
+    TtlAfterFinished,
+    NodeLifecycle,
+    TaintEviction,
     GarbageCollector,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 3] = [Loop::ReplicaSet, Loop::Deployment, Loop::GarbageCollector];
+    pub const ALL: [Loop; 7] = [
+        Loop::ReplicaSet,
+        Loop::Deployment,
+        Loop::Job,
+        Loop::TtlAfterFinished,
+        Loop::NodeLifecycle,
+        Loop::TaintEviction,
+        Loop::GarbageCollector,
+    ];
+
+    /// The name `--controllers` knows it by (upstream's since 1.27).
+    pub fn name(self) -> &'static str {
+        match self {
+            Loop::ReplicaSet => "replicaset-controller",
+            Loop::Deployment => "deployment-controller",
+            Loop::Job => "job-controller",
+            Loop::TtlAfterFinished => "ttl-after-finished-controller",
+            Loop::NodeLifecycle => "node-lifecycle-controller",
+            Loop::TaintEviction => "taint-eviction-controller",
+            Loop::GarbageCollector => "garbage-collector-controller",
+        }
+    }
 
     /// The service account (and `system:controller:` role) the loop runs as.
     pub fn service_account(self) -> &'static str {
         match self {
-            Loop::ReplicaSet => "replicaset-controller",
-            Loop::Deployment => "deployment-controller",
+            Loop::NodeLifecycle => "node-controller",
             Loop::GarbageCollector => "generic-garbage-collector",
+            l => l.name(),
         }
+    }
+
+    /// The loops kube-controller-manager's `--controllers` list selects: `*` for all, `name` to add one,
+    /// `-name` to leave one out. An unknown name is an error naming it.
+    pub fn select(list: &[String]) -> Result<Vec<Loop>, String> {
+        let mut all = false;
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for item in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            if item == "*" {
+                all = true;
+                continue;
+            }
+            let (set, name) = match item.strip_prefix('-') {
+                Some(n) => (&mut off, n),
+                None => (&mut on, item),
+            };
+            let l = Loop::ALL
+                .into_iter()
+                .find(|l| l.name() == name || l.name().strip_suffix("-controller") == Some(name))
+                .ok_or_else(|| {
+                    let known: Vec<&str> = Loop::ALL.iter().map(|l| l.name()).collect();
+                    format!(
+                        "--controllers: unknown controller {name:?} (known: *, {})",
+                        known.join(", ")
+                    )
+                })?;
+            set.push(l);
+        }
+        Ok(Loop::ALL
+            .into_iter()
+            .filter(|l| (all || on.contains(l)) && !off.contains(l))
+            .collect())
     }
 }
 
@@ -65,6 +130,9 @@ pub struct Manager {
     pub dir: PathBuf,
     /// `<host>_<id>`, the leader-election identity.
     pub identity: String,
+    /// The loops to run (`--controllers`).
+    pub loops: Vec<Loop>,
+    pub node_lifecycle: nodelifecycle::Settings,
 }
 
 /// Runs the controllers until the future is dropped: only while leading the `kube-controller-manager`
@@ -84,32 +152,41 @@ pub async fn run(manager: Manager) {
     let mut elector = Elector::new(client.clone(), election, manager.identity.clone());
     loop {
         elector.acquire().await;
-        let running = tokio::spawn(start(
-            client.clone(),
-            manager.config.clone(),
-            manager.dir.clone(),
-        ));
+        let running = tokio::spawn(start(client.clone(), manager.clone_parts()));
         elector.hold().await;
         tracing::warn!(identity = %elector.identity(), "controllers stopped: no longer the leader");
         running.abort();
     }
 }
 
-/// Starts every loop with its own credentials; runs until aborted.
-async fn start(manager: kube::Client, config: kube::Config, dir: PathBuf) {
+impl Manager {
+    fn clone_parts(&self) -> Manager {
+        Manager {
+            config: self.config.clone(),
+            dir: self.dir.clone(),
+            identity: self.identity.clone(),
+            loops: self.loops.clone(),
+            node_lifecycle: self.node_lifecycle,
+        }
+    }
+}
+
+/// Starts every selected loop with its own credentials; runs until aborted.
+async fn start(client: kube::Client, m: Manager) {
     let mut tasks = tokio::task::JoinSet::new();
-    for l in Loop::ALL {
-        let client = credentials::client_for(&manager, &config, &dir, l.service_account()).await;
+    for &l in &m.loops {
+        let c = credentials::client_for(&client, &m.config, &m.dir, l.service_account()).await;
         match l {
-            Loop::ReplicaSet => tasks.spawn(replicaset::run(client)),
-            Loop::Deployment => tasks.spawn(deployment::run(client)),
-            Loop::GarbageCollector => tasks.spawn(gc::run(client)),
+            Loop::ReplicaSet => tasks.spawn(replicaset::run(c)),
+            Loop::Deployment => tasks.spawn(deployment::run(c)),
+            Loop::Job => tasks.spawn(job::run(c)),
+            Loop::TtlAfterFinished => tasks.spawn(ttl::run(c)),
+            Loop::NodeLifecycle => tasks.spawn(nodelifecycle::run(c, m.node_lifecycle)),
+            Loop::TaintEviction => tasks.spawn(nodelifecycle::run_eviction(c)),
+            Loop::GarbageCollector => tasks.spawn(gc::run(c)),
         };
     }
-    tasks.spawn(credentials::refresh(
-        manager,
-        dir,
-        Loop::ALL.map(Loop::service_account),
-    ));
+    let accounts: Vec<&'static str> = m.loops.iter().map(|l| l.service_account()).collect();
+    tasks.spawn(credentials::refresh(client, m.dir, accounts));
     while tasks.join_next().await.is_some() {}
 }

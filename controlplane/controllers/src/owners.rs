@@ -15,6 +15,15 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+/// What the sync of a pod owner (a ReplicaSet, a Job) fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("pod reflector stopped")]
+    Reflector,
+}
+
 /// The owner reference with `controller: true`, if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references

@@ -2,101 +2,28 @@
 //! deletes pods until the active ones number `spec.replicas`, and reports replicas, fully labelled, ready
 //! and available pods and the generation it saw.
 //!
-//! Pods it creates or deletes are remembered (expectations) until the pod reflector shows them: until
-//! then the ReplicaSet's pods are not counted again, so a reconcile that runs before the watch caught up
-//! never creates or deletes twice.
+//! Pods it creates or deletes are remembered ([`Expectations`]) until the pod reflector shows them.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
+use crate::expectations::{self, Expectations};
 use crate::owners;
 
 /// Upstream's burst: at most this many creations or deletions in one sync.
 const BURST: usize = 500;
-/// A pod created or deleted but never seen is given up on after this long (upstream's expectations TTL).
-const EXPECTATIONS_TTL: Duration = Duration::from_secs(300);
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Api(#[from] kube::Error),
-    #[error("pod reflector stopped")]
-    Reflector,
-}
-
-/// The creations (by name) and deletions (by uid) a ReplicaSet waits to see.
-#[derive(Default)]
-struct Pending {
-    created: HashSet<String>,
-    deleted: HashSet<String>,
-    since: Option<Instant>,
-}
-
-#[derive(Default)]
-pub struct Expectations(Mutex<HashMap<String, Pending>>);
-
-impl Expectations {
-    fn expect(&self, key: &str, created: Vec<String>, deleted: Vec<String>) {
-        if created.is_empty() && deleted.is_empty() {
-            return;
-        }
-        let mut m = self.0.lock().unwrap();
-        let p = m.entry(key.into()).or_default();
-        p.created.extend(created);
-        p.deleted.extend(deleted);
-        p.since = Some(Instant::now());
-    }
-
-    /// Whether the reflector shows everything expected of `key` (a created pod present, a deleted one
-    /// gone or terminating); forgets what it shows.
-    fn satisfied(&self, key: &str, pods: &[Arc<Pod>]) -> bool {
-        let mut m = self.0.lock().unwrap();
-        let Some(p) = m.get_mut(key) else {
-            return true;
-        };
-        p.created
-            .retain(|n| !pods.iter().any(|pod| pod.metadata.name.as_ref() == Some(n)));
-        p.deleted.retain(|uid| {
-            pods.iter().any(|pod| {
-                pod.metadata.uid.as_ref() == Some(uid) && pod.metadata.deletion_timestamp.is_none()
-            })
-        });
-        let done = (p.created.is_empty() && p.deleted.is_empty())
-            || p.since.is_some_and(|t| t.elapsed() > EXPECTATIONS_TTL);
-        if done {
-            m.remove(key);
-        }
-        done
-    }
-
-    /// A pod the watch showed: a creation seen is no longer awaited, even if the pod is gone again by the
-    /// time the ReplicaSet is synced.
-    fn observe(&self, pod: &Pod) {
-        let Some(owner) = owners::controller_of(&pod.metadata) else {
-            return;
-        };
-        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), owner.name);
-        if let Some(p) = self.0.lock().unwrap().get_mut(&key) {
-            p.created.remove(&pod.name_any());
-        }
-    }
-
-    fn forget(&self, key: &str) {
-        self.0.lock().unwrap().remove(key);
-    }
-}
+pub use crate::owners::SyncError as Error;
 
 struct Ctx {
     client: Client,
@@ -106,14 +33,7 @@ struct Ctx {
 
 /// Runs the controller until the future is dropped.
 pub async fn run(client: Client) {
-    let (pods, pod_events) = owners::reflect::<Pod>(&client);
-    let expectations = Arc::new(Expectations::default());
-    let seen = expectations.clone();
-    let pod_events = pod_events.inspect(move |e| {
-        if let Ok(p) = e {
-            seen.observe(p);
-        }
-    });
+    let (pods, pod_events, expectations) = expectations::watch_pods(&client);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods,
@@ -134,7 +54,7 @@ pub async fn run(client: Client) {
 
 /// Upstream's order for scale-down: unassigned before assigned, pending before running, not ready before
 /// ready, then the most recently created first.
-fn deletion_rank(p: &Pod) -> (bool, u8, bool, std::cmp::Reverse<i64>) {
+pub(crate) fn deletion_rank(p: &Pod) -> (bool, u8, bool, std::cmp::Reverse<i64>) {
     let phase = match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") => 0,
         Some("Unknown") => 1,
@@ -218,58 +138,15 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         if active.len() < want {
             let missing = (want - active.len()).min(BURST);
             let pod = new_pod(&rs);
-            let pp = PostParams::default();
-            // Slow start, as upstream: batches of 1, 2, 4, … so that a failing template costs one error.
-            let mut created = Vec::new();
-            let mut batch = 1;
-            let mut failed = None;
-            while created.len() < missing && failed.is_none() {
-                let n = batch.min(missing - created.len());
-                let results =
-                    futures_util::future::join_all((0..n).map(|_| api_pods.create(&pp, &pod)))
-                        .await;
-                for r in results {
-                    match r {
-                        Ok(p) => created.push(p.name_any()),
-                        Err(e) => failed = Some(e),
-                    }
-                }
-                batch *= 2;
-            }
-            ctx.expectations.expect(&key, created, vec![]);
-            if let Some(e) = failed {
-                return Err(e.into());
-            }
+            ctx.expectations
+                .create(&api_pods, &key, std::iter::repeat_n(pod, missing))
+                .await?;
         } else if active.len() > want {
             let mut victims: Vec<&Arc<Pod>> = active.clone();
             victims.sort_by_key(|p| deletion_rank(p));
             victims.truncate((active.len() - want).min(BURST));
-            let results = futures_util::future::join_all(victims.iter().map(|p| {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: p.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                let name = p.name_any();
-                let api = api_pods.clone();
-                async move { api.delete(&name, &dp).await }
-            }))
-            .await;
-            let mut deleted = Vec::new();
-            let mut failed = None;
-            for (p, r) in victims.iter().zip(results) {
-                match r {
-                    Ok(_) => deleted.push(p.metadata.uid.clone().unwrap_or_default()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => failed = Some(e),
-                }
-            }
-            ctx.expectations.expect(&key, vec![], deleted);
-            if let Some(e) = failed {
-                return Err(e.into());
-            }
+            let victims: Vec<&Pod> = victims.iter().map(|p| &***p).collect();
+            ctx.expectations.delete(&api_pods, &key, &victims).await?;
         }
     } else if deleting {
         ctx.expectations.forget(&key);

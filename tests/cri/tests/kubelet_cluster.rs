@@ -421,6 +421,63 @@ async fn basalt_server_is_a_whole_node() {
         pods["items"].as_array()?.is_empty().then_some(())
     })
     .await;
+
+    // An Indexed Job: each pod reads its index from the downward API, exits 0, and the kubelet's
+    // Succeeded phase is what the job controller counts.
+    let job = format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: count, namespace: default}}\nspec:\n  completions: 3\n  parallelism: 2\n  completionMode: Indexed\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: work\n        image: \"{img}\"\n        command: [sh, -c, \"echo index=$JOB_COMPLETION_INDEX host=$(hostname)\"]\n"
+    );
+    let out = server.run_with_input(&["apply", "-f", "-"], &job);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.run(&[
+        "wait",
+        "--for=condition=complete",
+        "job/count",
+        "--timeout=120s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = get(&server, &["job", "count"]).unwrap();
+    assert_eq!(job["status"]["completedIndexes"], "0-2", "{job}");
+    assert_eq!(job["status"]["succeeded"], 3, "{job}");
+    let pods = get(&server, &["pods", "-l", "job-name=count"]).unwrap();
+    let pods = pods["items"].as_array().unwrap().clone();
+    assert_eq!(pods.len(), 3, "one pod per index, none failed");
+    for p in &pods {
+        assert_eq!(p["status"]["phase"], "Succeeded", "{p}");
+        let ix = p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+            .as_str()
+            .unwrap();
+        let (name, uid) = (
+            p["metadata"]["name"].as_str().unwrap(),
+            p["metadata"]["uid"].as_str().unwrap(),
+        );
+        let log = std::fs::read_to_string(format!("{d}/logs/default_{name}_{uid}/work/0.log"))
+            .unwrap_or_default();
+        assert!(
+            log.contains(&format!("index={ix} host=count-{ix}")),
+            "{name}: {log}"
+        );
+    }
+    let out = server.run(&["delete", "job", "count", "--wait", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait("the job's pods gone", || {
+        let pods = get(&server, &["pods", "-l", "job-name=count"])?;
+        pods["items"].as_array()?.is_empty().then_some(())
+    })
+    .await;
     drop(server);
     remove_kubelet_cgroups(&cgroup);
 }

@@ -494,6 +494,10 @@ pub fn cluster_roles() -> Vec<Value> {
 const CONTROLLERS: &[&str] = &[
     "replicaset-controller",
     "deployment-controller",
+    "job-controller",
+    "ttl-after-finished-controller",
+    "node-controller",
+    "taint-eviction-controller",
     "generic-garbage-collector",
 ];
 
@@ -532,6 +536,45 @@ fn controller_roles() -> Vec<Value> {
                     ),
                     // Recreate waits for the old pods to be gone; adoption patches them.
                     rule(&["get", "list", "update", "watch"], &[""], &["pods"]),
+                    events.clone(),
+                ],
+                "job-controller" => vec![
+                    rule(&["get", "list", "update", "watch"], &["batch"], &["jobs"]),
+                    rule(&["update"], &["batch"], &["jobs/status"]),
+                    rule(&["update"], &["batch"], &["jobs/finalizers"]),
+                    rule(
+                        &["create", "delete", "list", "patch", "watch"],
+                        &[""],
+                        &["pods"],
+                    ),
+                    events.clone(),
+                ],
+                "ttl-after-finished-controller" => vec![
+                    rule(&["delete", "get", "list", "watch"], &["batch"], &["jobs"]),
+                    events.clone(),
+                ],
+                // Upstream's rules, and the watches that upstream's shared informers make as the manager
+                // itself: here each loop watches with its own credentials.
+                "node-controller" => vec![
+                    rule(
+                        &["delete", "get", "list", "patch", "update", "watch"],
+                        &[""],
+                        &["nodes"],
+                    ),
+                    rule(&["patch", "update"], &[""], &["nodes/status"]),
+                    rule(&["patch", "update"], &[""], &["pods/status"]),
+                    rule(&["delete", "list", "watch"], &[""], &["pods"]),
+                    rule(
+                        &["get", "list", "watch"],
+                        &["coordination.k8s.io"],
+                        &["leases"],
+                    ),
+                    events.clone(),
+                ],
+                "taint-eviction-controller" => vec![
+                    rule(&["patch"], &[""], &["pods/status"]),
+                    rule(&["delete", "get", "list", "watch"], &[""], &["pods"]),
+                    rule(&["get", "list", "watch"], &[""], &["nodes"]),
                     events.clone(),
                 ],
                 _ => vec![rule(
