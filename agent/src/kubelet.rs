@@ -49,19 +49,25 @@ pub async fn start(
     };
     let cri = basalt_kubelet::cri::Cri::connect(endpoint).context("CRI endpoint")?;
     let kubelet = basalt_kubelet::Kubelet::new(cri, settings);
+    // Bound first: the Node is registered with the port the apiserver reaches the kubelet API on.
+    let listener = tokio::net::TcpListener::bind(args.kubelet_address)
+        .await
+        .with_context(|| format!("serving the kubelet API on {}", args.kubelet_address))?;
+    let api_port = listener.local_addr()?.port();
     // API mode: the cluster is one more pod source. Connecting only reads the kubeconfig; an apiserver
     // that is down is retried in the background while static pods run.
-    let cluster_pods = match &args.kubeconfig {
-        Some(kc) => {
-            let cluster =
-                basalt_kubelet::cluster::Cluster::connect(kc, &kubelet.settings.node_name)
-                    .await
-                    .context("agent.kubeconfig")?;
-            let terminations = kubelet.terminations();
-            Some(cluster.start(kubelet.clone(), terminations))
-        }
+    let cluster = match &args.kubeconfig {
+        Some(kc) => Some(
+            basalt_kubelet::cluster::Cluster::connect(kc, &kubelet.settings.node_name)
+                .await
+                .context("agent.kubeconfig")?,
+        ),
         None => None,
     };
+    let cluster_pods = cluster.as_ref().map(|c| {
+        c.set_api_port(api_port);
+        c.start(kubelet.clone(), kubelet.terminations())
+    });
     // Pods start before the API is up: making its key on a first boot waits for the kernel's random pool,
     // which on a fresh machine without a hardware RNG took a second that static pods need not wait for.
     let run = tokio::spawn(kubelet.clone().run_with(cluster_pods));
@@ -72,7 +78,7 @@ pub async fn start(
         })
         .await?
         .context("kubelet API token and certificate")?;
-        let addr = basalt_kubelet::api::serve(kubelet.clone(), args.kubelet_address, creds)
+        let addr = basalt_kubelet::api::serve_on(kubelet.clone(), listener, creds, cluster)
             .await
             .with_context(|| format!("serving the kubelet API on {}", args.kubelet_address))?;
         std::fs::write(config.run_dir.join("kubelet-api.addr"), addr.to_string())?;

@@ -198,6 +198,7 @@ pub async fn serve(
     api.service_cidr = args.service_cidr.clone();
     api.compaction_interval = std::time::Duration::from_secs(args.compaction_interval.max(1));
     api.event_ttl = args.event_ttl;
+    api.kubelet_client_cert = Some(pki.kubelet_client()?);
     api.max_inflight = args.max_requests_inflight;
     api.max_mutating_inflight = args.max_mutating_requests_inflight;
     api.garbage_collector = !args.runs(Component::Controllers);

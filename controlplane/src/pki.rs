@@ -183,6 +183,20 @@ impl Pki {
         write_file(path, serde_yaml::to_string(&doc)?.as_bytes(), 0o600)
     }
 
+    /// The certificate the apiserver presents to kubelets, signed afresh at each start (kept 0600 beside
+    /// the CA, as the serving key is).
+    pub fn kubelet_client(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let (cert, key) =
+            self.sign(basalt_apiserver::kubelet::CLIENT_USER, &[], &[], &[], false)?;
+        let (c, k) = (
+            self.dir.join("kubelet-client.crt"),
+            self.dir.join("kubelet-client.key"),
+        );
+        write_file(&k, key.as_bytes(), 0o600)?;
+        write_file(&c, cert.as_bytes(), 0o644)?;
+        Ok((c, k))
+    }
+
     pub fn write_admin_kubeconfig(&self, path: &Path, server: &str) -> anyhow::Result<()> {
         self.write_kubeconfig(path, server, "system:admin", &["system:masters"])
     }

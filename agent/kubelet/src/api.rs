@@ -1,6 +1,12 @@
 //! The kubelet API over HTTPS: `/healthz` for anyone; `/pods`, `/containerLogs`, `/exec`, `/attach`,
-//! `/portForward` (proxied by [`crate::stream_proxy`]), `/stats/summary` and `/metrics` for holders of the bearer token the agent writes at first start. The serving certificate is
-//! self-signed when no cluster CA is configured (both are kept under the data dir and reused).
+//! `/portForward` (proxied by [`crate::stream_proxy`]), `/stats/summary` and `/metrics` for holders of the
+//! bearer token the agent writes at first start. The serving certificate is self-signed (both are kept
+//! under the data dir and reused).
+//!
+//! In API mode the apiserver is a client too, as upstream's kubelet with `--client-ca-file` and
+//! `--authorization-mode=Webhook`: a client certificate of the cluster CA names the user (CN) and groups
+//! (O), and a SubjectAccessReview asks the apiserver whether that user may use the node's subresource
+//! (`nodes/proxy` for logs, exec, attach and port-forward, `nodes/stats`, `nodes/metrics`, `nodes/pods`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +22,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::cluster::Cluster;
 use crate::stream_proxy::{self, Kind};
 use crate::Kubelet;
 
@@ -88,20 +95,66 @@ pub async fn serve(
     addr: SocketAddr,
     creds: Credentials,
 ) -> std::io::Result<SocketAddr> {
+    serve_on(kubelet, TcpListener::bind(addr).await?, creds, None).await
+}
+
+/// A client certificate's user: its CN and its Os.
+type Peer = Option<(String, Vec<String>)>;
+
+fn peer(der: &[u8]) -> Peer {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Some((name, groups))
+}
+
+/// Serves on a bound listener; with `cluster`, its CA's client certificates are accepted, and authorized
+/// by SubjectAccessReview.
+pub async fn serve_on(
+    kubelet: Arc<Kubelet>,
+    listener: TcpListener,
+    creds: Credentials,
+    cluster: Option<Arc<Cluster>>,
+) -> std::io::Result<SocketAddr> {
     let certs =
         rustls_pemfile::certs(&mut creds.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
     let key = rustls_pemfile::private_key(&mut creds.key_pem.as_bytes())?
         .ok_or_else(|| std::io::Error::other("no private key in the kubelet key file"))?;
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(std::io::Error::other)?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(std::io::Error::other)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?;
+    let builder = match cluster.as_ref().filter(|c| !c.ca_roots().is_empty()) {
+        Some(c) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for der in c.ca_roots() {
+                roots
+                    .add(rustls::pki_types::CertificateDer::from(der.clone()))
+                    .map_err(std::io::Error::other)?;
+            }
+            // Optional: local tools still come with the bearer token and no certificate.
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(std::io::Error::other)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let tls = builder
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let token = Arc::new(creds.token);
     tokio::spawn(async move {
@@ -116,6 +169,7 @@ pub async fn serve(
                 }
             };
             let (acceptor, kubelet, token) = (acceptor.clone(), kubelet.clone(), token.clone());
+            let cluster = cluster.clone();
             tokio::spawn(async move {
                 // A client that connects and never finishes the handshake must not hold a task and an fd.
                 let Ok(Ok(tls)) =
@@ -124,9 +178,20 @@ pub async fn serve(
                 else {
                     return;
                 };
+                let peer = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| peer(c));
+                let caller = Arc::new(Caller {
+                    token,
+                    peer,
+                    cluster,
+                });
                 let svc = hyper::service::service_fn(move |req| {
-                    let (kubelet, token) = (kubelet.clone(), token.clone());
-                    async move { Ok::<_, std::convert::Infallible>(handle(kubelet, &token, req).await) }
+                    let (kubelet, caller) = (kubelet.clone(), caller.clone());
+                    async move { Ok::<_, std::convert::Infallible>(handle(kubelet, &caller, req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
@@ -174,23 +239,77 @@ fn query(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
         .collect()
 }
 
+/// Who is on a connection: the local token it must show, or the certificate it showed.
+struct Caller {
+    token: Arc<String>,
+    peer: Peer,
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// Upstream's mapping of kubelet API paths to the node subresources that authorize them.
+fn subresource(path: &str) -> &'static str {
+    match path.trim_start_matches('/').split('/').next() {
+        Some("stats") => "stats",
+        Some("metrics") => "metrics",
+        Some("pods") => "pods",
+        Some("logs") => "log",
+        _ => "proxy",
+    }
+}
+
+fn verb(method: &hyper::Method) -> &'static str {
+    match *method {
+        hyper::Method::POST => "create",
+        hyper::Method::PUT => "update",
+        hyper::Method::PATCH => "patch",
+        hyper::Method::DELETE => "delete",
+        _ => "get",
+    }
+}
+
+async fn authorize(
+    caller: &Caller,
+    req: &Request<hyper::body::Incoming>,
+) -> Result<(), Response<Body>> {
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|t| constant_time_eq(t.trim().as_bytes(), caller.token.as_bytes())) {
+        return Ok(());
+    }
+    let (Some((user, groups)), Some(cluster)) = (&caller.peer, &caller.cluster) else {
+        return Err(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+    };
+    let (verb, sub) = (verb(req.method()), subresource(req.uri().path()));
+    match cluster.authorize(user, groups, verb, sub).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(text(
+            StatusCode::FORBIDDEN,
+            format!("Forbidden (user={user}, verb={verb}, resource=nodes, subresource={sub})"),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, %user, "kubelet API: SubjectAccessReview failed");
+            Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Authorization error (user={user}, verb={verb}, resource=nodes, subresource={sub})"),
+            ))
+        }
+    }
+}
+
 async fn handle(
     kubelet: Arc<Kubelet>,
-    token: &str,
+    caller: &Caller,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
     }
-    let authorized = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()));
-    if !authorized {
-        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    if let Err(refused) = authorize(caller, &req).await {
+        return refused;
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {

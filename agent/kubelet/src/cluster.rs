@@ -9,9 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -49,6 +53,10 @@ pub struct Cluster {
     /// The pods the API source declares to the kubelet (by UID): only those have their status written
     /// back.
     known: Mutex<HashSet<String>>,
+    /// The cluster CA (DER), whose client certificates the kubelet API accepts.
+    ca: Vec<Vec<u8>>,
+    /// Where the kubelet API listens, published in the Node's `daemonEndpoints` (0: not yet).
+    api_port: AtomicU16,
 }
 
 impl Cluster {
@@ -62,10 +70,50 @@ impl Cluster {
             .await
             .map_err(|e| err(e.to_string()))?;
         Ok(Arc::new(Cluster {
+            ca: cfg.root_cert.clone().unwrap_or_default(),
             client: kube::Client::try_from(cfg)?,
             node: node.to_string(),
             known: Mutex::new(HashSet::new()),
+            api_port: AtomicU16::new(0),
         }))
+    }
+
+    pub fn ca_roots(&self) -> &[Vec<u8>] {
+        &self.ca
+    }
+
+    /// The kubelet API's port, to be published with the Node (set before [`Cluster::start`]).
+    pub fn set_api_port(&self, port: u16) {
+        self.api_port.store(port, Ordering::Relaxed);
+    }
+
+    /// Whether `user` (in `groups`) may `verb` the node's `subresource`: the kubelet's webhook
+    /// authorization, a SubjectAccessReview as upstream's `--authorization-mode=Webhook` sends.
+    pub async fn authorize(
+        &self,
+        user: &str,
+        groups: &[String],
+        verb: &str,
+        subresource: &str,
+    ) -> Result<bool, kube::Error> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.to_string()),
+                groups: Some(groups.to_vec()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.to_string()),
+                    resource: Some("nodes".into()),
+                    subresource: Some(subresource.to_string()),
+                    name: Some(self.node.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        let answer = api.create(&PostParams::default(), &review).await?;
+        Ok(answer.status.is_some_and(|s| s.allowed))
     }
 
     /// Runs the node's side of the cluster until the process ends: registration, heartbeats, the pod
@@ -100,7 +148,7 @@ impl Cluster {
                     "beta.kubernetes.io/arch": arch(),
                 },
             },
-            "status": node_status(settings, &capacity),
+            "status": node_status(settings, &capacity, self.api_port.load(Ordering::Relaxed)),
         })
     }
 
@@ -124,7 +172,8 @@ impl Cluster {
                     }
                 }
             } else if last_status.elapsed() >= NODE_STATUS {
-                let status = node_status(&settings, &capacity(&settings));
+                let port = self.api_port.load(Ordering::Relaxed);
+                let status = node_status(&settings, &capacity(&settings), port);
                 match nodes
                     .patch_status(
                         &self.node,
@@ -470,7 +519,7 @@ fn capacity(settings: &Settings) -> BTreeMap<String, String> {
     c
 }
 
-fn node_status(settings: &Settings, capacity: &BTreeMap<String, String>) -> Value {
+fn node_status(settings: &Settings, capacity: &BTreeMap<String, String>, api_port: u16) -> Value {
     let now = jiff_now();
     let uname = nix::sys::utsname::uname().ok();
     let kernel = uname
@@ -491,6 +540,7 @@ fn node_status(settings: &Settings, capacity: &BTreeMap<String, String>) -> Valu
     json!({
         "capacity": capacity,
         "allocatable": capacity,
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": api_port}},
         "addresses": [
             {"type": "InternalIP", "address": settings.host_ip},
             {"type": "Hostname", "address": settings.node_name},

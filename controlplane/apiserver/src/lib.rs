@@ -24,6 +24,7 @@ pub mod informer;
 pub mod internal;
 pub mod jsonpath;
 pub mod kinds;
+pub mod kubelet;
 pub mod lifecycle;
 pub mod meta;
 pub mod metrics;
@@ -127,7 +128,20 @@ impl ApiServer {
         let addr = listener.local_addr()?;
         let mut config = config;
         config.bind = addr;
+        let kubelet_client = match &config.kubelet_client_cert {
+            Some((cert, key)) => Some(
+                kubelet::KubeletClient::new(
+                    &std::fs::read_to_string(cert)
+                        .with_context(|| format!("read {}", cert.display()))?,
+                    &std::fs::read_to_string(key)
+                        .with_context(|| format!("read {}", key.display()))?,
+                )
+                .context("the kubelet client certificate")?,
+            ),
+            None => None,
+        };
         let state = Arc::new(State {
+            kubelet_client,
             authn: auth::authn::Authenticator {
                 signer: signer.clone(),
                 audiences: vec![config.issuer.clone()],

@@ -241,12 +241,17 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let start = Instant::now();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let pass = crate::kubelet::Passthrough {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+    };
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
     let info = request::parse(&parts.method, &path, query.flag("watch"));
     let labels = metric_labels(&info);
-    let resp = match handle_inner(&state, &conn, &parts, body, &path, &query, &info).await {
+    let resp = match handle_inner(&state, &conn, &parts, body, &query, &info, pass).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -292,10 +297,11 @@ async fn handle_inner(
     conn: &Connection,
     parts: &http::request::Parts,
     body: Incoming,
-    path: &str,
     query: &Query,
     info: &RequestInfo,
+    pass: crate::kubelet::Passthrough,
 ) -> ApiResult<Response<Body>> {
+    let path = parts.uri.path();
     let headers = &parts.headers;
     let bearer = headers
         .get(http::header::AUTHORIZATION)
@@ -355,7 +361,7 @@ async fn handle_inner(
     };
     match info {
         RequestInfo::NonResource { .. } => non_resource(state, path, query, headers),
-        RequestInfo::Resource(r) => resource(state, &user, r, query, headers, &body).await,
+        RequestInfo::Resource(r) => resource(state, &user, r, query, headers, &body, pass).await,
     }
 }
 
@@ -500,6 +506,7 @@ async fn resource(
     query: &Query,
     headers: &http::HeaderMap,
     body: &Bytes,
+    pass: crate::kubelet::Passthrough,
 ) -> ApiResult<Response<Body>> {
     let res = state
         .registry
@@ -552,9 +559,9 @@ async fn resource(
             ("approval", Verb::Update) => outcome(subresources::approval(&call, body).await?),
             ("approval", Verb::Get) => rest::get(&call).await,
             ("finalize", Verb::Update) => outcome(subresources::finalize(&call, body).await?),
-            ("log" | "exec" | "attach" | "portforward", _) => Err(ApiError::unavailable(
-                "the kubelet of this pod's node cannot be reached (no node runs it)",
-            )),
+            ("log", Verb::Get) | ("exec" | "attach" | "portforward", Verb::Get | Verb::Create) => {
+                crate::kubelet::proxy(&call, sub, pass).await
+            }
             _ => Err(ApiError::method_not_allowed()),
         };
     }

@@ -52,6 +52,8 @@ pub struct Config {
     /// kube-controller-manager (basalt's controllers) runs its garbage collector, so that the two never
     /// race over the same finalizers.
     pub garbage_collector: bool,
+    /// PEM certificate and key the apiserver presents to kubelets (logs, exec, attach, port-forward).
+    pub kubelet_client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
             compaction_interval: std::time::Duration::from_secs(300),
             event_ttl: std::time::Duration::from_secs(3600),
             garbage_collector: true,
+            kubelet_client_cert: None,
         }
     }
 }
@@ -126,6 +129,7 @@ pub struct State {
     pub cachers: crate::cacher::Cachers,
     /// The cluster CA, PEM (published to every namespace as `kube-root-ca.crt`).
     pub ca_pem: String,
+    pub kubelet_client: Option<crate::kubelet::KubeletClient>,
 }
 
 impl State {

@@ -233,9 +233,13 @@ async fn basalt_server_is_a_whole_node() {
     let cgroup = format!("/basalt-critests/{}/server", h.token);
     let registry = h.registry.host();
     let conf_dir = h.net.conf_dir.to_str().unwrap().to_string();
+    // The kubelet API listens on loopback only, so the node says it is there: the apiserver reaches the
+    // kubelet at the Node's InternalIP.
     let flags: Vec<String> = [
         "--run-dir",
         &format!("{d}/run"),
+        "--node-ip",
+        "127.0.0.1",
         "--kubelet-address",
         "127.0.0.1:0",
         "--streaming-address",
@@ -334,6 +338,68 @@ async fn basalt_server_is_a_whole_node() {
         review["status"]["user"]["username"],
         "system:serviceaccount:default:default"
     );
+    // kubectl logs and exec, through the apiserver to the kubelet API (SPDY or WebSocket, spliced).
+    let kubectl = |args: &[&str]| {
+        let out = server.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let logs = kubectl(&["logs", "hello"]);
+    assert!(logs.contains("cfg=hello-from-cfg"), "{logs}");
+    let out = kubectl(&[
+        "exec",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "echo $((6*7)) $(cat /etc/cfg/greeting)",
+    ]);
+    assert_eq!(out.trim(), "42 hello-from-cfg");
+    let out = server.run_with_input(&["exec", "-i", "hello", "--", "cat"], "through stdin\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
+    // The same over SPDY, the protocol kubectl falls back to.
+    let out = server
+        .kubectl()
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .args(["exec", "hello", "--", "cat", "/etc/sec/password"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "s3cret",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.run(&["logs", "hello", "-c", "nope"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("container nope is not valid for pod hello"),
+        "{err}"
+    );
+    // The kubelet API itself: a certificate of the cluster CA names the caller, and the apiserver's
+    // SubjectAccessReview decides (nodes/proxy: the apiserver's user may, another may not).
+    let node = get(&server, &["node", "basalt-test"]).unwrap();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/containerLogs/default/hello/c");
+    for (user, code) in [("nobody", "403"), ("kube-apiserver-kubelet-client", "200")] {
+        let (cert, key) = server.client_cert_for(user, "").unwrap();
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--cert"])
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), code, "{user}");
+    }
+
     let prefix = h.net.subnet.rsplit_once('.').unwrap().0.to_string();
     let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
     assert!(
@@ -410,6 +476,38 @@ async fn basalt_server_is_a_whole_node() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // kubectl port-forward: host traffic to the forwarded local port, into the pod's network namespace
+    // through the kubelet (never to the pod IP itself).
+    let mut pf = server
+        .kubectl()
+        .args(["port-forward", "deployment/web", ":8080", "--address", "127.0.0.1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    // Kept open: kubectl writes a line for each connection it handles.
+    let mut pf_out = std::io::BufReader::new(pf.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut pf_out, &mut first).unwrap();
+    // "Forwarding from 127.0.0.1:NNNNN -> 8080"
+    let local = first
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "*", "--max-time", "20", &format!("http://{local}/")])
+        .output()
+        .unwrap();
+    let _ = pf.kill();
+    let pf = pf.wait_with_output().unwrap();
+    let page = String::from_utf8_lossy(&curl.stdout).trim().to_string();
+    assert!(
+        [&a.2, &b.2].contains(&&page),
+        "port-forward ({first}) served {page:?}: {} {}",
+        String::from_utf8_lossy(&curl.stderr),
+        String::from_utf8_lossy(&pf.stderr)
+    );
     let out = server.run(&["delete", "deployment", "web", "--wait", "--timeout=90s"]);
     assert!(
         out.status.success(),

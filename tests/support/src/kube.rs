@@ -87,10 +87,18 @@ impl KubeServer {
         self.dir.path().join("data")
     }
 
-    /// A kubeconfig for the user `cn` in the group `org`, with a client certificate signed by the
-    /// server's cluster CA (what a node's `system:node:<name>` credentials are).
-    pub fn kubeconfig_for(&self, cn: &str, org: &str) -> Result<PathBuf> {
-        use base64::Engine;
+    /// A client certificate and key (PEM files) for the user `cn` in the group `org`, signed by the
+    /// server's cluster CA.
+    pub fn client_cert_for(&self, cn: &str, org: &str) -> Result<(PathBuf, PathBuf)> {
+        let (cert, key) = self.sign_client(cn, org)?;
+        let base = self.dir.path().join(cn.replace(':', "_"));
+        let (c, k) = (base.with_extension("crt"), base.with_extension("key"));
+        std::fs::write(&c, cert)?;
+        std::fs::write(&k, key)?;
+        Ok((c, k))
+    }
+
+    fn sign_client(&self, cn: &str, org: &str) -> Result<(String, String)> {
         let tls = self.data_dir().join("server/tls");
         let ca_pem = std::fs::read_to_string(tls.join("server-ca.crt"))?;
         let ca_key =
@@ -106,13 +114,22 @@ impl KubeServer {
             .push(rcgen::DnType::OrganizationName, org);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &ca, &ca_key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A kubeconfig for the user `cn` in the group `org`, with a client certificate signed by the
+    /// server's cluster CA (what a node's `system:node:<name>` credentials are).
+    pub fn kubeconfig_for(&self, cn: &str, org: &str) -> Result<PathBuf> {
+        use base64::Engine;
+        let ca_pem = std::fs::read_to_string(self.data_dir().join("server/tls/server-ca.crt"))?;
+        let (cert, key) = self.sign_client(cn, org)?;
         let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: basalt\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {cn}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: basalt\n  context:\n    cluster: basalt\n    user: {cn}\ncurrent-context: basalt\n",
             self.url,
             b64(&ca_pem),
-            b64(&cert.pem()),
-            b64(&key.serialize_pem()),
+            b64(&cert),
+            b64(&key),
         );
         let path = self
             .dir

@@ -651,6 +651,12 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:node-proxier",
             &[("User", "system:kube-proxy")],
         ),
+        // The apiserver reaching kubelets for logs, exec, attach and port-forward (kubeadm binds the same).
+        binding(
+            "basalt:kube-apiserver-kubelet-client",
+            "system:kubelet-api-admin",
+            &[("User", crate::kubelet::CLIENT_USER)],
+        ),
         // Nodes joining with a bootstrap token may ask for their client certificate (kubeadm and k3s bind
         // the same roles).
         binding(
