@@ -805,11 +805,83 @@ fn identity(c: &Cluster) -> Result<()> {
 }
 
 fn scenarios(c: Cluster) -> Result<()> {
+    // Made first and looked at last: its one-minute schedule comes while the rest runs.
+    c.apply(&[namespace("cron"), cronjob()])?;
     identity(&c).context("identity")?;
     replicaset(&c).context("replicaset")?;
     deployment(&c).context("deployment")?;
     garbage_collection(&c).context("garbage collection")?;
     jobs(&c).context("jobs")?;
+    cron(&c).context("cronjob")?;
+    Ok(())
+}
+
+fn cronjob() -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick", "namespace": "cron"},
+        "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Forbid", "jobTemplate": {
+            "metadata": {"labels": {"from": "tick"}},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}}}}})
+}
+
+/// The CronJob fires at the minute: a Job named for the scheduled minute, owned by it and in its status;
+/// when the Job completes the CronJob records the success.
+fn cron(c: &Cluster) -> Result<()> {
+    let ns = "cron";
+    let api: Api<k8s_openapi::api::batch::v1::CronJob> = Api::namespaced(c.client.clone(), ns);
+    let cj = c.rt.block_on(api.get("tick"))?;
+    let uid = cj.uid().unwrap();
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), ns);
+    let job = wait("the CronJob's first Job", || {
+        let list = c.rt.block_on(jobs.list(&ListParams::default()))?.items;
+        Ok(list.into_iter().find(|j| {
+            j.owner_references()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        }))
+    })?;
+    let at: k8s_openapi::jiff::Timestamp = job
+        .annotations()
+        .get("batch.kubernetes.io/cronjob-scheduled-timestamp")
+        .context("no scheduled-timestamp annotation")?
+        .parse()?;
+    ensure!(
+        at.as_second() % 60 == 0,
+        "scheduled at {at}, not on the minute"
+    );
+    ensure!(
+        job.name_any() == format!("tick-{}", at.as_second() / 60),
+        "{}",
+        job.name_any()
+    );
+    ensure!(job.labels().get("from").map(String::as_str) == Some("tick"));
+    let created = cj.creation_timestamp().unwrap().0;
+    ensure!(
+        at > created && at.as_second() - created.as_second() <= 60,
+        "scheduled {at} for a CronJob made at {created}"
+    );
+    let st = wait("the CronJob's status", || {
+        let st = c.rt.block_on(api.get("tick"))?.status.unwrap_or_default();
+        Ok(st
+            .active
+            .as_ref()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(st))
+    })?;
+    ensure!(st.last_schedule_time.map(|t| t.0) == Some(at));
+    ensure!(st.active.unwrap()[0].name.as_deref() == Some(job.name_any().as_str()));
+    let juid = job.uid().unwrap();
+    let pod = wait("the Job's pod", || {
+        Ok(job_pods(c, ns, &juid)?.into_iter().next())
+    })?;
+    end_pod(c, ns, &pod, "Succeeded")?;
+    let st = wait("the CronJob to see the success", || {
+        let st = c.rt.block_on(api.get("tick"))?.status.unwrap_or_default();
+        Ok((st.active.is_none() && st.last_successful_time.is_some()).then_some(st))
+    })?;
+    ensure!(st.last_successful_time.unwrap().0 >= at);
+    let row = c.kubectl(&["get", "cronjob", "tick", "-n", ns, "--no-headers"])?;
+    ensure!(row.contains("* * * * *"), "kubectl get cronjob: {row}");
     Ok(())
 }
 

@@ -8,6 +8,7 @@ packages=(
   qemu-system-x86 linux-image-amd64 iproute2 nftables cpio binutils e2fsprogs curl
   libseccomp-dev  # only to link the libseccomp crate that the seccomp differential test compares against
   dnsmasq-base  # the DHCP server the node image's DHCP client is tested against (not `dnsmasq`: no service)
+  tzdata  # the zoneinfo CronJobs' spec.timeZone is read from
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,7 @@
 //! - [`replicaset`]: pods created and deleted to match `spec.replicas`, with expectations.
 //! - [`deployment`]: ReplicaSets per template and revision; scaling, RollingUpdate, Recreate, status.
 //! - [`job`]: pods run to completion, NonIndexed and Indexed, counted through a finalizer.
+//! - [`cronjob`]: Jobs made at the times a [`cron`] schedule names.
 //! - [`ttl`]: finished Jobs deleted after `ttlSecondsAfterFinished`.
 //! - [`nodelifecycle`]: nodes gone silent marked Unknown, taints from conditions, taint-based eviction.
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
@@ -17,6 +18,8 @@
 //! Each controller is a kube-rs `Controller` (watcher → reflector → reconciler).
 
 pub mod credentials;
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
@@ -50,6 +53,7 @@ pub enum Loop {
     ReplicaSet,
     Deployment,
     Job,
+    CronJob,
     TtlAfterFinished,
     NodeLifecycle,
     TaintEviction,
@@ -57,10 +61,11 @@ pub enum Loop {
 }
 
 impl Loop {
-    pub const ALL: [Loop; 7] = [
+    pub const ALL: [Loop; 8] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::Job,
+        Loop::CronJob,
         Loop::TtlAfterFinished,
         Loop::NodeLifecycle,
         Loop::TaintEviction,
@@ -73,6 +78,7 @@ impl Loop {
             Loop::ReplicaSet => "replicaset-controller",
             Loop::Deployment => "deployment-controller",
             Loop::Job => "job-controller",
+            Loop::CronJob => "cronjob-controller",
             Loop::TtlAfterFinished => "ttl-after-finished-controller",
             Loop::NodeLifecycle => "node-lifecycle-controller",
             Loop::TaintEviction => "taint-eviction-controller",
@@ -180,6 +186,7 @@ async fn start(client: kube::Client, m: Manager) {
             Loop::ReplicaSet => tasks.spawn(replicaset::run(c)),
             Loop::Deployment => tasks.spawn(deployment::run(c)),
             Loop::Job => tasks.spawn(job::run(c)),
+            Loop::CronJob => tasks.spawn(cronjob::run(c)),
             Loop::TtlAfterFinished => tasks.spawn(ttl::run(c)),
             Loop::NodeLifecycle => tasks.spawn(nodelifecycle::run(c, m.node_lifecycle)),
             Loop::TaintEviction => tasks.spawn(nodelifecycle::run_eviction(c)),

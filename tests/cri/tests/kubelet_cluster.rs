@@ -480,7 +480,13 @@ async fn basalt_server_is_a_whole_node() {
     // through the kubelet (never to the pod IP itself).
     let mut pf = server
         .kubectl()
-        .args(["port-forward", "deployment/web", ":8080", "--address", "127.0.0.1"])
+        .args([
+            "port-forward",
+            "deployment/web",
+            ":8080",
+            "--address",
+            "127.0.0.1",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -496,7 +502,14 @@ async fn basalt_server_is_a_whole_node() {
         .unwrap_or_default()
         .to_string();
     let curl = std::process::Command::new("curl")
-        .args(["-sS", "--noproxy", "*", "--max-time", "20", &format!("http://{local}/")])
+        .args([
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "20",
+            &format!("http://{local}/"),
+        ])
         .output()
         .unwrap();
     let _ = pf.kill();

@@ -495,6 +495,7 @@ const CONTROLLERS: &[&str] = &[
     "replicaset-controller",
     "deployment-controller",
     "job-controller",
+    "cronjob-controller",
     "ttl-after-finished-controller",
     "node-controller",
     "taint-eviction-controller",
@@ -547,6 +548,24 @@ fn controller_roles() -> Vec<Value> {
                         &[""],
                         &["pods"],
                     ),
+                    events.clone(),
+                ],
+                "cronjob-controller" => vec![
+                    rule(
+                        &["get", "list", "update", "watch"],
+                        &["batch"],
+                        &["cronjobs"],
+                    ),
+                    rule(
+                        &[
+                            "create", "delete", "get", "list", "patch", "update", "watch",
+                        ],
+                        &["batch"],
+                        &["jobs"],
+                    ),
+                    rule(&["update"], &["batch"], &["cronjobs/status"]),
+                    rule(&["update"], &["batch"], &["cronjobs/finalizers"]),
+                    rule(&["delete", "list"], &[""], &["pods"]),
                     events.clone(),
                 ],
                 "ttl-after-finished-controller" => vec![
