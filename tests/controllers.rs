@@ -812,8 +812,131 @@ fn scenarios(c: Cluster) -> Result<()> {
     deployment(&c).context("deployment")?;
     garbage_collection(&c).context("garbage collection")?;
     jobs(&c).context("jobs")?;
+    statefulset(&c).context("statefulset")?;
     cron(&c).context("cronjob")?;
     Ok(())
+}
+
+/// One pass of a PV controller over `ns`: each unbound claim gets a PersistentVolume made for it, both
+/// marked Bound (what the binder does for a static volume; the scheduler then places the pod).
+fn bind_claims(c: &Cluster, ns: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), ns);
+    let volumes: Api<PersistentVolume> = Api::all(c.client.clone());
+    for pvc in c.rt.block_on(claims.list(&ListParams::default()))?.items {
+        if pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.as_ref())
+            .is_some()
+        {
+            continue;
+        }
+        let name = pvc.name_any();
+        let pv = format!("pv-{ns}-{name}");
+        let obj: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": pv},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": format!("/tmp/{pv}")}, "persistentVolumeReclaimPolicy": "Retain",
+                "claimRef": {"namespace": ns, "name": name, "uid": pvc.uid()}}
+        }))?;
+        c.rt.block_on(volumes.create(&PostParams::default(), &obj))?;
+        let bound = json!({"status": {"phase": "Bound"}});
+        c.rt.block_on(volumes.patch_status(&pv, &PatchParams::default(), &Patch::Merge(&bound)))?;
+        let spec = json!({"spec": {"volumeName": pv}});
+        c.rt.block_on(claims.patch(&name, &PatchParams::default(), &Patch::Merge(&spec)))?;
+        let st = json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}});
+        c.rt.block_on(claims.patch_status(&name, &PatchParams::default(), &Patch::Merge(&st)))?;
+    }
+    Ok(())
+}
+
+fn pod_named<'a>(pods: &'a [Pod], name: &str) -> Option<&'a Pod> {
+    pods.iter().find(|p| p.name_any() == name)
+}
+
+/// A StatefulSet of 3 makes db-0, db-1, db-2 in order, each only once the one before is Ready, each with
+/// its own claim; scaled to 1 it removes db-2 before db-1, and the claims stay.
+fn statefulset(c: &Cluster) -> Result<()> {
+    let ns = "stateful";
+    c.apply(&[namespace(ns), node("sts-1")])?;
+    c.apply(&[json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})])?;
+    wait("db-0, db-1 and db-2 Ready, in order", || {
+        bind_claims(c, ns)?;
+        c.kubelet(ns, 1)?;
+        let pods = c.pods(ns)?;
+        for i in 1..3 {
+            if pod_named(&pods, &format!("db-{i}")).is_some() {
+                let before = pod_named(&pods, &format!("db-{}", i - 1));
+                ensure!(
+                    before.is_some_and(ready),
+                    "db-{i} made before db-{} was Ready",
+                    i - 1
+                );
+            }
+        }
+        Ok((pods.len() == 3 && pods.iter().all(ready)).then_some(()))
+    })?;
+    let api: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(c.client.clone(), ns);
+    let st = wait("the set's status", || {
+        let st = c.rt.block_on(api.get("db"))?.status.unwrap_or_default();
+        Ok((st.ready_replicas == Some(3)).then_some(st))
+    })?;
+    ensure!(
+        st.current_revision.is_some() && st.current_revision == st.update_revision,
+        "{st:?}"
+    );
+    let revision = st.update_revision.unwrap();
+    for (i, p) in c.pods(ns)?.iter().enumerate() {
+        let name = format!("db-{i}");
+        ensure!(p.name_any() == name);
+        let spec = p.spec.as_ref().unwrap();
+        ensure!(
+            spec.hostname.as_deref() == Some(name.as_str())
+                && spec.subdomain.as_deref() == Some("db")
+        );
+        let claim = spec.volumes.iter().flatten().find(|v| v.name == "data");
+        let claim = claim
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .context("no claim volume")?;
+        ensure!(claim.claim_name == format!("data-{name}"));
+        ensure!(p.labels().get("controller-revision-hash") == Some(&revision));
+        ensure!(p.labels().get("apps.kubernetes.io/pod-index") == Some(&i.to_string()));
+    }
+    let revisions: Api<k8s_openapi::api::apps::v1::ControllerRevision> =
+        Api::namespaced(c.client.clone(), ns);
+    let r = c.rt.block_on(revisions.get(&revision))?;
+    ensure!(r.revision == Some(1) && owners_uid(&r.metadata).is_some());
+
+    c.kubectl(&["scale", "statefulset", "db", "-n", ns, "--replicas=1"])?;
+    wait("db-2 then db-1 removed", || {
+        c.kubelet(ns, 0)?;
+        let pods = c.pods(ns)?;
+        let live = |n: &str| pod_named(&pods, n).is_some_and(|p| !terminating(p));
+        ensure!(!live("db-2") || live("db-1"), "db-1 went before db-2");
+        Ok((pods.len() == 1 && live("db-0")).then_some(()))
+    })?;
+    let claims = c.kubectl(&["get", "pvc", "-n", ns, "-o", "name"])?;
+    ensure!(
+        claims.lines().count() == 3,
+        "the claims outlive their pods: {claims}"
+    );
+    Ok(())
+}
+
+fn owners_uid(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone())
 }
 
 fn cronjob() -> Value {

@@ -94,7 +94,7 @@ pub struct ServerArgs {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
     Scheduler,
-    /// kube-controller-manager's loops (replicaset, deployment, job, cronjob, ttl-after-finished, node lifecycle,
+    /// kube-controller-manager's loops (replicaset, deployment, statefulset, job, cronjob, ttl-after-finished, node lifecycle,
     /// taint eviction, garbage collector; `--controllers` picks among them)
     Controllers,
 }

@@ -150,25 +150,9 @@ fn template_value(t: &PodTemplateSpec) -> Value {
     v
 }
 
-/// The `pod-template-hash`: FNV-32a of the template (and the collision count), its decimal digits
-/// spelled in upstream's alphabet without vowels.
+/// The `pod-template-hash`: [`owners::hash`] of the template without its own label.
 fn template_hash(t: &PodTemplateSpec, collisions: Option<i32>) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u32::from(*b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    };
-    feed(template_value(t).to_string().as_bytes());
-    if let Some(c) = collisions {
-        feed(&c.to_le_bytes());
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    h.to_string()
-        .bytes()
-        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
-        .collect()
+    owners::hash(&template_value(t), collisions)
 }
 
 /// maxSurge and maxUnavailable resolved against the replicas: surge rounded up, unavailable down, and

@@ -8,6 +8,7 @@
 //! - [`owners`]: controller references, pod readiness and availability, the helpers every loop shares.
 //! - [`replicaset`]: pods created and deleted to match `spec.replicas`, with expectations.
 //! - [`deployment`]: ReplicaSets per template and revision; scaling, RollingUpdate, Recreate, status.
+//! - [`statefulset`]: pods with stable names and claims, ordered, rolled out through ControllerRevisions.
 //! - [`job`]: pods run to completion, NonIndexed and Indexed, counted through a finalizer.
 //! - [`cronjob`]: Jobs made at the times a [`cron`] schedule names.
 //! - [`ttl`]: finished Jobs deleted after `ttlSecondsAfterFinished`.
@@ -27,6 +28,7 @@ pub mod job;
 pub mod nodelifecycle;
 pub mod owners;
 pub mod replicaset;
+pub mod statefulset;
 pub mod ttl;
 
 use std::path::PathBuf;
@@ -52,6 +54,7 @@ pub enum Error {
 pub enum Loop {
     ReplicaSet,
     Deployment,
+    StatefulSet,
     Job,
     CronJob,
     TtlAfterFinished,
@@ -61,9 +64,10 @@ pub enum Loop {
 }
 
 impl Loop {
-    pub const ALL: [Loop; 8] = [
+    pub const ALL: [Loop; 9] = [
         Loop::ReplicaSet,
         Loop::Deployment,
+        Loop::StatefulSet,
         Loop::Job,
         Loop::CronJob,
         Loop::TtlAfterFinished,
@@ -77,6 +81,7 @@ impl Loop {
         match self {
             Loop::ReplicaSet => "replicaset-controller",
             Loop::Deployment => "deployment-controller",
+            Loop::StatefulSet => "statefulset-controller",
             Loop::Job => "job-controller",
             Loop::CronJob => "cronjob-controller",
             Loop::TtlAfterFinished => "ttl-after-finished-controller",
@@ -185,6 +190,7 @@ async fn start(client: kube::Client, m: Manager) {
         match l {
             Loop::ReplicaSet => tasks.spawn(replicaset::run(c)),
             Loop::Deployment => tasks.spawn(deployment::run(c)),
+            Loop::StatefulSet => tasks.spawn(statefulset::run(c)),
             Loop::Job => tasks.spawn(job::run(c)),
             Loop::CronJob => tasks.spawn(cronjob::run(c)),
             Loop::TtlAfterFinished => tasks.spawn(ttl::run(c)),

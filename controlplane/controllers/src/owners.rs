@@ -199,3 +199,25 @@ pub fn retry<K: Resource, E: std::fmt::Display, C>(
     tracing::warn!(object = %name, error = %e, "sync failed");
     kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(2))
 }
+
+/// The hash upstream's controllers name what they make after (`pod-template-hash`, a ControllerRevision's
+/// suffix): FNV-32a of the JSON (and the collision count), its decimal digits spelled in upstream's
+/// alphabet without vowels.
+pub fn hash(v: &serde_json::Value, collisions: Option<i32>) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    };
+    feed(v.to_string().as_bytes());
+    if let Some(c) = collisions {
+        feed(&c.to_le_bytes());
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    h.to_string()
+        .bytes()
+        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
+        .collect()
+}

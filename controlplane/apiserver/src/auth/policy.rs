@@ -494,6 +494,7 @@ pub fn cluster_roles() -> Vec<Value> {
 const CONTROLLERS: &[&str] = &[
     "replicaset-controller",
     "deployment-controller",
+    "statefulset-controller",
     "job-controller",
     "cronjob-controller",
     "ttl-after-finished-controller",
@@ -537,6 +538,31 @@ fn controller_roles() -> Vec<Value> {
                     ),
                     // Recreate waits for the old pods to be gone; adoption patches them.
                     rule(&["get", "list", "update", "watch"], &[""], &["pods"]),
+                    events.clone(),
+                ],
+                "statefulset-controller" => vec![
+                    rule(&["get", "list", "watch"], apps, &["statefulsets"]),
+                    rule(&["update"], apps, &["statefulsets/status"]),
+                    rule(&["update"], apps, &["statefulsets/finalizers"]),
+                    rule(
+                        &[
+                            "create", "delete", "get", "list", "patch", "update", "watch",
+                        ],
+                        &[""],
+                        &["pods"],
+                    ),
+                    rule(
+                        &[
+                            "create", "delete", "get", "list", "patch", "update", "watch",
+                        ],
+                        apps,
+                        &["controllerrevisions"],
+                    ),
+                    rule(
+                        &["create", "delete", "get", "update"],
+                        &[""],
+                        &["persistentvolumeclaims"],
+                    ),
                     events.clone(),
                 ],
                 "job-controller" => vec![

@@ -54,6 +54,26 @@ fn validate_selector(obj: &Value, restart: Option<&[&str]>, errs: &mut Vec<Field
     }
     match spec.pointer("/template/spec") {
         Some(ps) => {
+            // A StatefulSet's containers mount its claim templates too: they become the pods' volumes.
+            let mut ps = ps.clone();
+            for t in spec
+                .get("volumeClaimTemplates")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let (Some(name), Some(volumes)) = (
+                    t.pointer("/metadata/name").and_then(Value::as_str),
+                    ps.as_object_mut()
+                        .map(|m| m.entry("volumes").or_insert(json!([]))),
+                ) {
+                    if let Some(v) = volumes.as_array_mut() {
+                        v.retain(|v| v.get("name").and_then(Value::as_str) != Some(name));
+                        v.push(json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+                    }
+                }
+            }
+            let ps = &ps;
             super::pods::validate_spec(ps, "spec.template.spec", errs);
             if let (Some(allowed), Some(p)) =
                 (restart, ps.get("restartPolicy").and_then(Value::as_str))
