@@ -251,9 +251,7 @@ impl Kubelet {
                 w.terminate().await;
                 let uid = w.pod.metadata.uid.clone().unwrap_or_default();
                 self.terminating.lock().unwrap().remove(&uid);
-                if let Some(tx) = self.terminated.lock().unwrap().as_ref() {
-                    let _ = tx.send(w.pod.clone());
-                }
+                self.report_terminated(&w.pod);
                 return;
             }
             let removed = w.sync().await;
@@ -320,7 +318,16 @@ impl Kubelet {
                 );
                 w.terminate().await;
                 me.terminating.lock().unwrap().remove(&uid);
+                // A pod deleted while the kubelet was down is an orphan now: once it is stopped, its
+                // deletion in the API is finished as for any other (its saved manifest names it).
+                me.report_terminated(&w.pod);
             });
+        }
+    }
+
+    fn report_terminated(&self, pod: &Pod) {
+        if let Some(tx) = self.terminated.lock().unwrap().as_ref() {
+            let _ = tx.send(pod.clone());
         }
     }
 

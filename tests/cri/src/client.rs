@@ -19,6 +19,23 @@ pub struct Cri {
 }
 
 impl Cri {
+    /// The sandboxes of the pod with `uid` (the kubelet's `io.kubernetes.pod.uid` label).
+    pub async fn sandboxes_of(&self, uid: &str) -> Vec<api::PodSandbox> {
+        let label_selector = [("io.kubernetes.pod.uid".to_owned(), uid.to_owned())].into();
+        self.runtime
+            .clone()
+            .list_pod_sandbox(api::ListPodSandboxRequest {
+                filter: Some(api::PodSandboxFilter {
+                    label_selector,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items
+    }
+
     /// Connects to the CRI socket at `path`.
     pub async fn connect(path: &Path) -> Result<Cri> {
         let path: PathBuf = path.to_owned();

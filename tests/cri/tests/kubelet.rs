@@ -149,21 +149,8 @@ impl Node {
     /// After a manifest is removed: the kubelet forgets the pod and the runtime has nothing of it.
     async fn wait_gone(&self, h: &Harness, uid: &str) {
         let deadline = Instant::now() + Duration::from_secs(90);
-        let mut rt = h.cri.runtime.clone();
         loop {
-            let mut sel = HashMap::new();
-            sel.insert("io.kubernetes.pod.uid".to_owned(), uid.to_owned());
-            let sandboxes = rt
-                .list_pod_sandbox(api::ListPodSandboxRequest {
-                    filter: Some(api::PodSandboxFilter {
-                        label_selector: sel,
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .items;
+            let sandboxes = h.cri.sandboxes_of(uid).await;
             let known = self
                 .kubelet
                 .pods()

@@ -5,7 +5,6 @@
 //! is left in the runtime. Then `basalt server` as a whole node, as a newcomer runs it: one process that is
 //! the control plane and the node.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -61,22 +60,7 @@ async fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 async fn sandboxes_of(h: &Harness, uid: &str) -> usize {
-    let mut sel = HashMap::new();
-    sel.insert("io.kubernetes.pod.uid".to_owned(), uid.to_owned());
-    h.cri
-        .runtime
-        .clone()
-        .list_pod_sandbox(api::ListPodSandboxRequest {
-            filter: Some(api::PodSandboxFilter {
-                label_selector: sel,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .len()
+    h.cri.sandboxes_of(uid).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,34 +215,9 @@ async fn basalt_server_is_a_whole_node() {
     let d = tmp.path().to_str().unwrap().to_string();
     std::fs::create_dir_all(format!("{d}/m")).unwrap();
     let cgroup = format!("/basalt-critests/{}/server", h.token);
-    let registry = h.registry.host();
-    let conf_dir = h.net.conf_dir.to_str().unwrap().to_string();
     // The kubelet API listens on loopback only, so the node says it is there: the apiserver reaches the
     // kubelet at the Node's InternalIP.
-    let flags: Vec<String> = [
-        "--run-dir",
-        &format!("{d}/run"),
-        "--node-ip",
-        "127.0.0.1",
-        "--kubelet-address",
-        "127.0.0.1:0",
-        "--streaming-address",
-        "127.0.0.1:0",
-        "--manifest-dir",
-        &format!("{d}/m"),
-        "--pod-log-dir",
-        &format!("{d}/logs"),
-        "--cgroup-parent",
-        &cgroup,
-        "--cni-conf-dir",
-        &conf_dir,
-        "--cni-bin-dir",
-        basalt_cri_tests::network::CNI_BIN_DIR,
-        "--insecure-registry",
-        &registry,
-    ]
-    .map(str::to_string)
-    .into();
+    let flags = node_flags(&h, &d, &cgroup);
     let server = tokio::task::spawn_blocking(move || {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         KubeServer::start_node(&basalt_bin(), &flags)
@@ -589,6 +548,239 @@ async fn basalt_server_is_a_whole_node() {
         pods["items"].as_array()?.is_empty().then_some(())
     })
     .await;
+    drop(server);
+    remove_kubelet_cgroups(&cgroup);
+}
+
+/// A node's flags with everything under `d`: loopback for the kubelet API (the Node says 127.0.0.1, so
+/// the apiserver reaches it there), the harness's network, registry and a cgroup parent of its own.
+fn node_flags(h: &Harness, d: &str, cgroup: &str) -> Vec<String> {
+    [
+        "--run-dir",
+        &format!("{d}/run"),
+        "--node-ip",
+        "127.0.0.1",
+        "--kubelet-address",
+        "127.0.0.1:0",
+        "--streaming-address",
+        "127.0.0.1:0",
+        "--manifest-dir",
+        &format!("{d}/m"),
+        "--pod-log-dir",
+        &format!("{d}/logs"),
+        "--cgroup-parent",
+        cgroup,
+        "--cni-conf-dir",
+        h.net.conf_dir.to_str().unwrap(),
+        "--cni-bin-dir",
+        basalt_cri_tests::network::CNI_BIN_DIR,
+        "--insecure-registry",
+        &h.registry.host(),
+    ]
+    .map(str::to_string)
+    .into()
+}
+
+/// `basalt agent` as its own process, joined to `basalt server` with node credentials.
+struct Agent {
+    args: Vec<String>,
+    log: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Agent {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = std::process::Command::new(basalt_bin())
+            .arg("agent")
+            .args(&self.args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn signal(&mut self, sig: nix::sys::signal::Signal) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Crash-only, as a node lives it: the agent (CRI server and kubelet) is SIGKILLed. The node lifecycle
+/// controller marks the node Unknown and taints it unreachable; a pod deleted meanwhile waits. When the
+/// agent is back, the pods that kept running are the same containers (no restart, no second sandbox), the
+/// node is Ready again without the taints, and the pod deleted while it was down is stopped and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_survives_its_agent_being_killed() {
+    let Some(h) = Harness::start_basalt_only("agent_killed").await else {
+        return;
+    };
+    let server = tokio::task::spawn_blocking(|| {
+        KubeServer::start_with(
+            &basalt_bin(),
+            Datastore::Sqlite,
+            &[
+                "--controllers",
+                "*",
+                "--node-monitor-period",
+                "500ms",
+                "--node-monitor-grace-period",
+                "4s",
+            ],
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let name = format!("{}-agent", common::node_name(&h));
+    let kubeconfig = server
+        .kubeconfig_for(&format!("system:node:{name}"), "system:nodes")
+        .unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("basalt-agent-")
+        .tempdir()
+        .unwrap();
+    let d = tmp.path().to_str().unwrap().to_string();
+    let cgroup = format!("/basalt-critests/{}/agent", h.token);
+    let mut agent = Agent {
+        args: [
+            "--data-dir",
+            &format!("{d}/data"),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--node-name",
+            &name,
+        ]
+        .map(str::to_string)
+        .into_iter()
+        .chain(node_flags(&h, &d, &cgroup))
+        .collect(),
+        log: tmp.path().join("agent.log"),
+        child: None,
+    };
+    std::fs::create_dir_all(format!("{d}/m")).unwrap();
+    agent.spawn();
+    let node_ready = |status: &str| {
+        let n = get(&server, &["node", &name])?;
+        let c = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        (c["status"] == status).then_some(n)
+    };
+    wait("the agent's node Ready", || node_ready("True")).await;
+
+    let img = h.image(BUSYBOX);
+    let pod = |n: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {n}, namespace: default}}\nspec:\n  nodeSelector: {{kubernetes.io/hostname: {name}}}\n  terminationGracePeriodSeconds: 5\n  containers:\n  - {{name: c, image: \"{img}\", command: [sh, -c, \"trap 'exit 0' TERM; while true; do sleep 0.2; done\"]}}\n")
+    };
+    let out = server.run_with_input(
+        &["apply", "-f", "-"],
+        &format!("{}---\n{}", pod("keep"), pod("doomed")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keep = running(&server, "keep").await;
+    let doomed = running(&server, "doomed").await;
+    let container = |p: &Value| p["status"]["containerStatuses"][0]["containerID"].clone();
+
+    // Killed: the node goes Unknown, tainted; the pods are no longer Ready but stay (300 s tolerations).
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    let n = wait("the node Unknown", || node_ready("Unknown")).await;
+    let taints: Vec<String> = wait("the unreachable taints", || {
+        let n = get(&server, &["node", &name])?;
+        let t: Vec<String> = n["spec"]["taints"]
+            .as_array()?
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}:{}",
+                    t["key"].as_str().unwrap(),
+                    t["effect"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (t.len() == 2).then_some(t)
+    })
+    .await;
+    assert!(
+        taints.contains(&"node.kubernetes.io/unreachable:NoExecute".to_string())
+            && taints.contains(&"node.kubernetes.io/unreachable:NoSchedule".to_string()),
+        "{taints:?} {n}"
+    );
+    let out = server.run(&["delete", "pod", "doomed", "--wait=false"]);
+    assert!(out.status.success());
+
+    // Back: Ready, untainted; the kept pod is the same container; the deleted one is cleaned up.
+    agent.spawn();
+    wait("the node Ready again", || node_ready("True")).await;
+    wait("the taints lifted", || {
+        let n = get(&server, &["node", &name])?;
+        n["spec"]["taints"]
+            .as_array()
+            .is_none_or(|t| t.is_empty())
+            .then_some(())
+    })
+    .await;
+    wait("the pod deleted while the agent was down to go", || {
+        get(&server, &["pod", "doomed"]).is_none().then_some(())
+    })
+    .await;
+    let cri = basalt_cri_tests::Cri::wait_ready(
+        Path::new(&format!("{d}/run/cri.sock")),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let sandboxes = |uid: String| {
+        let cri = cri.clone();
+        async move { cri.sandboxes_of(&uid).await.len() }
+    };
+    let uid = |p: &Value| p["metadata"]["uid"].as_str().unwrap().to_string();
+    assert_eq!(
+        sandboxes(uid(&doomed)).await,
+        0,
+        "the deleted pod's sandbox"
+    );
+    assert_eq!(
+        sandboxes(uid(&keep)).await,
+        1,
+        "one sandbox for the kept pod"
+    );
+    let after = wait("keep Ready again", || {
+        let p = get(&server, &["pod", "keep"])?;
+        (p["status"]["containerStatuses"][0]["ready"] == true).then_some(p)
+    })
+    .await;
+    assert_eq!(
+        container(&after),
+        container(&keep),
+        "the container kept running"
+    );
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(after["metadata"]["uid"], keep["metadata"]["uid"]);
+
+    let out = server.run(&["delete", "pod", "keep", "--wait", "--timeout=60s"]);
+    assert!(out.status.success());
+    assert_eq!(sandboxes(uid(&keep)).await, 0);
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
     drop(server);
     remove_kubelet_cgroups(&cgroup);
 }
