@@ -3,6 +3,9 @@
 //! from the first create to the last binding — plain pods, pods with a zone topology spread constraint,
 //! and pods with required and preferred node affinity; then 1,000 pods with preferred pod anti-affinity
 //! (its cost grows with the pods already placed, for upstream as here, so fewer keep the run short).
+//! Then a Deployment of 1,000 replicas: from its create to the last pod bound, through the deployment and
+//! replicaset controllers and the scheduler, as a ratio to the plain pods' rate of the same run; and the
+//! server's RSS with all of it in.
 //! Printed as pods/s, as a ratio to the aim (2,000 pods/s on this 2-core machine;
 //! scheduler_perf reports ~700–800 pods/s for upstream on 5,000 nodes in its CI) and to the rate the
 //! apiserver took the creates at in the same run (the scheduler cannot bind faster than pods arrive).
@@ -117,27 +120,7 @@ async fn run(client: &Client, v: Variant, n: usize) -> Result<Run> {
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     // The watch starts before the first create, so no binding is missed.
-    let watch = {
-        let pods = pods.clone();
-        tokio::spawn(async move {
-            let mut bound = std::collections::HashSet::new();
-            let stream = watcher::watcher(pods, watcher::Config::default());
-            futures_util::pin_mut!(stream);
-            while let Some(ev) = stream.next().await {
-                let p = match ev {
-                    Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => p,
-                    _ => continue,
-                };
-                if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                    bound.insert(p.metadata.name.clone().unwrap_or_default());
-                    if bound.len() == n {
-                        return Instant::now();
-                    }
-                }
-            }
-            Instant::now()
-        })
-    };
+    let watch = bound_watch(client, &ns, n);
     // Let the watch's initial list finish before the clock starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start = Instant::now();
@@ -163,6 +146,70 @@ async fn run(client: &Client, v: Variant, n: usize) -> Result<Run> {
     })
 }
 
+/// Waits until `n` pods of `ns` are bound; gives when.
+fn bound_watch(client: &Client, ns: &str, n: usize) -> tokio::task::JoinHandle<Instant> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    tokio::spawn(async move {
+        let mut bound = std::collections::HashSet::new();
+        let stream = watcher::watcher(pods, watcher::Config::default());
+        futures_util::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            let p = match ev {
+                Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => p,
+                _ => continue,
+            };
+            if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                bound.insert(p.metadata.name.clone().unwrap_or_default());
+                if bound.len() == n {
+                    return Instant::now();
+                }
+            }
+        }
+        Instant::now()
+    })
+}
+
+/// A Deployment of `n` replicas: the time from its create to its last pod bound.
+async fn deployment(client: &Client, n: usize) -> Result<Duration> {
+    let ns = "bench-deployment";
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+        )
+        .await?;
+    let watch = bound_watch(client, ns, n);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "big", "namespace": ns},
+        "spec": {"replicas": n, "selector": {"matchLabels": {"app": "big"}},
+            "template": {"metadata": {"labels": {"app": "big"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}
+    }))?;
+    let start = Instant::now();
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await?;
+    let done = tokio::time::timeout(Duration::from_secs(900), watch)
+        .await
+        .context("the Deployment's pods bound within 15 minutes")??;
+    Ok(done - start)
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
 fn ns_of(api: &Api<Pod>) -> String {
     api.namespace().unwrap_or_default().to_string()
 }
@@ -179,6 +226,7 @@ async fn main() -> Result<()> {
         "scheduler throughput: {nodes} fake nodes created in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    let mut plain_rate = 0.0;
     for v in [
         Variant::Plain,
         Variant::TopologySpread,
@@ -191,6 +239,9 @@ async fn main() -> Result<()> {
         };
         let r = run(&client, v, n).await?;
         let rate = n as f64 / r.bound.as_secs_f64();
+        if matches!(v, Variant::Plain) {
+            plain_rate = rate;
+        }
         let created = n as f64 / r.created.as_secs_f64();
         println!(
             "scheduler throughput: {v:?}: {n} pods on {nodes} nodes, created in {:.1} s ({created:.0}/s), all bound after {:.1} s: {rate:.0} pods/s (aim {AIM:.0}: ratio {:.2}; to the create rate: {:.2})",
@@ -201,5 +252,19 @@ async fn main() -> Result<()> {
         );
         ensure!(r.bound >= r.created, "bound before created?");
     }
+    let replicas = if measuring { 1000 } else { 50 };
+    let took = deployment(&client, replicas).await?;
+    let rate = replicas as f64 / took.as_secs_f64();
+    println!(
+        "scheduler throughput: Deployment of {replicas} replicas: all pods bound {:.1} s after its create: {rate:.0} pods/s (ratio to plain pods created directly: {:.2})",
+        took.as_secs_f64(),
+        rate / plain_rate,
+    );
+    let pid = server.pid().context("server pid")?;
+    println!(
+        "scheduler throughput: basalt server RSS with {nodes} nodes and {} pods: {:.0} MiB",
+        pods * 3 + pods / 10 + replicas,
+        rss_mib(pid).context("server RSS")?
+    );
     Ok(())
 }
