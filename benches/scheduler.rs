@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use basalt_testsupport::kube::{Datastore, KubeServer};
+use basalt_testsupport::kube::{Datastore, KubeServer, NO_KUBELET_CONTROLLERS};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::PostParams;
@@ -218,7 +218,10 @@ fn ns_of(api: &Api<Pod>) -> String {
 async fn main() -> Result<()> {
     let measuring = std::env::args().any(|a| a == "--bench");
     let (nodes, pods) = if measuring { (5000, 10_000) } else { (60, 120) };
-    let server = KubeServer::start_with(bin(), Datastore::Sqlite, &[])?;
+    // As scheduler_perf, no pod CIDRs: 5,000 nodes would use up the default /16 and measure the allocator.
+    let controllers = format!("{NO_KUBELET_CONTROLLERS},-node-ipam-controller");
+    let server =
+        KubeServer::start_with(bin(), Datastore::Sqlite, &["--controllers", &controllers])?;
     let client = basalt_scheduler::client(&server.kubeconfig).await?;
     let t = Instant::now();
     create_nodes(&client, nodes).await?;

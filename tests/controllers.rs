@@ -813,6 +813,7 @@ fn scenarios(c: Cluster) -> Result<()> {
     garbage_collection(&c).context("garbage collection")?;
     jobs(&c).context("jobs")?;
     statefulset(&c).context("statefulset")?;
+    node_ipam(&c).context("node ipam")?;
     cron(&c).context("cronjob")?;
     Ok(())
 }
@@ -927,6 +928,48 @@ fn statefulset(c: &Cluster) -> Result<()> {
     ensure!(
         claims.lines().count() == 3,
         "the claims outlive their pods: {claims}"
+    );
+    Ok(())
+}
+
+fn pod_cidr(c: &Cluster, name: &str) -> Result<Option<String>> {
+    let n =
+        c.rt.block_on(Api::<Node>::all(c.client.clone()).get_opt(name))?;
+    let spec = n.and_then(|n| n.spec).unwrap_or_default();
+    if let (Some(one), Some(all)) = (&spec.pod_cidr, &spec.pod_cidrs) {
+        ensure!(
+            all.first() == Some(one),
+            "podCIDR {one} is not podCIDRs[0] of {all:?}"
+        );
+    }
+    Ok(spec.pod_cidr)
+}
+
+/// Every node gets its own /24 of 10.42.0.0/16; a deleted node's block goes to the next node.
+fn node_ipam(c: &Cluster) -> Result<()> {
+    c.apply(&[node("ipam-a"), node("ipam-b")])?;
+    let a = wait("ipam-a's pod CIDR", || pod_cidr(c, "ipam-a"))?;
+    let b = wait("ipam-b's pod CIDR", || pod_cidr(c, "ipam-b"))?;
+    let nodes =
+        c.rt.block_on(Api::<Node>::all(c.client.clone()).list(&ListParams::default()))?;
+    let mut all: Vec<String> = Vec::new();
+    for n in &nodes.items {
+        let cidr = wait("every node's pod CIDR", || pod_cidr(c, &n.name_any()))?;
+        ensure!(
+            cidr.starts_with("10.42.") && cidr.ends_with(".0/24"),
+            "{}: {cidr}",
+            n.name_any()
+        );
+        ensure!(!all.contains(&cidr), "{cidr} given twice");
+        all.push(cidr);
+    }
+    ensure!(a != b);
+    c.kubectl(&["delete", "node", "ipam-a"])?;
+    c.apply(&[node("ipam-c")])?;
+    let c_cidr = wait("ipam-c's pod CIDR", || pod_cidr(c, "ipam-c"))?;
+    ensure!(
+        c_cidr == a,
+        "ipam-c got {c_cidr}, not the block ipam-a left ({a})"
     );
     Ok(())
 }

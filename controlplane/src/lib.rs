@@ -79,6 +79,15 @@ pub struct ServerArgs {
     /// (e.g. `*,-node-lifecycle-controller`)
     #[arg(long, value_delimiter = ',', default_value = "*", value_name = "NAMES")]
     pub controllers: Vec<String>,
+    /// The pods' address ranges, comma-separated for dual-stack (a block of each per node)
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// The size of each node's IPv4 block
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size_ipv4: u8,
+    /// The size of each node's IPv6 block
+    #[arg(long, default_value_t = 64)]
+    pub node_cidr_mask_size_ipv6: u8,
     /// How often the node lifecycle controller looks at the nodes (a Go duration)
     #[arg(long, default_value = "5s", value_parser = go_duration)]
     pub node_monitor_period: std::time::Duration,
@@ -149,6 +158,12 @@ pub async fn serve(
         (_, false) => None,
     };
     let loops = basalt_controllers::Loop::select(&args.controllers).map_err(anyhow::Error::msg)?;
+    let cluster_cidrs = basalt_controllers::nodeipam::ranges(
+        &args.cluster_cidr,
+        args.node_cidr_mask_size_ipv4,
+        args.node_cidr_mask_size_ipv6,
+    )
+    .map_err(anyhow::Error::msg)?;
     let dir = config.data_dir.join("server");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let advertise = args.advertise_address.unwrap_or_else(default_advertise);
@@ -239,6 +254,7 @@ pub async fn serve(
             dir: dir.join("controllers"),
             identity: basalt_scheduler::identity(&dir.join("controller-manager.id"), &node_name)?,
             loops,
+            cluster_cidrs,
             node_lifecycle: basalt_controllers::nodelifecycle::Settings {
                 monitor_period: args.node_monitor_period,
                 grace_period: args.node_monitor_grace_period,

@@ -12,6 +12,7 @@
 //! - [`job`]: pods run to completion, NonIndexed and Indexed, counted through a finalizer.
 //! - [`cronjob`]: Jobs made at the times a [`cron`] schedule names.
 //! - [`ttl`]: finished Jobs deleted after `ttlSecondsAfterFinished`.
+//! - [`nodeipam`]: a pod CIDR for each node from the cluster CIDR.
 //! - [`nodelifecycle`]: nodes gone silent marked Unknown, taints from conditions, taint-based eviction.
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
 //! - [`expectations`]: what an owner created or deleted, awaited until its watch shows it.
@@ -25,6 +26,7 @@ pub mod deployment;
 pub mod expectations;
 pub mod gc;
 pub mod job;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;
 pub mod replicaset;
@@ -58,19 +60,21 @@ pub enum Loop {
     Job,
     CronJob,
     TtlAfterFinished,
+    NodeIpam,
     NodeLifecycle,
     TaintEviction,
     GarbageCollector,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 9] = [
+    pub const ALL: [Loop; 10] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::StatefulSet,
         Loop::Job,
         Loop::CronJob,
         Loop::TtlAfterFinished,
+        Loop::NodeIpam,
         Loop::NodeLifecycle,
         Loop::TaintEviction,
         Loop::GarbageCollector,
@@ -85,6 +89,7 @@ impl Loop {
             Loop::Job => "job-controller",
             Loop::CronJob => "cronjob-controller",
             Loop::TtlAfterFinished => "ttl-after-finished-controller",
+            Loop::NodeIpam => "node-ipam-controller",
             Loop::NodeLifecycle => "node-lifecycle-controller",
             Loop::TaintEviction => "taint-eviction-controller",
             Loop::GarbageCollector => "garbage-collector-controller",
@@ -94,7 +99,7 @@ impl Loop {
     /// The service account (and `system:controller:` role) the loop runs as.
     pub fn service_account(self) -> &'static str {
         match self {
-            Loop::NodeLifecycle => "node-controller",
+            Loop::NodeLifecycle | Loop::NodeIpam => "node-controller",
             Loop::GarbageCollector => "generic-garbage-collector",
             l => l.name(),
         }
@@ -144,6 +149,8 @@ pub struct Manager {
     /// The loops to run (`--controllers`).
     pub loops: Vec<Loop>,
     pub node_lifecycle: nodelifecycle::Settings,
+    /// `--cluster-cidr` with its block sizes.
+    pub cluster_cidrs: Vec<nodeipam::Range>,
 }
 
 /// Runs the controllers until the future is dropped: only while leading the `kube-controller-manager`
@@ -178,6 +185,7 @@ impl Manager {
             identity: self.identity.clone(),
             loops: self.loops.clone(),
             node_lifecycle: self.node_lifecycle,
+            cluster_cidrs: self.cluster_cidrs.clone(),
         }
     }
 }
@@ -194,12 +202,15 @@ async fn start(client: kube::Client, m: Manager) {
             Loop::Job => tasks.spawn(job::run(c)),
             Loop::CronJob => tasks.spawn(cronjob::run(c)),
             Loop::TtlAfterFinished => tasks.spawn(ttl::run(c)),
+            Loop::NodeIpam => tasks.spawn(nodeipam::run(c, m.cluster_cidrs.clone())),
             Loop::NodeLifecycle => tasks.spawn(nodelifecycle::run(c, m.node_lifecycle)),
             Loop::TaintEviction => tasks.spawn(nodelifecycle::run_eviction(c)),
             Loop::GarbageCollector => tasks.spawn(gc::run(c)),
         };
     }
-    let accounts: Vec<&'static str> = m.loops.iter().map(|l| l.service_account()).collect();
+    let mut accounts: Vec<&'static str> = m.loops.iter().map(|l| l.service_account()).collect();
+    accounts.sort();
+    accounts.dedup();
     tasks.spawn(credentials::refresh(client, m.dir, accounts));
     while tasks.join_next().await.is_some() {}
 }

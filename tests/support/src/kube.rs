@@ -11,6 +11,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::EtcdCluster;
 
+/// The controllers a server without a kubelet runs unless a test says otherwise: all but the node
+/// lifecycle controller (fake nodes never heartbeat).
+pub const NO_KUBELET_CONTROLLERS: &str = "*,-node-lifecycle-controller";
+
 /// Where the API keeps its objects.
 pub enum Datastore {
     Sqlite,
@@ -177,7 +181,7 @@ impl KubeServer {
             // With no kubelet the nodes are fakes that never heartbeat: the node lifecycle controller would
             // taint them unreachable a minute in. The tests of that controller ask for it.
             if !self.extra.iter().any(|a| a == "--controllers") {
-                cmd.args(["--controllers", "*,-node-lifecycle-controller"]);
+                cmd.args(["--controllers", NO_KUBELET_CONTROLLERS]);
             }
         }
         cmd.args(&self.extra);
