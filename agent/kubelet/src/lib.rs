@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod context;
 pub mod cri;
 mod error;
+pub mod events;
 pub mod hooks;
 pub mod housekeeping;
 pub mod manager;

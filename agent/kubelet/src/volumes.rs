@@ -109,9 +109,12 @@ pub struct ApiData {
 /// The boxed future an [`ApiSource`] answers with (no async traits in the tree).
 pub type Fetch<'a> = Pin<Box<dyn Future<Output = Result<ApiData, String>> + Send + 'a>>;
 
-/// Where [`ApiData`] comes from: the node's connection to the apiserver.
+/// The node's connection to the apiserver as a worker uses it: where [`ApiData`] comes from, and where
+/// its events about the pod go.
 pub trait ApiSource: Send + Sync {
     fn fetch<'a>(&'a self, pod: &'a Pod) -> Fetch<'a>;
+    /// Records `event` about `pod`, without waiting for the apiserver.
+    fn record(&self, _pod: &Pod, _event: crate::events::Event) {}
 }
 
 /// What of the apiserver a pod's volumes need: config map names, secret names and tokens.

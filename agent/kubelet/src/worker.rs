@@ -16,12 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use basalt_proto::cri;
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::backoff::Backoff;
 use crate::context::PodContext;
 use crate::cri::Cri;
+use crate::events;
 use crate::podconfig::ContainerKind;
 use crate::status::{self, InitStep, Relisted, RestartPolicy, Step, Tracked};
 use crate::{Error, Settings};
@@ -114,6 +115,22 @@ impl Worker {
     }
 
     /// The pod runs in the node's network namespace (`hostNetwork`).
+    /// Records an event about container `c` of the pod (API mode; nowhere otherwise).
+    fn event(&self, c: &Container, kind: events::Kind, reason: events::Reason, message: String) {
+        if let Some(api) = &self.api {
+            let init = self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.init_containers.as_ref())
+                .is_some_and(|i| i.iter().any(|x| x.name == c.name));
+            api.record(
+                &self.pod,
+                events::Event::about(c, init, kind, reason, message),
+            );
+        }
+    }
+
     fn host_network(&self) -> bool {
         self.pod
             .spec

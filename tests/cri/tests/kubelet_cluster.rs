@@ -307,6 +307,31 @@ async fn basalt_server_is_a_whole_node() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // The kubelet's events, as `kubectl describe` shows them (upstream's reasons and messages).
+    let described = wait("the kubelet's events about hello", || {
+        let out = server.run(&["describe", "pod", "hello"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("Started container c").then_some(text)
+    })
+    .await;
+    for want in ["Pulled", "Created container: c", "kubelet"] {
+        assert!(described.contains(want), "{want}: {described}");
+    }
+    let events = get(
+        &server,
+        &["events", "--field-selector", "involvedObject.name=hello"],
+    )
+    .unwrap();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"]["component"] == "kubelet")
+        .map(|e| e["reason"].as_str().unwrap_or_default())
+        .collect();
+    for want in ["Pulled", "Created", "Started"] {
+        assert!(reasons.contains(&want), "{reasons:?}");
+    }
     let logs = kubectl(&["logs", "hello"]);
     assert!(logs.contains("cfg=hello-from-cfg"), "{logs}");
     let out = kubectl(&[

@@ -8,6 +8,7 @@ use basalt_proto::cri;
 use k8s_openapi::api::core::v1::Container;
 
 use super::Worker;
+use crate::events::{Kind, Reason as Ev};
 use crate::podconfig::{self, ContainerKind, POD_UID};
 use crate::probes::{Outcome, Target};
 use crate::status::{Killed, Observed, PullPolicy, Reason, Relisted, Waiting};
@@ -25,6 +26,19 @@ impl Worker {
             Duration::from_nanos((prev.status.finished_at - prev.status.started_at).max(0) as u64);
         let key = format!("{}/{}", self.uid(), c.name);
         if let Some(left) = self.backoff.waiting(&key, Instant::now(), ran_for) {
+            let pod = &self.pod.metadata;
+            self.event(
+                c,
+                Kind::Warning,
+                Ev::BackOff,
+                format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    c.name,
+                    pod.name.clone().unwrap_or_default(),
+                    pod.namespace.clone().unwrap_or_default(),
+                    self.uid()
+                ),
+            );
             let message = format!(
                 "back-off {}s restarting failed container={} pod={}",
                 left.as_secs() + 1,
@@ -48,15 +62,19 @@ impl Worker {
         let present = self.cri.has_image(&image).await;
         match policy {
             PullPolicy::Never if !present => {
+                let message =
+                    format!("Container image {image:?} is not present with pull policy of Never");
+                self.event(c, Kind::Warning, Ev::Failed, format!("Error: {message}"));
                 return Err(Error::ImagePull {
                     reason: Reason::ErrImageNeverPull,
-                    message: format!(
-                        "Container image {image:?} is not present with pull policy of Never"
-                    ),
-                })
+                    message,
+                });
             }
-            PullPolicy::Never => return Ok(()),
-            PullPolicy::IfNotPresent if present => return Ok(()),
+            PullPolicy::Never | PullPolicy::IfNotPresent if present => {
+                let m = format!("Container image {image:?} already present on machine");
+                self.event(c, Kind::Normal, Ev::Pulled, m);
+                return Ok(());
+            }
             _ => {}
         }
         let key = format!("image/{image}");
@@ -64,20 +82,39 @@ impl Worker {
             .pull_backoff
             .waiting(&key, Instant::now(), Duration::ZERO)
         {
+            self.event(
+                c,
+                Kind::Normal,
+                Ev::BackOff,
+                format!("Back-off pulling image {image:?}"),
+            );
             return Err(Error::ImagePull {
                 reason: Reason::ImagePullBackOff,
                 message: format!("Back-off pulling image {image:?} ({}s)", left.as_secs() + 1),
             });
         }
+        self.event(
+            c,
+            Kind::Normal,
+            Ev::Pulling,
+            format!("Pulling image {image:?}"),
+        );
+        let begin = Instant::now();
         match self.cri.pull(&image).await {
             Ok(_) => {
                 self.pull_backoff.forget(&key);
+                let took = begin.elapsed().as_secs_f64();
+                let m = format!("Successfully pulled image {image:?} in {took:.3}s");
+                self.event(c, Kind::Normal, Ev::Pulled, m);
                 Ok(())
             }
             // With Always, a present image still runs when the registry is unreachable (as kubelet does).
             Err(_) if present => Ok(()),
             Err(e) => {
                 self.pull_backoff.restarted(&key, Instant::now());
+                let m = format!("Failed to pull image {image:?}: {}", e.message());
+                self.event(c, Kind::Warning, Ev::Failed, m);
+                self.event(c, Kind::Warning, Ev::Failed, "Error: ErrImagePull".into());
                 Err(Error::ImagePull {
                     reason: Reason::ErrImagePull,
                     message: e.message().to_owned(),
@@ -96,6 +133,15 @@ impl Worker {
         attempt: u32,
     ) -> Result<(), Error> {
         let created = self.create(sandbox_id, c, kind, attempt).await;
+        match &created {
+            Ok(_) => {
+                let m = format!("Created container: {}", c.name);
+                self.event(c, Kind::Normal, Ev::Created, m);
+            }
+            // A failed pull has said so already.
+            Err(Error::ImagePull { .. }) => {}
+            Err(e) => self.event(c, Kind::Warning, Ev::Failed, format!("Error: {e}")),
+        }
         let id = self.shown(c, created)?;
         self.start_existing(&id, c).await
     }
@@ -169,7 +215,16 @@ impl Worker {
                 container: c.name.clone(),
                 status,
             });
+        if let Err(e) = &started {
+            self.event(c, Kind::Warning, Ev::Failed, format!("Error: {e}"));
+        }
         self.shown(c, started)?;
+        self.event(
+            c,
+            Kind::Normal,
+            Ev::Started,
+            format!("Started container {}", c.name),
+        );
         let t = self.tracked(&c.name);
         t.waiting = None;
         t.killed = None;
@@ -217,6 +272,20 @@ impl Worker {
             .unwrap_or(30)
             .max(0);
         tracing::info!(container = %c.name, "killing: {why}");
+        let message = if why.starts_with("Liveness probe failed") {
+            format!(
+                "Container {} failed liveness probe, will be restarted",
+                c.name
+            )
+        } else if why.starts_with("Startup probe failed") {
+            format!(
+                "Container {} failed startup probe, will be restarted",
+                c.name
+            )
+        } else {
+            format!("Stopping container {}", c.name)
+        };
+        self.event(c, Kind::Normal, Ev::Killing, message);
         let begin = Instant::now();
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
             let target = self.target(id, c);

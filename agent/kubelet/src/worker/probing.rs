@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, Probe};
 
 use super::{now_ns, Worker};
+use crate::events::{Kind, Reason};
 use crate::probes::{self, ProbeState, Target};
 use crate::status::{Killed, Observed, Probes, Tracked};
 
@@ -38,6 +39,7 @@ impl Worker {
                     Some((Some(true), _)) => self.tracked(&c.name).started = true,
                     Some((Some(false), why)) => {
                         let m = format!("Startup probe failed: {why}");
+                        self.event(c, Kind::Warning, Reason::Unhealthy, m.clone());
                         self.tracked(&c.name).killed = Some(Killed::Startup(m.clone()));
                         self.kill(&s.id, c, &m).await;
                     }
@@ -50,6 +52,7 @@ impl Worker {
             let due = self.run_if_due(&c.name, |p| &mut p.liveness, p, &target, now_i);
             if let Some((Some(false), why)) = due.await {
                 let m = format!("Liveness probe failed: {why}");
+                self.event(c, Kind::Warning, Reason::Unhealthy, m.clone());
                 let t = self.tracked(&c.name);
                 t.killed = Some(Killed::Liveness(m.clone()));
                 t.ready = false;
@@ -61,7 +64,11 @@ impl Worker {
             None => self.tracked(&c.name).ready = true,
             Some(p) => {
                 let due = self.run_if_due(&c.name, |p| &mut p.readiness, p, &target, now_i);
-                if let Some((result, _)) = due.await {
+                if let Some((result, why)) = due.await {
+                    if result == Some(false) {
+                        let m = format!("Readiness probe failed: {why}");
+                        self.event(c, Kind::Warning, Reason::Unhealthy, m);
+                    }
                     self.tracked(&c.name).ready = result == Some(true);
                 }
             }
