@@ -465,6 +465,21 @@ fn deployment(c: &Cluster) -> Result<()> {
     roll(c, 20, "registry.invalid/web:1", 5, 5)?;
     c.kubectl(&["scale", "deployment/web", "-n", DNS, "--replicas=10"])?;
     roll(c, 10, "registry.invalid/web:1", 3, 2)?;
+    // kubectl describe's story of it, in upstream's words.
+    let evs = events_about(c, DNS, "web", "ScalingReplicaSet")?;
+    for want in [
+        format!("Scaled up replica set {first} from 0 to 10"),
+        format!("Scaled up replica set {first} from 10 to 20"),
+        format!("Scaled down replica set {first} from 20 to 10"),
+    ] {
+        ensure!(evs.iter().any(|(_, m)| *m == want), "{want}: {evs:?}");
+    }
+    let evs = events_about(c, DNS, &first, "SuccessfulCreate")?;
+    ensure!(
+        evs.iter()
+            .any(|(r, m)| r == "SuccessfulDelete" && m.starts_with("Deleted pod: ")),
+        "{evs:?}"
+    );
     let d = c.deployment(DNS, "web")?;
     ensure!(
         replicasets_of(c, &d)?.len() == 1,
@@ -924,6 +939,14 @@ fn statefulset(c: &Cluster) -> Result<()> {
         ensure!(!live("db-2") || live("db-1"), "db-1 went before db-2");
         Ok((pods.len() == 1 && live("db-0")).then_some(()))
     })?;
+    let evs = events_about(c, ns, "db", "SuccessfulDelete")?;
+    for want in [
+        "create Pod db-0 in StatefulSet db successful",
+        "create Claim data-db-2 Pod db-2 in StatefulSet db successful",
+        "delete Pod db-2 in StatefulSet db successful",
+    ] {
+        ensure!(evs.iter().any(|(_, m)| m == want), "{want}: {evs:?}");
+    }
     let claims = c.kubectl(&["get", "pvc", "-n", ns, "-o", "name"])?;
     ensure!(
         claims.lines().count() == 3,
@@ -1053,6 +1076,22 @@ fn cron(c: &Cluster) -> Result<()> {
 
 // ------------------------------------------------------------------------------------------------ jobs
 
+/// The events about the object `name` of `ns`, as (reason, message), once one has `reason`.
+fn events_about(c: &Cluster, ns: &str, name: &str, reason: &str) -> Result<Vec<(String, String)>> {
+    use k8s_openapi::api::core::v1::Event;
+    let api: Api<Event> = Api::namespaced(c.client.clone(), ns);
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    wait(&format!("a {reason} event about {name}"), || {
+        let evs: Vec<(String, String)> =
+            c.rt.block_on(api.list(&lp))?
+                .items
+                .into_iter()
+                .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+                .collect();
+        Ok(evs.iter().any(|(r, _)| r == reason).then_some(evs))
+    })
+}
+
 fn job_of(c: &Cluster, ns: &str, name: &str) -> Result<Option<Job>> {
     let api: Api<Job> = Api::namespaced(c.client.clone(), ns);
     Ok(c.rt.block_on(api.get_opt(name))?)
@@ -1148,6 +1187,12 @@ fn jobs(c: &Cluster) -> Result<()> {
             .any(|f| f == "batch.kubernetes.io/job-tracking")),
         "a counted pod keeps the tracking finalizer"
     );
+    let evs = events_about(c, ns, "five", "Completed")?;
+    let created = evs
+        .iter()
+        .filter(|(r, m)| r == "SuccessfulCreate" && m.starts_with("Created pod: five-"))
+        .count();
+    ensure!(created == 5, "{evs:?}");
     let row = c.kubectl(&["get", "job", "five", "-n", ns, "--no-headers"])?;
     ensure!(
         row.contains("Complete") && row.contains("5/5"),

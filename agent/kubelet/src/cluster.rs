@@ -57,24 +57,9 @@ pub struct Cluster {
     ca: Vec<Vec<u8>>,
     /// Where the kubelet API listens, published in the Node's `daemonEndpoints` (0: not yet).
     api_port: AtomicU16,
-    /// The events written, by what makes a repeat: a repeat raises the count (written at most every
-    /// [`EVENT_REPEAT_WRITE`]).
-    events: Mutex<HashMap<EventKey, Recorded>>,
+    /// The kubelet's events about its pods.
+    events: basalt_events::Recorder,
 }
-
-/// Pod uid, reason, message, field path.
-type EventKey = (String, &'static str, String, Option<String>);
-
-struct Recorded {
-    name: String,
-    count: i32,
-    written: std::time::Instant,
-}
-
-/// A repeated event's count is written at most this often (upstream's correlator also spaces them).
-const EVENT_REPEAT_WRITE: Duration = Duration::from_secs(10);
-/// Events not repeated for this long are forgotten (the apiserver's --event-ttl is an hour too).
-const EVENT_MEMORY: Duration = Duration::from_secs(3600);
 
 impl Cluster {
     pub async fn connect(kubeconfig: &Path, node: &str) -> Result<Arc<Cluster>, ClusterError> {
@@ -86,13 +71,14 @@ impl Cluster {
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .map_err(|e| err(e.to_string()))?;
+        let client = kube::Client::try_from(cfg.clone())?;
         Ok(Arc::new(Cluster {
             ca: cfg.root_cert.clone().unwrap_or_default(),
-            client: kube::Client::try_from(cfg)?,
+            events: basalt_events::Recorder::new(client.clone(), "kubelet", Some(node)),
+            client,
             node: node.to_string(),
             known: Mutex::new(HashSet::new()),
             api_port: AtomicU16::new(0),
-            events: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -500,69 +486,9 @@ impl ApiSource for Cluster {
     }
 
     fn record(&self, pod: &Pod, e: crate::events::Event) {
-        use k8s_openapi::api::core::v1::Event;
-        let (Some(ns), Some(name), Some(uid)) = (
-            pod.metadata.namespace.clone(),
-            pod.metadata.name.clone(),
-            pod.metadata.uid.clone(),
-        ) else {
-            return;
-        };
-        let now = k8s_openapi::jiff::Timestamp::now();
-        let key: EventKey = (
-            uid.clone(),
-            e.reason.as_str(),
-            e.message.clone(),
-            e.field_path.clone(),
-        );
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        let mut events = self.events.lock().unwrap();
-        events.retain(|_, r| r.written.elapsed() < EVENT_MEMORY);
-        if let Some(r) = events.get_mut(&key) {
-            r.count += 1;
-            if r.written.elapsed() < EVENT_REPEAT_WRITE {
-                return;
-            }
-            r.written = std::time::Instant::now();
-            let (event, count) = (r.name.clone(), r.count);
-            let patch = json!({"count": count, "lastTimestamp": now.to_string()});
-            tokio::spawn(async move {
-                if let Err(err) = api
-                    .patch(&event, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    tracing::debug!(%event, error = %err, "event count update");
-                }
-            });
-            return;
-        }
-        // Upstream's name: the object's, then the time in hex.
-        let event_name = format!("{name}.{:x}", now.as_nanosecond());
-        events.insert(
-            key,
-            Recorded {
-                name: event_name.clone(),
-                count: 1,
-                written: std::time::Instant::now(),
-            },
-        );
-        let obj = json!({
-            "metadata": {"name": event_name, "namespace": ns},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name,
-                "uid": uid, "fieldPath": e.field_path},
-            "reason": e.reason.as_str(), "message": e.message, "type": e.kind.as_str(),
-            "source": {"component": "kubelet", "host": self.node},
-            "reportingComponent": "kubelet", "reportingInstance": self.node,
-            "firstTimestamp": now.to_string(), "lastTimestamp": now.to_string(), "count": 1,
-        });
-        let Ok(obj) = serde_json::from_value::<Event>(obj) else {
-            return;
-        };
-        tokio::spawn(async move {
-            if let Err(err) = api.create(&PostParams::default(), &obj).await {
-                tracing::debug!(event = %event_name, error = %err, "event");
-            }
-        });
+        let about = basalt_events::reference("v1", "Pod", &pod.metadata, e.field_path);
+        self.events
+            .record(about, e.kind, e.reason.as_str(), e.message);
     }
 }
 

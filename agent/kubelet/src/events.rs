@@ -5,21 +5,7 @@
 
 use k8s_openapi::api::core::v1::Container;
 
-/// Normal or Warning, as `Event.type` says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Normal,
-    Warning,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Normal => "Normal",
-            Kind::Warning => "Warning",
-        }
-    }
-}
+pub use basalt_events::Type as Kind;
 
 /// Upstream's reasons (pkg/kubelet/events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

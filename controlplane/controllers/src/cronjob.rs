@@ -36,12 +36,14 @@ pub enum Error {
 struct Ctx {
     client: Client,
     jobs: Store<Job>,
+    events: basalt_events::Recorder,
 }
 
 /// Runs the controller until the future is dropped.
 pub async fn run(client: Client) {
     let (jobs, job_events) = owners::reflect::<Job>(&client);
     let ctx = Arc::new(Ctx {
+        events: basalt_events::Recorder::new(client.clone(), "cronjob-controller", None),
         client: client.clone(),
         jobs,
     });
@@ -250,8 +252,14 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         _ => {}
     }
     let job = job_for(&cj, at);
+    let about = basalt_events::reference("batch/v1", "CronJob", &cj.metadata, None);
     let made = match api_jobs.create(&PostParams::default(), &job).await {
-        Ok(j) => j,
+        Ok(j) => {
+            let m = format!("Created job {}", j.name_any());
+            ctx.events
+                .record(about, basalt_events::Type::Normal, "SuccessfulCreate", m);
+            j
+        }
         // Made before a crash that lost the status write: the name says it is this time's.
         Err(kube::Error::Api(s)) if s.code == 409 => api_jobs.get(&job.name_any()).await?,
         Err(e) => return Err(e.into()),

@@ -57,6 +57,7 @@ struct Ctx {
     /// Pods, for Recreate: no new pod while an old one still runs, terminating or not (upstream's
     /// oldPodsRunning).
     pods: Store<Pod>,
+    events: Arc<basalt_events::Recorder>,
 }
 
 /// Runs the controller until the future is dropped.
@@ -70,6 +71,11 @@ pub async fn run(client: Client) {
     let deployments = controller.store();
     let rs_of_pod = replicasets.clone();
     let ctx = Arc::new(Ctx {
+        events: Arc::new(basalt_events::Recorder::new(
+            client.clone(),
+            "deployment-controller",
+            None,
+        )),
         client,
         replicasets,
         pods,
@@ -250,6 +256,7 @@ struct Sync {
     api_d: Api<Deployment>,
     api_rs: Api<ReplicaSet>,
     surge: i32,
+    events: Arc<basalt_events::Recorder>,
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -271,6 +278,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         api_d: Api::namespaced(ctx.client.clone(), &ns),
         api_rs: Api::namespaced(ctx.client.clone(), &ns),
         surge: fenceposts(&d).0,
+        events: ctx.events.clone(),
     };
     let deleting = d.metadata.deletion_timestamp.is_some();
     let mut owned = Vec::new();
@@ -527,6 +535,12 @@ impl Sync {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(deployment = %self.d.name_any(), replicaset = %rs.name_any(), replicas, "scaled up replica set");
+        if replicas > 0 {
+            self.scaled(format!(
+                "Scaled up replica set {} from 0 to {replicas}",
+                rs.name_any()
+            ));
+        }
         self.set_deployment_revision(next_revision).await?;
         if self.has_progress_deadline() {
             let status = self.d.status.get_or_insert_with(Default::default);
@@ -556,6 +570,17 @@ impl Sync {
         new_size + (max_total - current).min(self.replicas() - new_size).max(0)
     }
 
+    /// Upstream's event for a size change.
+    fn scaled(&self, message: String) {
+        let about = basalt_events::reference("apps/v1", "Deployment", &self.d.metadata, None);
+        self.events.record(
+            about,
+            basalt_events::Type::Normal,
+            "ScalingReplicaSet",
+            message,
+        );
+    }
+
     /// Sets a ReplicaSet's size (and the annotations saying for which Deployment size); gives whether it
     /// changed.
     async fn scale_rs(&self, rs: &mut ReplicaSet, size: i32) -> Result<bool, Error> {
@@ -572,6 +597,11 @@ impl Sync {
             .await?;
         if from != size {
             tracing::info!(deployment = %self.d.name_any(), replicaset = %rs.name_any(), from, to = size, "scaled replica set");
+            let way = if size > from { "up" } else { "down" };
+            self.scaled(format!(
+                "Scaled {way} replica set {} from {from} to {size}",
+                rs.name_any()
+            ));
         }
         Ok(from != size)
     }

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use basalt_events::{Recorder, Type};
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -80,6 +81,19 @@ impl Expectations {
     }
 }
 
+/// The object pods are made for, and where its events go.
+pub struct Owner<'a> {
+    pub events: &'a Recorder,
+    pub reference: ObjectReference,
+}
+
+impl Owner<'_> {
+    pub fn event(&self, type_: Type, reason: &str, message: String) {
+        self.events
+            .record(self.reference.clone(), type_, reason, message);
+    }
+}
+
 /// The pod reflector of an owner's loop, with the expectations its events fulfil.
 pub fn watch_pods(
     client: &Client,
@@ -106,6 +120,7 @@ impl Expectations {
         &self,
         api: &Api<Pod>,
         key: &str,
+        owner: &Owner<'_>,
         mut pods: impl Iterator<Item = Pod>,
     ) -> Result<(), kube::Error> {
         let pp = PostParams::default();
@@ -121,8 +136,22 @@ impl Expectations {
                 futures_util::future::join_all(chunk.iter().map(|p| api.create(&pp, p))).await;
             for r in results {
                 match r {
-                    Ok(p) => created.push(p.name_any()),
-                    Err(e) => failed = Some(e),
+                    Ok(p) => {
+                        owner.event(
+                            Type::Normal,
+                            "SuccessfulCreate",
+                            format!("Created pod: {}", p.name_any()),
+                        );
+                        created.push(p.name_any());
+                    }
+                    Err(e) => {
+                        owner.event(
+                            Type::Warning,
+                            "FailedCreate",
+                            format!("Error creating: {e}"),
+                        );
+                        failed = Some(e);
+                    }
                 }
             }
             batch *= 2;
@@ -137,6 +166,7 @@ impl Expectations {
         &self,
         api: &Api<Pod>,
         key: &str,
+        owner: &Owner<'_>,
         victims: &[&Pod],
     ) -> Result<usize, kube::Error> {
         let results = futures_util::future::join_all(victims.iter().map(|p| {
@@ -155,10 +185,24 @@ impl Expectations {
         let mut failed = None;
         for (p, r) in victims.iter().zip(results) {
             match r {
-                Ok(_) => deleted.push(p.metadata.uid.clone().unwrap_or_default()),
+                Ok(_) => {
+                    owner.event(
+                        Type::Normal,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", p.name_any()),
+                    );
+                    deleted.push(p.metadata.uid.clone().unwrap_or_default());
+                }
                 // Gone, or replaced by another of the same name: not ours to delete.
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => failed = Some(e),
+                Err(e) => {
+                    owner.event(
+                        Type::Warning,
+                        "FailedDelete",
+                        format!("Error deleting: {e}"),
+                    );
+                    failed = Some(e);
+                }
             }
         }
         let n = deleted.len();

@@ -30,7 +30,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::expectations::{self, Expectations};
+use crate::expectations::{self, Expectations, Owner};
 use crate::owners;
 
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -72,6 +72,7 @@ struct Ctx {
     pods: Store<Pod>,
     expectations: Arc<Expectations>,
     backoff: Mutex<HashMap<String, Backoff>>,
+    events: basalt_events::Recorder,
 }
 
 /// Runs the controller until the future is dropped.
@@ -82,6 +83,7 @@ pub async fn run(client: Client) {
         pods,
         expectations,
         backoff: Mutex::default(),
+        events: basalt_events::Recorder::new(client.clone(), "job-controller", None),
     });
     let controller = Controller::new(Api::<Job>::all(client), watcher::Config::default());
     let jobs = controller.store();
@@ -553,8 +555,16 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if let Some((reason, message)) = failure {
         set_condition(st, "FailureTarget", true, &reason, &message);
         to_delete.extend(active.iter().map(|p| &***p));
-        if active.is_empty() && terminating == 0 && all_counted {
+        if active.is_empty() && terminating == 0 && all_counted && condition(st, "Failed").is_none()
+        {
             set_condition(st, "Failed", true, &reason, &message);
+            let about = basalt_events::reference("batch/v1", "Job", &job.metadata, None);
+            ctx.events.record(
+                about,
+                basalt_events::Type::Warning,
+                &reason,
+                message.clone(),
+            );
         }
     } else if success {
         let (reason, message) = (
@@ -563,9 +573,20 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         );
         set_condition(st, "SuccessCriteriaMet", true, reason, message);
         to_delete.extend(active.iter().map(|p| &***p));
-        if active.is_empty() && terminating == 0 && all_counted {
+        if active.is_empty()
+            && terminating == 0
+            && all_counted
+            && condition(st, "Complete").is_none()
+        {
             set_condition(st, "Complete", true, reason, message);
             st.completion_time = Some(Time(now));
+            let about = basalt_events::reference("batch/v1", "Job", &job.metadata, None);
+            ctx.events.record(
+                about,
+                basalt_events::Type::Normal,
+                "Completed",
+                "Job completed".into(),
+            );
         }
     } else if suspended {
         set_condition(st, "Suspended", true, "JobSuspended", "Job suspended");
@@ -634,17 +655,21 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
     }
 
+    let owner = Owner {
+        events: &ctx.events,
+        reference: basalt_events::reference("batch/v1", "Job", &job.metadata, None),
+    };
     let deleted = if to_delete.is_empty() {
         0
     } else {
         ctx.expectations
-            .delete(&s.api_pods, &key, &to_delete)
+            .delete(&s.api_pods, &key, &owner, &to_delete)
             .await?
     };
     let created = to_create.len() as i32;
     if !to_create.is_empty() {
         ctx.expectations
-            .create(&s.api_pods, &key, to_create.into_iter())
+            .create(&s.api_pods, &key, &owner, to_create.into_iter())
             .await?;
     }
     let st = s.status();

@@ -320,6 +320,7 @@ pub fn toleration_time(tolerations: &[Toleration], taints: &[&Taint]) -> Option<
 struct EvictCtx {
     client: Client,
     pods: Store<Pod>,
+    events: basalt_events::Recorder,
 }
 
 /// The taint eviction loop (`taint-eviction-controller`): a pod on a node with NoExecute taints it does not
@@ -328,6 +329,7 @@ struct EvictCtx {
 pub async fn run_eviction(client: Client) {
     let (pods, pod_events) = owners::reflect::<Pod>(&client);
     let ctx = Arc::new(EvictCtx {
+        events: basalt_events::Recorder::new(client.clone(), "taint-eviction-controller", None),
         client: client.clone(),
         pods,
     });
@@ -398,6 +400,12 @@ async fn evict(node: Arc<Node>, ctx: Arc<EvictCtx>) -> Result<Action, kube::Erro
             }),
             ..Default::default()
         };
+        ctx.events.record(
+            basalt_events::reference("v1", "Pod", &p.metadata, None),
+            basalt_events::Type::Normal,
+            "TaintManagerEviction",
+            format!("Marking for deletion Pod {key}"),
+        );
         let r = async {
             api.patch_status(
                 &p.name_any(),

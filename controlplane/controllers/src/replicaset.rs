@@ -17,7 +17,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use crate::expectations::{self, Expectations};
+use crate::expectations::{self, Expectations, Owner};
 use crate::owners;
 
 /// Upstream's burst: at most this many creations or deletions in one sync.
@@ -29,12 +29,14 @@ struct Ctx {
     client: Client,
     pods: Store<Pod>,
     expectations: Arc<Expectations>,
+    events: basalt_events::Recorder,
 }
 
 /// Runs the controller until the future is dropped.
 pub async fn run(client: Client) {
     let (pods, pod_events, expectations) = expectations::watch_pods(&client);
     let ctx = Arc::new(Ctx {
+        events: basalt_events::Recorder::new(client.clone(), "replicaset-controller", None),
         client: client.clone(),
         pods,
         expectations,
@@ -132,6 +134,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         }
     }
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| owners::is_active(p)).collect();
+    let owner = Owner {
+        events: &ctx.events,
+        reference: basalt_events::reference("apps/v1", "ReplicaSet", &rs.metadata, None),
+    };
 
     if !deleting && ctx.expectations.satisfied(&key, &in_ns) {
         let want = spec.replicas.unwrap_or(1).max(0) as usize;
@@ -139,14 +145,16 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             let missing = (want - active.len()).min(BURST);
             let pod = new_pod(&rs);
             ctx.expectations
-                .create(&api_pods, &key, std::iter::repeat_n(pod, missing))
+                .create(&api_pods, &key, &owner, std::iter::repeat_n(pod, missing))
                 .await?;
         } else if active.len() > want {
             let mut victims: Vec<&Arc<Pod>> = active.clone();
             victims.sort_by_key(|p| deletion_rank(p));
             victims.truncate((active.len() - want).min(BURST));
             let victims: Vec<&Pod> = victims.iter().map(|p| &***p).collect();
-            ctx.expectations.delete(&api_pods, &key, &victims).await?;
+            ctx.expectations
+                .delete(&api_pods, &key, &owner, &victims)
+                .await?;
         }
     } else if deleting {
         ctx.expectations.forget(&key);

@@ -47,6 +47,7 @@ struct Ctx {
     client: Client,
     pods: Store<Pod>,
     revisions: Store<ControllerRevision>,
+    events: basalt_events::Recorder,
 }
 
 /// Runs the controller until the future is dropped.
@@ -54,6 +55,7 @@ pub async fn run(client: Client) {
     let (pods, pod_events) = owners::reflect::<Pod>(&client);
     let (revisions, revision_events) = owners::reflect::<ControllerRevision>(&client);
     let ctx = Arc::new(Ctx {
+        events: basalt_events::Recorder::new(client.clone(), "statefulset-controller", None),
         client: client.clone(),
         pods,
         revisions,
@@ -174,26 +176,60 @@ fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, ordina
 
 struct Sync<'a> {
     set: &'a StatefulSet,
+    events: &'a basalt_events::Recorder,
     pods: Api<Pod>,
     claims: Api<PersistentVolumeClaim>,
     revisions: Api<ControllerRevision>,
 }
 
 impl Sync<'_> {
+    /// Upstream's events: `<verb> <Kind> <name> in StatefulSet <set> successful`.
+    fn event(&self, ok: bool, verb: &str, what: String) {
+        let set = self.set.name_any();
+        let (type_, reason, message) = if ok {
+            (
+                basalt_events::Type::Normal,
+                format!("Successful{verb}"),
+                format!(
+                    "{} {what} in StatefulSet {set} successful",
+                    verb.to_lowercase()
+                ),
+            )
+        } else {
+            (
+                basalt_events::Type::Warning,
+                format!("Failed{verb}"),
+                format!("{} {what} in StatefulSet {set} failed", verb.to_lowercase()),
+            )
+        };
+        let about = basalt_events::reference("apps/v1", "StatefulSet", &self.set.metadata, None);
+        self.events.record(about, type_, &reason, message);
+    }
+
     async fn create(&self, pod: &Pod) -> Result<(), Error> {
         for t in self.set.spec.volume_claim_templates.iter().flatten() {
             let c = claim(self.set, t, &pod.name_any());
             match self.claims.create(&PostParams::default(), &c).await {
-                Ok(_) => {}
+                Ok(_) => self.event(
+                    true,
+                    "Create",
+                    format!("Claim {} Pod {}", c.name_any(), pod.name_any()),
+                ),
                 // The claim of an earlier pod of this ordinal: kept, as its data is.
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => return Err(e.into()),
             }
         }
         match self.pods.create(&PostParams::default(), pod).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.event(true, "Create", format!("Pod {}", pod.name_any()));
+                Ok(())
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                self.event(false, "Create", format!("Pod {}", pod.name_any()));
+                Err(e.into())
+            }
         }
     }
 
@@ -206,7 +242,10 @@ impl Sync<'_> {
             ..Default::default()
         };
         match self.pods.delete(&pod.name_any(), &dp).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.event(true, "Delete", format!("Pod {}", pod.name_any()));
+                Ok(())
+            }
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -295,6 +334,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     };
     let s = Sync {
         set: &set,
+        events: &ctx.events,
         pods: Api::namespaced(ctx.client.clone(), &ns),
         claims: Api::namespaced(ctx.client.clone(), &ns),
         revisions: Api::namespaced(ctx.client.clone(), &ns),
