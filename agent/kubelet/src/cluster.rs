@@ -59,6 +59,10 @@ pub struct Cluster {
     api_port: AtomicU16,
     /// The kubelet's events about its pods.
     events: basalt_events::Recorder,
+    /// The Node's uid once registered (mirror pods are owned by it).
+    node_uid: Mutex<Option<String>>,
+    /// Static pods whose mirror pod was just made: their status is written again, to the new one.
+    pub(crate) remirrored: Mutex<HashSet<String>>,
 }
 
 impl Cluster {
@@ -76,10 +80,24 @@ impl Cluster {
             ca: cfg.root_cert.clone().unwrap_or_default(),
             events: basalt_events::Recorder::new(client.clone(), "kubelet", Some(node)),
             client,
+            node_uid: Mutex::new(None),
+            remirrored: Mutex::new(HashSet::new()),
             node: node.to_string(),
             known: Mutex::new(HashSet::new()),
             api_port: AtomicU16::new(0),
         }))
+    }
+
+    pub(crate) fn node_uid(&self) -> Option<String> {
+        self.node_uid.lock().unwrap().clone()
+    }
+
+    pub(crate) fn node_name(&self) -> String {
+        self.node.clone()
+    }
+
+    pub(crate) fn client(&self) -> kube::Client {
+        self.client.clone()
     }
 
     pub fn ca_roots(&self) -> &[Vec<u8>] {
@@ -131,6 +149,7 @@ impl Cluster {
         kubelet.set_api(self.clone());
         tokio::spawn(self.clone().heartbeat(kubelet.settings.clone()));
         tokio::spawn(self.clone().pod_source(tx));
+        tokio::spawn(self.clone().mirror_pods(kubelet.clone()));
         tokio::spawn(self.clone().write_statuses(kubelet));
         tokio::spawn(self.clone().finish_deletes(terminated));
         rx
@@ -168,6 +187,7 @@ impl Cluster {
                 match self.register(&nodes, &settings).await {
                     Ok(uid) => {
                         tracing::info!(node = %self.node, "node registered");
+                        *self.node_uid.lock().unwrap() = Some(uid.clone());
                         registered = Some(uid);
                         last_status = tokio::time::Instant::now();
                     }
@@ -292,7 +312,9 @@ impl Cluster {
                 // A pod that has finished is not run again (after a restart of the kubelet, say); one
                 // that finished here stays declared until it is deleted, so its worker keeps its status.
                 let finished_elsewhere = is_terminal(&p) && !self.is_known(&uid);
-                if p.metadata.deletion_timestamp.is_some() || finished_elsewhere {
+                // A mirror pod stands for a static pod the node runs already.
+                let mirror = crate::mirror::is_mirror(&p);
+                if p.metadata.deletion_timestamp.is_some() || finished_elsewhere || mirror {
                     continue;
                 }
                 snap.pods.insert(uid, (*p).clone());
@@ -313,9 +335,25 @@ impl Cluster {
         loop {
             tokio::time::sleep(STATUS_SYNC).await;
             let known = self.known.lock().unwrap().clone();
-            written.retain(|uid, _| known.contains(uid));
-            for pod in kubelet.pods() {
-                let Some(uid) = pod.metadata.uid.clone().filter(|u| known.contains(u)) else {
+            let pods = kubelet.pods();
+            for uid in self.remirrored.lock().unwrap().drain() {
+                written.remove(&uid);
+            }
+            written.retain(|uid, _| {
+                known.contains(uid)
+                    || pods.iter().any(|p| {
+                        crate::mirror::is_static(p) && p.metadata.uid.as_ref() == Some(uid)
+                    })
+            });
+            for pod in pods {
+                // A static pod's status goes to its mirror pod (same name).
+                let is_static = crate::mirror::is_static(&pod);
+                let Some(uid) = pod
+                    .metadata
+                    .uid
+                    .clone()
+                    .filter(|u| known.contains(u) || is_static)
+                else {
                     continue;
                 };
                 let Ok(status) = serde_json::to_value(&pod.status) else {
@@ -338,8 +376,11 @@ impl Cluster {
                     Ok(_) => {
                         written.insert(uid, status);
                     }
+                    // Gone; a static pod's mirror not made yet is tried again.
                     Err(kube::Error::Api(e)) if e.code == 404 => {
-                        written.insert(uid, status);
+                        if !is_static {
+                            written.insert(uid, status);
+                        }
                     }
                     Err(e) => tracing::warn!(pod = %name, error = %e, "pod status update failed"),
                 }

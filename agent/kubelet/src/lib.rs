@@ -28,6 +28,7 @@ pub mod housekeeping;
 pub mod manager;
 pub mod manifest;
 mod metrics;
+pub mod mirror;
 pub mod node;
 pub mod pleg;
 pub mod pod_cgroup;

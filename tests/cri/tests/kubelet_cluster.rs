@@ -242,6 +242,55 @@ async fn basalt_server_is_a_whole_node() {
     // The pod a newcomer writes: the default service account token mounted (the projected volume the
     // ServiceAccount admission adds), and a config map and a secret as volumes.
     let img = h.image(BUSYBOX);
+    // A static pod from the manifest directory, and its mirror pod in the apiserver: owned by the Node,
+    // with the static pod's status; deleted by a user it comes back (the pod itself runs on); gone with
+    // the manifest.
+    let lamp = format!("{d}/m/lamp.yaml");
+    std::fs::write(
+        &lamp,
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: lamp, namespace: default}}\nspec:\n  containers:\n  - {{name: c, image: \"{img}\", command: [sh, -c, \"trap 'exit 0' TERM; while true; do sleep 0.2; done\"]}}\n"),
+    )
+    .unwrap();
+    let mirror = wait("the static pod's mirror Running", || {
+        let p = get(&server, &["pod", "lamp-basalt-test"])?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    })
+    .await;
+    assert!(
+        mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{mirror}"
+    );
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(
+        mirror["metadata"]["ownerReferences"][0]["name"],
+        "basalt-test"
+    );
+    let container = mirror["status"]["containerStatuses"][0]["containerID"].clone();
+    assert!(
+        container.as_str().is_some_and(|c| !c.is_empty()),
+        "{mirror}"
+    );
+    let out = server.run(&["delete", "pod", "lamp-basalt-test", "--wait=false"]);
+    assert!(out.status.success());
+    wait(
+        "the mirror pod back, the same container in its status",
+        || {
+            let p = get(&server, &["pod", "lamp-basalt-test"])?;
+            (p["metadata"]["uid"] != mirror["metadata"]["uid"]
+                && p["status"]["containerStatuses"][0]["containerID"] == container)
+                .then_some(())
+        },
+    )
+    .await;
+    std::fs::remove_file(&lamp).unwrap();
+    wait("the mirror pod gone with its manifest", || {
+        get(&server, &["pod", "lamp-basalt-test"])
+            .is_none()
+            .then_some(())
+    })
+    .await;
     let manifest = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: default}}\ndata: {{greeting: hello-from-cfg}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: sec, namespace: default}}\nstringData: {{password: s3cret}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: hello, namespace: default}}\nspec:\n  volumes:\n  - {{name: cfg, configMap: {{name: cfg}}}}\n  - {{name: sec, secret: {{secretName: sec, defaultMode: 0400}}}}\n  containers:\n  - name: c\n    image: \"{img}\"\n    volumeMounts: [{{name: cfg, mountPath: /etc/cfg}}, {{name: sec, mountPath: /etc/sec}}]\n    command: [sh, -c, \"SA=/var/run/secrets/kubernetes.io/serviceaccount; echo cfg=$(cat /etc/cfg/greeting) sec=$(cat /etc/sec/password) ns=$(cat $SA/namespace) token=$(cat $SA/token) ca=$(head -1 $SA/ca.crt); trap 'exit 0' TERM; while true; do sleep 0.2; done\"]\n"
     );
@@ -573,6 +622,18 @@ async fn basalt_server_is_a_whole_node() {
         pods["items"].as_array()?.is_empty().then_some(())
     })
     .await;
+    // Finished pods leave the API at once (grace 0, as upstream's); the kubelet tears them down after.
+    for p in &pods {
+        let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cri.sandboxes_of(&uid).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{uid}'s sandbox outlived the pod"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     drop(server);
     remove_kubelet_cgroups(&cgroup);
 }
