@@ -313,7 +313,7 @@ impl Cluster {
                 // that finished here stays declared until it is deleted, so its worker keeps its status.
                 let finished_elsewhere = is_terminal(&p) && !self.is_known(&uid);
                 // A mirror pod stands for a static pod the node runs already.
-                let mirror = crate::mirror::is_mirror(&p);
+                let mirror = crate::manifest::is_mirror(&p);
                 if p.metadata.deletion_timestamp.is_some() || finished_elsewhere || mirror {
                     continue;
                 }
@@ -342,12 +342,12 @@ impl Cluster {
             written.retain(|uid, _| {
                 known.contains(uid)
                     || pods.iter().any(|p| {
-                        crate::mirror::is_static(p) && p.metadata.uid.as_ref() == Some(uid)
+                        crate::manifest::is_static(p) && p.metadata.uid.as_ref() == Some(uid)
                     })
             });
             for pod in pods {
                 // A static pod's status goes to its mirror pod (same name).
-                let is_static = crate::mirror::is_static(&pod);
+                let is_static = crate::manifest::is_static(&pod);
                 let Some(uid) = pod
                     .metadata
                     .uid

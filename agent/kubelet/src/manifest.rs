@@ -124,6 +124,24 @@ pub fn validate(pod: &Pod) -> Result<(), Invalid> {
     Ok(())
 }
 
+pub fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
+    p.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// A pod from the manifest directory or URL.
+pub fn is_static(p: &Pod) -> bool {
+    matches!(annotation(p, CONFIG_SOURCE), Some("file" | "http"))
+}
+
+/// A pod in the apiserver that stands for a static pod.
+pub fn is_mirror(p: &Pod) -> bool {
+    annotation(p, CONFIG_MIRROR).is_some()
+}
+
 fn name_static_pod(pod: &mut Pod, file: &Path, index: usize, text: &str, node: &str) {
     let meta = &mut pod.metadata;
     let name = meta.name.clone().unwrap_or_default();

@@ -12,29 +12,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 
 use crate::cluster::Cluster;
-use crate::manifest::{CONFIG_HASH, CONFIG_MIRROR, CONFIG_SOURCE};
+use crate::manifest::{annotation, is_mirror, is_static, CONFIG_HASH, CONFIG_MIRROR};
 use crate::Kubelet;
 
 /// How often the mirror pods are compared with the static ones.
 const SYNC: Duration = Duration::from_secs(2);
-
-fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
-    p.metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
-}
-
-/// A pod from the manifest directory or URL.
-pub fn is_static(p: &Pod) -> bool {
-    matches!(annotation(p, CONFIG_SOURCE), Some("file" | "http"))
-}
-
-/// A pod in the apiserver that stands for a static pod.
-pub fn is_mirror(p: &Pod) -> bool {
-    annotation(p, CONFIG_MIRROR).is_some()
-}
 
 /// The mirror of static pod `p` on node `node` (uid `node_uid`).
 fn mirror_of(p: &Pod, node: &str, node_uid: &str) -> Pod {
