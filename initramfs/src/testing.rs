@@ -14,7 +14,14 @@ pub fn console(log: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Waits until the console contains `needle`; fails at `timeout` or if qemu exits first.
+/// Whether `needle` is on a finished console line: qemu writes the serial port as it comes, so a
+/// line read mid-write would make a test that checks the rest of it fail by chance.
+pub fn shows_line(text: &str, needle: &str) -> bool {
+    text.match_indices(needle)
+        .any(|(i, _)| text[i..].contains('\n'))
+}
+
+/// Waits until the console contains `needle` on a finished line; fails at `timeout` or if qemu exits first.
 pub fn wait_for_console(
     vm: &mut Vm,
     log: &Path,
@@ -24,7 +31,7 @@ pub fn wait_for_console(
     let deadline = Instant::now() + timeout;
     loop {
         let text = console(log);
-        if text.contains(needle) {
+        if shows_line(&text, needle) {
             return Ok(text);
         }
         if let Some(status) = vm.try_wait()? {
@@ -250,4 +257,22 @@ pub fn httpd_node_spec(
         mkfs: Some(PathBuf::from("/usr/sbin/mke2fs")).filter(|p| p.exists()),
         out_dir: dir.join("image"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shows_line;
+
+    #[test]
+    fn a_needle_counts_only_on_a_finished_line() {
+        assert!(!shows_line(
+            "a\nnetwork ready: 10.0.2.15/24 on eth0 (stati",
+            "network ready"
+        ));
+        assert!(shows_line(
+            "network ready: 10.0.2.15/24\nmore",
+            "network ready"
+        ));
+        assert!(!shows_line("", "network ready"));
+    }
 }

@@ -397,7 +397,7 @@ fn build_is_reproducible_and_boots(kernel: &Kernel) -> Result<()> {
     let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
     let text = loop {
         let t = testing::console(&log2);
-        if t.contains("network ready") {
+        if testing::shows_line(&t, "network ready") {
             break t;
         }
         ensure!(cli.try_wait()?.is_none(), "boot-cli exited early:\n{t}");
