@@ -19,6 +19,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use crate::cron::Schedule;
+use crate::informers::Informer;
 use crate::owners;
 
 pub const SCHEDULED_AT: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -29,8 +30,6 @@ const TOO_MANY_MISSED: usize = 100;
 pub enum Error {
     #[error(transparent)]
     Api(#[from] kube::Error),
-    #[error("job reflector stopped")]
-    Reflector,
 }
 
 struct Ctx {
@@ -40,15 +39,15 @@ struct Ctx {
 }
 
 /// Runs the controller until the future is dropped.
-pub async fn run(client: Client) {
-    let (jobs, job_events) = owners::reflect::<Job>(&client);
+pub async fn run(client: Client, jobs: Arc<Informer<Job>>) {
+    let (jobs, job_events) = (jobs.store(), jobs.subscribe());
     let ctx = Arc::new(Ctx {
         events: basalt_events::Recorder::new(client.clone(), "cronjob-controller", None),
         client: client.clone(),
         jobs,
     });
     let run = Controller::new(Api::<CronJob>::all(client), watcher::Config::default())
-        .watches_stream(job_events, |job: Job| {
+        .watches_shared_stream(job_events, |job: Arc<Job>| {
             owners::controller_of(&job.metadata)
                 .filter(|r| r.kind == "CronJob")
                 .map(|r| ObjectRef::new(&r.name).within(&job.namespace().unwrap_or_default()))
@@ -109,10 +108,6 @@ fn reference(job: &Job) -> ObjectReference {
 }
 
 async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.jobs
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::Reflector)?;
     let ns = cj.namespace().unwrap_or_default();
     let uid = cj.uid().unwrap_or_default();
     let api_cj: Api<CronJob> = Api::namespaced(ctx.client.clone(), &ns);

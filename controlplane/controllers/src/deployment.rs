@@ -24,6 +24,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
+use crate::informers::Informer;
 use crate::owners;
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -45,8 +46,6 @@ const NOT_COPIED: &[&str] = &[
 pub enum Error {
     #[error(transparent)]
     Api(#[from] kube::Error),
-    #[error("replicaset reflector stopped")]
-    Reflector,
     #[error("hash collision for {0}: collisionCount raised")]
     Collision(String),
 }
@@ -61,9 +60,9 @@ struct Ctx {
 }
 
 /// Runs the controller until the future is dropped.
-pub async fn run(client: Client) {
-    let (replicasets, rs_events) = owners::reflect::<ReplicaSet>(&client);
-    let (pods, pod_events) = owners::reflect::<Pod>(&client);
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>, replicasets: Arc<Informer<ReplicaSet>>) {
+    let (replicasets, rs_events) = (replicasets.store(), replicasets.subscribe());
+    let (pods, pod_events) = (pods.store(), pods.subscribe());
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
@@ -82,13 +81,13 @@ pub async fn run(client: Client) {
     });
     // A ReplicaSet wakes its Deployment, or, an orphan, every Deployment whose selector matches it.
     let run = controller
-        .watches_stream(rs_events, move |rs: ReplicaSet| {
+        .watches_shared_stream(rs_events, move |rs: Arc<ReplicaSet>| {
             owners::to_wake(&rs.metadata, "Deployment", &deployments, |d| {
                 &d.spec.selector
             })
         })
         // A pod wakes the Deployment of its ReplicaSet (a Recreate waits for the old pods to end).
-        .watches_stream(pod_events, move |pod: Pod| {
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             owners::controller_of(&pod.metadata)
                 .filter(|r| r.kind == "ReplicaSet")
@@ -260,10 +259,6 @@ struct Sync {
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.replicasets
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::Reflector)?;
     let ns = d.namespace().unwrap_or_default();
     let uid = d.uid().unwrap_or_default();
     let Some(selector) = owners::selector(Some(&d.spec.selector)) else {
@@ -307,10 +302,6 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return s.sync_status(new.as_ref(), &old, false).await;
     }
     if is_recreate(&s.d) {
-        ctx.pods
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::Reflector)?;
         let pods = ctx
             .pods
             .state()

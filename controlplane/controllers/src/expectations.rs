@@ -11,9 +11,9 @@ use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 
+use crate::informers::Informer;
 use crate::owners;
 
 /// A pod created or deleted but never seen is given up on after this long (upstream's expectations TTL).
@@ -94,23 +94,18 @@ impl Owner<'_> {
     }
 }
 
-/// The pod reflector of an owner's loop, with the expectations its events fulfil.
+/// The shared pod store for an owner's loop, and its stream of pods with the expectations it fulfils.
 pub fn watch_pods(
-    client: &Client,
+    pods: &Informer<Pod>,
 ) -> (
     Store<Pod>,
-    impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+    impl Stream<Item = Arc<Pod>> + Send + 'static,
     Arc<Expectations>,
 ) {
-    let (pods, events) = owners::reflect::<Pod>(client);
     let expectations = Arc::new(Expectations::default());
     let seen = expectations.clone();
-    let events = events.inspect(move |e| {
-        if let Ok(p) = e {
-            seen.observe(p);
-        }
-    });
-    (pods, events, expectations)
+    let events = pods.subscribe().inspect(move |p| seen.observe(p));
+    (pods.store(), events, expectations)
 }
 
 impl Expectations {

@@ -26,11 +26,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::expectations::{self, Expectations, Owner};
+use crate::informers::Informer;
 use crate::owners;
 
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -76,8 +76,8 @@ struct Ctx {
 }
 
 /// Runs the controller until the future is dropped.
-pub async fn run(client: Client) {
-    let (pods, pod_events, expectations) = expectations::watch_pods(&client);
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>, jobs: Arc<Informer<Job>>) {
+    let (pods, pod_events, expectations) = expectations::watch_pods(&pods);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods,
@@ -85,10 +85,10 @@ pub async fn run(client: Client) {
         backoff: Mutex::default(),
         events: basalt_events::Recorder::new(client.clone(), "job-controller", None),
     });
-    let controller = Controller::new(Api::<Job>::all(client), watcher::Config::default());
-    let jobs = controller.store();
+    let controller = Controller::for_shared_stream(jobs.subscribe(), jobs.store());
+    let jobs = jobs.store();
     let run = controller
-        .watches_stream(pod_events, move |pod: Pod| {
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
             owners::to_wake(&pod.metadata, "Job", &jobs, |j| {
                 j.spec
                     .as_ref()
@@ -347,10 +347,6 @@ impl Sync {
 }
 
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::Reflector)?;
     let ns = job.namespace().unwrap_or_default();
     let key = format!("{ns}/{}", job.name_any());
     let uid = job.uid().unwrap_or_default();

@@ -16,6 +16,7 @@
 //! - [`nodelifecycle`]: nodes gone silent marked Unknown, taints from conditions, taint-based eviction.
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
 //! - [`expectations`]: what an owner created or deleted, awaited until its watch shows it.
+//! - [`informers`]: one watch and store per kind (pods, nodes, Jobs, ReplicaSets) shared by the loops.
 //!
 //! Each controller is a kube-rs `Controller` (watcher → reflector → reconciler).
 
@@ -25,6 +26,7 @@ pub mod cronjob;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
+pub mod informers;
 pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -192,21 +194,38 @@ impl Manager {
 
 /// Starts every selected loop with its own credentials; runs until aborted.
 async fn start(client: kube::Client, m: Manager) {
+    type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
     let mut tasks = tokio::task::JoinSet::new();
+    let inf = informers::Informers::new(client.clone());
+    // Each loop names the informers it reads as it is built; none runs before they are synced.
+    let mut loops: Vec<Task> = Vec::new();
     for &l in &m.loops {
         let c = credentials::client_for(&client, &m.config, &m.dir, l.service_account()).await;
-        match l {
-            Loop::ReplicaSet => tasks.spawn(replicaset::run(c)),
-            Loop::Deployment => tasks.spawn(deployment::run(c)),
-            Loop::StatefulSet => tasks.spawn(statefulset::run(c)),
-            Loop::Job => tasks.spawn(job::run(c)),
-            Loop::CronJob => tasks.spawn(cronjob::run(c)),
-            Loop::TtlAfterFinished => tasks.spawn(ttl::run(c)),
-            Loop::NodeIpam => tasks.spawn(nodeipam::run(c, m.cluster_cidrs.clone())),
-            Loop::NodeLifecycle => tasks.spawn(nodelifecycle::run(c, m.node_lifecycle)),
-            Loop::TaintEviction => tasks.spawn(nodelifecycle::run_eviction(c)),
-            Loop::GarbageCollector => tasks.spawn(gc::run(c)),
-        };
+        loops.push(match l {
+            Loop::ReplicaSet => Box::pin(replicaset::run(c, inf.pods(), inf.replicasets())),
+            Loop::Deployment => Box::pin(deployment::run(c, inf.pods(), inf.replicasets())),
+            Loop::StatefulSet => Box::pin(statefulset::run(c, inf.pods())),
+            Loop::Job => Box::pin(job::run(c, inf.pods(), inf.jobs())),
+            Loop::CronJob => Box::pin(cronjob::run(c, inf.jobs())),
+            Loop::TtlAfterFinished => Box::pin(ttl::run(c, inf.jobs())),
+            Loop::NodeIpam if m.cluster_cidrs.is_empty() => continue,
+            Loop::NodeIpam => Box::pin(nodeipam::run(c, m.cluster_cidrs.clone(), inf.nodes())),
+            Loop::NodeLifecycle => Box::pin(nodelifecycle::run(
+                c,
+                m.node_lifecycle,
+                inf.nodes(),
+                inf.pods(),
+            )),
+            Loop::TaintEviction => {
+                Box::pin(nodelifecycle::run_eviction(c, inf.nodes(), inf.pods()))
+            }
+            Loop::GarbageCollector => Box::pin(gc::run(c)),
+        });
+    }
+    inf.start(&mut tasks);
+    inf.synced().await;
+    for l in loops {
+        tasks.spawn(l);
     }
     let mut accounts: Vec<&'static str> = m.loops.iter().map(|l| l.service_account()).collect();
     accounts.sort();

@@ -11,11 +11,11 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use crate::informers::Informer;
 use crate::owners;
 
 /// One cluster CIDR and the size of the blocks cut from it.
@@ -142,14 +142,14 @@ struct Ctx {
 }
 
 /// Runs the allocator until the future is dropped.
-pub async fn run(client: Client, ranges: Vec<Range>) {
+pub async fn run(client: Client, ranges: Vec<Range>, nodes: Arc<Informer<Node>>) {
     if ranges.is_empty() {
         return;
     }
-    let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::for_shared_stream(nodes.subscribe(), nodes.store());
     let ctx = Arc::new(Ctx {
         client,
-        nodes: controller.store(),
+        nodes: nodes.store(),
         ranges,
         given: Mutex::new(Vec::new()),
     });

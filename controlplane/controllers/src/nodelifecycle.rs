@@ -31,6 +31,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::informers::Informer;
 use crate::owners;
 
 /// `--node-monitor-period`, `--node-monitor-grace-period` and `--node-startup-grace-period`.
@@ -140,18 +141,18 @@ pub fn retaint(node: &Node) -> Option<Vec<Taint>> {
 }
 
 /// Runs the monitor until the future is dropped.
-pub async fn run(client: Client, settings: Settings) {
-    let (nodes, node_events) = owners::reflect::<Node>(&client);
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    nodes: Arc<Informer<Node>>,
+    pods: Arc<Informer<Pod>>,
+) {
+    // The shared stores are synced before any loop starts.
+    let (nodes, pods) = (nodes.store(), pods.store());
     let (leases, lease_events) = reflect_leases(&client);
-    let (pods, pod_events) = owners::reflect::<Pod>(&client);
-    // The reflectors fill their stores only while polled.
-    tokio::spawn(node_events.for_each(|_| async {}));
+    // The reflector fills its store only while polled.
     tokio::spawn(lease_events.for_each(|_| async {}));
-    tokio::spawn(pod_events.for_each(|_| async {}));
-    if nodes.wait_until_ready().await.is_err()
-        || leases.wait_until_ready().await.is_err()
-        || pods.wait_until_ready().await.is_err()
-    {
+    if leases.wait_until_ready().await.is_err() {
         return;
     }
     let mut probes: HashMap<String, Probe> = HashMap::new();
@@ -326,27 +327,25 @@ struct EvictCtx {
 /// The taint eviction loop (`taint-eviction-controller`): a pod on a node with NoExecute taints it does not
 /// tolerate is deleted, at once or `tolerationSeconds` after the taint was added, with the condition
 /// `DisruptionTarget` (reason `DeletionByTaintManager`) written first, as upstream.
-pub async fn run_eviction(client: Client) {
-    let (pods, pod_events) = owners::reflect::<Pod>(&client);
+pub async fn run_eviction(client: Client, nodes: Arc<Informer<Node>>, pods: Arc<Informer<Pod>>) {
+    let (pods, pod_events) = (pods.store(), pods.subscribe());
     let ctx = Arc::new(EvictCtx {
         events: basalt_events::Recorder::new(client.clone(), "taint-eviction-controller", None),
         client: client.clone(),
         pods,
     });
-    let run = Controller::new(Api::<Node>::all(client), watcher::Config::default())
-        .watches_stream(pod_events, |pod: Pod| {
+    let run = Controller::for_shared_stream(nodes.subscribe(), nodes.store())
+        .watches_shared_stream(pod_events, |pod: Arc<Pod>| {
             pod.spec
-                .and_then(|s| s.node_name)
-                .map(|n| ObjectRef::new(&n))
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .map(|n| ObjectRef::new(n))
         })
         .run(evict, owners::retry, ctx);
     owners::drive("taint-eviction", run).await;
 }
 
 async fn evict(node: Arc<Node>, ctx: Arc<EvictCtx>) -> Result<Action, kube::Error> {
-    if ctx.pods.wait_until_ready().await.is_err() {
-        return Ok(Action::await_change());
-    }
     let taints: Vec<&Taint> = node
         .spec
         .as_ref()

@@ -20,8 +20,6 @@ use serde_json::json;
 pub enum SyncError {
     #[error(transparent)]
     Api(#[from] kube::Error),
-    #[error("pod reflector stopped")]
-    Reflector,
 }
 
 /// The owner reference with `controller: true`, if any.

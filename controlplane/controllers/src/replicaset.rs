@@ -14,10 +14,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use crate::expectations::{self, Expectations, Owner};
+use crate::informers::Informer;
 use crate::owners;
 
 /// Upstream's burst: at most this many creations or deletions in one sync.
@@ -33,19 +33,19 @@ struct Ctx {
 }
 
 /// Runs the controller until the future is dropped.
-pub async fn run(client: Client) {
-    let (pods, pod_events, expectations) = expectations::watch_pods(&client);
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>, replicasets: Arc<Informer<ReplicaSet>>) {
+    let (pods, pod_events, expectations) = expectations::watch_pods(&pods);
     let ctx = Arc::new(Ctx {
         events: basalt_events::Recorder::new(client.clone(), "replicaset-controller", None),
         client: client.clone(),
         pods,
         expectations,
     });
-    let controller = Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default());
-    let replicasets = controller.store();
+    let controller = Controller::for_shared_stream(replicasets.subscribe(), replicasets.store());
+    let replicasets = replicasets.store();
     // A pod wakes its controller, or, an orphan, every ReplicaSet whose selector matches it (adoption).
     let run = controller
-        .watches_stream(pod_events, move |pod: Pod| {
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
             owners::to_wake(&pod.metadata, "ReplicaSet", &replicasets, |rs| {
                 &rs.spec.selector
             })
@@ -100,10 +100,6 @@ fn new_pod(rs: &ReplicaSet) -> Pod {
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::Reflector)?;
     let ns = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let key = format!("{ns}/{name}");

@@ -27,6 +27,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
+use crate::informers::Informer;
 use crate::owners;
 
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -51,8 +52,8 @@ struct Ctx {
 }
 
 /// Runs the controller until the future is dropped.
-pub async fn run(client: Client) {
-    let (pods, pod_events) = owners::reflect::<Pod>(&client);
+pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
+    let (pods, pod_events) = (pods.store(), pods.subscribe());
     let (revisions, revision_events) = owners::reflect::<ControllerRevision>(&client);
     let ctx = Arc::new(Ctx {
         events: basalt_events::Recorder::new(client.clone(), "statefulset-controller", None),
@@ -64,7 +65,7 @@ pub async fn run(client: Client) {
     let sets = controller.store();
     let sets2 = sets.clone();
     let run = controller
-        .watches_stream(pod_events, move |pod: Pod| {
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
             owners::to_wake(&pod.metadata, "StatefulSet", &sets, |s| &s.spec.selector)
         })
         .watches_stream(revision_events, move |r: ControllerRevision| {
@@ -317,12 +318,10 @@ impl Sync<'_> {
 }
 
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    for ready in [
-        ctx.pods.wait_until_ready().await,
-        ctx.revisions.wait_until_ready().await,
-    ] {
-        ready.map_err(|_| Error::Reflector)?;
-    }
+    ctx.revisions
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::Reflector)?;
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -8,14 +8,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
+use crate::informers::Informer;
 use crate::owners;
 
 /// Runs the controller until the future is dropped.
-pub async fn run(client: Client) {
-    let run = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default()).run(
+pub async fn run(client: Client, jobs: Arc<Informer<Job>>) {
+    let run = Controller::for_shared_stream(jobs.subscribe(), jobs.store()).run(
         reconcile,
         owners::retry,
         Arc::new(client),
