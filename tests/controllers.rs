@@ -828,6 +828,7 @@ fn scenarios(c: Cluster) -> Result<()> {
     garbage_collection(&c).context("garbage collection")?;
     jobs(&c).context("jobs")?;
     statefulset(&c).context("statefulset")?;
+    daemonset(&c).context("daemonset")?;
     node_ipam(&c).context("node ipam")?;
     cron(&c).context("cronjob")?;
     Ok(())
@@ -952,6 +953,162 @@ fn statefulset(c: &Cluster) -> Result<()> {
         claims.lines().count() == 3,
         "the claims outlive their pods: {claims}"
     );
+    Ok(())
+}
+
+/// The nodes the live (not terminating) pods of `ns` are pinned to, by their affinity: (node, pod).
+fn daemon_pods(c: &Cluster, ns: &str) -> Result<Vec<(String, Pod)>> {
+    let mut out = Vec::new();
+    for p in c.pods(ns)?.into_iter().filter(|p| !terminating(p)) {
+        let pin = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .and_then(|r| r.node_selector_terms.first())
+            .and_then(|t| t.match_fields.as_ref())
+            .and_then(|f| f.first())
+            .filter(|f| f.key == "metadata.name" && f.operator == "In")
+            .and_then(|f| f.values.as_ref()?.first().cloned())
+            .with_context(|| format!("{} is not pinned to a node", p.name_any()))?;
+        if let Some(bound) = p.spec.as_ref().and_then(|s| s.node_name.as_ref()) {
+            ensure!(
+                *bound == pin,
+                "{} pinned to {pin} but bound to {bound}",
+                p.name_any()
+            );
+        }
+        out.push((pin, p));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn on_nodes(pods: &[(String, Pod)]) -> Vec<&str> {
+    pods.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+/// A DaemonSet runs one pod on each node its selector picks, pinned there for the scheduler; it follows
+/// a node that gains or loses the label, replaces a failed pod, rolls a new template out with at most one
+/// node unavailable, and its pods go with it.
+fn daemonset(c: &Cluster) -> Result<()> {
+    use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+    let ns = "daemons";
+    let labelled = |name: &str| {
+        let mut n = node(name);
+        n["metadata"]["labels"]["daemons"] = json!("yes");
+        n
+    };
+    let mut cordoned = labelled("ds-2");
+    cordoned["spec"] = json!({"unschedulable": true,
+        "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]});
+    c.apply(&[namespace(ns), labelled("ds-1"), cordoned, node("ds-3")])?;
+    let mut t = template("agent", "busybox");
+    t["spec"]["nodeSelector"] = json!({"daemons": "yes"});
+    c.apply(&[json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": t}})])?;
+    let api: Api<DaemonSet> = Api::namespaced(c.client.clone(), ns);
+    let settled = |want: &[&str]| -> Result<Option<Vec<(String, Pod)>>> {
+        c.kubelet(ns, 10)?;
+        let pods = daemon_pods(c, ns)?;
+        let ds = c.rt.block_on(api.get("agent"))?;
+        let st = ds.status.unwrap_or_default();
+        let n = want.len() as i32;
+        let done = on_nodes(&pods) == want
+            && pods.iter().all(|(_, p)| ready(p))
+            && st.desired_number_scheduled == n
+            && st.current_number_scheduled == n
+            && st.number_ready == n
+            && st.number_available == Some(n)
+            && st.updated_number_scheduled == Some(n)
+            && st.number_misscheduled == 0
+            && st.observed_generation == ds.metadata.generation;
+        Ok(done.then_some(pods))
+    };
+    let pods = wait("a Ready pod on ds-1 and on cordoned ds-2", || {
+        settled(&["ds-1", "ds-2"])
+    })?;
+    for (_, p) in &pods {
+        let tolerates = |key: &str| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.tolerations.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.key.as_deref() == Some(key)))
+        };
+        ensure!(
+            tolerates("node.kubernetes.io/unschedulable")
+                && tolerates("node.kubernetes.io/not-ready"),
+            "{:?}",
+            p.spec
+        );
+        ensure!(p.labels().contains_key("controller-revision-hash"));
+    }
+
+    c.kubectl(&["label", "node", "ds-3", "daemons=yes"])?;
+    wait("a third pod, on ds-3", || {
+        settled(&["ds-1", "ds-2", "ds-3"])
+    })?;
+    c.kubectl(&["label", "node", "ds-1", "daemons-"])?;
+    let pods = wait("ds-1's pod gone", || settled(&["ds-2", "ds-3"]))?;
+
+    // A failed pod is replaced by a new one.
+    let failed = pods[0].1.clone();
+    let pods_api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    c.rt.block_on(pods_api.patch_status(
+        &failed.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Failed"}})),
+    ))?;
+    wait("the failed pod replaced", || {
+        let pods = settled(&["ds-2", "ds-3"])?;
+        Ok(pods.filter(|p| p.iter().all(|(_, p)| p.uid() != failed.uid())))
+    })?;
+    let evs = events_about(c, ns, "agent", "FailedDaemonPod")?;
+    ensure!(!evs.is_empty(), "no FailedDaemonPod event");
+
+    // A new template: one node at a time (maxUnavailable 1), never both without a Ready pod.
+    let old_hash = daemon_pods(c, ns)?[0].1.labels()["controller-revision-hash"].clone();
+    c.kubectl(&["set", "image", "daemonset/agent", "-n", ns, "c=busybox:2"])?;
+    // Looked at before each kubelet pass: an old pod deleted stays terminating until the pass removes it,
+    // and the next is made only after, so two deleted at once are always seen.
+    wait("the new template on both nodes", || {
+        let pods = daemon_pods(c, ns)?;
+        let up = pods.iter().filter(|(_, p)| ready(p)).count();
+        ensure!(
+            up >= 1,
+            "both nodes unavailable at once: {:?}",
+            on_nodes(&pods)
+        );
+        c.kubelet(ns, 1)?;
+        let done = pods.len() == 2
+            && pods.iter().all(|(_, p)| {
+                ready(p)
+                    && p.labels()["controller-revision-hash"] != old_hash
+                    && image_of(p) == "busybox:2"
+            });
+        Ok(done.then_some(()))
+    })?;
+    wait("the status after the rollout", || {
+        settled(&["ds-2", "ds-3"])
+    })?;
+    let revisions: Api<ControllerRevision> = Api::namespaced(c.client.clone(), ns);
+    let history = c.rt.block_on(revisions.list(&ListParams::default()))?.items;
+    let numbers: Vec<Option<i64>> = history.iter().map(|r| r.revision).collect();
+    ensure!(
+        history.len() == 2 && numbers.contains(&Some(2)),
+        "{numbers:?}"
+    );
+
+    c.kubectl(&["delete", "daemonset", "agent", "-n", ns])?;
+    wait("the daemon pods gone with their DaemonSet", || {
+        c.kubelet(ns, 0)?;
+        Ok(c.pods(ns)?.is_empty().then_some(()))
+    })?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::store::Writer;
@@ -124,81 +124,55 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 /// The informers the selected loops asked for, each watched once [`Informers::start`] runs.
-pub struct Informers {
-    client: Client,
-    pods: OnceLock<Arc<Informer<Pod>>>,
-    nodes: OnceLock<Arc<Informer<Node>>>,
-    jobs: OnceLock<Arc<Informer<Job>>>,
-    replicasets: OnceLock<Arc<Informer<ReplicaSet>>>,
+macro_rules! informers {
+    ($($name:ident: $kind:ty),* $(,)?) => {
+        pub struct Informers {
+            client: Client,
+            $($name: OnceLock<Arc<Informer<$kind>>>,)*
+        }
+
+        impl Informers {
+            pub fn new(client: Client) -> Self {
+                Informers { client, $($name: OnceLock::new(),)* }
+            }
+
+            $(
+                pub fn $name(&self) -> Arc<Informer<$kind>> {
+                    self.$name
+                        .get_or_init(|| Arc::new(Informer::new(Api::all(self.client.clone()))))
+                        .clone()
+                }
+            )*
+
+            /// Once every informer asked for has its first list in (upstream's `WaitForCacheSync`).
+            /// Awaited here, once, before the loops start: kube-rs's readiness signal wakes only the last
+            /// of several concurrent waiters, so a shared store must be ready before the loops and
+            /// controllers that wait on it run.
+            pub async fn synced(&self) {
+                $(
+                    if let Some(i) = self.$name.get() {
+                        let _ = i.store.wait_until_ready().await;
+                    }
+                )*
+            }
+
+            /// Starts the watch of every informer asked for so far, each in `tasks`.
+            pub fn start(&self, tasks: &mut tokio::task::JoinSet<()>) {
+                $(
+                    if let Some(i) = self.$name.get() {
+                        tasks.spawn(i.clone().run());
+                    }
+                )*
+            }
+        }
+    };
 }
 
-impl Informers {
-    pub fn new(client: Client) -> Self {
-        Informers {
-            client,
-            pods: OnceLock::new(),
-            nodes: OnceLock::new(),
-            jobs: OnceLock::new(),
-            replicasets: OnceLock::new(),
-        }
-    }
-
-    pub fn pods(&self) -> Arc<Informer<Pod>> {
-        self.pods
-            .get_or_init(|| Arc::new(Informer::new(Api::all(self.client.clone()))))
-            .clone()
-    }
-
-    pub fn nodes(&self) -> Arc<Informer<Node>> {
-        self.nodes
-            .get_or_init(|| Arc::new(Informer::new(Api::all(self.client.clone()))))
-            .clone()
-    }
-
-    pub fn jobs(&self) -> Arc<Informer<Job>> {
-        self.jobs
-            .get_or_init(|| Arc::new(Informer::new(Api::all(self.client.clone()))))
-            .clone()
-    }
-
-    pub fn replicasets(&self) -> Arc<Informer<ReplicaSet>> {
-        self.replicasets
-            .get_or_init(|| Arc::new(Informer::new(Api::all(self.client.clone()))))
-            .clone()
-    }
-
-    /// Once every informer asked for has its first list in (upstream's `WaitForCacheSync`). Awaited
-    /// here, once, before the loops start: kube-rs's readiness signal wakes only the last of several
-    /// concurrent waiters, so a shared store must be ready before the loops and controllers that wait on
-    /// it run.
-    pub async fn synced(&self) {
-        if let Some(i) = self.pods.get() {
-            let _ = i.store.wait_until_ready().await;
-        }
-        if let Some(i) = self.nodes.get() {
-            let _ = i.store.wait_until_ready().await;
-        }
-        if let Some(i) = self.jobs.get() {
-            let _ = i.store.wait_until_ready().await;
-        }
-        if let Some(i) = self.replicasets.get() {
-            let _ = i.store.wait_until_ready().await;
-        }
-    }
-
-    /// Starts the watch of every informer asked for so far, each in `tasks`.
-    pub fn start(&self, tasks: &mut tokio::task::JoinSet<()>) {
-        if let Some(i) = self.pods.get() {
-            tasks.spawn(i.clone().run());
-        }
-        if let Some(i) = self.nodes.get() {
-            tasks.spawn(i.clone().run());
-        }
-        if let Some(i) = self.jobs.get() {
-            tasks.spawn(i.clone().run());
-        }
-        if let Some(i) = self.replicasets.get() {
-            tasks.spawn(i.clone().run());
-        }
-    }
+informers! {
+    pods: Pod,
+    nodes: Node,
+    jobs: Job,
+    replicasets: ReplicaSet,
+    daemonsets: DaemonSet,
+    revisions: ControllerRevision,
 }

@@ -349,7 +349,6 @@ impl Sync {
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = job.namespace().unwrap_or_default();
     let key = format!("{ns}/{}", job.name_any());
-    let uid = job.uid().unwrap_or_default();
     let mut s = Sync {
         job: (*job).clone(),
         api_job: Api::namespaced(ctx.client.clone(), &ns),
@@ -366,23 +365,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let finished = is_finished(&job);
     let deleting = job.metadata.deletion_timestamp.is_some();
 
-    let in_ns: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .collect();
-    let mut pods: Vec<Arc<Pod>> = Vec::new();
-    for p in &in_ns {
-        if owners::controlled_by(&p.metadata, &uid) {
-            pods.push(p.clone());
-        } else if !deleting && !finished && owners::adoptable(&p.metadata, &selector) {
-            let owner = owners::controller_ref("batch/v1", "Job", &job.metadata);
-            if let Some(adopted) = owners::adopt(&s.api_pods, &p.metadata, owner).await? {
-                pods.push(Arc::new(adopted));
-            }
-        }
-    }
+    let me = owners::controller_ref("batch/v1", "Job", &job.metadata);
+    let adopt = !deleting && !finished;
+    let (in_ns, pods) =
+        owners::claim_pods(&ctx.pods, &s.api_pods, &me, &selector, adopt, |_| true).await?;
     if !ctx.expectations.satisfied(&key, &in_ns) {
         // The pods it just created or deleted are not all seen yet: counting now would count wrong.
         return Ok(Action::await_change());

@@ -8,7 +8,9 @@
 //! - [`owners`]: controller references, pod readiness and availability, the helpers every loop shares.
 //! - [`replicaset`]: pods created and deleted to match `spec.replicas`, with expectations.
 //! - [`deployment`]: ReplicaSets per template and revision; scaling, RollingUpdate, Recreate, status.
+//! - [`revisions`]: ControllerRevisions, the template history of StatefulSets and DaemonSets.
 //! - [`statefulset`]: pods with stable names and claims, ordered, rolled out through ControllerRevisions.
+//! - [`daemonset`]: a pod on every node that should run one, rolled out through ControllerRevisions.
 //! - [`job`]: pods run to completion, NonIndexed and Indexed, counted through a finalizer.
 //! - [`cronjob`]: Jobs made at the times a [`cron`] schedule names.
 //! - [`ttl`]: finished Jobs deleted after `ttlSecondsAfterFinished`.
@@ -16,13 +18,14 @@
 //! - [`nodelifecycle`]: nodes gone silent marked Unknown, taints from conditions, taint-based eviction.
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
 //! - [`expectations`]: what an owner created or deleted, awaited until its watch shows it.
-//! - [`informers`]: one watch and store per kind (pods, nodes, Jobs, ReplicaSets) shared by the loops.
+//! - [`informers`]: one watch and store per kind, shared by the loops.
 //!
 //! Each controller is a kube-rs `Controller` (watcher → reflector → reconciler).
 
 pub mod credentials;
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
@@ -32,6 +35,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;
 pub mod replicaset;
+pub mod revisions;
 pub mod statefulset;
 pub mod ttl;
 
@@ -59,6 +63,7 @@ pub enum Loop {
     ReplicaSet,
     Deployment,
     StatefulSet,
+    DaemonSet,
     Job,
     CronJob,
     TtlAfterFinished,
@@ -69,10 +74,11 @@ pub enum Loop {
 }
 
 impl Loop {
-    pub const ALL: [Loop; 10] = [
+    pub const ALL: [Loop; 11] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::StatefulSet,
+        Loop::DaemonSet,
         Loop::Job,
         Loop::CronJob,
         Loop::TtlAfterFinished,
@@ -88,6 +94,7 @@ impl Loop {
             Loop::ReplicaSet => "replicaset-controller",
             Loop::Deployment => "deployment-controller",
             Loop::StatefulSet => "statefulset-controller",
+            Loop::DaemonSet => "daemonset-controller",
             Loop::Job => "job-controller",
             Loop::CronJob => "cronjob-controller",
             Loop::TtlAfterFinished => "ttl-after-finished-controller",
@@ -103,6 +110,7 @@ impl Loop {
         match self {
             Loop::NodeLifecycle | Loop::NodeIpam => "node-controller",
             Loop::GarbageCollector => "generic-garbage-collector",
+            Loop::DaemonSet => "daemon-set-controller",
             l => l.name(),
         }
     }
@@ -204,7 +212,14 @@ async fn start(client: kube::Client, m: Manager) {
         loops.push(match l {
             Loop::ReplicaSet => Box::pin(replicaset::run(c, inf.pods(), inf.replicasets())),
             Loop::Deployment => Box::pin(deployment::run(c, inf.pods(), inf.replicasets())),
-            Loop::StatefulSet => Box::pin(statefulset::run(c, inf.pods())),
+            Loop::StatefulSet => Box::pin(statefulset::run(c, inf.pods(), inf.revisions())),
+            Loop::DaemonSet => Box::pin(daemonset::run(
+                c,
+                inf.daemonsets(),
+                inf.pods(),
+                inf.nodes(),
+                inf.revisions(),
+            )),
             Loop::Job => Box::pin(job::run(c, inf.pods(), inf.jobs())),
             Loop::CronJob => Box::pin(cronjob::run(c, inf.jobs())),
             Loop::TtlAfterFinished => Box::pin(ttl::run(c, inf.jobs())),

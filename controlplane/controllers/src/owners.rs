@@ -1,7 +1,8 @@
-//! What the loops share: reflectors, controller references and adoption, label selectors, and the pod
+//! What the loops share: controller references and adoption, label selectors, and the pod
 //! states upstream's controllers count (active, ready, available).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use basalt_apimachinery::selector;
 use futures_util::{Stream, StreamExt};
@@ -9,9 +10,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -20,6 +20,29 @@ use serde_json::json;
 pub enum SyncError {
     #[error(transparent)]
     Api(#[from] kube::Error),
+}
+
+/// A pod of `template` for the owner: named `<owner>-<random>` by the apiserver, controlled by the owner.
+pub fn templated_pod(
+    api_version: &str,
+    kind: &str,
+    owner: &ObjectMeta,
+    template: k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> Pod {
+    let tmeta = template.metadata.unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", owner.name.as_deref().unwrap_or_default())),
+            namespace: owner.namespace.clone(),
+            labels: tmeta.labels,
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: Some(vec![controller_ref(api_version, kind, owner)]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
 }
 
 /// The owner reference with `controller: true`, if any.
@@ -119,6 +142,35 @@ where
     }
 }
 
+/// The pods of `ns` (all of them, then those `owner` controls), as upstream's ControllerRefManager claims
+/// them: an orphan the selector matches is adopted when `adopt` allows and `fits` accepts it.
+pub async fn claim_pods(
+    store: &Store<Pod>,
+    api: &Api<Pod>,
+    owner: &OwnerReference,
+    selector: &selector::LabelSelector,
+    adopt: bool,
+    fits: impl Fn(&Pod) -> bool,
+) -> Result<(Vec<Arc<Pod>>, Vec<Arc<Pod>>), kube::Error> {
+    let ns = api.namespace().unwrap_or_default().to_string();
+    let in_ns: Vec<Arc<Pod>> = store
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .collect();
+    let mut owned = Vec::new();
+    for p in &in_ns {
+        if controlled_by(&p.metadata, &owner.uid) {
+            owned.push(p.clone());
+        } else if adopt && adoptable(&p.metadata, selector) && fits(p) {
+            if let Some(adopted) = self::adopt(api, &p.metadata, owner.clone()).await? {
+                owned.push(Arc::new(adopted));
+            }
+        }
+    }
+    Ok((in_ns, owned))
+}
+
 /// The owners an event about `child` wakes: its controller when of `kind`; for an orphan, every owner in
 /// its namespace whose (non-empty) selector matches it, so that it is adopted.
 pub fn to_wake<K>(
@@ -148,33 +200,6 @@ where
                 .collect()
         }
     }
-}
-
-/// A reflector of every `K`: the store the reconciler reads, and the stream of changed objects that
-/// wakes the controller (and fills the store as it is polled).
-pub fn reflect<K>(
-    client: &Client,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    (store, events)
 }
 
 /// Drives a controller's stream of reconciliations until it ends.

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
@@ -79,31 +78,13 @@ pub(crate) fn deletion_rank(p: &Pod) -> (bool, u8, bool, std::cmp::Reverse<i64>)
 
 fn new_pod(rs: &ReplicaSet) -> Pod {
     let template = rs.spec.template.clone().unwrap_or_default();
-    let tmeta = template.metadata.unwrap_or_default();
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", rs.name_any())),
-            namespace: rs.namespace(),
-            labels: tmeta.labels,
-            annotations: tmeta.annotations,
-            finalizers: tmeta.finalizers,
-            owner_references: Some(vec![owners::controller_ref(
-                "apps/v1",
-                "ReplicaSet",
-                &rs.metadata,
-            )]),
-            ..Default::default()
-        },
-        spec: template.spec,
-        status: None,
-    }
+    owners::templated_pod("apps/v1", "ReplicaSet", &rs.metadata, template)
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let key = format!("{ns}/{name}");
-    let uid = rs.uid().unwrap_or_default();
     let api_rs: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
     let api_pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let spec = &rs.spec;
@@ -111,24 +92,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         return Ok(Action::await_change());
     };
 
-    let in_ns: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .collect();
     let deleting = rs.metadata.deletion_timestamp.is_some();
-    let mut owned: Vec<Arc<Pod>> = Vec::new();
-    for p in &in_ns {
-        if owners::controlled_by(&p.metadata, &uid) {
-            owned.push(p.clone());
-        } else if !deleting && owners::adoptable(&p.metadata, &selector) {
-            let owner = owners::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
-            if let Some(adopted) = owners::adopt(&api_pods, &p.metadata, owner).await? {
-                owned.push(Arc::new(adopted));
-            }
-        }
-    }
+    let me = owners::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    let (in_ns, owned) =
+        owners::claim_pods(&ctx.pods, &api_pods, &me, &selector, !deleting, |_| true).await?;
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| owners::is_active(p)).collect();
     let owner = Owner {
         events: &ctx.events,

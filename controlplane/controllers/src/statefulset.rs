@@ -18,19 +18,17 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use serde_json::{json, Value};
 
 use crate::informers::Informer;
 use crate::owners;
+use crate::revisions::{self, template_of, HASH_LABEL};
 
-pub const REVISION_LABEL: &str = "controller-revision-hash";
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
@@ -38,10 +36,8 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 pub enum Error {
     #[error(transparent)]
     Api(#[from] kube::Error),
-    #[error("reflector stopped")]
-    Reflector,
-    #[error("revision {0}: {1}")]
-    Revision(String, serde_json::Error),
+    #[error(transparent)]
+    Revision(#[from] revisions::Error),
 }
 
 struct Ctx {
@@ -52,9 +48,13 @@ struct Ctx {
 }
 
 /// Runs the controller until the future is dropped.
-pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
+pub async fn run(
+    client: Client,
+    pods: Arc<Informer<Pod>>,
+    revisions: Arc<Informer<ControllerRevision>>,
+) {
     let (pods, pod_events) = (pods.store(), pods.subscribe());
-    let (revisions, revision_events) = owners::reflect::<ControllerRevision>(&client);
+    let (revisions, revision_events) = (revisions.store(), revisions.subscribe());
     let ctx = Arc::new(Ctx {
         events: basalt_events::Recorder::new(client.clone(), "statefulset-controller", None),
         client: client.clone(),
@@ -68,7 +68,7 @@ pub async fn run(client: Client, pods: Arc<Informer<Pod>>) {
         .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
             owners::to_wake(&pod.metadata, "StatefulSet", &sets, |s| &s.spec.selector)
         })
-        .watches_stream(revision_events, move |r: ControllerRevision| {
+        .watches_shared_stream(revision_events, move |r: Arc<ControllerRevision>| {
             owners::to_wake(&r.metadata, "StatefulSet", &sets2, |s| &s.spec.selector)
         })
         .run(reconcile, owners::retry, ctx);
@@ -88,7 +88,7 @@ fn revision_of(p: &Pod) -> Option<&str> {
     p.metadata
         .labels
         .as_ref()?
-        .get(REVISION_LABEL)
+        .get(HASH_LABEL)
         .map(String::as_str)
 }
 
@@ -101,16 +101,6 @@ fn finished(p: &Pod) -> bool {
         p.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     )
-}
-
-/// The template a revision holds (upstream stores it as a patch of `spec.template`).
-fn template_of(r: &ControllerRevision) -> Result<PodTemplateSpec, Error> {
-    let v = r.data.0.clone();
-    let mut t = v.pointer("/spec/template").cloned().unwrap_or(Value::Null);
-    if let Some(m) = t.as_object_mut() {
-        m.remove("$patch");
-    }
-    serde_json::from_value(t).map_err(|e| Error::Revision(r.name_any(), e))
 }
 
 /// The claim for `template` of the pod `pod`: named `<template>-<pod>`, labelled with the set's selector.
@@ -137,7 +127,7 @@ fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, ordina
     let mut labels = tmeta.labels.unwrap_or_default();
     labels.insert(POD_NAME_LABEL.into(), name.clone());
     labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
-    labels.insert(REVISION_LABEL.into(), revision.into());
+    labels.insert(HASH_LABEL.into(), revision.into());
     let mut spec = template.spec.clone().unwrap_or_default();
     spec.hostname = Some(name.clone());
     if let Some(svc) = set.spec.service_name.as_ref().filter(|s| !s.is_empty()) {
@@ -251,77 +241,9 @@ impl Sync<'_> {
             Err(e) => Err(e.into()),
         }
     }
-
-    /// The revision of the set's template: found among `owned`, or made with the next number.
-    async fn update_revision(
-        &self,
-        owned: &[Arc<ControllerRevision>],
-    ) -> Result<ControllerRevision, Error> {
-        let mut template = serde_json::to_value(&self.set.spec.template).unwrap_or(Value::Null);
-        if let Some(l) = template
-            .pointer_mut("/metadata/labels")
-            .and_then(Value::as_object_mut)
-        {
-            l.remove(REVISION_LABEL);
-        }
-        if let Some(r) = owned.iter().find(|r| {
-            template_of(r)
-                .ok()
-                .and_then(|t| serde_json::to_value(t).ok())
-                .is_some_and(|t| t == template)
-        }) {
-            return Ok((**r).clone());
-        }
-        let mut data = template.clone();
-        data["$patch"] = json!("replace");
-        let mut collisions = self.set.status.as_ref().and_then(|s| s.collision_count);
-        loop {
-            let name = format!(
-                "{}-{}",
-                self.set.name_any(),
-                owners::hash(&template, collisions)
-            );
-            let r = ControllerRevision {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: self.set.namespace(),
-                    labels: self.set.spec.selector.match_labels.clone(),
-                    owner_references: Some(vec![owners::controller_ref(
-                        "apps/v1",
-                        "StatefulSet",
-                        &self.set.metadata,
-                    )]),
-                    ..Default::default()
-                },
-                data: RawExtension(json!({"spec": {"template": data}})),
-                revision: Some(owned.iter().filter_map(|r| r.revision).max().unwrap_or(0) + 1),
-            };
-            match self.revisions.create(&PostParams::default(), &r).await {
-                Ok(r) => return Ok(r),
-                // The same name for another template (or one not yet in the reflector): taken as it is
-                // when it holds this template, else a collision that changes the name.
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    let existing = self.revisions.get(&name).await?;
-                    let same = template_of(&existing)
-                        .ok()
-                        .and_then(|t| serde_json::to_value(t).ok())
-                        .is_some_and(|t| t == template);
-                    if same {
-                        return Ok(existing);
-                    }
-                    collisions = Some(collisions.unwrap_or(0) + 1);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
 }
 
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.revisions
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::Reflector)?;
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -339,15 +261,15 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         revisions: Api::namespaced(ctx.client.clone(), &ns),
     };
 
-    let mut revisions: Vec<Arc<ControllerRevision>> = ctx
-        .revisions
-        .state()
-        .into_iter()
-        .filter(|r| r.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|r| owners::controlled_by(&r.metadata, &uid))
-        .collect();
-    revisions.sort_by_key(|r| r.revision);
-    let update = s.update_revision(&revisions).await?;
+    let revisions = revisions::owned(&ctx.revisions, &ns, &uid);
+    let history = revisions::Owner {
+        kind: "StatefulSet",
+        meta: &set.metadata,
+        labels: set.spec.selector.match_labels.clone(),
+        template: &set.spec.template,
+        collisions: set.status.as_ref().and_then(|s| s.collision_count),
+    };
+    let update = revisions::current(&s.revisions, &history, &revisions).await?;
     let update_name = update.name_any();
     let status = set.status.clone().unwrap_or_default();
     let current = status
@@ -363,27 +285,15 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let current_name = current.name_any();
 
     // The pods: by ordinal, adopting orphans the selector matches.
+    let me = owners::controller_ref("apps/v1", "StatefulSet", &set.metadata);
+    let (_, owned) = owners::claim_pods(&ctx.pods, &s.pods, &me, &selector, true, |p| {
+        ordinal(&name, &p.name_any()).is_some()
+    })
+    .await?;
     let mut by_ordinal: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
-    for p in ctx.pods.state() {
-        if p.metadata.namespace.as_deref() != Some(ns.as_str()) {
-            continue;
-        }
-        let mine = if owners::controlled_by(&p.metadata, &uid) {
-            Some(p.clone())
-        } else if owners::adoptable(&p.metadata, &selector)
-            && ordinal(&name, &p.name_any()).is_some()
-        {
-            let owner = owners::controller_ref("apps/v1", "StatefulSet", &set.metadata);
-            owners::adopt(&s.pods, &p.metadata, owner)
-                .await?
-                .map(Arc::new)
-        } else {
-            None
-        };
-        if let Some(p) = mine {
-            if let Some(o) = ordinal(&name, &p.name_any()) {
-                by_ordinal.insert(o, p);
-            }
+    for p in owned {
+        if let Some(o) = ordinal(&name, &p.name_any()) {
+            by_ordinal.insert(o, p);
         }
     }
 
@@ -499,26 +409,10 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         }
     }
     // Old revisions beyond the history limit go, never one a pod still uses.
-    let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
     let in_use: Vec<&str> = live.iter().filter_map(|p| revision_of(p)).collect();
-    let old: Vec<&Arc<ControllerRevision>> = revisions
-        .iter()
-        .filter(|r| {
-            let n = r.name_any();
-            n != update_name && n != current_name && !in_use.contains(&n.as_str())
-        })
-        .collect();
-    for r in old.iter().take(old.len().saturating_sub(limit)) {
-        match s
-            .revisions
-            .delete(&r.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let keep = |n: &str| n == update_name || n == current_name || in_use.contains(&n);
+    let limit = spec.revision_history_limit.unwrap_or(10);
+    revisions::prune(&s.revisions, &revisions, keep, limit).await?;
     if min_ready > 0 {
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
@@ -528,6 +422,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn ordinals_are_the_sets_own() {
@@ -564,7 +459,7 @@ mod tests {
             "data-db-2"
         );
         let l = p.metadata.labels.unwrap();
-        assert_eq!(l[REVISION_LABEL], "db-abc");
+        assert_eq!(l[HASH_LABEL], "db-abc");
         assert_eq!(l[POD_INDEX_LABEL], "2");
         let c = claim(
             &set,
