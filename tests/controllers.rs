@@ -1755,3 +1755,67 @@ fn node_lifecycle_on_sqlite() -> Result<()> {
     );
     Ok(())
 }
+
+/// The pod garbage collector with `--terminated-pod-gc-threshold 2`: of four ended pods the two oldest
+/// go and a running one stays; a pod whose node is deleted is failed and removed after the quarantine; a
+/// terminating pod on a NotReady node tainted out-of-service is removed without its kubelet.
+#[test]
+fn pod_gc_on_sqlite() -> Result<()> {
+    let s = KubeServer::start_with(
+        bin(),
+        Datastore::Sqlite,
+        &["--terminated-pod-gc-threshold", "2"],
+    )?;
+    let c = Cluster::with_server(s)?;
+    let ns = "podgc";
+    let mut out = node("gc-out");
+    out["spec"] =
+        json!({"taints": [{"key": "node.kubernetes.io/out-of-service", "effect": "NoExecute"}]});
+    out["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+    c.apply(&[namespace(ns), node("gc-1"), node("gc-2"), out])?;
+    let pod = |name: &str, node: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}],
+                "tolerations": [{"operator": "Exists"}]}})
+    };
+    let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    // Made one after another, so their creation times order them (the apiserver's are in seconds).
+    for (i, phase) in ["Succeeded", "Failed", "Succeeded", "Failed"]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("ended-{i}");
+        c.apply(&[pod(&name, "gc-1")])?;
+        let patch = json!({"status": {"phase": phase}});
+        c.rt.block_on(api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)))?;
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    c.apply(&[
+        pod("running", "gc-1"),
+        pod("orphan", "gc-2"),
+        pod("stuck", "gc-out"),
+    ])?;
+    c.kubectl(&["delete", "node", "gc-2"])?;
+    c.kubectl(&["delete", "pod", "stuck", "-n", ns, "--wait=false"])?;
+    let names = || -> Result<Vec<String>> {
+        let mut v: Vec<String> = c.pods(ns)?.iter().map(|p| p.name_any()).collect();
+        v.sort();
+        Ok(v)
+    };
+    wait("the two oldest ended pods and the stuck one gone", || {
+        let n = names()?;
+        Ok((!n
+            .iter()
+            .any(|n| n == "ended-0" || n == "ended-1" || n == "stuck"))
+        .then_some(n))
+    })?;
+    let left = wait("the orphan gone after its node's quarantine", || {
+        let n = names()?;
+        Ok((!n.iter().any(|n| n == "orphan")).then_some(n))
+    })?;
+    ensure!(
+        left == ["ended-2", "ended-3", "running"],
+        "the newest ended pods and the running one stay: {left:?}"
+    );
+    Ok(())
+}

@@ -94,6 +94,9 @@ pub struct ServerArgs {
     /// How long a node may go without a heartbeat before it is marked Unknown (a Go duration)
     #[arg(long, default_value = "50s", value_parser = go_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// How many terminated pods (Succeeded or Failed) may stay before the oldest are deleted (0: no limit)
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: usize,
     /// The same for a node that never posted a status (a Go duration)
     #[arg(long, default_value = "1m", value_parser = go_duration)]
     pub node_startup_grace_period: std::time::Duration,
@@ -104,7 +107,7 @@ pub struct ServerArgs {
 pub enum Component {
     Scheduler,
     /// kube-controller-manager's loops (replicaset, deployment, statefulset, job, cronjob, ttl-after-finished, node lifecycle,
-    /// taint eviction, garbage collector; `--controllers` picks among them)
+    /// taint eviction, garbage collectors, daemonset; `--controllers` picks among them)
     Controllers,
 }
 
@@ -255,6 +258,7 @@ pub async fn serve(
             identity: basalt_scheduler::identity(&dir.join("controller-manager.id"), &node_name)?,
             loops,
             cluster_cidrs,
+            terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
             node_lifecycle: basalt_controllers::nodelifecycle::Settings {
                 monitor_period: args.node_monitor_period,
                 grace_period: args.node_monitor_grace_period,

@@ -16,6 +16,7 @@
 //! - [`ttl`]: finished Jobs deleted after `ttlSecondsAfterFinished`.
 //! - [`nodeipam`]: a pod CIDR for each node from the cluster CIDR.
 //! - [`nodelifecycle`]: nodes gone silent marked Unknown, taints from conditions, taint-based eviction.
+//! - [`podgc`]: terminated pods beyond a threshold, orphans of deleted nodes, unbound terminating pods.
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
 //! - [`expectations`]: what an owner created or deleted, awaited until its watch shows it.
 //! - [`informers`]: one watch and store per kind, shared by the loops.
@@ -34,6 +35,7 @@ pub mod job;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;
+pub mod podgc;
 pub mod replicaset;
 pub mod revisions;
 pub mod statefulset;
@@ -71,10 +73,11 @@ pub enum Loop {
     NodeLifecycle,
     TaintEviction,
     GarbageCollector,
+    PodGarbageCollector,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 11] = [
+    pub const ALL: [Loop; 12] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::StatefulSet,
@@ -86,6 +89,7 @@ impl Loop {
         Loop::NodeLifecycle,
         Loop::TaintEviction,
         Loop::GarbageCollector,
+        Loop::PodGarbageCollector,
     ];
 
     /// The name `--controllers` knows it by (upstream's since 1.27).
@@ -102,6 +106,7 @@ impl Loop {
             Loop::NodeLifecycle => "node-lifecycle-controller",
             Loop::TaintEviction => "taint-eviction-controller",
             Loop::GarbageCollector => "garbage-collector-controller",
+            Loop::PodGarbageCollector => "pod-garbage-collector-controller",
         }
     }
 
@@ -110,6 +115,7 @@ impl Loop {
         match self {
             Loop::NodeLifecycle | Loop::NodeIpam => "node-controller",
             Loop::GarbageCollector => "generic-garbage-collector",
+            Loop::PodGarbageCollector => "pod-garbage-collector",
             Loop::DaemonSet => "daemon-set-controller",
             l => l.name(),
         }
@@ -159,6 +165,8 @@ pub struct Manager {
     /// The loops to run (`--controllers`).
     pub loops: Vec<Loop>,
     pub node_lifecycle: nodelifecycle::Settings,
+    /// `--terminated-pod-gc-threshold`: how many terminated pods may stay (0: no limit).
+    pub terminated_pod_gc_threshold: usize,
     /// `--cluster-cidr` with its block sizes.
     pub cluster_cidrs: Vec<nodeipam::Range>,
 }
@@ -196,6 +204,7 @@ impl Manager {
             loops: self.loops.clone(),
             node_lifecycle: self.node_lifecycle,
             cluster_cidrs: self.cluster_cidrs.clone(),
+            terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
         }
     }
 }
@@ -235,6 +244,12 @@ async fn start(client: kube::Client, m: Manager) {
                 Box::pin(nodelifecycle::run_eviction(c, inf.nodes(), inf.pods()))
             }
             Loop::GarbageCollector => Box::pin(gc::run(c)),
+            Loop::PodGarbageCollector => Box::pin(podgc::run(
+                c,
+                m.terminated_pod_gc_threshold,
+                inf.pods(),
+                inf.nodes(),
+            )),
         });
     }
     inf.start(&mut tasks);

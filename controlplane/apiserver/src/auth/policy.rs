@@ -502,6 +502,7 @@ const CONTROLLERS: &[&str] = &[
     "node-controller",
     "taint-eviction-controller",
     "generic-garbage-collector",
+    "pod-garbage-collector",
 ];
 
 fn controller_roles() -> Vec<Value> {
@@ -585,6 +586,11 @@ fn controller_roles() -> Vec<Value> {
                         &["controllerrevisions"],
                     ),
                     events.clone(),
+                ],
+                "pod-garbage-collector" => vec![
+                    rule(&["delete", "list", "watch"], &[""], &["pods"]),
+                    rule(&["patch"], &[""], &["pods/status"]),
+                    rule(&["get", "list"], &[""], &["nodes"]),
                 ],
                 "job-controller" => vec![
                     rule(&["get", "list", "update", "watch"], &["batch"], &["jobs"]),
