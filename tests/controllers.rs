@@ -829,6 +829,7 @@ fn scenarios(c: Cluster) -> Result<()> {
     jobs(&c).context("jobs")?;
     statefulset(&c).context("statefulset")?;
     daemonset(&c).context("daemonset")?;
+    endpoints(&c).context("endpoints")?;
     node_ipam(&c).context("node ipam")?;
     cron(&c).context("cronjob")?;
     Ok(())
@@ -1108,6 +1109,151 @@ fn daemonset(c: &Cluster) -> Result<()> {
     wait("the daemon pods gone with their DaemonSet", || {
         c.kubelet(ns, 0)?;
         Ok(c.pods(ns)?.is_empty().then_some(()))
+    })?;
+    Ok(())
+}
+
+/// Marks a pod Running with `ip`, Ready or not, as its kubelet would.
+fn run_pod(c: &Cluster, ns: &str, name: &str, ip: &str, ready: bool) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    let status = if ready { "True" } else { "False" };
+    let patch = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": status}]}});
+    c.rt.block_on(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)))?;
+    Ok(())
+}
+
+/// (ready, not ready) addresses of the Endpoints `name`, as `ip:port`.
+fn endpoint_addresses(
+    c: &Cluster,
+    ns: &str,
+    name: &str,
+) -> Result<Option<(Vec<String>, Vec<String>)>> {
+    use k8s_openapi::api::core::v1::Endpoints;
+    let api: Api<Endpoints> = Api::namespaced(c.client.clone(), ns);
+    let Some(e) = c.rt.block_on(api.get_opt(name))? else {
+        return Ok(None);
+    };
+    let (mut ready, mut not) = (Vec::new(), Vec::new());
+    for s in e.subsets.iter().flatten() {
+        let port = s.ports.iter().flatten().map(|p| p.port).next().unwrap_or(0);
+        for a in s.addresses.iter().flatten() {
+            ready.push(format!("{}:{port}", a.ip));
+        }
+        for a in s.not_ready_addresses.iter().flatten() {
+            not.push(format!("{}:{port}", a.ip));
+        }
+    }
+    ready.sort();
+    not.sort();
+    Ok(Some((ready, not)))
+}
+
+/// An endpoint of a slice: (address, ready, zone).
+type SliceEndpoint = (String, bool, String);
+
+/// The endpoints in the Service's slices, and the ports they name.
+fn slice_endpoints(c: &Cluster, ns: &str, svc: &str) -> Result<(Vec<SliceEndpoint>, Vec<i32>)> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let api: Api<EndpointSlice> = Api::namespaced(c.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    let (mut eps, mut ports) = (Vec::new(), Vec::new());
+    for s in c.rt.block_on(api.list(&lp))?.items {
+        ensure!(
+            s.labels()
+                .get("endpointslice.kubernetes.io/managed-by")
+                .map(String::as_str)
+                == Some("endpointslice-controller.k8s.io"),
+            "{:?}",
+            s.metadata
+        );
+        ports.extend(s.ports.iter().flatten().filter_map(|p| p.port));
+        for e in s.endpoints.iter().flatten() {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+            eps.push((
+                e.addresses[0].clone(),
+                ready,
+                e.zone.clone().unwrap_or_default(),
+            ));
+        }
+    }
+    eps.sort();
+    ports.sort();
+    ports.dedup();
+    Ok((eps, ports))
+}
+
+/// A Service's Endpoints and EndpointSlices follow its pods: addresses once they have IPs, the named
+/// target port resolved, ready and not ready apart, a relabelled pod dropped; both go with the Service.
+fn endpoints(c: &Cluster) -> Result<()> {
+    let ns = "endpoints";
+    let mut n = node("ep-1");
+    n["metadata"]["labels"]["topology.kubernetes.io/zone"] = json!("zone-a");
+    c.apply(&[namespace(ns), n])?;
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": "web"}},
+            "spec": {"nodeName": "ep-1", "containers": [{"name": "c", "image": "busybox",
+                "ports": [{"name": "http", "containerPort": 8080}]}]}})
+    };
+    c.apply(&[
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+            "spec": {"selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
+        pod("web-a"),
+        pod("web-b"),
+    ])?;
+    run_pod(c, ns, "web-a", "10.42.7.2", true)?;
+    run_pod(c, ns, "web-b", "10.42.7.3", true)?;
+    let both = vec!["10.42.7.2:8080".to_string(), "10.42.7.3:8080".to_string()];
+    wait("both pods in the Endpoints", || {
+        Ok(endpoint_addresses(c, ns, "web")?.filter(|(r, n)| *r == both && n.is_empty()))
+    })?;
+    let want = |b_ready: bool| {
+        vec![
+            ("10.42.7.2".to_string(), true, "zone-a".to_string()),
+            ("10.42.7.3".to_string(), b_ready, "zone-a".to_string()),
+        ]
+    };
+    wait("both pods in the slices, port 8080, zone-a", || {
+        let (eps, ports) = slice_endpoints(c, ns, "web")?;
+        Ok((eps == want(true) && ports == [8080]).then_some(()))
+    })?;
+    let described = c.kubectl(&["describe", "service", "web", "-n", ns])?;
+    ensure!(
+        described.contains("10.42.7.2:8080") && described.contains("10.42.7.3:8080"),
+        "kubectl describe shows the endpoints: {described}"
+    );
+
+    run_pod(c, ns, "web-b", "10.42.7.3", false)?;
+    wait("web-b not ready in both", || {
+        let e = endpoint_addresses(c, ns, "web")?;
+        let (eps, _) = slice_endpoints(c, ns, "web")?;
+        Ok(
+            (e == Some((both[..1].to_vec(), both[1..].to_vec())) && eps == want(false))
+                .then_some(()),
+        )
+    })?;
+    c.kubectl(&[
+        "label",
+        "pod",
+        "web-a",
+        "-n",
+        ns,
+        "app=other",
+        "--overwrite",
+    ])?;
+    wait("web-a dropped once relabelled", || {
+        let e = endpoint_addresses(c, ns, "web")?;
+        let (eps, _) = slice_endpoints(c, ns, "web")?;
+        Ok((e == Some((vec![], both[1..].to_vec())) && eps.len() == 1).then_some(()))
+    })?;
+
+    c.kubectl(&["delete", "service", "web", "-n", ns])?;
+    wait("the Endpoints and slices gone with the Service", || {
+        let (eps, ports) = slice_endpoints(c, ns, "web")?;
+        let e = endpoint_addresses(c, ns, "web")?;
+        Ok((e.is_none() && eps.is_empty() && ports.is_empty()).then_some(()))
     })?;
     Ok(())
 }

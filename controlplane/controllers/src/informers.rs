@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -175,4 +176,7 @@ informers! {
     replicasets: ReplicaSet,
     daemonsets: DaemonSet,
     revisions: ControllerRevision,
+    services: Service,
+    endpoints: Endpoints,
+    endpointslices: EndpointSlice,
 }

@@ -11,6 +11,7 @@
 //! - [`revisions`]: ControllerRevisions, the template history of StatefulSets and DaemonSets.
 //! - [`statefulset`]: pods with stable names and claims, ordered, rolled out through ControllerRevisions.
 //! - [`daemonset`]: a pod on every node that should run one, rolled out through ControllerRevisions.
+//! - [`endpoints`]: the Endpoints and EndpointSlices of each Service with a selector.
 //! - [`job`]: pods run to completion, NonIndexed and Indexed, counted through a finalizer.
 //! - [`cronjob`]: Jobs made at the times a [`cron`] schedule names.
 //! - [`ttl`]: finished Jobs deleted after `ttlSecondsAfterFinished`.
@@ -28,6 +29,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod expectations;
 pub mod gc;
 pub mod informers;
@@ -74,10 +76,12 @@ pub enum Loop {
     TaintEviction,
     GarbageCollector,
     PodGarbageCollector,
+    Endpoints,
+    EndpointSlice,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 12] = [
+    pub const ALL: [Loop; 14] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::StatefulSet,
@@ -90,6 +94,8 @@ impl Loop {
         Loop::TaintEviction,
         Loop::GarbageCollector,
         Loop::PodGarbageCollector,
+        Loop::Endpoints,
+        Loop::EndpointSlice,
     ];
 
     /// The name `--controllers` knows it by (upstream's since 1.27).
@@ -107,6 +113,8 @@ impl Loop {
             Loop::TaintEviction => "taint-eviction-controller",
             Loop::GarbageCollector => "garbage-collector-controller",
             Loop::PodGarbageCollector => "pod-garbage-collector-controller",
+            Loop::Endpoints => "endpoints-controller",
+            Loop::EndpointSlice => "endpointslice-controller",
         }
     }
 
@@ -116,6 +124,7 @@ impl Loop {
             Loop::NodeLifecycle | Loop::NodeIpam => "node-controller",
             Loop::GarbageCollector => "generic-garbage-collector",
             Loop::PodGarbageCollector => "pod-garbage-collector",
+            Loop::Endpoints => "endpoint-controller",
             Loop::DaemonSet => "daemon-set-controller",
             l => l.name(),
         }
@@ -244,6 +253,19 @@ async fn start(client: kube::Client, m: Manager) {
                 Box::pin(nodelifecycle::run_eviction(c, inf.nodes(), inf.pods()))
             }
             Loop::GarbageCollector => Box::pin(gc::run(c)),
+            Loop::Endpoints => Box::pin(endpoints::run_endpoints(
+                c,
+                inf.services(),
+                inf.pods(),
+                inf.endpoints(),
+            )),
+            Loop::EndpointSlice => Box::pin(endpoints::run_slices(
+                c,
+                inf.services(),
+                inf.pods(),
+                inf.nodes(),
+                inf.endpointslices(),
+            )),
             Loop::PodGarbageCollector => Box::pin(podgc::run(
                 c,
                 m.terminated_pod_gc_threshold,

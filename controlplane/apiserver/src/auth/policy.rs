@@ -503,6 +503,8 @@ const CONTROLLERS: &[&str] = &[
     "taint-eviction-controller",
     "generic-garbage-collector",
     "pod-garbage-collector",
+    "endpoint-controller",
+    "endpointslice-controller",
 ];
 
 fn controller_roles() -> Vec<Value> {
@@ -584,6 +586,30 @@ fn controller_roles() -> Vec<Value> {
                         ],
                         apps,
                         &["controllerrevisions"],
+                    ),
+                    events.clone(),
+                ],
+                "endpoint-controller" => vec![
+                    rule(&["get", "list", "watch"], &[""], &["services", "pods"]),
+                    rule(
+                        &["create", "delete", "get", "list", "update"],
+                        &[""],
+                        &["endpoints"],
+                    ),
+                    rule(&["create"], &[""], &["endpoints/restricted"]),
+                    events.clone(),
+                ],
+                "endpointslice-controller" => vec![
+                    rule(
+                        &["get", "list", "watch"],
+                        &[""],
+                        &["services", "pods", "nodes"],
+                    ),
+                    rule(&["update"], &[""], &["services/finalizers"]),
+                    rule(
+                        &["create", "delete", "get", "list", "update"],
+                        &["discovery.k8s.io"],
+                        &["endpointslices"],
                     ),
                     events.clone(),
                 ],
