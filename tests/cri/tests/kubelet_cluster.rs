@@ -509,6 +509,42 @@ async fn basalt_server_is_a_whole_node() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // A Service over the Deployment: its Endpoints name both pods by the IPs the kubelet reported and the
+    // port its targetPort resolves to.
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n";
+    let out = server.run_with_input(&["apply", "-f", "-"], service);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut want = vec![format!("{}:8080", a.1), format!("{}:8080", b.1)];
+    want.sort();
+    wait("the Service's endpoints", || {
+        let e = get(&server, &["endpoints", "web"])?;
+        let subset = &e["subsets"][0];
+        let mut got: Vec<String> = subset["addresses"]
+            .as_array()?
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}:{}",
+                    a["ip"].as_str().unwrap_or(""),
+                    subset["ports"][0]["port"]
+                )
+            })
+            .collect();
+        got.sort();
+        (got == want).then_some(())
+    })
+    .await;
+    let slices = get(
+        &server,
+        &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+    )
+    .unwrap();
+    let endpoints = &slices["items"][0]["endpoints"];
+    assert_eq!(endpoints.as_array().map(Vec::len), Some(2), "{slices}");
     // kubectl port-forward: host traffic to the forwarded local port, into the pod's network namespace
     // through the kubelet (never to the pod IP itself).
     let mut pf = server
@@ -634,6 +670,41 @@ async fn basalt_server_is_a_whole_node() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    // A DaemonSet: its pod pinned to this node, bound by the scheduler and run by the kubelet; kubectl's
+    // rollout status reads the controller's status; the pod goes with the DaemonSet.
+    let ds = format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: \"{img}\"\n        command: [sleep, \"3600\"]\n"
+    );
+    let out = server.run_with_input(&["apply", "-f", "-"], &ds);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.run(&["rollout", "status", "daemonset/agent", "--timeout=120s"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pods = get(&server, &["pods", "-l", "app=agent"]).unwrap();
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 1, "one daemon pod on the one node");
+    assert_eq!(pods[0]["status"]["phase"], "Running", "{}", pods[0]);
+    assert_eq!(pods[0]["spec"]["nodeName"], "basalt-test", "{}", pods[0]);
+    let out = server.run(&["delete", "daemonset", "agent", "--wait", "--timeout=90s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait("the daemon pod gone", || {
+        let pods = get(&server, &["pods", "-l", "app=agent"])?;
+        pods["items"].as_array()?.is_empty().then_some(())
+    })
+    .await;
     drop(server);
     remove_kubelet_cgroups(&cgroup);
 }
