@@ -1753,9 +1753,18 @@ fn renew_lease(c: &Cluster, name: &str) -> Result<()> {
 /// node that never posted a status is Unknown with upstream's other reason.
 #[test]
 fn node_lifecycle_on_sqlite() -> Result<()> {
+    node_lifecycle(Datastore::Sqlite)
+}
+
+#[test]
+fn node_lifecycle_on_etcd() -> Result<()> {
+    node_lifecycle(Datastore::Etcd(3))
+}
+
+fn node_lifecycle(datastore: Datastore) -> Result<()> {
     let s = KubeServer::start_with(
         bin(),
-        Datastore::Sqlite,
+        datastore,
         &[
             "--controllers",
             "*",
