@@ -830,6 +830,7 @@ fn scenarios(c: Cluster) -> Result<()> {
     statefulset(&c).context("statefulset")?;
     daemonset(&c).context("daemonset")?;
     endpoints(&c).context("endpoints")?;
+    disruption(&c).context("disruption")?;
     node_ipam(&c).context("node ipam")?;
     cron(&c).context("cronjob")?;
     Ok(())
@@ -1255,6 +1256,79 @@ fn endpoints(c: &Cluster) -> Result<()> {
         let e = endpoint_addresses(c, ns, "web")?;
         Ok((e.is_none() && eps.is_empty() && ports.is_empty()).then_some(()))
     })?;
+    Ok(())
+}
+
+/// The budget's status: (expected, desired, healthy, allowed).
+fn budget(c: &Cluster, ns: &str, name: &str) -> Result<(i32, i32, i32, i32)> {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let api: Api<PodDisruptionBudget> = Api::namespaced(c.client.clone(), ns);
+    let st = c.rt.block_on(api.get(name))?.status.unwrap_or_default();
+    Ok((
+        st.expected_pods.unwrap_or(-1),
+        st.desired_healthy.unwrap_or(-1),
+        st.current_healthy.unwrap_or(-1),
+        st.disruptions_allowed.unwrap_or(-1),
+    ))
+}
+
+/// PodDisruptionBudgets get their status from the pods (minAvailable by count, maxUnavailable against the
+/// Deployment's scale), and evictions spend it: of two back to back only one passes, the next only once
+/// the replacement is Ready.
+fn disruption(c: &Cluster) -> Result<()> {
+    let ns = "disruption";
+    c.apply(&[namespace(ns), node("pdb-1")])?;
+    let deployment = |name: &str, replicas: i32| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                "template": template(name, "busybox")}})
+    };
+    let pdb = |name: &str, spec: Value| {
+        let mut spec = spec;
+        spec["selector"] = json!({"matchLabels": {"app": name}});
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    };
+    c.apply(&[
+        deployment("guarded", 3),
+        deployment("halved", 4),
+        pdb("guarded", json!({"minAvailable": 2})),
+        pdb("halved", json!({"maxUnavailable": "50%"})),
+    ])?;
+    wait("both budgets computed from Ready pods", || {
+        c.kubelet(ns, 10)?;
+        let g = budget(c, ns, "guarded")?;
+        let h = budget(c, ns, "halved")?;
+        Ok((g == (3, 2, 3, 1) && h == (4, 2, 4, 2)).then_some(()))
+    })?;
+    // kube-rs retries a 429 (as client-go does) until the budget allows: this client takes the answer.
+    let once = c.rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&c.s.kubeconfig)?;
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        cfg.default_retry = false;
+        anyhow::Ok(kube::Client::try_from(cfg)?)
+    })?;
+    let pods_api: Api<Pod> = Api::namespaced(once, ns);
+    let guarded: Vec<String> = c
+        .pods(ns)?
+        .iter()
+        .filter(|p| p.labels().get("app").map(String::as_str) == Some("guarded"))
+        .map(|p| p.name_any())
+        .collect();
+    let ep = kube::api::EvictParams::default();
+    c.rt.block_on(pods_api.evict(&guarded[0], &ep))?;
+    match c.rt.block_on(pods_api.evict(&guarded[1], &ep)) {
+        Err(kube::Error::Api(s)) if s.code == 429 => {}
+        other => bail!("a second eviction within the budget's one disruption: {other:?}"),
+    }
+    wait(
+        "the evicted pod replaced and the budget allowing one again",
+        || {
+            c.kubelet(ns, 10)?;
+            Ok((budget(c, ns, "guarded")? == (3, 2, 3, 1)).then_some(()))
+        },
+    )?;
+    c.rt.block_on(pods_api.evict(&guarded[1], &ep))?;
     Ok(())
 }
 

@@ -365,7 +365,8 @@ fn preemption(s: &KubeServer) -> Result<()> {
                 "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}}),
         ],
     )?;
-    // The test plays the disruption controller: the budget allows no disruption.
+    // The budget allows no disruption: written here, and what the disruption controller finds too (no
+    // kubelet makes the pod Ready).
     kubectl(
         s,
         &[

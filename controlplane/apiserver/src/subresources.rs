@@ -276,39 +276,7 @@ pub async fn evict(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
         Some("Succeeded" | "Failed")
     );
     if !terminal && !meta::is_deleting(&pod) {
-        let pdbs = call
-            .state
-            .registry
-            .lookup("policy", "v1", "poddisruptionbudgets")
-            .expect("pdbs are served");
-        let (budgets, _) = call.state.objects.list_all(&pdbs, Some(&ns)).await?;
-        for b in budgets {
-            let Some(sel) = b
-                .pointer("/spec/selector")
-                .and_then(|s| LabelSelector::from_object(s).ok())
-            else {
-                continue;
-            };
-            if sel.is_empty() || !sel.matches_object(&pod) {
-                continue;
-            }
-            let allowed = b
-                .pointer("/status/disruptionsAllowed")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            if allowed <= 0 {
-                let mut e = ApiError::too_many_requests(
-                    "Cannot evict pod as it would violate the pod's disruption budget.".to_string(),
-                    10,
-                );
-                if let Some(d) = e.details.as_mut() {
-                    d.causes = vec![
-                        json!({"reason": "DisruptionBudget", "message": format!("The disruption budget {} needs {} healthy pods and has {} currently", meta::name(&b), b.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0), b.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0))}),
-                    ];
-                }
-                return Err(e);
-            }
-        }
+        charge_budget(call, &ns, &name, &pod).await?;
     }
     let mut opts = crate::rest::DeleteOptions::default();
     if let Some(d) = eviction.get("deleteOptions") {
@@ -328,6 +296,76 @@ pub async fn evict(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
         object: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         warnings: vec![],
     })
+}
+
+/// The eviction's cost to the pod's PodDisruptionBudget, as upstream's: refused (429) while the budget
+/// allows no disruption or its status is older than its spec; else one disruption taken and the pod
+/// recorded in `status.disruptedPods`, written against the budget's revision so that two evictions cannot
+/// both spend the last one. A pod under more than one budget cannot be evicted.
+async fn charge_budget(call: &Call<'_>, ns: &str, name: &str, pod: &Value) -> ApiResult<()> {
+    let res = call
+        .state
+        .registry
+        .lookup("policy", "v1", "poddisruptionbudgets")
+        .expect("pdbs are served");
+    let (budgets, _) = call.state.objects.list_all(&res, Some(ns)).await?;
+    // policy/v1: an empty selector matches every pod, a missing one none.
+    let mut covering = budgets.into_iter().filter(|b| {
+        b.pointer("/spec/selector")
+            .and_then(|s| LabelSelector::from_object(s).ok())
+            .is_some_and(|sel| sel.matches_object(pod))
+    });
+    let Some(budget) = covering.next() else {
+        return Ok(());
+    };
+    if covering.next().is_some() {
+        return Err(ApiError::internal(
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+        ));
+    }
+    let refuse = |why: String| {
+        let mut e = ApiError::too_many_requests(
+            "Cannot evict pod as it would violate the pod's disruption budget.".to_string(),
+            10,
+        );
+        if let Some(d) = e.details.as_mut() {
+            d.causes = vec![json!({"reason": "DisruptionBudget", "message": why})];
+        }
+        e
+    };
+    let budget_name = meta::name(&budget).to_string();
+    let (mut b, revision) = call
+        .state
+        .objects
+        .must_get(&res, Some(ns), &budget_name)
+        .await?;
+    let int = |p: &str| b.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    if int("/status/observedGeneration") < int("/metadata/generation") {
+        return Err(refuse(format!(
+            "The disruption budget {budget_name} is still being processed by the server."
+        )));
+    }
+    let allowed = int("/status/disruptionsAllowed");
+    if allowed <= 0 {
+        return Err(refuse(format!(
+            "The disruption budget {budget_name} needs {} healthy pods and has {} currently",
+            int("/status/desiredHealthy"),
+            int("/status/currentHealthy")
+        )));
+    }
+    b["status"]["disruptionsAllowed"] = json!(allowed - 1);
+    let disrupted = &mut b["status"]["disruptedPods"];
+    if !disrupted.is_object() {
+        *disrupted = json!({});
+    }
+    disrupted[name] = json!(crate::clock::now());
+    match call.state.objects.update(&res, &b, revision).await {
+        Ok(_) => Ok(()),
+        Err(None) => Err(refuse(format!(
+            "The disruption budget {budget_name} changed while evicting; try again."
+        ))),
+        Err(Some(e)) => Err(e),
+    }
 }
 
 // ------------------------------------------------------------------------------------------------ token

@@ -17,6 +17,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -179,4 +180,5 @@ informers! {
     services: Service,
     endpoints: Endpoints,
     endpointslices: EndpointSlice,
+    budgets: PodDisruptionBudget,
 }

@@ -11,6 +11,7 @@
 //! - [`revisions`]: ControllerRevisions, the template history of StatefulSets and DaemonSets.
 //! - [`statefulset`]: pods with stable names and claims, ordered, rolled out through ControllerRevisions.
 //! - [`daemonset`]: a pod on every node that should run one, rolled out through ControllerRevisions.
+//! - [`disruption`]: the status of PodDisruptionBudgets (how many pods may go now).
 //! - [`endpoints`]: the Endpoints and EndpointSlices of each Service with a selector.
 //! - [`job`]: pods run to completion, NonIndexed and Indexed, counted through a finalizer.
 //! - [`cronjob`]: Jobs made at the times a [`cron`] schedule names.
@@ -29,6 +30,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod gc;
@@ -78,10 +80,11 @@ pub enum Loop {
     PodGarbageCollector,
     Endpoints,
     EndpointSlice,
+    Disruption,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 14] = [
+    pub const ALL: [Loop; 15] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::StatefulSet,
@@ -96,6 +99,7 @@ impl Loop {
         Loop::PodGarbageCollector,
         Loop::Endpoints,
         Loop::EndpointSlice,
+        Loop::Disruption,
     ];
 
     /// The name `--controllers` knows it by (upstream's since 1.27).
@@ -115,6 +119,7 @@ impl Loop {
             Loop::PodGarbageCollector => "pod-garbage-collector-controller",
             Loop::Endpoints => "endpoints-controller",
             Loop::EndpointSlice => "endpointslice-controller",
+            Loop::Disruption => "disruption-controller",
         }
     }
 
@@ -125,6 +130,7 @@ impl Loop {
             Loop::GarbageCollector => "generic-garbage-collector",
             Loop::PodGarbageCollector => "pod-garbage-collector",
             Loop::Endpoints => "endpoint-controller",
+            Loop::Disruption => "disruption-controller",
             Loop::DaemonSet => "daemon-set-controller",
             l => l.name(),
         }
@@ -253,6 +259,7 @@ async fn start(client: kube::Client, m: Manager) {
                 Box::pin(nodelifecycle::run_eviction(c, inf.nodes(), inf.pods()))
             }
             Loop::GarbageCollector => Box::pin(gc::run(c)),
+            Loop::Disruption => Box::pin(disruption::run(c, inf.budgets(), inf.pods())),
             Loop::Endpoints => Box::pin(endpoints::run_endpoints(
                 c,
                 inf.services(),

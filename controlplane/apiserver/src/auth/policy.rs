@@ -505,6 +505,7 @@ const CONTROLLERS: &[&str] = &[
     "pod-garbage-collector",
     "endpoint-controller",
     "endpointslice-controller",
+    "disruption-controller",
 ];
 
 fn controller_roles() -> Vec<Value> {
@@ -611,6 +612,26 @@ fn controller_roles() -> Vec<Value> {
                         &["discovery.k8s.io"],
                         &["endpointslices"],
                     ),
+                    events.clone(),
+                ],
+                "disruption-controller" => vec![
+                    rule(
+                        &["get", "list", "watch"],
+                        apps,
+                        &["deployments", "replicasets", "statefulsets"],
+                    ),
+                    rule(
+                        &["get", "list", "watch"],
+                        &[""],
+                        &["replicationcontrollers"],
+                    ),
+                    rule(
+                        &["get", "list", "watch"],
+                        &["policy"],
+                        &["poddisruptionbudgets"],
+                    ),
+                    rule(&["update"], &["policy"], &["poddisruptionbudgets/status"]),
+                    rule(&["get"], &["*"], &["*/scale"]),
                     events.clone(),
                 ],
                 "pod-garbage-collector" => vec![
