@@ -1308,6 +1308,7 @@ fn disruption(c: &Cluster) -> Result<()> {
         cfg.default_retry = false;
         anyhow::Ok(kube::Client::try_from(cfg)?)
     })?;
+    let once_client = once.clone();
     let pods_api: Api<Pod> = Api::namespaced(once, ns);
     let guarded: Vec<String> = c
         .pods(ns)?
@@ -1315,6 +1316,24 @@ fn disruption(c: &Cluster) -> Result<()> {
         .filter(|p| p.labels().get("app").map(String::as_str) == Some("guarded"))
         .map(|p| p.name_any())
         .collect();
+    // A dry run checks the budget but spends nothing and deletes nothing. Sent as client-go sends it
+    // (kubectl drain --dry-run=server), in the body's deleteOptions; kube-rs's EvictParams names the field
+    // `delete_options`, which an apiserver ignores.
+    let body = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": guarded[0]},
+        "deleteOptions": {"dryRun": ["All"]}});
+    let req = http::Request::post(format!(
+        "/api/v1/namespaces/{ns}/pods/{}/eviction",
+        guarded[0]
+    ))
+    .header("content-type", "application/json")
+    .body(serde_json::to_vec(&body)?)?;
+    c.rt.block_on(once_client.request::<Value>(req))?;
+    let still = c.rt.block_on(pods_api.get(&guarded[0]))?;
+    ensure!(!terminating(&still), "a dry-run eviction deleted the pod");
+    ensure!(
+        budget(c, ns, "guarded")? == (3, 2, 3, 1),
+        "a dry run spent the budget"
+    );
     let ep = kube::api::EvictParams::default();
     c.rt.block_on(pods_api.evict(&guarded[0], &ep))?;
     match c.rt.block_on(pods_api.evict(&guarded[1], &ep)) {

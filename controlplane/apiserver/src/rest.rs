@@ -1085,6 +1085,8 @@ pub struct DeleteOptions {
     pub propagation: Option<String>,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
+    /// `dryRun: ["All"]` in the body (the query's `dryRun` counts too).
+    pub dry_run: bool,
 }
 
 pub fn delete_options(call: &Call, body: &Bytes) -> ApiResult<DeleteOptions> {
@@ -1115,6 +1117,7 @@ pub fn delete_options(call: &Call, body: &Bytes) -> ApiResult<DeleteOptions> {
                     "Invalid dryRun value: supported values: \"All\"",
                 ));
             }
+            o.dry_run = !dr.is_empty();
         }
     }
     if let Some(g) = call.query.int("gracePeriodSeconds")? {
@@ -1167,7 +1170,7 @@ fn returns_deleted_object(call: &Call) -> bool {
 }
 
 pub async fn delete_one(call: &Call<'_>, name: &str, opts: &DeleteOptions) -> ApiResult<Outcome> {
-    let dry_run = call.query.dry_run()?;
+    let dry_run = opts.dry_run || call.query.dry_run()?;
     for _ in 0..RETRIES {
         let (obj, rev) = call
             .state

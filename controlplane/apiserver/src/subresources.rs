@@ -271,15 +271,12 @@ pub async fn evict(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
         .objects
         .must_get(&call.res, Some(&ns), &name)
         .await?;
-    let terminal = matches!(
-        pod.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded" | "Failed")
-    );
-    if !terminal && !meta::is_deleting(&pod) {
-        charge_budget(call, &ns, &name, &pod).await?;
-    }
     let mut opts = crate::rest::DeleteOptions::default();
     if let Some(d) = eviction.get("deleteOptions") {
+        opts.dry_run = d
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
         opts.grace = d.get("gracePeriodSeconds").and_then(Value::as_i64);
         opts.uid = d
             .pointer("/preconditions/uid")
@@ -289,6 +286,18 @@ pub async fn evict(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_string);
+    }
+    // Upstream's canIgnorePDB: a pod that ended, never started or is already going costs no budget.
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+    if !matches!(phase, Some("Succeeded" | "Failed" | "Pending")) && !meta::is_deleting(&pod) {
+        charge_budget(
+            call,
+            &ns,
+            &name,
+            &pod,
+            opts.dry_run || call.query.dry_run()?,
+        )
+        .await?;
     }
     crate::rest::delete_one(call, &name, &opts).await?;
     Ok(Outcome {
@@ -301,8 +310,16 @@ pub async fn evict(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
 /// The eviction's cost to the pod's PodDisruptionBudget, as upstream's: refused (429) while the budget
 /// allows no disruption or its status is older than its spec; else one disruption taken and the pod
 /// recorded in `status.disruptedPods`, written against the budget's revision so that two evictions cannot
-/// both spend the last one. A pod under more than one budget cannot be evicted.
-async fn charge_budget(call: &Call<'_>, ns: &str, name: &str, pod: &Value) -> ApiResult<()> {
+/// both spend the last one (a dry run only checks). A pod that is not Ready costs nothing under
+/// `unhealthyPodEvictionPolicy: AlwaysAllow`, or under the default `IfHealthyBudget` while the budget has
+/// its desired healthy pods. A pod under more than one budget cannot be evicted.
+async fn charge_budget(
+    call: &Call<'_>,
+    ns: &str,
+    name: &str,
+    pod: &Value,
+    dry_run: bool,
+) -> ApiResult<()> {
     let res = call
         .state
         .registry
@@ -333,39 +350,62 @@ async fn charge_budget(call: &Call<'_>, ns: &str, name: &str, pod: &Value) -> Ap
         }
         e
     };
+    let ready = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
     let budget_name = meta::name(&budget).to_string();
-    let (mut b, revision) = call
-        .state
-        .objects
-        .must_get(&res, Some(ns), &budget_name)
-        .await?;
-    let int = |p: &str| b.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-    if int("/status/observedGeneration") < int("/metadata/generation") {
-        return Err(refuse(format!(
-            "The disruption budget {budget_name} is still being processed by the server."
-        )));
+    // Written against the budget's revision; an eviction in between makes this one read it again.
+    for _ in 0..5 {
+        let (mut b, revision) = call
+            .state
+            .objects
+            .must_get(&res, Some(ns), &budget_name)
+            .await?;
+        let int = |p: &str| b.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+        if !ready {
+            let policy = b.pointer("/spec/unhealthyPodEvictionPolicy");
+            let (current, desired) = (int("/status/currentHealthy"), int("/status/desiredHealthy"));
+            if policy.and_then(Value::as_str) == Some("AlwaysAllow")
+                || (current >= desired && desired > 0)
+            {
+                return Ok(());
+            }
+        }
+        if int("/status/observedGeneration") < int("/metadata/generation") {
+            return Err(refuse(format!(
+                "The disruption budget {budget_name} is still being processed by the server."
+            )));
+        }
+        let allowed = int("/status/disruptionsAllowed");
+        if allowed <= 0 {
+            return Err(refuse(format!(
+                "The disruption budget {budget_name} needs {} healthy pods and has {} currently",
+                int("/status/desiredHealthy"),
+                int("/status/currentHealthy")
+            )));
+        }
+        if dry_run {
+            return Ok(());
+        }
+        b["status"]["disruptionsAllowed"] = json!(allowed - 1);
+        let disrupted = &mut b["status"]["disruptedPods"];
+        if !disrupted.is_object() {
+            *disrupted = json!({});
+        }
+        disrupted[name] = json!(crate::clock::now());
+        match call.state.objects.update(&res, &b, revision).await {
+            Ok(_) => return Ok(()),
+            Err(None) => continue,
+            Err(Some(e)) => return Err(e),
+        }
     }
-    let allowed = int("/status/disruptionsAllowed");
-    if allowed <= 0 {
-        return Err(refuse(format!(
-            "The disruption budget {budget_name} needs {} healthy pods and has {} currently",
-            int("/status/desiredHealthy"),
-            int("/status/currentHealthy")
-        )));
-    }
-    b["status"]["disruptionsAllowed"] = json!(allowed - 1);
-    let disrupted = &mut b["status"]["disruptedPods"];
-    if !disrupted.is_object() {
-        *disrupted = json!({});
-    }
-    disrupted[name] = json!(crate::clock::now());
-    match call.state.objects.update(&res, &b, revision).await {
-        Ok(_) => Ok(()),
-        Err(None) => Err(refuse(format!(
-            "The disruption budget {budget_name} changed while evicting; try again."
-        ))),
-        Err(Some(e)) => Err(e),
-    }
+    Err(refuse(format!(
+        "The disruption budget {budget_name} kept changing while evicting; try again."
+    )))
 }
 
 // ------------------------------------------------------------------------------------------------ token

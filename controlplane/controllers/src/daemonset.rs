@@ -342,21 +342,21 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         match live.first() {
             None if run && !exists => create.push(node_name),
             None => {}
+            // A pod that may stay where it should not start (a NoSchedule taint) is not counted, as
+            // upstream counts only the nodes that should run one.
+            Some(_) if !run => {}
             Some(p) => {
-                if run {
-                    status.current_number_scheduled += 1;
-                }
+                status.current_number_scheduled += 1;
                 if owners::is_ready(p) {
                     status.number_ready += 1;
                 }
-                let available = owners::is_available(p, min_ready, now);
-                if available {
+                if owners::is_available(p, min_ready, now) {
                     status.number_available = Some(status.number_available.unwrap_or(0) + 1);
                 }
                 if hash_of(p) == Some(hash.as_str()) {
                     status.updated_number_scheduled =
                         Some(status.updated_number_scheduled.unwrap_or(0) + 1);
-                } else if run {
+                } else {
                     stale.push(p.clone());
                 }
             }

@@ -3,8 +3,9 @@
 //!
 //! - `minAvailable: N`: `N` healthy pods wanted of the pods the selector matches.
 //! - `minAvailable: P%` or `maxUnavailable`: counted against the scale of the pods' controllers (a
-//!   ReplicaSet's Deployment, a StatefulSet, …, read through their `scale` subresource); a matching pod
-//!   without a controller makes the budget fail safe (no disruptions allowed), as upstream.
+//!   ReplicaSet's Deployment, a StatefulSet, …, read through their `scale` subresource); matching pods
+//!   without a controller are left out of that count (upstream warns of them as UnmanagedPods), and a
+//!   controller without a scale makes the budget fail safe (no disruptions allowed).
 //! - A pod is healthy when Ready and not being deleted, and not just evicted: the eviction subresource
 //!   records it in `status.disruptedPods`, and it stays unhealthy for 2 minutes unless it goes first.
 
@@ -45,12 +46,13 @@ pub async fn run(
     });
     let of_pod = budgets.store();
     let run = Controller::for_shared_stream(budgets.subscribe(), budgets.store())
+        // Every budget of the pod's namespace: a relabelled pod must also leave the budget it no longer
+        // matches, and its old labels are not at hand.
         .watches_shared_stream(pods.subscribe(), move |p: Arc<Pod>| {
             of_pod
                 .state()
                 .iter()
                 .filter(|b| b.metadata.namespace == p.metadata.namespace)
-                .filter(|b| covers(b, &p))
                 .map(|b| ObjectRef::from_obj(&**b))
                 .collect::<Vec<_>>()
         })
@@ -101,8 +103,6 @@ fn scalable(kind: &str) -> Option<ApiResource> {
 /// Why the expected count cannot be known: the budget then fails safe.
 #[derive(Debug, thiserror::Error)]
 enum ScaleError {
-    #[error("found no controller ref for pod {0:?}")]
-    NoController(String),
     #[error("pod {0:?} is controlled by a {1}, which has no scale")]
     NotScalable(String, String),
     #[error(transparent)]
@@ -114,9 +114,14 @@ enum ScaleError {
 async fn expected_scale(client: &Client, ns: &str, pods: &[Arc<Pod>]) -> Result<i32, ScaleError> {
     let mut controllers: BTreeSet<(String, String)> = BTreeSet::new();
     for p in pods {
-        let r = owners::controller_of(&p.metadata)
-            .ok_or_else(|| ScaleError::NoController(p.name_any()))?;
-        controllers.insert((r.kind.clone(), r.name.clone()));
+        match owners::controller_of(&p.metadata) {
+            Some(r) => {
+                controllers.insert((r.kind.clone(), r.name.clone()));
+            }
+            None => {
+                tracing::debug!(pod = %p.name_any(), "disruption: an unmanaged pod, not counted")
+            }
+        }
     }
     let mut total = 0;
     let mut seen = BTreeSet::new();

@@ -107,11 +107,12 @@ pub fn backends(svc: &Service, pods: &[Arc<Pod>]) -> Option<Vec<Backend>> {
                     ))
                 })
                 .collect();
+            // Upstream's: publishNotReadyAddresses makes every pod ready, terminating ones too.
             Some(Backend {
                 ip,
                 pod: p.clone(),
-                ready: (ready || publish) && !terminating,
-                serving: ready || publish,
+                ready: publish || (ready && !terminating),
+                serving: ready,
                 terminating,
                 ports,
             })
@@ -148,7 +149,8 @@ fn labels_for(svc: &Service) -> BTreeMap<String, String> {
 /// The Endpoints of a Service: a subset per set of resolved ports, addresses sorted by IP.
 pub fn endpoints_of(svc: &Service, backends: &[Backend]) -> Endpoints {
     let mut subsets: BTreeMap<Vec<(String, String, i32)>, EndpointSubset> = BTreeMap::new();
-    for b in backends.iter().filter(|b| !b.terminating) {
+    // Terminating pods are left out, unless publishNotReadyAddresses made them ready.
+    for b in backends.iter().filter(|b| !b.terminating || b.ready) {
         let key: Vec<(String, String, i32)> = b
             .ports
             .iter()
@@ -448,31 +450,37 @@ pub async fn run_endpoints(
         pods: pods.store(),
         endpoints: endpoints.store(),
     });
-    // A Service deleted takes its Endpoints along (the controller never sees a Service that is gone), and
-    // so does one found missing at start; a legacy leader-election record is not a Service's.
+    // A Service deleted takes its Endpoints along (the controller never sees a Service that is gone): the
+    // informer hands on a deleted Service with its last state; the apiserver confirms it is gone, and the
+    // Endpoints seen then are deleted by uid, so a Service made again meanwhile keeps its own.
     let (svc_store, ep_store, client_gc) =
         (services.store(), endpoints.store(), ctx.client.clone());
-    let keys = futures_util::stream::select(
-        services
-            .subscribe()
-            .map(|s| (s.namespace().unwrap_or_default(), s.name_any())),
-        endpoints
-            .subscribe()
-            .map(|e| (e.namespace().unwrap_or_default(), e.name_any())),
-    );
-    let leftovers = keys.for_each(move |(ns, name)| {
+    let leftovers = services.subscribe().for_each(move |s| {
+        let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
         let key = ObjectRef::new(&name).within(&ns);
-        let orphan = svc_store.get(&ObjectRef::new(&name).within(&ns)).is_none()
-            && ep_store.get(&key).is_some_and(|e| {
-                !e.annotations()
-                    .contains_key("control-plane.alpha.kubernetes.io/leader")
-            });
-        let api: Api<Endpoints> = Api::namespaced(client_gc.clone(), &ns);
+        let gone = svc_store.get(&key).is_none();
+        let uid = ep_store
+            .get(&ObjectRef::new(&name).within(&ns))
+            .and_then(|e| e.metadata.uid.clone());
+        let client = client_gc.clone();
         async move {
-            if orphan {
-                if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
-                    tracing::debug!(endpoints = %name, error = %e, "endpoints of a deleted Service");
-                }
+            let Some(uid) = uid.filter(|_| gone) else {
+                return;
+            };
+            let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+            if !matches!(services.get_opt(&name).await, Ok(None)) {
+                return;
+            }
+            let dp = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            let api: Api<Endpoints> = Api::namespaced(client, &ns);
+            if let Err(e) = api.delete(&name, &dp).await {
+                tracing::debug!(endpoints = %name, error = %e, "endpoints of a deleted Service");
             }
         }
     });

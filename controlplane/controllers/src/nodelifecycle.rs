@@ -150,8 +150,10 @@ pub async fn run(
     // The shared stores are synced before any loop starts.
     let (nodes, pods) = (nodes.store(), pods.store());
     let (leases, lease_events) = reflect_leases(&client);
-    // The reflector fills its store only while polled.
-    tokio::spawn(lease_events.for_each(|_| async {}));
+    // The reflector fills its store only while polled; in a JoinSet, so that it ends with this loop
+    // (leadership lost) rather than leaking a watch per term.
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(lease_events.for_each(|_| async {}));
     if leases.wait_until_ready().await.is_err() {
         return;
     }

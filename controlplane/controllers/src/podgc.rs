@@ -110,7 +110,7 @@ fn out_of_service(n: &Node) -> bool {
         .and_then(|s| s.taints.as_ref())
         .into_iter()
         .flatten()
-        .any(|t| t.key == OUT_OF_SERVICE && t.effect.starts_with("NoExecute"))
+        .any(|t| t.key == OUT_OF_SERVICE)
 }
 
 impl Collector {
