@@ -819,6 +819,292 @@ fn identity(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// A PKCS#10 request (PEM) for `cn` in `orgs`, with its private key (PEM).
+fn certificate_request(cn: &str, orgs: &[&str]) -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    for o in orgs {
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, *o);
+    }
+    Ok((p.serialize_request(&key)?.pem()?, key.serialize_pem()))
+}
+
+fn csr(name: &str, signer: &str, request: &str, usages: &[&str], expiration: Option<i64>) -> Value {
+    use base64::Engine;
+    let mut spec = json!({"signerName": signer, "usages": usages,
+        "request": base64::engine::general_purpose::STANDARD.encode(request)});
+    if let Some(e) = expiration {
+        spec["expirationSeconds"] = json!(e);
+    }
+    json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+/// The request's conditions (`type/reason`) and its certificate, if issued.
+fn csr_state(c: &Cluster, name: &str) -> Result<(Vec<String>, Option<String>)> {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    let api: Api<CertificateSigningRequest> = Api::all(c.client.clone());
+    let r = c.rt.block_on(api.get(name))?;
+    let status = r.status.unwrap_or_default();
+    let conds = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| format!("{}/{}", c.type_, c.reason.unwrap_or_default()))
+        .collect();
+    let cert = status
+        .certificate
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    Ok((conds, cert))
+}
+
+/// A client of the server authenticated by `auth` alone.
+fn client_as(c: &Cluster, auth: kube::config::AuthInfo) -> Result<kube::Client> {
+    c.rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&c.s.kubeconfig)?;
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        cfg.auth_info = auth;
+        anyhow::Ok(kube::Client::try_from(cfg)?)
+    })
+}
+
+/// A bootstrap token that expires `secs` from now (before now when negative).
+fn bootstrap_token(id: &str, secs: i64) -> Result<Value> {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let at = k8s_openapi::jiff::Timestamp::from_second(now + secs)?.to_string();
+    Ok(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+        "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"},
+        "stringData": {"token-id": id, "token-secret": "0123456789abcdef", "expiration": at,
+            "usage-bootstrap-authentication": "true"}}),
+    )
+}
+
+fn secret_exists(c: &Cluster, name: &str) -> Result<bool> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(c.client.clone(), "kube-system");
+    Ok(c.rt.block_on(api.get_opt(name))?.is_some())
+}
+
+/// A node joining with a bootstrap token asks for its client certificate: csrapproving approves it after
+/// a SubjectAccessReview, csrsigning issues it from the cluster CA, and the apiserver then knows the node
+/// by it. A request of the wrong shape is not approved and, approved by hand, fails; a client certificate
+/// for a person waits for `kubectl certificate approve`, which takes `approve` on its signer, and lives
+/// as long as it asked. Expired bootstrap tokens are deleted.
+fn certificates(c: &Cluster) -> Result<()> {
+    c.apply(&[
+        bootstrap_token("live01", 3600)?,
+        bootstrap_token("soon01", 4)?,
+        bootstrap_token("old001", -3600)?,
+    ])?;
+    let joining = client_as(
+        c,
+        kube::config::AuthInfo {
+            token: Some("live01.0123456789abcdef".to_string().into()),
+            ..Default::default()
+        },
+    )?;
+    let (request, key) = certificate_request("system:node:joiner", &["system:nodes"])?;
+    let (wrong, _) = certificate_request("system:node:joiner", &["system:masters"])?;
+    let (person, _) = certificate_request("alice", &["dev"])?;
+    let kubelet = "kubernetes.io/kube-apiserver-client-kubelet";
+    let client_usages = ["digital signature", "client auth"];
+    {
+        use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+        let api: Api<CertificateSigningRequest> = Api::all(joining.clone());
+        for (name, req, signer) in [
+            ("person", &person, "kubernetes.io/kube-apiserver-client"),
+            ("wrong", &wrong, kubelet),
+            ("join", &request, kubelet),
+        ] {
+            let exp = (name == "person").then_some(3600);
+            let obj = serde_json::from_value(csr(name, signer, req, &client_usages, exp))?;
+            c.rt.block_on(api.create(&PostParams::default(), &obj))
+                .with_context(|| format!("create CSR {name} with the bootstrap token"))?;
+        }
+    }
+    let cert = wait("the node's request approved and issued", || {
+        let (conds, cert) = csr_state(c, "join")?;
+        Ok(cert.filter(|_| conds == ["Approved/AutoApproved"]))
+    })?;
+    let shown = c.kubectl(&["get", "csr", "join", "--no-headers"])?;
+    ensure!(
+        shown.contains("Approved,Issued") && shown.contains("system:bootstrap:live01"),
+        "{shown}"
+    );
+    for name in ["wrong", "person"] {
+        let (conds, cert) = csr_state(c, name)?;
+        ensure!(
+            conds.is_empty() && cert.is_none(),
+            "{name} approved by itself: {conds:?}"
+        );
+    }
+    // The certificate is the node's identity.
+    let node = client_as(
+        c,
+        kube::config::AuthInfo {
+            client_certificate_data: Some(base64_of(&cert)),
+            client_key_data: Some(base64_of(&key).into()),
+            ..Default::default()
+        },
+    )?;
+    let review: k8s_openapi::api::authentication::v1::SelfSubjectReview = c.rt.block_on(
+        node.request(
+            http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(
+                    &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+                )?)?,
+        ),
+    )?;
+    let user = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    ensure!(
+        user.username.as_deref() == Some("system:node:joiner")
+            && user
+                .groups
+                .unwrap_or_default()
+                .contains(&"system:nodes".to_string()),
+        "the issued certificate authenticates as {:?}",
+        user.username
+    );
+    // Approved by hand, the wrong shape fails instead of being signed.
+    c.kubectl(&["certificate", "approve", "wrong"])?;
+    wait("the wrong request failed", || {
+        let (conds, cert) = csr_state(c, "wrong")?;
+        ensure!(
+            cert.is_none(),
+            "a certificate for system:masters was issued"
+        );
+        Ok(conds
+            .contains(&"Failed/SignerValidationFailure".to_string())
+            .then_some(()))
+    })?;
+    // Approving takes `approve` on the signer, beyond the right to update the approval.
+    c.kubectl(&["create", "clusterrole", "csr-updater", "--verb=get,update",
+        "--resource=certificatesigningrequests.certificates.k8s.io,certificatesigningrequests.certificates.k8s.io/approval"])?;
+    c.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "csr-updater",
+        "--clusterrole=csr-updater",
+        "--user=bob",
+    ])?;
+    let out = c.s.run(&["certificate", "approve", "person", "--as=bob"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && err.contains("user not permitted to approve requests with signerName \"kubernetes.io/kube-apiserver-client\""),
+        "bob approved without approve on the signer: {err}"
+    );
+    c.kubectl(&["certificate", "approve", "person"])?;
+    let cert = wait("the person's certificate", || Ok(csr_state(c, "person")?.1))?;
+    let issued = rcgen::CertificateParams::from_ca_cert_pem(&cert)?;
+    let life = issued.not_after - issued.not_before;
+    ensure!(
+        (life.whole_seconds() - 3900).abs() < 120,
+        "a certificate asked for an hour lives {life} (with the 5-minute backdate)"
+    );
+    // Bad requests are refused by name.
+    let (short, _) = certificate_request("carol", &[])?;
+    let out = c.s.run_with_input(
+        &["create", "-f", "-"],
+        &csr(
+            "short",
+            "kubernetes.io/kube-apiserver-client",
+            &short,
+            &client_usages,
+            Some(60),
+        )
+        .to_string(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("spec.expirationSeconds"),
+        "{err}"
+    );
+    // Expired tokens are deleted, one expiring soon once its time comes; the live one stays.
+    wait("expired bootstrap tokens deleted", || {
+        Ok((!secret_exists(c, "bootstrap-token-old001")?
+            && !secret_exists(c, "bootstrap-token-soon01")?)
+        .then_some(()))
+    })?;
+    ensure!(
+        secret_exists(c, "bootstrap-token-live01")?,
+        "the live token was deleted"
+    );
+    join_refusals(c)
+}
+
+/// The server's node join token (k3s's format) is private and backed by its Secret; an agent given a
+/// wrong secret, or a token pinning another CA, is refused with a message saying so, and has written
+/// nothing — not even its data directory.
+fn join_refusals(c: &Cluster) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = c.s.data_dir().join("server/node-token");
+    ensure!(
+        std::fs::metadata(&path)?.permissions().mode() & 0o777 == 0o600,
+        "node-token mode"
+    );
+    let token = std::fs::read_to_string(&path)?.trim().to_string();
+    let (hash, bootstrap) = token
+        .strip_prefix("K10")
+        .and_then(|t| t.split_once("::"))
+        .context("node-token is K10<hash>::<token>")?;
+    let (id, _) = bootstrap.split_once('.').context("<id>.<secret>")?;
+    ensure!(
+        secret_exists(c, &format!("bootstrap-token-{id}"))?,
+        "the node token's Secret"
+    );
+    let tmp = tempfile::tempdir()?;
+    let agent = |token: &str| -> Result<String> {
+        let data = tmp.path().join("data");
+        let out = std::process::Command::new(bin())
+            .args([
+                "agent",
+                "--node-name",
+                "refused",
+                "--server",
+                &c.s.url,
+                "--token",
+                token,
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--run-dir")
+            .arg(tmp.path().join("run"))
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        ensure!(!out.status.success(), "the agent joined with {token}");
+        ensure!(
+            !data.exists() && !tmp.path().join("run").exists(),
+            "a refused join left its directories"
+        );
+        Ok(err)
+    };
+    let err = agent(&format!("K10{hash}::{id}.0000000000000000"))?;
+    ensure!(
+        err.contains("refused the join token") && err.contains("Unauthorized"),
+        "{err}"
+    );
+    ensure!(!err.contains(bootstrap), "the secret in {err}");
+    let err = agent(&format!("K10{}::{bootstrap}", "0".repeat(64)))?;
+    ensure!(
+        err.contains("the join token names") && err.contains("refusing to join"),
+        "{err}"
+    );
+    let err = agent("not-a-token")?;
+    ensure!(err.contains("agent.token") && err.contains("K10"), "{err}");
+    Ok(())
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
 fn scenarios(c: Cluster) -> Result<()> {
     // Made first and looked at last: its one-minute schedule comes while the rest runs.
     c.apply(&[namespace("cron"), cronjob()])?;
@@ -832,6 +1118,7 @@ fn scenarios(c: Cluster) -> Result<()> {
     endpoints(&c).context("endpoints")?;
     disruption(&c).context("disruption")?;
     node_ipam(&c).context("node ipam")?;
+    certificates(&c).context("certificates")?;
     cron(&c).context("cronjob")?;
     Ok(())
 }

@@ -72,6 +72,15 @@ pub struct AgentArgs {
     /// and runs the pods bound to it besides its static pods [config: agent.kubeconfig]
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// Join the cluster at this apiserver URL with --token, as `k3s agent --server`: the node checks the
+    /// CA against the token's hash, asks for its certificate and keeps it under the data dir
+    /// [config: agent.server]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The join token `basalt server` wrote to `<data-dir>/server/node-token`
+    /// (`K10<ca-sha256>::<id>.<secret>`) [config: agent.token]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 /// The effective agent settings.
@@ -95,6 +104,8 @@ pub struct AgentConfig {
     pub restart_backoff: String,
     pub node_ip: Option<std::net::IpAddr>,
     pub kubeconfig: Option<PathBuf>,
+    pub server: Option<String>,
+    pub token: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -117,6 +128,8 @@ impl Default for AgentConfig {
             restart_backoff: "10s".into(),
             node_ip: None,
             kubeconfig: None,
+            server: None,
+            token: None,
         }
     }
 }
@@ -202,6 +215,30 @@ impl AgentConfig {
         if let Some(v) = &args.kubeconfig {
             c.kubeconfig = Some(v.clone());
         }
+        if let Some(v) = &args.server {
+            c.server = Some(v.clone());
+        }
+        if let Some(v) = &args.token {
+            c.token = Some(v.clone());
+        }
+        match (&c.server, &c.token) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("agent.server and agent.token: a join needs both".into())
+            }
+            (Some(_), Some(_)) if c.kubeconfig.is_some() => {
+                return Err(
+                    "agent.kubeconfig and agent.server: join with a token or with credentials, not both"
+                        .into(),
+                )
+            }
+            (Some(s), Some(t)) => {
+                if !s.starts_with("https://") {
+                    return Err(format!("agent.server {s:?}: must be an https:// URL"));
+                }
+                basalt_join::Token::parse(t).map_err(|e| format!("agent.token: {e}"))?;
+            }
+            (None, None) => {}
+        }
         if parse_duration(&c.restart_backoff).is_none_or(|d| d.is_zero()) {
             return Err(format!(
                 "agent.restart-backoff {:?}: a duration like 10s or 500ms",
@@ -286,5 +323,32 @@ mod tests {
         };
         let e = AgentConfig::resolve(None, &args).unwrap_err();
         assert!(e.contains("agent.monitor-cgroup"), "{e}");
+    }
+
+    #[test]
+    fn a_join_needs_a_server_and_a_token() {
+        let token = format!("K10{}::abcdef.0123456789abcdef", "a".repeat(64));
+        let join = |server: Option<&str>, token: Option<&str>| {
+            let args = AgentArgs {
+                server: server.map(str::to_string),
+                token: token.map(str::to_string),
+                ..Default::default()
+            };
+            AgentConfig::resolve(None, &args)
+        };
+        assert!(join(Some("https://10.0.0.1:6443"), Some(&token)).is_ok());
+        let e = join(Some("https://10.0.0.1:6443"), None).unwrap_err();
+        assert!(e.contains("agent.server and agent.token"), "{e}");
+        let e = join(Some("http://10.0.0.1:6443"), Some(&token)).unwrap_err();
+        assert!(e.contains("https://"), "{e}");
+        let e = join(
+            Some("https://10.0.0.1:6443"),
+            Some("abcdef.0123456789abcdef"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("agent.token") && !e.contains("0123456789abcdef"),
+            "{e}"
+        );
     }
 }

@@ -8,16 +8,36 @@ use anyhow::Context;
 
 use crate::args::AgentConfig;
 
+/// The node's name: configured, or the machine's hostname.
+pub fn node_name(config: &basalt_config::Config) -> anyhow::Result<String> {
+    Ok(match &config.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    })
+}
+
+/// With `--server --token` and no credentials kept yet, the node's first join: its certificate asked
+/// for and kept under the data dir, which `agent.kubeconfig` then names. Done before anything starts, so
+/// a refused token leaves nothing behind; later starts use the kept credentials and never wait here.
+pub async fn join(config: &basalt_config::Config, args: &mut AgentConfig) -> anyhow::Result<()> {
+    let (Some(server), Some(token)) = (&args.server, &args.token) else {
+        return Ok(());
+    };
+    let token = basalt_join::Token::parse(token).context("agent.token")?;
+    let path = basalt_join::join(server, &token, &node_name(config)?, &config.data_dir)
+        .await
+        .with_context(|| format!("joining the cluster at {server}"))?;
+    args.kubeconfig = Some(path);
+    Ok(())
+}
+
 /// Starts the kubelet and its API; returns the task running its pods.
 pub async fn start(
     config: &basalt_config::Config,
     args: &AgentConfig,
     endpoint: &Path,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let node_name = match &config.node_name {
-        Some(n) => n.clone(),
-        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
-    };
+    let node_name = node_name(config)?;
     let host_ip = match args.node_ip {
         Some(ip) => ip.to_string(),
         None => first_ipv4().unwrap_or_else(|| "127.0.0.1".into()),

@@ -26,8 +26,11 @@ pub fn main(config: &basalt_config::Config, args: AgentArgs) -> anyhow::Result<(
 }
 
 /// The agent on a runtime someone else runs (`basalt server`, which is also a node), until SIGTERM.
-pub async fn run(config: &basalt_config::Config, args: AgentConfig) -> anyhow::Result<()> {
+pub async fn run(config: &basalt_config::Config, mut args: AgentConfig) -> anyhow::Result<()> {
     let (data_dir, run_dir) = (config.data_dir.as_path(), config.run_dir.as_path());
+    if !args.cri_only {
+        crate::kubelet::join(config, &mut args).await?;
+    }
     for d in [data_dir, run_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`pki`]: the cluster CA, the serving and client certificates, the service-account key, the admin
 //!   kubeconfig — made at first start, kept under `<data-dir>/server/tls`.
+//! - [`node_token`]: the join token other nodes join with (`<data-dir>/server/node-token`).
 //! - [`run`]: opens the store (SQLite under `<data-dir>/server/db` by default, or etcd), starts the
 //!   apiserver, and serves until SIGTERM.
 //!
@@ -10,6 +11,7 @@
 //! controllers in `controlplane/controllers` (`system:kube-controller-manager`, each loop then on a
 //! service-account token of its own). It must never be required for a node to run its static pods.
 
+pub mod node_token;
 pub mod pki;
 
 use std::net::{IpAddr, SocketAddr};
@@ -100,6 +102,9 @@ pub struct ServerArgs {
     /// The same for a node that never posted a status (a Go duration)
     #[arg(long, default_value = "1m", value_parser = go_duration)]
     pub node_startup_grace_period: std::time::Duration,
+    /// The longest life of a certificate the cluster CA signs for an approved request (a Go duration)
+    #[arg(long, default_value = "8760h", value_parser = go_duration)]
+    pub cluster_signing_duration: std::time::Duration,
 }
 
 /// The loops that run beside the apiserver, each its own client of it.
@@ -232,6 +237,9 @@ pub async fn serve(
         server.addr.to_string()
     };
     pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{host}"))?;
+    // Before the server says it is ready: whoever reads that may read the token next.
+    let ca_pem = std::fs::read(&pki.ca_cert)?;
+    let (_, token_path) = node_token::ensure(&dir, &ca_pem, &server).await?;
     if let Some(config) = scheduler_config {
         let path = dir.join("scheduler.kubeconfig");
         pki.write_kubeconfig(
@@ -259,6 +267,11 @@ pub async fn serve(
             loops,
             cluster_cidrs,
             terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+            signing: Some(basalt_controllers::csrsigning::Authority {
+                cert: pki.ca_cert.clone(),
+                key: pki.ca_key.clone(),
+                duration: args.cluster_signing_duration,
+            }),
             node_lifecycle: basalt_controllers::nodelifecycle::Settings {
                 monitor_period: args.node_monitor_period,
                 grace_period: args.node_monitor_grace_period,
@@ -273,6 +286,11 @@ pub async fn serve(
         store.backend()
     );
     println!("basalt server: admin kubeconfig {}", kubeconfig.display());
+    println!(
+        "basalt server: join other nodes with: basalt agent --server https://{} --token \"$(cat {})\"",
+        SocketAddr::new(advertise, server.addr.port()),
+        token_path.display()
+    );
     tracing::info!(addr = %server.addr, kubeconfig = %kubeconfig.display(), "server ready");
     if let Some(ready) = ready {
         let path = dir.join("node.kubeconfig");

@@ -101,9 +101,45 @@ fn node_restriction(call: &Call, obj: &Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// CertificateApproval and CertificateSigning: approving, denying or issuing a request takes the verb
+/// `approve` or `sign` on the resource `signers` named as the request's signer, or its whole domain
+/// (`example.com/*`), as upstream's admission plugins check.
+pub async fn signer_permits(call: &Call<'_>, verb: &str, csr: &Value) -> ApiResult<()> {
+    let signer = meta::str_at(csr, "/spec/signerName").unwrap_or_default();
+    let domain = signer.split_once('/').map(|(d, _)| format!("{d}/*"));
+    for name in std::iter::once(signer.to_string()).chain(domain) {
+        let a = crate::auth::Attributes {
+            verb: verb.into(),
+            resource: "signers".into(),
+            subresource: String::new(),
+            group: "certificates.k8s.io".into(),
+            namespace: String::new(),
+            name,
+            path: None,
+        };
+        if crate::server::authorize(call.state, call.user, &a).await == crate::auth::Decision::Allow
+        {
+            return Ok(());
+        }
+    }
+    Err(forbidden(
+        call,
+        meta::name(csr),
+        format!("user not permitted to {verb} requests with signerName {signer:?}"),
+    ))
+}
+
 /// Validating admission.
 pub async fn validate(call: &Call<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
     node_restriction(call, obj)?;
+    if is(call, "certificates.k8s.io", "certificatesigningrequests")
+        && call.req.subresource.as_deref() == Some("status")
+    {
+        let issued = |o: Option<&Value>| o.and_then(|o| o.pointer("/status/certificate")).cloned();
+        if issued(Some(obj)).is_some_and(|c| c != json!("")) && issued(Some(obj)) != issued(old) {
+            signer_permits(call, "sign", obj).await?;
+        }
+    }
     if call.req.subresource.is_none() {
         crate::auth::escalation::check(call.state, call.user, &call.res.plural, obj)?;
     }

@@ -49,6 +49,14 @@ pub async fn run(state: &Arc<State>) -> ApiResult<()> {
     for b in policy::cluster_role_bindings() {
         reconcile(&internal, &bindings, b, &["subjects"]).await?;
     }
+    let (roles, bindings) = (
+        internal.resource("rbac.authorization.k8s.io", "roles"),
+        internal.resource("rbac.authorization.k8s.io", "rolebindings"),
+    );
+    for (r, b) in policy::namespaced_roles() {
+        reconcile(&internal, &roles, r, &["rules"]).await?;
+        reconcile(&internal, &bindings, b, &["subjects"]).await?;
+    }
     let classes = internal.resource("scheduling.k8s.io", "priorityclasses");
     for c in policy::priority_classes() {
         internal.ensure(&classes, &c).await?;
@@ -65,7 +73,8 @@ async fn reconcile(
     fields: &[&str],
 ) -> ApiResult<()> {
     let name = meta::name(&wanted).to_string();
-    match internal.state.objects.get(res, None, &name).await? {
+    let ns = Some(meta::namespace(&wanted)).filter(|n| !n.is_empty());
+    match internal.state.objects.get(res, ns, &name).await? {
         None => {
             internal.ensure(res, &wanted).await?;
         }

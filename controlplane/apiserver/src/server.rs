@@ -292,6 +292,15 @@ fn metric_labels(info: &RequestInfo) -> crate::metrics::RequestLabels {
     }
 }
 
+/// The cluster CA, to anyone and outside authorization, as k3s's supervisor serves it: a joining node
+/// has no credentials yet, and trusts what it gets only if its hash is the one in its join token.
+fn cacerts(state: &State) -> ApiResult<Response<Body>> {
+    let pem = std::fs::read_to_string(&state.config.client_ca_file).map_err(|e| {
+        ApiError::internal(format!("{}: {e}", state.config.client_ca_file.display()))
+    })?;
+    Ok(text_response(StatusCode::OK, pem))
+}
+
 async fn handle_inner(
     state: &Arc<State>,
     conn: &Connection,
@@ -302,6 +311,9 @@ async fn handle_inner(
     pass: crate::kubelet::Passthrough,
 ) -> ApiResult<Response<Body>> {
     let path = parts.uri.path();
+    if path == "/cacerts" && parts.method == http::Method::GET {
+        return cacerts(state);
+    }
     let headers = &parts.headers;
     let bearer = headers
         .get(http::header::AUTHORIZATION)

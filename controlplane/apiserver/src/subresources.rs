@@ -535,6 +535,7 @@ pub async fn approval(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
     let name = call.name().to_string();
     for _ in 0..16 {
         let (old, rev) = call.state.objects.must_get(&call.res, None, &name).await?;
+        crate::admission::signer_permits(call, "approve", &old).await?;
         let mut updated = old.clone();
         let conds = new_obj
             .pointer("/status/conditions")

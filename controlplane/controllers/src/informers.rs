@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -181,4 +182,5 @@ informers! {
     endpoints: Endpoints,
     endpointslices: EndpointSlice,
     budgets: PodDisruptionBudget,
+    csrs: CertificateSigningRequest,
 }

@@ -19,6 +19,9 @@
 //! - [`nodeipam`]: a pod CIDR for each node from the cluster CIDR.
 //! - [`nodelifecycle`]: nodes gone silent marked Unknown, taints from conditions, taint-based eviction.
 //! - [`podgc`]: terminated pods beyond a threshold, orphans of deleted nodes, unbound terminating pods.
+//! - [`csrapproving`] and [`csrsigning`]: kubelets' certificate requests approved by permission, and
+//!   approved requests signed by the cluster CA, read through [`csr`].
+//! - [`tokencleaner`]: expired bootstrap tokens deleted.
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
 //! - [`expectations`]: what an owner created or deleted, awaited until its watch shows it.
 //! - [`informers`]: one watch and store per kind, shared by the loops.
@@ -28,6 +31,9 @@
 pub mod credentials;
 pub mod cron;
 pub mod cronjob;
+pub mod csr;
+pub mod csrapproving;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -43,6 +49,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod revisions;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod ttl;
 
 use std::path::PathBuf;
@@ -81,10 +88,13 @@ pub enum Loop {
     Endpoints,
     EndpointSlice,
     Disruption,
+    CsrApproving,
+    CsrSigning,
+    TokenCleaner,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 15] = [
+    pub const ALL: [Loop; 18] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::StatefulSet,
@@ -100,6 +110,9 @@ impl Loop {
         Loop::Endpoints,
         Loop::EndpointSlice,
         Loop::Disruption,
+        Loop::CsrApproving,
+        Loop::CsrSigning,
+        Loop::TokenCleaner,
     ];
 
     /// The name `--controllers` knows it by (upstream's since 1.27).
@@ -120,6 +133,20 @@ impl Loop {
             Loop::Endpoints => "endpoints-controller",
             Loop::EndpointSlice => "endpointslice-controller",
             Loop::Disruption => "disruption-controller",
+            Loop::CsrApproving => "certificatesigningrequest-approving-controller",
+            Loop::CsrSigning => "certificatesigningrequest-signing-controller",
+            // Off by default upstream; on here, as in k3s, since nodes join with bootstrap tokens.
+            Loop::TokenCleaner => "token-cleaner-controller",
+        }
+    }
+
+    /// The name the loop had before 1.27, still accepted by `--controllers`.
+    fn alias(self) -> Option<&'static str> {
+        match self {
+            Loop::CsrApproving => Some("csrapproving"),
+            Loop::CsrSigning => Some("csrsigning"),
+            Loop::TokenCleaner => Some("tokencleaner"),
+            _ => None,
         }
     }
 
@@ -132,6 +159,8 @@ impl Loop {
             Loop::Endpoints => "endpoint-controller",
             Loop::Disruption => "disruption-controller",
             Loop::DaemonSet => "daemon-set-controller",
+            Loop::CsrApproving | Loop::CsrSigning => "certificate-controller",
+            Loop::TokenCleaner => "token-cleaner",
             l => l.name(),
         }
     }
@@ -152,7 +181,11 @@ impl Loop {
             };
             let l = Loop::ALL
                 .into_iter()
-                .find(|l| l.name() == name || l.name().strip_suffix("-controller") == Some(name))
+                .find(|l| {
+                    l.name() == name
+                        || l.name().strip_suffix("-controller") == Some(name)
+                        || l.alias() == Some(name)
+                })
                 .ok_or_else(|| {
                     let known: Vec<&str> = Loop::ALL.iter().map(|l| l.name()).collect();
                     format!(
@@ -184,6 +217,8 @@ pub struct Manager {
     pub terminated_pod_gc_threshold: usize,
     /// `--cluster-cidr` with its block sizes.
     pub cluster_cidrs: Vec<nodeipam::Range>,
+    /// The CA that signs approved certificate requests (none: csrsigning does not run).
+    pub signing: Option<csrsigning::Authority>,
 }
 
 /// Runs the controllers until the future is dropped: only while leading the `kube-controller-manager`
@@ -220,6 +255,7 @@ impl Manager {
             node_lifecycle: self.node_lifecycle,
             cluster_cidrs: self.cluster_cidrs.clone(),
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            signing: self.signing.clone(),
         }
     }
 }
@@ -273,6 +309,12 @@ async fn start(client: kube::Client, m: Manager) {
                 inf.nodes(),
                 inf.endpointslices(),
             )),
+            Loop::CsrApproving => Box::pin(csrapproving::run(c, inf.csrs())),
+            Loop::CsrSigning => match &m.signing {
+                Some(a) => Box::pin(csrsigning::run(c, a.clone(), inf.csrs())),
+                None => continue,
+            },
+            Loop::TokenCleaner => Box::pin(tokencleaner::run(c)),
             Loop::PodGarbageCollector => Box::pin(podgc::run(
                 c,
                 m.terminated_pod_gc_threshold,

@@ -803,9 +803,8 @@ async fn a_node_survives_its_agent_being_killed() {
     .unwrap()
     .unwrap();
     let name = format!("{}-agent", common::node_name(&h));
-    let kubeconfig = server
-        .kubeconfig_for(&format!("system:node:{name}"), "system:nodes")
-        .unwrap();
+    // The agent joins as a k3s agent does, with the token the server wrote.
+    let token = std::fs::read_to_string(server.data_dir().join("server/node-token")).unwrap();
     let tmp = tempfile::Builder::new()
         .prefix("basalt-agent-")
         .tempdir()
@@ -816,8 +815,10 @@ async fn a_node_survives_its_agent_being_killed() {
         args: [
             "--data-dir",
             &format!("{d}/data"),
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
+            "--server",
+            &server.url,
+            "--token",
+            token.trim(),
             "--node-name",
             &name,
         ]
@@ -840,6 +841,31 @@ async fn a_node_survives_its_agent_being_killed() {
         (c["status"] == status).then_some(n)
     };
     wait("the agent's node Ready", || node_ready("True")).await;
+    // Its credentials came through a certificate request the controllers approved and signed, and are
+    // kept private under its data dir (the restart below uses them again).
+    let csrs = get(&server, &["csr"]).unwrap();
+    let joined = csrs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["spec"]["username"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("system:bootstrap:"))
+        })
+        .unwrap_or_else(|| panic!("no CSR from the bootstrap token: {csrs}"));
+    assert!(
+        joined["status"]["certificate"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+            && joined["status"]["conditions"][0]["reason"] == "AutoApproved",
+        "{joined}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let kept = std::fs::metadata(format!("{d}/data/kubelet.kubeconfig")).unwrap();
+        assert_eq!(kept.permissions().mode() & 0o777, 0o600);
+    }
 
     let img = h.image(BUSYBOX);
     let pod = |n: &str| {

@@ -506,6 +506,7 @@ const CONTROLLERS: &[&str] = &[
     "endpoint-controller",
     "endpointslice-controller",
     "disruption-controller",
+    "certificate-controller",
 ];
 
 fn controller_roles() -> Vec<Value> {
@@ -690,6 +691,32 @@ fn controller_roles() -> Vec<Value> {
                     ),
                     events.clone(),
                 ],
+                "certificate-controller" => vec![
+                    rule(
+                        &["delete", "get", "list", "watch"],
+                        &["certificates.k8s.io"],
+                        &["certificatesigningrequests"],
+                    ),
+                    rule(
+                        &["update"],
+                        &["certificates.k8s.io"],
+                        &[
+                            "certificatesigningrequests/approval",
+                            "certificatesigningrequests/status",
+                        ],
+                    ),
+                    json!({"verbs": ["approve"], "apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+                        "resourceNames": ["kubernetes.io/kube-apiserver-client-kubelet"]}),
+                    json!({"verbs": ["sign"], "apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+                        "resourceNames": ["kubernetes.io/kube-apiserver-client", "kubernetes.io/kube-apiserver-client-kubelet",
+                            "kubernetes.io/kubelet-serving", "kubernetes.io/legacy-unknown"]}),
+                    rule(
+                        &["create"],
+                        &["authorization.k8s.io"],
+                        &["subjectaccessreviews"],
+                    ),
+                    events.clone(),
+                ],
                 "taint-eviction-controller" => vec![
                     rule(&["patch"], &[""], &["pods/status"]),
                     rule(&["delete", "get", "list", "watch"], &[""], &["pods"]),
@@ -797,6 +824,30 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     .into_iter()
     .chain(CONTROLLERS.iter().map(|c| controller_binding(c)))
     .collect()
+}
+
+/// Upstream's roles that live in one namespace, with their bindings: the token cleaner may delete only
+/// the Secrets of `kube-system`, where bootstrap tokens are kept.
+pub fn namespaced_roles() -> Vec<(Value, Value)> {
+    let (ns, name) = ("kube-system", "system:controller:token-cleaner");
+    let mut role = role(
+        name,
+        vec![
+            rule(&["delete", "get", "list", "watch"], &[""], &["secrets"]),
+            rule(
+                &["create", "patch", "update"],
+                &["", "events.k8s.io"],
+                &["events"],
+            ),
+        ],
+    );
+    role["kind"] = json!("Role");
+    role["metadata"]["namespace"] = json!(ns);
+    let mut b = controller_binding("token-cleaner");
+    b["kind"] = json!("RoleBinding");
+    b["metadata"]["namespace"] = json!(ns);
+    b["roleRef"]["kind"] = json!("Role");
+    vec![(role, b)]
 }
 
 /// The two system priority classes every cluster has.

@@ -220,6 +220,33 @@ impl Strategy for PriorityClasses {
 
 pub struct CertificateSigningRequests;
 
+/// The key usages a request may name (certificates.k8s.io/v1's KeyUsage).
+const KEY_USAGES: &[&str] = &[
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
+];
+
 impl Strategy for CertificateSigningRequests {
     fn status(&self) -> StatusPolicy {
         StatusPolicy::Subresource
@@ -239,12 +266,59 @@ impl Strategy for CertificateSigningRequests {
         {
             errs.push(FieldError::required("spec.request", ""));
         }
-        if obj
-            .pointer("/spec/signerName")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
+        match obj.pointer("/spec/signerName").and_then(Value::as_str) {
+            None | Some("") => errs.push(FieldError::required("spec.signerName", "")),
+            Some(s @ "kubernetes.io/legacy-unknown") => errs.push(FieldError::invalid(
+                "spec.signerName",
+                json!(s),
+                "the legacy signerName is not allowed via this API version",
+            )),
+            Some(s) if !s.split_once('/').is_some_and(|(d, p)| d.contains('.') && !p.is_empty()) => {
+                errs.push(FieldError::invalid(
+                    "spec.signerName",
+                    json!(s),
+                    "must be a fully qualified domain and path of the form 'example.com/signer-name'",
+                ))
+            }
+            Some(_) => {}
+        }
+        if let Some(req) = obj.pointer("/spec/request").and_then(Value::as_str) {
+            let pem = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, req)
+                .unwrap_or_default();
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE REQUEST-----") {
+                errs.push(FieldError::invalid(
+                    "spec.request",
+                    json!(req),
+                    "PEM block type must be CERTIFICATE REQUEST",
+                ));
+            }
+        }
+        if let Some(secs) = obj
+            .pointer("/spec/expirationSeconds")
+            .and_then(Value::as_i64)
         {
-            errs.push(FieldError::required("spec.signerName", ""));
+            if secs < 600 {
+                errs.push(FieldError::invalid(
+                    "spec.expirationSeconds",
+                    json!(secs),
+                    "may not specify a duration less than 600 seconds (10 minutes)",
+                ));
+            }
+        }
+        for (i, u) in obj
+            .pointer("/spec/usages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if !u.as_str().is_some_and(|u| KEY_USAGES.contains(&u)) {
+                errs.push(FieldError::not_supported(
+                    format!("spec.usages[{i}]"),
+                    u.clone(),
+                    KEY_USAGES,
+                ));
+            }
         }
         errs
     }

@@ -1,0 +1,274 @@
+//! The kubelet's TLS bootstrap with a join token, as a k3s agent does it: fetch the cluster CA from
+//! `/cacerts` (over a connection nothing is trusted on yet) and refuse it unless its hash is the token's;
+//! then, trusting only that CA and authenticated by the bootstrap token, ask for the node's client
+//! certificate (a CSR to `kubernetes.io/kube-apiserver-client-kubelet` for `system:node:<name>` in
+//! `system:nodes`), wait until the controllers approve and sign it, and keep key and certificate as a
+//! kubeconfig (mode 0600) that the kubelet uses from then on.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use kube::api::PostParams;
+use kube::{Api, Client, Config};
+
+use crate::token::{self, Token};
+use crate::Error;
+
+/// Where the node's credentials are kept under its data directory.
+pub fn kubeconfig_path(dir: &Path) -> PathBuf {
+    dir.join("kubelet.kubeconfig")
+}
+
+/// The DER certificates of a PEM bundle.
+fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut body: Option<String> = None;
+    for line in pem.lines().map(str::trim) {
+        match line {
+            "-----BEGIN CERTIFICATE-----" => body = Some(String::new()),
+            "-----END CERTIFICATE-----" => {
+                if let Some(b) = body.take() {
+                    if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b) {
+                        out.push(der);
+                    }
+                }
+            }
+            l => {
+                if let Some(b) = body.as_mut() {
+                    b.push_str(l);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A client errors are sorted by: the server answering no (401/403) is final, anything else is retried.
+fn classify(server: &str, e: kube::Error) -> Error {
+    match e {
+        kube::Error::Api(s) if s.code == 401 || s.code == 403 => Error::Refused {
+            server: server.into(),
+            why: format!("{} ({})", s.message, s.code),
+        },
+        e => Error::Client(e),
+    }
+}
+
+/// Retries `f` while the server cannot be reached, up to 30 s apart; returns its answer otherwise.
+async fn retrying<T, F, Fut>(what: &str, mut f: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match f().await {
+            Err(Error::Client(e)) => {
+                tracing::warn!(error = %e, "join: {what}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The cluster CA from `server`, checked against the token's hash.
+pub async fn fetch_ca(server: &str, token: &Token) -> Result<String, Error> {
+    let uri: http::Uri = server
+        .parse()
+        .map_err(|e| Error::Server(server.into(), format!("{e}")))?;
+    let mut cfg = Config::new(uri);
+    // Nothing is trusted yet: what comes back is believed only if it has the token's hash.
+    cfg.accept_invalid_certs = true;
+    let client = Client::try_from(cfg).map_err(Error::Client)?;
+    let pem = retrying("fetching the cluster CA", || async {
+        let req = http::Request::get("/cacerts")
+            .body(Vec::new())
+            .map_err(|e| Error::Server(server.into(), e.to_string()))?;
+        client
+            .request_text(req)
+            .await
+            .map_err(|e| classify(server, e))
+    })
+    .await?;
+    let got = token::ca_hash(pem.as_bytes());
+    if got != token.ca_hash {
+        return Err(Error::CaMismatch {
+            server: server.into(),
+            got,
+            want: token.ca_hash.clone(),
+        });
+    }
+    if pem_certs(&pem).is_empty() {
+        return Err(Error::Server(
+            server.into(),
+            "/cacerts holds no certificate".into(),
+        ));
+    }
+    Ok(pem)
+}
+
+/// A client of `server` trusting only `ca_pem`, authenticated by `auth`.
+fn client(server: &str, ca_pem: &str, auth: kube::config::AuthInfo) -> Result<Client, Error> {
+    let uri: http::Uri = server
+        .parse()
+        .map_err(|e| Error::Server(server.into(), format!("{e}")))?;
+    let mut cfg = Config::new(uri);
+    cfg.root_cert = Some(pem_certs(ca_pem));
+    cfg.auth_info = auth;
+    Client::try_from(cfg).map_err(Error::Client)
+}
+
+/// The node's credentials: kept ones if present, else a new certificate through a CSR. Returns the
+/// kubeconfig's path.
+pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result<PathBuf, Error> {
+    let path = kubeconfig_path(dir);
+    if path.exists() {
+        return Ok(path);
+    }
+    let ca = fetch_ca(server, token).await?;
+    let bootstrap = client(
+        server,
+        &ca,
+        kube::config::AuthInfo {
+            token: Some(token.bearer().into()),
+            ..Default::default()
+        },
+    )?;
+    let key = rcgen::KeyPair::generate().map_err(|e| Error::Key(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| Error::Key(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    let request = params
+        .serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|e| Error::Key(e.to_string()))?;
+    let csr = CertificateSigningRequest {
+        metadata: ObjectMeta {
+            generate_name: Some("csr-".into()),
+            ..Default::default()
+        },
+        spec: CertificateSigningRequestSpec {
+            request: ByteString(request.into_bytes()),
+            signer_name: "kubernetes.io/kube-apiserver-client-kubelet".into(),
+            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<CertificateSigningRequest> = Api::all(bootstrap);
+    let made = retrying("sending the certificate request", || async {
+        api.create(&PostParams::default(), &csr)
+            .await
+            .map_err(|e| classify(server, e))
+    })
+    .await?;
+    let name = made.metadata.name.unwrap_or_default();
+    tracing::info!(csr = %name, "join: waiting for the certificate request to be approved and signed (kubectl certificate approve {name}, if no one approves it)");
+    let cert = loop {
+        let now = retrying("reading the certificate request", || async {
+            api.get(&name).await.map_err(|e| classify(server, e))
+        })
+        .await?;
+        let status = now.status.unwrap_or_default();
+        if let Some(c) = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True")
+        {
+            return Err(Error::NotIssued {
+                csr: name,
+                condition: c.type_.clone(),
+                why: c.message.clone().unwrap_or_default(),
+            });
+        }
+        if let Some(c) = status.certificate.filter(|c| !c.0.is_empty()) {
+            break String::from_utf8_lossy(&c.0).into_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    write_kubeconfig(&path, server, &ca, &cert, &key.serialize_pem())?;
+    tracing::info!(csr = %name, path = %path.display(), "join: node credentials issued");
+    Ok(path)
+}
+
+/// A kubeconfig holding the node's credentials, written whole (mode 0600) and renamed into place.
+fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &str,
+    cert: &str,
+    key: &str,
+) -> Result<(), Error> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "default", "cluster": {"server": server, "certificate-authority-data": b64(ca)}}],
+        "users": [{"name": "default", "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
+        "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
+        "current-context": "default",
+    });
+    let text = serde_yaml::to_string(&doc).map_err(|e| Error::Key(e.to_string()))?;
+    let io = |e| Error::Io(path.display().to_string(), e);
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_certificate_of_a_bundle() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nAwQF\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_certs(pem), vec![vec![0, 1, 2], vec![3, 4, 5]]);
+        assert!(pem_certs("junk").is_empty());
+    }
+
+    #[test]
+    fn kubeconfig_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = kubeconfig_path(d.path());
+        write_kubeconfig(&p, "https://127.0.0.1:6443", "ca", "cert", "key").unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let kc = kube::config::Kubeconfig::read_from(&p).unwrap();
+        assert_eq!(
+            kc.clusters[0].cluster.as_ref().unwrap().server.as_deref(),
+            Some("https://127.0.0.1:6443")
+        );
+    }
+}
