@@ -999,6 +999,45 @@ fn certificates(c: &Cluster) -> Result<()> {
             && err.contains("user not permitted to approve requests with signerName \"kubernetes.io/kube-apiserver-client\""),
         "bob approved without approve on the signer: {err}"
     );
+    // Nor does a status update approve: the approval conditions stay as they were.
+    {
+        use k8s_openapi::api::certificates::v1::{
+            CertificateSigningRequest, CertificateSigningRequestCondition,
+        };
+        let api: Api<CertificateSigningRequest> = Api::all(c.client.clone());
+        let mut r = c.rt.block_on(api.get("person"))?;
+        r.status.get_or_insert_with(Default::default).conditions =
+            Some(vec![CertificateSigningRequestCondition {
+                type_: "Approved".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]);
+        c.rt.block_on(api.replace_status("person", &PostParams::default(), &r))?;
+        let (conds, cert) = csr_state(c, "person")?;
+        ensure!(
+            conds.is_empty() && cert.is_none(),
+            "approved through status: {conds:?}"
+        );
+    }
+    // And no request gets a system:masters certificate.
+    let (masters, _) = certificate_request("mallory", &["system:masters"])?;
+    let out = c.s.run_with_input(
+        &["create", "-f", "-"],
+        &csr(
+            "masters",
+            "kubernetes.io/kube-apiserver-client",
+            &masters,
+            &client_usages,
+            None,
+        )
+        .to_string(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && err.contains("use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed"),
+        "{err}"
+    );
     c.kubectl(&["certificate", "approve", "person"])?;
     let cert = wait("the person's certificate", || Ok(csr_state(c, "person")?.1))?;
     let issued = rcgen::CertificateParams::from_ca_cert_pem(&cert)?;
@@ -1114,46 +1153,13 @@ fn scenarios(c: Cluster) -> Result<()> {
     garbage_collection(&c).context("garbage collection")?;
     jobs(&c).context("jobs")?;
     statefulset(&c).context("statefulset")?;
+    volumes(&c).context("volumes")?;
     daemonset(&c).context("daemonset")?;
     endpoints(&c).context("endpoints")?;
     disruption(&c).context("disruption")?;
     node_ipam(&c).context("node ipam")?;
     certificates(&c).context("certificates")?;
     cron(&c).context("cronjob")?;
-    Ok(())
-}
-
-/// One pass of a PV controller over `ns`: each unbound claim gets a PersistentVolume made for it, both
-/// marked Bound (what the binder does for a static volume; the scheduler then places the pod).
-fn bind_claims(c: &Cluster, ns: &str) -> Result<()> {
-    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), ns);
-    let volumes: Api<PersistentVolume> = Api::all(c.client.clone());
-    for pvc in c.rt.block_on(claims.list(&ListParams::default()))?.items {
-        if pvc
-            .spec
-            .as_ref()
-            .and_then(|s| s.volume_name.as_ref())
-            .is_some()
-        {
-            continue;
-        }
-        let name = pvc.name_any();
-        let pv = format!("pv-{ns}-{name}");
-        let obj: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": pv},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                "hostPath": {"path": format!("/tmp/{pv}")}, "persistentVolumeReclaimPolicy": "Retain",
-                "claimRef": {"namespace": ns, "name": name, "uid": pvc.uid()}}
-        }))?;
-        c.rt.block_on(volumes.create(&PostParams::default(), &obj))?;
-        let bound = json!({"status": {"phase": "Bound"}});
-        c.rt.block_on(volumes.patch_status(&pv, &PatchParams::default(), &Patch::Merge(&bound)))?;
-        let spec = json!({"spec": {"volumeName": pv}});
-        c.rt.block_on(claims.patch(&name, &PatchParams::default(), &Patch::Merge(&spec)))?;
-        let st = json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}});
-        c.rt.block_on(claims.patch_status(&name, &PatchParams::default(), &Patch::Merge(&st)))?;
-    }
     Ok(())
 }
 
@@ -1166,6 +1172,12 @@ fn pod_named<'a>(pods: &'a [Pod], name: &str) -> Option<&'a Pod> {
 fn statefulset(c: &Cluster) -> Result<()> {
     let ns = "stateful";
     c.apply(&[namespace(ns), node("sts-1")])?;
+    // Volumes for the claims, which the persistentvolume-binder binds as the set makes them.
+    c.apply(
+        &(0..3)
+            .map(|i| volume(&format!("pv-db-{i}"), "1Gi", "", json!({})))
+            .collect::<Vec<_>>(),
+    )?;
     c.apply(&[json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "db", "namespace": ns},
         "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
@@ -1175,7 +1187,6 @@ fn statefulset(c: &Cluster) -> Result<()> {
             "volumeClaimTemplates": [{"metadata": {"name": "data"},
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})])?;
     wait("db-0, db-1 and db-2 Ready, in order", || {
-        bind_claims(c, ns)?;
         c.kubelet(ns, 1)?;
         let pods = c.pods(ns)?;
         for i in 1..3 {
@@ -1241,6 +1252,162 @@ fn statefulset(c: &Cluster) -> Result<()> {
     ensure!(
         claims.lines().count() == 3,
         "the claims outlive their pods: {claims}"
+    );
+    Ok(())
+}
+
+/// A PersistentVolume of `size` in `class` (hostPath), with `extra` merged into its spec.
+fn volume(name: &str, size: &str, class: &str, extra: Value) -> Value {
+    let mut v = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+        "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": class, "hostPath": {"path": format!("/tmp/{name}")}}});
+    for (k, x) in extra.as_object().into_iter().flatten() {
+        v["spec"][k] = x.clone();
+    }
+    v
+}
+
+fn claim(ns: &str, name: &str, size: &str, class: &str, extra: Value) -> Value {
+    let mut v = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+            "resources": {"requests": {"storage": size}}}});
+    for (k, x) in extra.as_object().into_iter().flatten() {
+        v["spec"][k] = x.clone();
+    }
+    v
+}
+
+/// `(phase, volumeName)` of a claim.
+fn claim_state(c: &Cluster, ns: &str, name: &str) -> Result<(String, String)> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), ns);
+    let pvc = c.rt.block_on(api.get(name))?;
+    Ok((
+        pvc.status.and_then(|s| s.phase).unwrap_or_default(),
+        pvc.spec.and_then(|s| s.volume_name).unwrap_or_default(),
+    ))
+}
+
+/// `(phase, message, claimRef uid)` of a volume.
+fn volume_state(c: &Cluster, name: &str) -> Result<(String, String, String)> {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    let api: Api<PersistentVolume> = Api::all(c.client.clone());
+    let pv = c.rt.block_on(api.get(name))?;
+    let st = pv.status.unwrap_or_default();
+    Ok((
+        st.phase.unwrap_or_default(),
+        st.message.unwrap_or_default(),
+        pv.spec
+            .and_then(|s| s.claim_ref)
+            .and_then(|r| r.uid)
+            .unwrap_or_default(),
+    ))
+}
+
+/// The persistentvolume-binder: a claim gets the smallest volume that satisfies it (class, size,
+/// selector), a claim nothing satisfies waits with upstream's event, a released volume follows its
+/// reclaim policy, and a WaitForFirstConsumer claim binds only once the scheduler places its pod — on the
+/// node its local volume is on.
+fn volumes(c: &Cluster) -> Result<()> {
+    let ns = "volumes";
+    let slow = json!({"matchLabels": {"tier": "slow"}});
+    let mut small = volume("pv-small", "1Gi", "manual", json!({}));
+    small["metadata"]["labels"] = json!({"tier": "slow"});
+    c.apply(&[
+        namespace(ns),
+        small,
+        volume("pv-big", "5Gi", "manual", json!({})),
+        volume(
+            "pv-delete",
+            "1Gi",
+            "manual-delete",
+            json!({"persistentVolumeReclaimPolicy": "Delete"}),
+        ),
+        claim(ns, "two", "2Gi", "manual", json!({})),
+        claim(ns, "one", "1Gi", "manual", json!({"selector": slow})),
+        claim(ns, "huge", "10Gi", "", json!({})),
+        claim(ns, "del", "1Gi", "manual-delete", json!({})),
+    ])?;
+    for (cl, pv) in [("two", "pv-big"), ("one", "pv-small"), ("del", "pv-delete")] {
+        wait(&format!("{cl} bound to {pv}"), || {
+            let (phase, name) = claim_state(c, ns, cl)?;
+            ensure!(
+                name.is_empty() || name == pv,
+                "{cl} bound to {name}, not {pv}"
+            );
+            Ok((phase == "Bound").then_some(()))
+        })?;
+        let (phase, _, uid) = volume_state(c, pv)?;
+        let claim_uid =
+            c.kubectl(&["get", "pvc", cl, "-n", ns, "-o", "jsonpath={.metadata.uid}"])?;
+        ensure!(
+            phase == "Bound" && uid == claim_uid,
+            "{pv}: {phase}, claimRef uid {uid}"
+        );
+    }
+    let shown = c.kubectl(&["get", "pvc", "two", "-n", ns, "--no-headers"])?;
+    ensure!(
+        shown.contains("Bound") && shown.contains("pv-big") && shown.contains("5Gi"),
+        "{shown}"
+    );
+    let evs = events_about(c, ns, "huge", "FailedBinding")?;
+    ensure!(
+        evs.iter().any(|(_, m)| m
+            == "no persistent volumes available for this claim and no storage class is set"),
+        "{evs:?}"
+    );
+    ensure!(claim_state(c, ns, "huge")?.0 == "Pending");
+    // Released under Retain; under Delete without a provisioner, Failed as upstream's.
+    c.kubectl(&["delete", "pvc", "two", "del", "-n", ns])?;
+    wait("pv-big Released", || {
+        Ok((volume_state(c, "pv-big")?.0 == "Released").then_some(()))
+    })?;
+    let (phase, message, _) = wait("pv-delete Failed", || {
+        let st = volume_state(c, "pv-delete")?;
+        Ok((st.0 == "Failed").then_some(st))
+    })?;
+    ensure!(
+        message.contains("no deletable volume plugin matched"),
+        "{phase}: {message}"
+    );
+
+    // WaitForFirstConsumer: nothing until a pod uses the claim; then the volume on the pod's node.
+    let affinity = json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["vol-2"]}]}]}});
+    c.apply(&[
+        node("vol-1"),
+        node("vol-2"),
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "local"},
+            "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer"}),
+        volume("pv-local", "1Gi", "local", json!({"nodeAffinity": affinity})),
+        claim(ns, "local", "1Gi", "local", json!({})),
+    ])?;
+    events_about(c, ns, "local", "WaitForFirstConsumer")?;
+    ensure!(claim_state(c, ns, "local")? == ("Pending".into(), String::new()));
+    c.apply(&[
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "consumer", "namespace": ns},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "local"}}]}}),
+    ])?;
+    wait("the claim bound to pv-local", || {
+        Ok((claim_state(c, ns, "local")? == ("Bound".into(), "pv-local".into())).then_some(()))
+    })?;
+    let node = wait("the consumer bound", || {
+        let n = c.kubectl(&[
+            "get",
+            "pod",
+            "consumer",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ])?;
+        Ok((!n.is_empty()).then_some(n))
+    })?;
+    ensure!(
+        node == "vol-2",
+        "the consumer went to {node}, away from its volume"
     );
     Ok(())
 }

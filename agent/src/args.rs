@@ -78,9 +78,31 @@ pub struct AgentArgs {
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// The join token `basalt server` wrote to `<data-dir>/server/node-token`
-    /// (`K10<ca-sha256>::<id>.<secret>`) [config: agent.token]
+    /// (`K10<ca-sha256>::<id>.<secret>`); on a shared machine prefer --token-file, which `ps` does not
+    /// show [config: agent.token]
     #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+    /// A file holding the join token [config: agent.token-file]
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// A value never printed: `Debug` shows `<redacted>` (settings are logged; a join token must not be).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 /// The effective agent settings.
@@ -105,7 +127,8 @@ pub struct AgentConfig {
     pub node_ip: Option<std::net::IpAddr>,
     pub kubeconfig: Option<PathBuf>,
     pub server: Option<String>,
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -130,6 +153,7 @@ impl Default for AgentConfig {
             kubeconfig: None,
             server: None,
             token: None,
+            token_file: None,
         }
     }
 }
@@ -221,9 +245,23 @@ impl AgentConfig {
         if let Some(v) = &args.token {
             c.token = Some(v.clone());
         }
-        match (&c.server, &c.token) {
+        if let Some(v) = &args.token_file {
+            c.token_file = Some(v.clone());
+        }
+        if c.token.is_some() && c.token_file.is_some() {
+            return Err("agent.token and agent.token-file: give the join token once".into());
+        }
+        // The file is read when the node joins; here it stands for the token.
+        let token = c
+            .token
+            .as_ref()
+            .map(|t| Some(t.0.as_str()))
+            .or(c.token_file.as_ref().map(|_| None));
+        match (&c.server, token) {
             (Some(_), None) | (None, Some(_)) => {
-                return Err("agent.server and agent.token: a join needs both".into())
+                return Err(
+                    "agent.server and agent.token (or agent.token-file): a join needs both".into(),
+                )
             }
             (Some(_), Some(_)) if c.kubeconfig.is_some() => {
                 return Err(
@@ -235,7 +273,9 @@ impl AgentConfig {
                 if !s.starts_with("https://") {
                     return Err(format!("agent.server {s:?}: must be an https:// URL"));
                 }
-                basalt_join::Token::parse(t).map_err(|e| format!("agent.token: {e}"))?;
+                if let Some(t) = t {
+                    basalt_join::Token::parse(t).map_err(|e| format!("agent.token: {e}"))?;
+                }
             }
             (None, None) => {}
         }
@@ -331,7 +371,7 @@ mod tests {
         let join = |server: Option<&str>, token: Option<&str>| {
             let args = AgentArgs {
                 server: server.map(str::to_string),
-                token: token.map(str::to_string),
+                token: token.map(|t| Secret(t.to_string())),
                 ..Default::default()
             };
             AgentConfig::resolve(None, &args)

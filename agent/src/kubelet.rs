@@ -20,10 +20,16 @@ pub fn node_name(config: &basalt_config::Config) -> anyhow::Result<String> {
 /// for and kept under the data dir, which `agent.kubeconfig` then names. Done before anything starts, so
 /// a refused token leaves nothing behind; later starts use the kept credentials and never wait here.
 pub async fn join(config: &basalt_config::Config, args: &mut AgentConfig) -> anyhow::Result<()> {
-    let (Some(server), Some(token)) = (&args.server, &args.token) else {
+    let Some(server) = &args.server else {
         return Ok(());
     };
-    let token = basalt_join::Token::parse(token).context("agent.token")?;
+    let text = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.0.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("agent.token-file {}", f.display()))?,
+        (None, None) => anyhow::bail!("agent.server without a join token"),
+    };
+    let token = basalt_join::Token::parse(&text).context("agent.token")?;
     let path = basalt_join::join(server, &token, &node_name(config)?, &config.data_dir)
         .await
         .with_context(|| format!("joining the cluster at {server}"))?;

@@ -15,20 +15,26 @@ pub async fn ensure(
     server: &basalt_apiserver::ApiServer,
 ) -> anyhow::Result<(Token, PathBuf)> {
     let path = dir.join("node-token");
+    let internal = Internal::new(server.state.clone());
+    let secrets = internal.resource("", "secrets");
     let kept = std::fs::read_to_string(&path)
         .ok()
-        .and_then(|t| Token::parse(&t).ok())
-        .filter(|t| t.ca_hash == basalt_join::token::ca_hash(ca_pem));
+        .and_then(|t| Token::parse(&t).ok());
     let token = match kept {
-        Some(t) => t,
-        None => {
+        Some(t) if t.ca_hash == basalt_join::token::ca_hash(ca_pem) => t,
+        stale => {
+            // A token pinning a CA this server no longer has: replaced, and its Secret with it.
+            if let Some(old) = stale {
+                let name = format!("bootstrap-token-{}", old.id);
+                let _ = internal
+                    .delete(&secrets, Some("kube-system"), &name, &Default::default())
+                    .await;
+            }
             let t = Token::generate(ca_pem)?;
             crate::pki::write_file(&path, format!("{t}\n").as_bytes(), 0o600)?;
             t
         }
     };
-    let internal = Internal::new(server.state.clone());
-    let secrets = internal.resource("", "secrets");
     internal
         .ensure(&secrets, &token.secret_object())
         .await

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::PostParams;
 use kube::{Api, Client, Config};
+use sha2::{Digest, Sha256};
 
 use crate::token::{self, Token};
 use crate::Error;
@@ -28,35 +29,23 @@ pub fn kubeconfig_path(dir: &Path) -> PathBuf {
 
 /// The DER certificates of a PEM bundle.
 fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut body: Option<String> = None;
-    for line in pem.lines().map(str::trim) {
-        match line {
-            "-----BEGIN CERTIFICATE-----" => body = Some(String::new()),
-            "-----END CERTIFICATE-----" => {
-                if let Some(b) = body.take() {
-                    if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b) {
-                        out.push(der);
-                    }
-                }
-            }
-            l => {
-                if let Some(b) = body.as_mut() {
-                    b.push_str(l);
-                }
-            }
-        }
-    }
-    out
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect()
 }
 
-/// A client errors are sorted by: the server answering no (401/403) is final, anything else is retried.
+/// A client error sorted: the server refusing the token (401/403) or the request (another 4xx but a
+/// conflict or throttling) is final; a server that cannot be reached or fails (5xx) is tried again.
 fn classify(server: &str, e: kube::Error) -> Error {
     match e {
         kube::Error::Api(s) if s.code == 401 || s.code == 403 => Error::Refused {
             server: server.into(),
             why: format!("{} ({})", s.message, s.code),
         },
+        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429 => {
+            Error::Server(server.into(), format!("{} ({})", s.message, s.code))
+        }
         e => Error::Client(e),
     }
 }
@@ -127,12 +116,59 @@ fn client(server: &str, ca_pem: &str, auth: kube::config::AuthInfo) -> Result<Cl
     Client::try_from(cfg).map_err(Error::Client)
 }
 
-/// The node's credentials: kept ones if present, else a new certificate through a CSR. Returns the
-/// kubeconfig's path.
+/// How long a request may wait for approval (the kubelet's bootstrap waits as long).
+const APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// When the kept credentials' certificate expires (seconds since the epoch), if they can be read.
+fn kept_until(path: &Path) -> Option<i64> {
+    let kc = kube::config::Kubeconfig::read_from(path).ok()?;
+    let data = kc
+        .auth_infos
+        .first()?
+        .auth_info
+        .as_ref()?
+        .client_certificate_data
+        .clone()?;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()?;
+    let cert = rcgen::CertificateParams::from_ca_cert_pem(std::str::from_utf8(&pem).ok()?).ok()?;
+    Some(cert.not_after.unix_timestamp())
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The node's key, kept (0600) from before its request is sent: a restart while waiting for approval
+/// asks again with the same key, under the same request name, instead of leaving a dead request.
+fn node_key(dir: &Path) -> Result<rcgen::KeyPair, Error> {
+    let path = dir.join("kubelet-client.key");
+    if let Ok(pem) = std::fs::read_to_string(&path) {
+        if let Ok(k) = rcgen::KeyPair::from_pem(&pem) {
+            return Ok(k);
+        }
+    }
+    let key = rcgen::KeyPair::generate().map_err(|e| Error::Key(e.to_string()))?;
+    write_private(&path, key.serialize_pem().as_bytes())?;
+    Ok(key)
+}
+
+/// The node's credentials: kept ones while their certificate is valid, else a new certificate through
+/// a CSR. Returns the kubeconfig's path.
 pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result<PathBuf, Error> {
     let path = kubeconfig_path(dir);
-    if path.exists() {
-        return Ok(path);
+    match kept_until(&path) {
+        Some(until) if until > now_secs() => return Ok(path),
+        Some(_) => {
+            tracing::warn!(path = %path.display(), "join: the kept node certificate has expired; joining again")
+        }
+        None if path.exists() => {
+            tracing::warn!(path = %path.display(), "join: the kept node credentials are unreadable; joining again")
+        }
+        None => {}
     }
     let ca = fetch_ca(server, token).await?;
     let bootstrap = client(
@@ -143,7 +179,19 @@ pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result
             ..Default::default()
         },
     )?;
-    let key = rcgen::KeyPair::generate().map_err(|e| Error::Key(e.to_string()))?;
+    // The token is tried before anything is written: a refused join leaves nothing behind.
+    retrying("checking the join token", || async {
+        let req = http::Request::get("/api")
+            .body(Vec::new())
+            .map_err(|e| Error::Server(server.into(), e.to_string()))?;
+        bootstrap
+            .request_text(req)
+            .await
+            .map(drop)
+            .map_err(|e| classify(server, e))
+    })
+    .await?;
+    let key = node_key(dir)?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
         .map_err(|e| Error::Key(e.to_string()))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -157,9 +205,14 @@ pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result
         .serialize_request(&key)
         .and_then(|r| r.pem())
         .map_err(|e| Error::Key(e.to_string()))?;
+    // Named after the node and its key, as the kubelet names its requests: asked again, it is found.
+    let mut digest = Sha256::new();
+    digest.update(node.as_bytes());
+    digest.update(key.public_key_der());
+    let name = format!("node-csr-{}", &hex::encode(digest.finalize())[..32]);
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
-            generate_name: Some("csr-".into()),
+            name: Some(name.clone()),
             ..Default::default()
         },
         spec: CertificateSigningRequestSpec {
@@ -171,14 +224,17 @@ pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result
         ..Default::default()
     };
     let api: Api<CertificateSigningRequest> = Api::all(bootstrap);
-    let made = retrying("sending the certificate request", || async {
-        api.create(&PostParams::default(), &csr)
-            .await
-            .map_err(|e| classify(server, e))
+    retrying("sending the certificate request", || async {
+        match api.create(&PostParams::default(), &csr).await {
+            Ok(_) => Ok(()),
+            // Sent before a restart: the same key, the same request.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(classify(server, e)),
+        }
     })
     .await?;
-    let name = made.metadata.name.unwrap_or_default();
     tracing::info!(csr = %name, "join: waiting for the certificate request to be approved and signed (kubectl certificate approve {name}, if no one approves it)");
+    let deadline = tokio::time::Instant::now() + APPROVAL_TIMEOUT;
     let cert = loop {
         let now = retrying("reading the certificate request", || async {
             api.get(&name).await.map_err(|e| classify(server, e))
@@ -199,6 +255,13 @@ pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result
         }
         if let Some(c) = status.certificate.filter(|c| !c.0.is_empty()) {
             break String::from_utf8_lossy(&c.0).into_owned();
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::NotIssued {
+                csr: name,
+                condition: "not issued".into(),
+                why: format!("no certificate within {APPROVAL_TIMEOUT:?}"),
+            });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -224,6 +287,11 @@ fn write_kubeconfig(
         "current-context": "default",
     });
     let text = serde_yaml::to_string(&doc).map_err(|e| Error::Key(e.to_string()))?;
+    write_private(path, text.as_bytes())
+}
+
+/// `data` at `path` (mode 0600), written whole and renamed into place.
+fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
     let io = |e| Error::Io(path.display().to_string(), e);
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(io)?;
@@ -238,7 +306,7 @@ fn write_kubeconfig(
             .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
+        f.write_all(data).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
     std::fs::rename(&tmp, path).map_err(io)

@@ -129,6 +129,27 @@ pub async fn signer_permits(call: &Call<'_>, verb: &str, csr: &Value) -> ApiResu
     ))
 }
 
+/// CertificateSubjectRestriction: nobody gets a `system:masters` client certificate through a request
+/// (that group bypasses authorization; its certificates are made by hand from the CA).
+fn certificate_subject_restriction(call: &Call, csr: &Value) -> ApiResult<()> {
+    let signer = "kubernetes.io/kube-apiserver-client";
+    if meta::str_at(csr, "/spec/signerName") != Some(signer) {
+        return Ok(());
+    }
+    let orgs = meta::str_at(csr, "/spec/request")
+        .map(crate::kinds::misc::request_organizations)
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    if orgs.iter().any(|o| o == crate::auth::MASTERS) {
+        return Err(forbidden(
+            call,
+            meta::name(csr),
+            format!("use of {signer} signer with system:masters group is not allowed"),
+        ));
+    }
+    Ok(())
+}
+
 /// Validating admission.
 pub async fn validate(call: &Call<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
     node_restriction(call, obj)?;
@@ -142,6 +163,9 @@ pub async fn validate(call: &Call<'_>, obj: &Value, old: Option<&Value>) -> ApiR
     }
     if call.req.subresource.is_none() {
         crate::auth::escalation::check(call.state, call.user, &call.res.plural, obj)?;
+    }
+    if old.is_none() && is(call, "certificates.k8s.io", "certificatesigningrequests") {
+        certificate_subject_restriction(call, obj)?;
     }
     if old.is_none() {
         namespace_lifecycle(call, obj)?;

@@ -628,6 +628,7 @@ pub async fn prepare_update(
             if let Some(mf) = new.pointer("/metadata/managedFields") {
                 meta::set(&mut merged, "managedFields", mf.clone());
             }
+            call.res.strategy.prepare_status_update(&mut merged, old);
             new = merged;
         }
         None if split => match old.get("status") {

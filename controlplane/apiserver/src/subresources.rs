@@ -529,37 +529,48 @@ pub async fn token(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
 
 // ------------------------------------------------------------------------------------------ approval
 
-/// CSR approval: only the Approved/Denied conditions change.
+/// CSR approval: only the Approved/Denied conditions change (the others, and the certificate, stay as
+/// stored), at the resourceVersion the client read, by a user with `approve` on the request's signer.
 pub async fn approval(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
+    use crate::kinds::misc::{conditions_where, APPROVAL_CONDITIONS};
     let (new_obj, _) = decode_body(body, &content_type(call.headers))?;
     let name = call.name().to_string();
+    let wanted_rv = meta::str_at(&new_obj, "/metadata/resourceVersion")
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
+    let approval = conditions_where(&new_obj, |t| APPROVAL_CONDITIONS.contains(&t));
+    let types: Vec<&str> = approval
+        .iter()
+        .filter_map(|c| c.get("type").and_then(Value::as_str))
+        .collect();
+    if types.contains(&"Approved") && types.contains(&"Denied") {
+        return Err(ApiError::invalid(
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            &name,
+            vec![basalt_apimachinery::validate::FieldError::invalid(
+                "status.conditions",
+                json!(approval),
+                "Approved and Denied conditions are mutually exclusive",
+            )],
+        ));
+    }
+    let mut checked = false;
     for _ in 0..16 {
         let (old, rev) = call.state.objects.must_get(&call.res, None, &name).await?;
-        crate::admission::signer_permits(call, "approve", &old).await?;
-        let mut updated = old.clone();
-        let conds = new_obj
-            .pointer("/status/conditions")
-            .cloned()
-            .unwrap_or(json!([]));
-        let types: Vec<&str> = conds
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.get("type").and_then(Value::as_str))
-            .collect();
-        if types.contains(&"Approved") && types.contains(&"Denied") {
-            return Err(ApiError::invalid(
-                "certificates.k8s.io",
-                "CertificateSigningRequest",
-                &name,
-                vec![basalt_apimachinery::validate::FieldError::invalid(
-                    "status.conditions",
-                    conds.clone(),
-                    "Approved and Denied conditions are mutually exclusive",
-                )],
-            ));
+        if wanted_rv.as_deref().is_some_and(|w| {
+            w != meta::str_at(&old, "/metadata/resourceVersion").unwrap_or_default()
+        }) {
+            return Err(ApiError::modified(&call.res.group, &call.res.plural, &name));
         }
-        updated["status"]["conditions"] = conds;
+        if !checked {
+            crate::admission::signer_permits(call, "approve", &old).await?;
+            checked = true;
+        }
+        let mut updated = old.clone();
+        let mut conds = conditions_where(&old, |t| !APPROVAL_CONDITIONS.contains(&t));
+        conds.extend(approval.iter().cloned());
+        updated["status"]["conditions"] = json!(conds);
         if updated == old {
             return Ok(Outcome {
                 code: StatusCode::OK,
@@ -574,6 +585,9 @@ pub async fn approval(call: &Call<'_>, body: &Bytes) -> ApiResult<Outcome> {
                     object: w,
                     warnings: vec![],
                 })
+            }
+            Err(None) if wanted_rv.is_some() => {
+                return Err(ApiError::modified(&call.res.group, &call.res.plural, &name))
             }
             Err(None) => continue,
             Err(Some(e)) => return Err(e),

@@ -7,7 +7,7 @@ use k8s_openapi::api::certificates::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use rcgen::{CertificateSigningRequestParams, ExtendedKeyUsagePurpose, KeyUsagePurpose};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
@@ -34,15 +34,41 @@ impl Signer {
     }
 }
 
-/// A parsed request: what it names, and the parameters of the certificate it would get.
+/// A parsed request: what it names, and what its certificate is made of. Requested extensions other
+/// than the subjectAltNames are ignored, as upstream's signer ignores them: `spec.usages` decides.
 pub struct Request {
     pub common_name: String,
     pub organizations: Vec<String>,
     pub dns: Vec<String>,
-    pub ips: usize,
-    pub emails: usize,
-    pub uris: usize,
-    pub params: CertificateSigningRequestParams,
+    pub ips: Vec<std::net::IpAddr>,
+    pub emails: Vec<String>,
+    pub uris: Vec<String>,
+    pub subject: rcgen::DistinguishedName,
+    pub public_key: rcgen::SubjectPublicKeyInfo,
+}
+
+impl Request {
+    /// The certificate's parameters: the request's subject and names, nothing else yet.
+    pub fn params(&self) -> Result<CertificateParams, String> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = self.subject.clone();
+        let ia5 = |s: &String| {
+            rcgen::Ia5String::try_from(s.clone()).map_err(|e| format!("name {s:?}: {e}"))
+        };
+        for d in &self.dns {
+            p.subject_alt_names.push(SanType::DnsName(ia5(d)?));
+        }
+        for ip in &self.ips {
+            p.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        for e in &self.emails {
+            p.subject_alt_names.push(SanType::Rfc822Name(ia5(e)?));
+        }
+        for u in &self.uris {
+            p.subject_alt_names.push(SanType::URI(ia5(u)?));
+        }
+        Ok(p)
+    }
 }
 
 /// Parses `spec.request` (PEM), checking its signature.
@@ -57,42 +83,61 @@ pub fn parse(pem: &[u8]) -> Result<Request, String> {
     }
     let (_, x509) = X509CertificationRequest::from_der(&block.contents)
         .map_err(|e| format!("not a PKCS#10 request: {e}"))?;
-    let subject = &x509.certification_request_info.subject;
-    let text = |a: &x509_parser::x509::AttributeTypeAndValue| a.as_str().unwrap_or("").to_string();
-    let common_name: Vec<String> = subject.iter_common_name().map(text).collect();
-    let organizations: Vec<String> = subject.iter_organization().map(text).collect();
-    let (mut dns, mut ips, mut emails, mut uris) = (Vec::new(), 0, 0, 0);
+    x509.verify_signature()
+        .map_err(|e| format!("the request's signature does not verify: {e}"))?;
+    let info = &x509.certification_request_info;
+    let mut subject = rcgen::DistinguishedName::new();
+    let (mut common_name, mut organizations, mut count) = (String::new(), Vec::new(), 0);
+    for a in info.subject.iter_attributes() {
+        let value = a
+            .as_str()
+            .map_err(|_| format!("subject attribute {} is not a string", a.attr_type()))?;
+        let oid: Vec<u64> = a.attr_type().iter().into_iter().flatten().collect();
+        let ty = DnType::from_oid(&oid);
+        match ty {
+            DnType::CommonName => common_name = value.to_string(),
+            DnType::OrganizationName => organizations.push(value.to_string()),
+            _ => {}
+        }
+        subject.push(ty, value);
+        count += 1;
+    }
+    // rcgen holds one value per attribute type: a subject repeating one (two organizations) would be
+    // issued with less than it asked for, so it is refused rather than silently narrowed.
+    if count != subject.iter().count() {
+        return Err(format!(
+            "a subject with a repeated attribute type is not supported (organizations {organizations:?})"
+        ));
+    }
+    let (mut dns, mut ips, mut emails, mut uris) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ext in x509.requested_extensions().into_iter().flatten() {
         if let ParsedExtension::SubjectAlternativeName(san) = ext {
             for n in &san.general_names {
                 match n {
                     GeneralName::DNSName(d) => dns.push(d.to_string()),
-                    GeneralName::IPAddress(_) => ips += 1,
-                    GeneralName::RFC822Name(_) => emails += 1,
-                    GeneralName::URI(_) => uris += 1,
-                    _ => {}
+                    GeneralName::IPAddress(b) => ips.push(match b.len() {
+                        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*b).unwrap()),
+                        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(*b).unwrap()),
+                        _ => return Err("an IP subjectAltName of a wrong length".into()),
+                    }),
+                    GeneralName::RFC822Name(e) => emails.push(e.to_string()),
+                    GeneralName::URI(u) => uris.push(u.to_string()),
+                    other => return Err(format!("unsupported subjectAltName {other:?}")),
                 }
             }
         }
     }
-    let params = CertificateSigningRequestParams::from_der(&block.contents.clone().into())
-        .map_err(|e| format!("request not usable: {e}"))?;
-    // rcgen holds one value per attribute type: a subject repeating one (two organizations) would be
-    // issued with less than it asked for, so it is refused rather than silently narrowed.
-    let attributes = subject.iter_attributes().count();
-    if attributes != params.params.distinguished_name.iter().count() {
-        return Err(format!(
-            "a subject with a repeated attribute type is not supported (organizations {organizations:?})"
-        ));
-    }
+    let public_key = rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
+        .map_err(|e| format!("public key: {e}"))?;
     Ok(Request {
-        common_name: common_name.into_iter().next().unwrap_or_default(),
+        common_name,
         organizations,
         dns,
         ips,
         emails,
         uris,
-        params,
+        subject,
+        public_key,
     })
 }
 
@@ -127,22 +172,31 @@ pub fn usages(
     Ok((ku, eku))
 }
 
-/// `usages` holds every one of `required` and nothing beyond `required` and `optional`.
+/// `usages` holds every one of `required` and nothing beyond `required` and `optional` (upstream's
+/// message for the kubelet signers).
 fn usages_within(usages: &[String], required: &[&str], optional: &[&str]) -> Result<(), String> {
-    let missing: Vec<&&str> = required
+    let complete = required.iter().all(|r| usages.iter().any(|u| u == r));
+    let allowed = usages
         .iter()
-        .filter(|r| !usages.iter().any(|u| u == *r))
-        .collect();
-    let extra: Vec<&String> = usages
-        .iter()
-        .filter(|u| !required.contains(&u.as_str()) && !optional.contains(&u.as_str()))
-        .collect();
-    if missing.is_empty() && extra.is_empty() {
+        .all(|u| required.contains(&u.as_str()) || optional.contains(&u.as_str()));
+    if complete && allowed {
         return Ok(());
     }
-    Err(format!(
-        "usages did not match: missing {missing:?}, not allowed {extra:?} (required {required:?}, optional {optional:?})"
-    ))
+    let mut sorted = usages.to_vec();
+    sorted.sort();
+    Err(format!("usages did not match [{}]", sorted.join(" ")))
+}
+
+/// The apiserver-client signer's usages, with upstream's messages.
+fn client_usages(usages: &[String]) -> Result<(), String> {
+    const ALLOWED: [&str; 3] = ["digital signature", "key encipherment", "client auth"];
+    if let Some(u) = usages.iter().find(|u| !ALLOWED.contains(&u.as_str())) {
+        return Err(format!("invalid usage for client certificate: {u}"));
+    }
+    if !usages.iter().any(|u| u == "client auth") {
+        return Err("missing required usage for client certificate: client auth".into());
+    }
+    Ok(())
 }
 
 /// Whether `req` with `usages` has the shape `signer` signs; why not, if not.
@@ -160,26 +214,27 @@ pub fn check(signer: Signer, req: &Request, usages: &[String]) -> Result<(), Str
                 req.common_name
             ));
         }
-        if req.emails > 0 {
+        if !req.emails.is_empty() {
             return Err("Email subjectAltNames are not allowed".into());
         }
-        if req.uris > 0 {
+        if !req.uris.is_empty() {
             return Err("URI subjectAltNames are not allowed".into());
         }
         Ok(())
     };
     match signer {
-        Signer::ApiserverClient => usages_within(
-            usages,
-            &["client auth"],
-            &["digital signature", "key encipherment"],
+        // CertificateSubjectRestriction refuses these at creation; never signed all the same.
+        Signer::ApiserverClient if req.organizations.iter().any(|o| o == "system:masters") => Err(
+            "use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed"
+                .into(),
         ),
+        Signer::ApiserverClient => client_usages(usages),
         Signer::KubeletClient => {
             node()?;
             if !req.dns.is_empty() {
                 return Err("DNS subjectAltNames are not allowed".into());
             }
-            if req.ips > 0 {
+            if !req.ips.is_empty() {
                 return Err("IP subjectAltNames are not allowed".into());
             }
             usages_within(
@@ -190,7 +245,7 @@ pub fn check(signer: Signer, req: &Request, usages: &[String]) -> Result<(), Str
         }
         Signer::KubeletServing => {
             node()?;
-            if req.dns.is_empty() && req.ips == 0 {
+            if req.dns.is_empty() && req.ips.is_empty() {
                 return Err("DNS or IP subjectAltName is required".into());
             }
             usages_within(
@@ -295,5 +350,26 @@ mod tests {
         let e = parse(pem.as_bytes()).err().unwrap();
         assert!(e.contains("repeated attribute"), "{e}");
         assert!(usages(&strings(&["client auth", "frobnicate"])).is_err());
+    }
+
+    #[test]
+    fn requested_extensions_beyond_names_are_ignored() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["n.example".to_string()]).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        // A subjectKeyIdentifier, as openssl adds to a request.
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 14],
+            vec![0x04, 0x02, 0xab, 0xcd],
+        )];
+        let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+        let r = parse(pem.as_bytes()).unwrap();
+        assert_eq!(r.dns, ["n.example"]);
+        assert_eq!(r.organizations, ["system:nodes"]);
+        assert!(r.params().is_ok());
     }
 }

@@ -38,14 +38,17 @@ impl Authority {
     fn lifetime(&self, requested: Option<i32>) -> Duration {
         match requested {
             None => self.duration,
-            Some(s) => Duration::from_secs(s.max(0) as u64).clamp(MIN_DURATION, self.duration),
+            // Floor first: a --cluster-signing-duration under the floor still wins.
+            Some(s) => Duration::from_secs(s.max(0) as u64)
+                .max(MIN_DURATION)
+                .min(self.duration),
         }
     }
 
     /// A PEM certificate for `req`.
     pub fn sign(
         &self,
-        mut req: csr::Request,
+        req: &csr::Request,
         usages: &[String],
         requested: Option<i32>,
     ) -> Result<String, String> {
@@ -60,7 +63,11 @@ impl Authority {
             .map_err(|e| format!("CA: {e}"))?;
         let (key_usages, extended) = csr::usages(usages)?;
         let now = time::OffsetDateTime::now_utc();
-        let p = &mut req.params.params;
+        if ca_until <= now {
+            return Err(format!("the CA expired at {ca_until}"));
+        }
+        let mut params = req.params()?;
+        let p = &mut params;
         p.key_usages = key_usages;
         p.extended_key_usages = extended;
         p.is_ca = IsCa::ExplicitNoCa;
@@ -68,9 +75,8 @@ impl Authority {
         p.not_before = now - BACKDATE;
         p.not_after = (now + self.lifetime(requested)).min(ca_until);
         p.serial_number = Some(serial()?.to_vec().into());
-        let cert = req
-            .params
-            .signed_by(&ca, &key)
+        let cert = params
+            .signed_by(&req.public_key, &ca, &key)
             .map_err(|e| format!("signing: {e}"))?;
         Ok(cert.pem())
     }
@@ -129,7 +135,7 @@ async fn reconcile(
                 .get_or_insert_with(Vec::new)
                 .push(csr::condition("Failed", "SignerValidationFailure", why));
         }
-        Ok(r) => match authority.sign(r, &usages, req.spec.expiration_seconds) {
+        Ok(r) => match authority.sign(&r, &usages, req.spec.expiration_seconds) {
             Ok(pem) => {
                 tracing::info!(csr = %req.name_any(), signer = %req.spec.signer_name, "signed");
                 status.certificate = Some(ByteString(pem.into_bytes()))
@@ -170,5 +176,10 @@ mod tests {
         assert_eq!(a.lifetime(Some(60)), MIN_DURATION);
         assert_eq!(a.lifetime(Some(1800)), Duration::from_secs(1800));
         assert_eq!(a.lifetime(Some(86400)), Duration::from_secs(3600));
+        let short = Authority {
+            duration: Duration::from_secs(300),
+            ..a
+        };
+        assert_eq!(short.lifetime(Some(60)), Duration::from_secs(300));
     }
 }

@@ -22,6 +22,7 @@
 //! - [`csrapproving`] and [`csrsigning`]: kubelets' certificate requests approved by permission, and
 //!   approved requests signed by the cluster CA, read through [`csr`].
 //! - [`tokencleaner`]: expired bootstrap tokens deleted.
+//! - [`pvbinder`]: claims bound to volumes, released volumes reclaimed.
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
 //! - [`expectations`]: what an owner created or deleted, awaited until its watch shows it.
 //! - [`informers`]: one watch and store per kind, shared by the loops.
@@ -46,6 +47,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;
 pub mod podgc;
+pub mod pvbinder;
 pub mod replicaset;
 pub mod revisions;
 pub mod statefulset;
@@ -91,10 +93,11 @@ pub enum Loop {
     CsrApproving,
     CsrSigning,
     TokenCleaner,
+    PersistentVolumeBinder,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 18] = [
+    pub const ALL: [Loop; 19] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::StatefulSet,
@@ -113,6 +116,7 @@ impl Loop {
         Loop::CsrApproving,
         Loop::CsrSigning,
         Loop::TokenCleaner,
+        Loop::PersistentVolumeBinder,
     ];
 
     /// The name `--controllers` knows it by (upstream's since 1.27).
@@ -137,6 +141,7 @@ impl Loop {
             Loop::CsrSigning => "certificatesigningrequest-signing-controller",
             // Off by default upstream; on here, as in k3s, since nodes join with bootstrap tokens.
             Loop::TokenCleaner => "token-cleaner-controller",
+            Loop::PersistentVolumeBinder => "persistentvolume-binder-controller",
         }
     }
 
@@ -146,6 +151,7 @@ impl Loop {
             Loop::CsrApproving => Some("csrapproving"),
             Loop::CsrSigning => Some("csrsigning"),
             Loop::TokenCleaner => Some("tokencleaner"),
+            Loop::PersistentVolumeBinder => Some("persistentvolume-binder"),
             _ => None,
         }
     }
@@ -161,6 +167,7 @@ impl Loop {
             Loop::DaemonSet => "daemon-set-controller",
             Loop::CsrApproving | Loop::CsrSigning => "certificate-controller",
             Loop::TokenCleaner => "token-cleaner",
+            Loop::PersistentVolumeBinder => "persistent-volume-binder",
             l => l.name(),
         }
     }
@@ -315,6 +322,9 @@ async fn start(client: kube::Client, m: Manager) {
                 None => continue,
             },
             Loop::TokenCleaner => Box::pin(tokencleaner::run(c)),
+            Loop::PersistentVolumeBinder => {
+                Box::pin(pvbinder::run(c, inf.claims(), inf.volumes(), inf.classes()))
+            }
             Loop::PodGarbageCollector => Box::pin(podgc::run(
                 c,
                 m.terminated_pod_gc_threshold,

@@ -803,8 +803,9 @@ async fn a_node_survives_its_agent_being_killed() {
     .unwrap()
     .unwrap();
     let name = format!("{}-agent", common::node_name(&h));
-    // The agent joins as a k3s agent does, with the token the server wrote.
-    let token = std::fs::read_to_string(server.data_dir().join("server/node-token")).unwrap();
+    // The agent joins as a k3s agent does, with the token the server wrote (read from the file, which
+    // `ps` does not show).
+    let token = server.data_dir().join("server/node-token");
     let tmp = tempfile::Builder::new()
         .prefix("basalt-agent-")
         .tempdir()
@@ -817,8 +818,8 @@ async fn a_node_survives_its_agent_being_killed() {
             &format!("{d}/data"),
             "--server",
             &server.url,
-            "--token",
-            token.trim(),
+            "--token-file",
+            token.to_str().unwrap(),
             "--node-name",
             &name,
         ]

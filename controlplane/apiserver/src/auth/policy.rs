@@ -507,6 +507,7 @@ const CONTROLLERS: &[&str] = &[
     "endpointslice-controller",
     "disruption-controller",
     "certificate-controller",
+    "persistent-volume-binder",
 ];
 
 fn controller_roles() -> Vec<Value> {
@@ -689,6 +690,32 @@ fn controller_roles() -> Vec<Value> {
                         &["coordination.k8s.io"],
                         &["leases"],
                     ),
+                    events.clone(),
+                ],
+                "persistent-volume-binder" => vec![
+                    rule(
+                        &["create", "delete", "get", "list", "update", "watch"],
+                        &[""],
+                        &["persistentvolumes"],
+                    ),
+                    rule(&["update"], &[""], &["persistentvolumes/status"]),
+                    rule(
+                        &["get", "list", "update", "watch"],
+                        &[""],
+                        &["persistentvolumeclaims"],
+                    ),
+                    rule(&["update"], &[""], &["persistentvolumeclaims/status"]),
+                    rule(
+                        &["create", "delete", "get", "list", "watch"],
+                        &[""],
+                        &["pods"],
+                    ),
+                    rule(
+                        &["get", "list", "watch"],
+                        &["storage.k8s.io"],
+                        &["storageclasses"],
+                    ),
+                    rule(&["get", "list"], &[""], &["nodes"]),
                     events.clone(),
                 ],
                 "certificate-controller" => vec![

@@ -247,9 +247,52 @@ const KEY_USAGES: &[&str] = &[
     "netscape sgc",
 ];
 
+/// The subject organizations of a request's `spec.request` (base64 of a PEM PKCS#10 request), or why it
+/// is not one.
+pub fn request_organizations(request_b64: &str) -> Result<Vec<String>, String> {
+    use x509_parser::prelude::FromDer;
+    let pem = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, request_b64)
+        .map_err(|e| format!("not base64: {e}"))?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|_| "PEM block type must be CERTIFICATE REQUEST".to_string())?;
+    if block.label != "CERTIFICATE REQUEST" {
+        return Err("PEM block type must be CERTIFICATE REQUEST".into());
+    }
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
+            .map_err(|e| format!("the request could not be parsed: {e}"))?;
+    Ok(csr
+        .certification_request_info
+        .subject
+        .iter_organization()
+        .map(|o| o.as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+/// Approved and Denied: set only through the `approval` subresource.
+pub const APPROVAL_CONDITIONS: [&str; 2] = ["Approved", "Denied"];
+
+/// The conditions of `from` that `pick` keeps, by type.
+pub fn conditions_where(from: &Value, pick: impl Fn(&str) -> bool) -> Vec<Value> {
+    from.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| pick(c.get("type").and_then(Value::as_str).unwrap_or_default()))
+        .cloned()
+        .collect()
+}
+
 impl Strategy for CertificateSigningRequests {
     fn status(&self) -> StatusPolicy {
         StatusPolicy::Subresource
+    }
+    /// As upstream's status strategy: a signer writes the certificate and its own conditions, never the
+    /// approval (which takes `approve` on the signer, through `approval`).
+    fn prepare_status_update(&self, new: &mut Value, old: &Value) {
+        let mut conds = conditions_where(new, |t| !APPROVAL_CONDITIONS.contains(&t));
+        conds.extend(conditions_where(old, |t| APPROVAL_CONDITIONS.contains(&t)));
+        new["status"]["conditions"] = json!(conds);
     }
     fn tracks_generation(&self) -> bool {
         false
@@ -283,14 +326,8 @@ impl Strategy for CertificateSigningRequests {
             Some(_) => {}
         }
         if let Some(req) = obj.pointer("/spec/request").and_then(Value::as_str) {
-            let pem = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, req)
-                .unwrap_or_default();
-            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE REQUEST-----") {
-                errs.push(FieldError::invalid(
-                    "spec.request",
-                    json!(req),
-                    "PEM block type must be CERTIFICATE REQUEST",
-                ));
+            if let Err(why) = request_organizations(req) {
+                errs.push(FieldError::invalid("spec.request", json!(req), why));
             }
         }
         if let Some(secs) = obj

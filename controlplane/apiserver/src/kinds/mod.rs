@@ -86,6 +86,8 @@ pub trait Strategy: Send + Sync + 'static {
 
     /// Server-set fields of an update of the object itself.
     fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
+    /// What an update through the `status` subresource may not change, put back from `old`.
+    fn prepare_status_update(&self, _new: &mut Value, _old: &Value) {}
 
     fn validate(&self, _obj: &Value) -> Vec<FieldError> {
         Vec::new()
