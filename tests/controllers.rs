@@ -1144,6 +1144,85 @@ fn base64_of(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// `status.used` of a ResourceQuota, and whether its `status.hard` is its spec.
+fn quota_used(
+    c: &Cluster,
+    ns: &str,
+    name: &str,
+) -> Result<(std::collections::BTreeMap<String, String>, bool)> {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let api: Api<ResourceQuota> = Api::namespaced(c.client.clone(), ns);
+    let q = c.rt.block_on(api.get(name))?;
+    let st = q.status.unwrap_or_default();
+    let used = st
+        .used
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Ok((used, st.hard == q.spec.and_then(|s| s.hard)))
+}
+
+/// The resourcequota controller: `status.used` follows what the namespace holds — pods and their
+/// requests (a finished pod no longer counts), config maps, Deployments counted through discovery, node
+/// ports — with every limited resource reported, at zero when unused.
+fn quotas(c: &Cluster) -> Result<()> {
+    let ns = "quota";
+    let pod = |name: &str, cpu: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"containers": [{"name": "c", "image": "busybox",
+                "resources": {"requests": {"cpu": cpu}}}]}})
+    };
+    c.apply(&[
+        namespace(ns),
+        json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute", "namespace": ns},
+            "spec": {"hard": {"pods": "3", "requests.cpu": "1", "configmaps": "5",
+                "count/deployments.apps": "2", "services.nodeports": "1"}}}),
+    ])?;
+    c.apply(&[
+        pod("p1", "100m"),
+        pod("p2", "150m"),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": ns}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "none", "namespace": ns},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "none"}}, "template": template("none", "busybox")}}),
+    ])?;
+    let configmaps = || -> Result<String> {
+        Ok(c.kubectl(&["get", "configmaps", "-n", ns, "-o", "name"])?
+            .lines()
+            .count()
+            .to_string())
+    };
+    let want = |pods: &str, cpu: &str, cms: String| -> std::collections::BTreeMap<String, String> {
+        [
+            ("pods", pods.to_string()),
+            ("requests.cpu", cpu.to_string()),
+            ("configmaps", cms),
+            ("count/deployments.apps", "1".to_string()),
+            ("services.nodeports", "0".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    };
+    wait("the quota's usage", || {
+        let (used, hard) = quota_used(c, ns, "compute")?;
+        Ok((hard && used == want("2", "250m", configmaps()?)).then_some(()))
+    })
+    .with_context(|| format!("{:?}", quota_used(c, ns, "compute")))?;
+    let p2 = c
+        .pods(ns)?
+        .into_iter()
+        .find(|p| p.name_any() == "p2")
+        .context("p2")?;
+    end_pod(c, ns, &p2, "Succeeded")?;
+    wait("a finished pod no longer counted", || {
+        let (used, _) = quota_used(c, ns, "compute")?;
+        Ok((used == want("1", "100m", configmaps()?)).then_some(()))
+    })
+    .with_context(|| format!("{:?}", quota_used(c, ns, "compute")))?;
+    Ok(())
+}
+
 fn scenarios(c: Cluster) -> Result<()> {
     // Made first and looked at last: its one-minute schedule comes while the rest runs.
     c.apply(&[namespace("cron"), cronjob()])?;
@@ -1154,6 +1233,7 @@ fn scenarios(c: Cluster) -> Result<()> {
     jobs(&c).context("jobs")?;
     statefulset(&c).context("statefulset")?;
     volumes(&c).context("volumes")?;
+    quotas(&c).context("quotas")?;
     daemonset(&c).context("daemonset")?;
     endpoints(&c).context("endpoints")?;
     disruption(&c).context("disruption")?;

@@ -10,6 +10,7 @@
 //! - [`managed`]: managed fields (FieldsV1) and server-side apply.
 //! - [`selector`]: label and field selectors.
 //! - [`quantity`]: resource quantities.
+//! - [`quota`]: what an object counts against a ResourceQuota.
 //! - [`names`]: object name rules.
 //! - [`duration`]: the short human durations of `kubectl get`'s AGE column.
 //! - [`openapi`]: the embedded definitions, for /openapi/v2 and /openapi/v3.
@@ -21,6 +22,7 @@ pub mod names;
 pub mod openapi;
 pub mod protobuf;
 pub mod quantity;
+pub mod quota;
 pub mod schema;
 pub mod selector;
 pub mod smp;

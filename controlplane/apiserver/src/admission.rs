@@ -513,68 +513,9 @@ fn limit_ranger_check(call: &Call, pod: &Value) -> ApiResult<()> {
 
 /// What one new object of this kind adds to each quota resource.
 fn usage_of(call: &Call, obj: &Value) -> Vec<(String, Quantity)> {
-    let one = Quantity::from_value(1, Default::default());
-    let mut out = Vec::new();
-    let plural = call.res.plural.as_str();
-    if call.res.group.is_empty() {
-        out.push((plural.to_string(), one));
-        out.push((format!("count/{plural}"), one));
-    } else {
-        out.push((format!("count/{plural}.{}", call.res.group), one));
-    }
-    if is(call, "", "pods") {
-        let mut sums: Vec<(String, Quantity)> = Vec::new();
-        for c in obj
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            for (section, prefix) in [("requests", "requests."), ("limits", "limits.")] {
-                for (res, v) in c
-                    .pointer(&format!("/resources/{section}"))
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some(v) = q(v) else { continue };
-                    let mut names = vec![format!("{prefix}{res}")];
-                    if section == "requests" && (res == "cpu" || res == "memory") {
-                        names.push(res.clone());
-                    }
-                    for n in names {
-                        match sums.iter_mut().find(|(k, _)| *k == n) {
-                            Some((_, s)) => *s = s.add(&v),
-                            None => sums.push((n, v)),
-                        }
-                    }
-                }
-            }
-        }
-        out.extend(sums);
-    }
-    if is(call, "", "persistentvolumeclaims") {
-        if let Some(s) = obj.pointer("/spec/resources/requests/storage").and_then(q) {
-            out.push(("requests.storage".into(), s));
-        }
-    }
-    if is(call, "", "services") {
-        let ty = obj
-            .pointer("/spec/type")
-            .and_then(Value::as_str)
-            .unwrap_or("ClusterIP");
-        if ty == "NodePort" || ty == "LoadBalancer" {
-            out.push(("services.nodeports".into(), one));
-        }
-        if ty == "LoadBalancer" {
-            out.push(("services.loadbalancers".into(), one));
-        }
-    }
-    out
+    basalt_apimachinery::quota::usage(&call.res.group, &call.res.plural, obj)
 }
 
-/// ResourceQuota: a create that would take a namespace past a quota's hard limit is refused. Usage is
-/// counted from the objects themselves, so no controller has to have caught up.
 async fn resource_quota(call: &Call<'_>, obj: &Value) -> ApiResult<()> {
     let Some(ns) = call.namespace() else {
         return Ok(());
@@ -606,19 +547,11 @@ async fn resource_quota(call: &Call<'_>, obj: &Value) -> ApiResult<()> {
     // Current usage: the sum over the namespace's existing objects of this kind.
     let (existing, _) = call.state.objects.list_all(&call.res, Some(ns)).await?;
     let mut used: Vec<(String, Quantity)> = Vec::new();
-    for o in existing.iter().filter(|o| {
-        !meta::is_deleting(o)
-            && !matches!(
-                o.pointer("/status/phase").and_then(Value::as_str),
-                Some("Succeeded" | "Failed")
-            )
-    }) {
-        for (k, v) in usage_of(call, o) {
-            match used.iter_mut().find(|(n, _)| *n == k) {
-                Some((_, s)) => *s = s.add(&v),
-                None => used.push((k, v)),
-            }
-        }
+    for o in existing
+        .iter()
+        .filter(|o| basalt_apimachinery::quota::counts(o))
+    {
+        basalt_apimachinery::quota::add(&mut used, usage_of(call, o));
     }
     for quota in relevant {
         let hard = quota

@@ -23,6 +23,7 @@
 //!   approved requests signed by the cluster CA, read through [`csr`].
 //! - [`tokencleaner`]: expired bootstrap tokens deleted.
 //! - [`pvbinder`]: claims bound to volumes, released volumes reclaimed.
+//! - [`resourcequota`]: each ResourceQuota's hard limits and what the namespace uses of them.
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
 //! - [`expectations`]: what an owner created or deleted, awaited until its watch shows it.
 //! - [`informers`]: one watch and store per kind, shared by the loops.
@@ -49,6 +50,7 @@ pub mod owners;
 pub mod podgc;
 pub mod pvbinder;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod revisions;
 pub mod statefulset;
 pub mod tokencleaner;
@@ -94,10 +96,11 @@ pub enum Loop {
     CsrSigning,
     TokenCleaner,
     PersistentVolumeBinder,
+    ResourceQuota,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 19] = [
+    pub const ALL: [Loop; 20] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::StatefulSet,
@@ -117,6 +120,7 @@ impl Loop {
         Loop::CsrSigning,
         Loop::TokenCleaner,
         Loop::PersistentVolumeBinder,
+        Loop::ResourceQuota,
     ];
 
     /// The name `--controllers` knows it by (upstream's since 1.27).
@@ -142,6 +146,7 @@ impl Loop {
             // Off by default upstream; on here, as in k3s, since nodes join with bootstrap tokens.
             Loop::TokenCleaner => "token-cleaner-controller",
             Loop::PersistentVolumeBinder => "persistentvolume-binder-controller",
+            Loop::ResourceQuota => "resourcequota-controller",
         }
     }
 
@@ -322,6 +327,13 @@ async fn start(client: kube::Client, m: Manager) {
                 None => continue,
             },
             Loop::TokenCleaner => Box::pin(tokencleaner::run(c)),
+            Loop::ResourceQuota => Box::pin(resourcequota::run(
+                c,
+                inf.quotas(),
+                inf.pods(),
+                inf.services(),
+                inf.claims(),
+            )),
             Loop::PersistentVolumeBinder => {
                 Box::pin(pvbinder::run(c, inf.claims(), inf.volumes(), inf.classes()))
             }

@@ -508,6 +508,7 @@ const CONTROLLERS: &[&str] = &[
     "disruption-controller",
     "certificate-controller",
     "persistent-volume-binder",
+    "resourcequota-controller",
 ];
 
 fn controller_roles() -> Vec<Value> {
@@ -690,6 +691,11 @@ fn controller_roles() -> Vec<Value> {
                         &["coordination.k8s.io"],
                         &["leases"],
                     ),
+                    events.clone(),
+                ],
+                "resourcequota-controller" => vec![
+                    rule(&["list", "watch"], &["*"], &["*"]),
+                    rule(&["update"], &[""], &["resourcequotas/status"]),
                     events.clone(),
                 ],
                 "persistent-volume-binder" => vec![
