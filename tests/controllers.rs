@@ -1046,6 +1046,31 @@ fn certificates(c: &Cluster) -> Result<()> {
         (life.whole_seconds() - 3900).abs() < 120,
         "a certificate asked for an hour lives {life} (with the 5-minute backdate)"
     );
+    // A request whose certificate has expired is cleaned up (csrcleaner).
+    {
+        use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+        let (stale, _) = certificate_request("bob", &["dev"])?;
+        c.apply(&[csr(
+            "stale",
+            "kubernetes.io/kube-apiserver-client",
+            &stale,
+            &client_usages,
+            None,
+        )])?;
+        let key = rcgen::KeyPair::generate()?;
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let expired = p.self_signed(&key)?.pem();
+        let api: Api<CertificateSigningRequest> = Api::all(c.client.clone());
+        let mut r = c.rt.block_on(api.get("stale"))?;
+        r.status.get_or_insert_with(Default::default).certificate =
+            Some(k8s_openapi::ByteString(expired.into_bytes()));
+        c.rt.block_on(api.replace_status("stale", &PostParams::default(), &r))?;
+        wait("the request with an expired certificate deleted", || {
+            Ok(c.rt.block_on(api.get_opt("stale"))?.is_none().then_some(()))
+        })?;
+    }
     // Bad requests are refused by name.
     let (short, _) = certificate_request("carol", &[])?;
     let out = c.s.run_with_input(
@@ -1342,7 +1367,12 @@ fn volume(name: &str, size: &str, class: &str, extra: Value) -> Value {
         "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
             "storageClassName": class, "hostPath": {"path": format!("/tmp/{name}")}}});
     for (k, x) in extra.as_object().into_iter().flatten() {
-        v["spec"][k] = x.clone();
+        match x {
+            Value::Null => {
+                v["spec"].as_object_mut().map(|o| o.remove(k));
+            }
+            x => v["spec"][k] = x.clone(),
+        }
     }
     v
 }
@@ -1402,7 +1432,9 @@ fn volumes(c: &Cluster) -> Result<()> {
             "pv-delete",
             "1Gi",
             "manual-delete",
-            json!({"persistentVolumeReclaimPolicy": "Delete"}),
+            // NFS: a volume type without a deleter, so Delete fails as upstream's does.
+            json!({"persistentVolumeReclaimPolicy": "Delete", "hostPath": null,
+                "nfs": {"server": "10.0.0.1", "path": "/exports/d"}}),
         ),
         claim(ns, "two", "2Gi", "manual", json!({})),
         claim(ns, "one", "1Gi", "manual", json!({"selector": slow})),
@@ -1438,7 +1470,7 @@ fn volumes(c: &Cluster) -> Result<()> {
         "{evs:?}"
     );
     ensure!(claim_state(c, ns, "huge")?.0 == "Pending");
-    // Released under Retain; under Delete without a provisioner, Failed as upstream's.
+    // Released under Retain; under Delete with no deleter for the volume type, Failed as upstream's.
     c.kubectl(&["delete", "pvc", "two", "del", "-n", ns])?;
     wait("pv-big Released", || {
         Ok((volume_state(c, "pv-big")?.0 == "Released").then_some(()))

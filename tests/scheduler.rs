@@ -496,10 +496,19 @@ fn volumes(s: &KubeServer) -> Result<()> {
         "message: {msg}"
     );
     apply(s, &[pod(ns, "consumer", "100m", with_claim("delayed"))])?;
-    // The scheduler claims the volume reachable from the node it chose …
+    // The scheduler claims the volume reachable from the node it chose, with the claim's uid …
+    let uid = get(s, &["pvc", "-n", ns, "delayed"])?["metadata"]["uid"].clone();
     wait("the volume's claimRef", || {
         let pv = get(s, &["pv", "local-vol-2"])?;
-        Ok((pv.pointer("/spec/claimRef/name") == Some(&json!("delayed"))).then_some(()))
+        Ok((pv.pointer("/spec/claimRef/name") == Some(&json!("delayed"))).then_some(pv))
+    })
+    .and_then(|pv| {
+        ensure!(
+            pv.pointer("/spec/claimRef/uid") == Some(&uid),
+            "claimRef {}",
+            pv["spec"]
+        );
+        Ok(())
     })?;
     ensure!(
         node_of(s, ns, "consumer")?.is_none(),
@@ -633,10 +642,17 @@ fn server(datastore: Datastore) -> Result<(KubeServer, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("scheduler.yaml");
     std::fs::write(&cfg, PROFILES)?;
+    // The volume scenario plays the volume controller itself, to see what the scheduler does before
+    // the claim is bound (tests/controllers.rs runs the scheduler with the real binder).
     let s = KubeServer::start_with(
         bin(),
         datastore,
-        &["--scheduler-config", cfg.to_str().unwrap()],
+        &[
+            "--scheduler-config",
+            cfg.to_str().unwrap(),
+            "--controllers",
+            "*,-persistentvolume-binder",
+        ],
     )?;
     Ok((s, dir))
 }

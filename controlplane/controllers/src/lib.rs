@@ -20,7 +20,7 @@
 //! - [`nodelifecycle`]: nodes gone silent marked Unknown, taints from conditions, taint-based eviction.
 //! - [`podgc`]: terminated pods beyond a threshold, orphans of deleted nodes, unbound terminating pods.
 //! - [`csrapproving`] and [`csrsigning`]: kubelets' certificate requests approved by permission, and
-//!   approved requests signed by the cluster CA, read through [`csr`].
+//!   approved requests signed by the cluster CA, read through [`csr`]; [`csrcleaner`]: old ones deleted.
 //! - [`tokencleaner`]: expired bootstrap tokens deleted.
 //! - [`pvbinder`]: claims bound to volumes, released volumes reclaimed.
 //! - [`resourcequota`]: each ResourceQuota's hard limits and what the namespace uses of them.
@@ -35,6 +35,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod csr;
 pub mod csrapproving;
+pub mod csrcleaner;
 pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
@@ -94,13 +95,14 @@ pub enum Loop {
     Disruption,
     CsrApproving,
     CsrSigning,
+    CsrCleaner,
     TokenCleaner,
     PersistentVolumeBinder,
     ResourceQuota,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 20] = [
+    pub const ALL: [Loop; 21] = [
         Loop::ReplicaSet,
         Loop::Deployment,
         Loop::StatefulSet,
@@ -118,6 +120,7 @@ impl Loop {
         Loop::Disruption,
         Loop::CsrApproving,
         Loop::CsrSigning,
+        Loop::CsrCleaner,
         Loop::TokenCleaner,
         Loop::PersistentVolumeBinder,
         Loop::ResourceQuota,
@@ -143,6 +146,7 @@ impl Loop {
             Loop::Disruption => "disruption-controller",
             Loop::CsrApproving => "certificatesigningrequest-approving-controller",
             Loop::CsrSigning => "certificatesigningrequest-signing-controller",
+            Loop::CsrCleaner => "certificatesigningrequest-cleaner-controller",
             // Off by default upstream; on here, as in k3s, since nodes join with bootstrap tokens.
             Loop::TokenCleaner => "token-cleaner-controller",
             Loop::PersistentVolumeBinder => "persistentvolume-binder-controller",
@@ -155,6 +159,7 @@ impl Loop {
         match self {
             Loop::CsrApproving => Some("csrapproving"),
             Loop::CsrSigning => Some("csrsigning"),
+            Loop::CsrCleaner => Some("csrcleaner"),
             Loop::TokenCleaner => Some("tokencleaner"),
             Loop::PersistentVolumeBinder => Some("persistentvolume-binder"),
             _ => None,
@@ -170,7 +175,7 @@ impl Loop {
             Loop::Endpoints => "endpoint-controller",
             Loop::Disruption => "disruption-controller",
             Loop::DaemonSet => "daemon-set-controller",
-            Loop::CsrApproving | Loop::CsrSigning => "certificate-controller",
+            Loop::CsrApproving | Loop::CsrSigning | Loop::CsrCleaner => "certificate-controller",
             Loop::TokenCleaner => "token-cleaner",
             Loop::PersistentVolumeBinder => "persistent-volume-binder",
             l => l.name(),
@@ -326,6 +331,7 @@ async fn start(client: kube::Client, m: Manager) {
                 Some(a) => Box::pin(csrsigning::run(c, a.clone(), inf.csrs())),
                 None => continue,
             },
+            Loop::CsrCleaner => Box::pin(csrcleaner::run(c, inf.csrs())),
             Loop::TokenCleaner => Box::pin(tokencleaner::run(c)),
             Loop::ResourceQuota => Box::pin(resourcequota::run(
                 c,

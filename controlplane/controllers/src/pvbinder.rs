@@ -12,8 +12,10 @@
 //!   provisioner that made it (`pv.kubernetes.io/provisioned-by`), and otherwise fails as upstream's does
 //!   without an in-tree deleter.
 //!
-//! Claims are bound one at a time (upstream runs one claim worker): the volumes' store then never offers
-//! a volume that an earlier claim of this pass just took.
+//! Claims are bound one at a time (upstream runs one claim worker). The store may not show a binding
+//! written a moment ago; a volume taken that way is refused by its resourceVersion and the claim tried
+//! again, so it is slow, never wrong. The scheduler pre-binds volumes the same way (with the claim's uid,
+//! at the version it saw).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,12 +75,13 @@ pub async fn run(
             move |pv: Arc<PersistentVolume>| match claim_ref(&pv) {
                 Some(r) => vec![ObjectRef::new(r.name.as_deref().unwrap_or_default())
                     .within(r.namespace.as_deref().unwrap_or_default())],
-                None => pending
+                None if phase(&pv) == "Available" => pending
                     .state()
                     .iter()
                     .filter(|c| volume_name(c).is_empty())
                     .map(|c| ObjectRef::from_obj(&**c))
                     .collect(),
+                None => Vec::new(),
             },
         )
         .with_config(controller::Config::default().concurrency(1))
@@ -151,51 +154,76 @@ fn storage(
     Quantity::parse(&list?.get("storage")?.0).ok()
 }
 
-/// Whether `pv` satisfies `c` (class, mode, access modes, size, selector), ignoring who it is bound to.
-fn satisfies(pv: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
-    let (Some(vs), Some(cs)) = (pv.spec.as_ref(), c.spec.as_ref()) else {
+fn capacity(pv: &PersistentVolume) -> Option<Quantity> {
+    storage(pv.spec.as_ref().and_then(|s| s.capacity.as_ref()))
+}
+
+fn mode_of(m: Option<&String>) -> &str {
+    m.map_or("Filesystem", String::as_str)
+}
+
+/// What a volume pre-bound to the claim must have: the size and the volume mode, and not be going
+/// (upstream's findMatchingVolume asks no more of it).
+fn fits_prebound(pv: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
+    let Some(cs) = c.spec.as_ref() else {
         return false;
     };
-    if class_of_volume(pv) != class_of_claim(c) {
-        return false;
-    }
-    let mode = |m: Option<&String>| m.map_or("Filesystem", String::as_str).to_string();
-    if mode(vs.volume_mode.as_ref()) != mode(cs.volume_mode.as_ref()) {
-        return false;
-    }
-    let has = vs.access_modes.clone().unwrap_or_default();
-    if !cs.access_modes.iter().flatten().all(|m| has.contains(m)) {
-        return false;
-    }
     let want = storage(cs.resources.as_ref().and_then(|r| r.requests.as_ref()));
-    let size = storage(vs.capacity.as_ref());
-    if let Some(want) = want {
-        if size.is_none_or(|s| s.cmp_value(&want).is_lt()) {
-            return false;
-        }
+    pv.metadata.deletion_timestamp.is_none()
+        && mode_of(pv.spec.as_ref().and_then(|s| s.volume_mode.as_ref()))
+            == mode_of(cs.volume_mode.as_ref())
+        && want.is_none_or(|w| capacity(pv).is_some_and(|s| !s.cmp_value(&w).is_lt()))
+}
+
+/// Why a volume cannot be bound to the claim (upstream's checkVolumeSatisfyClaim), if it cannot.
+fn mismatch(pv: &PersistentVolume, c: &PersistentVolumeClaim) -> Option<&'static str> {
+    let cs = c.spec.as_ref()?;
+    let want = storage(cs.resources.as_ref().and_then(|r| r.requests.as_ref()));
+    if want.is_some_and(|w| capacity(pv).is_none_or(|s| s.cmp_value(&w).is_lt())) {
+        return Some("requested PV is too small");
     }
-    match &cs.selector {
-        Some(sel) => {
-            owners::selector(Some(sel)).is_some_and(|s| s.matches(&owners::labels(&pv.metadata)))
-        }
-        None => true,
+    if class_of_volume(pv) != class_of_claim(c) {
+        return Some("storageClassName does not match");
     }
+    if mode_of(pv.spec.as_ref().and_then(|s| s.volume_mode.as_ref()))
+        != mode_of(cs.volume_mode.as_ref())
+    {
+        return Some("incompatible volumeMode");
+    }
+    let has = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.access_modes.clone())
+        .unwrap_or_default();
+    if !cs.access_modes.iter().flatten().all(|m| has.contains(m)) {
+        return Some("incompatible accessMode");
+    }
+    None
+}
+
+/// Whether a free volume may go to `c`: of its class, with its access modes, size and mode, and
+/// matching its selector.
+fn satisfies(pv: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
+    mismatch(pv, c).is_none()
+        && c.spec.as_ref().is_some_and(|cs| match &cs.selector {
+            Some(sel) => owners::selector(Some(sel))
+                .is_some_and(|s| s.matches(&owners::labels(&pv.metadata))),
+            None => true,
+        })
 }
 
 /// The volume for `c`: one pre-bound to it, else (unless binding waits for the scheduler) the smallest
-/// free one that satisfies it.
+/// Available one that satisfies it.
 fn best_match(
     ctx: &Ctx,
     c: &PersistentVolumeClaim,
     delayed: bool,
 ) -> Option<Arc<PersistentVolume>> {
-    let usable = |pv: &PersistentVolume| {
-        pv.metadata.deletion_timestamp.is_none()
-            && !matches!(phase(pv), "Released" | "Failed")
-            && satisfies(pv, c)
-    };
     let volumes = ctx.volumes.state();
-    if let Some(pv) = volumes.iter().find(|pv| names_claim(pv, c) && usable(pv)) {
+    if let Some(pv) = volumes
+        .iter()
+        .find(|pv| names_claim(pv, c) && fits_prebound(pv, c))
+    {
         return Some(pv.clone());
     }
     if delayed {
@@ -203,17 +231,15 @@ fn best_match(
     }
     volumes
         .into_iter()
-        .filter(|pv| claim_ref(pv).is_none() && usable(pv))
-        .min_by(|a, b| {
-            let (sa, sb) = (
-                storage(a.spec.as_ref().and_then(|s| s.capacity.as_ref())),
-                storage(b.spec.as_ref().and_then(|s| s.capacity.as_ref())),
-            );
-            match (sa, sb) {
-                (Some(x), Some(y)) => x.cmp_value(&y),
-                _ => std::cmp::Ordering::Equal,
-            }
+        .filter(|pv| {
+            claim_ref(pv).is_none()
+                && phase(pv) == "Available"
+                && pv.metadata.deletion_timestamp.is_none()
+                && satisfies(pv, c)
         })
+        .filter_map(|pv| capacity(&pv).map(|q| (q, pv)))
+        .min_by(|(a, _), (b, _)| a.cmp_value(b))
+        .map(|(_, pv)| pv)
 }
 
 fn phase(pv: &PersistentVolume) -> &str {
@@ -283,13 +309,18 @@ impl Ctx {
             return Ok(());
         }
         let mut next = pv.clone();
+        let old = pv.status.clone().unwrap_or_default();
         next.status = Some(PersistentVolumeStatus {
+            last_phase_transition_time: if phase(pv) == to {
+                old.last_phase_transition_time.clone()
+            } else {
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ))
+            },
             phase: Some(to.into()),
             message,
-            last_phase_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::now(),
-            )),
-            ..Default::default()
+            ..old
         });
         settled(
             self.volumes_api()
@@ -305,13 +336,36 @@ impl Ctx {
             return Ok(());
         }
         let mut next = c.clone();
-        next.status.get_or_insert_with(Default::default).phase = Some("Pending".into());
+        next.status = Some(PersistentVolumeClaimStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
         settled(
             self.claims_api(c)
                 .replace_status(&c.name_any(), &PostParams::default(), &next)
                 .await,
         )?;
         Ok(())
+    }
+
+    /// A bound claim whose volume is gone or taken: Lost, as upstream marks it.
+    async fn claim_lost(
+        &self,
+        c: &PersistentVolumeClaim,
+        reason: &str,
+        message: &str,
+    ) -> Result<Action, kube::Error> {
+        self.claim_event(c, basalt_events::Type::Warning, reason, message.into());
+        if claim_phase(c) != "Lost" {
+            let mut next = c.clone();
+            next.status.get_or_insert_with(Default::default).phase = Some("Lost".into());
+            settled(
+                self.claims_api(c)
+                    .replace_status(&c.name_any(), &PostParams::default(), &next)
+                    .await,
+            )?;
+        }
+        Ok(Action::await_change())
     }
 
     /// Binds `pv` and `c`, each step skipped when already done.
@@ -393,53 +447,81 @@ async fn sync_claim(c: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Acti
     if c.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // Bound once (`bind-completed`), a claim stays with its volume: losing it is Lost, not a new bind.
+    let completed = annotation(&c.metadata, BIND_COMPLETED).is_some();
     let wanted = volume_name(&c).to_string();
+    if completed && wanted.is_empty() {
+        return ctx
+            .claim_lost(
+                &c,
+                "ClaimLost",
+                "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!",
+            )
+            .await;
+    }
     if !wanted.is_empty() {
         let Some(pv) = ctx.volumes.get(&ObjectRef::new(&wanted)) else {
-            if annotation(&c.metadata, BIND_COMPLETED).is_some() && claim_phase(&c) == "Bound" {
-                ctx.claim_event(
-                    &c,
-                    Warning,
-                    "ClaimLost",
-                    "Bound claim has lost its PersistentVolume. Data on the volume is lost!".into(),
-                );
-                let mut next = (*c).clone();
-                next.status.get_or_insert_with(Default::default).phase = Some("Lost".into());
-                settled(
-                    ctx.claims_api(&c)
-                        .replace_status(&c.name_any(), &PostParams::default(), &next)
-                        .await,
-                )?;
-                return Ok(Action::await_change());
+            if completed {
+                return ctx
+                    .claim_lost(
+                        &c,
+                        "ClaimLost",
+                        "Bound claim has lost its PersistentVolume. Data on the volume is lost!",
+                    )
+                    .await;
             }
             ctx.claim_pending(&c).await?;
             return Ok(Action::requeue(RESYNC));
         };
-        if claim_ref(&pv).is_none() || names_claim(&pv, &c) {
+        if names_claim(&pv, &c) {
             return ctx.bind(&pv, &c).await;
         }
-        ctx.claim_event(
-            &c,
-            Warning,
-            "FailedBinding",
-            format!("volume {wanted:?} already bound to a different claim."),
-        );
-        ctx.claim_pending(&c).await?;
-        return Ok(Action::requeue(RESYNC));
+        if completed {
+            return ctx
+                .claim_lost(
+                    &c,
+                    "ClaimMisbound",
+                    "Two claims are bound to the same volume, this one is bound incorrectly",
+                )
+                .await;
+        }
+        if claim_ref(&pv).is_some() {
+            ctx.claim_event(
+                &c,
+                Normal,
+                "FailedBinding",
+                format!("volume {wanted:?} already bound to a different claim."),
+            );
+            ctx.claim_pending(&c).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+        if let Some(why) = mismatch(&pv, &c) {
+            ctx.claim_event(
+                &c,
+                Warning,
+                "VolumeMismatch",
+                format!("Cannot bind to requested volume {wanted:?}: {why}"),
+            );
+            ctx.claim_pending(&c).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+        return ctx.bind(&pv, &c).await;
     }
     let class_name = class_of_claim(&c).to_string();
     let class = (!class_name.is_empty())
         .then(|| ctx.classes.get(&ObjectRef::new(&class_name)))
         .flatten();
+    // WaitForFirstConsumer: only the scheduler picks (pre-binding a volume on the pod's node, or naming
+    // the node for a provisioner); the selected node allows provisioning, never a free volume elsewhere.
     let delayed = class
         .as_ref()
-        .is_some_and(|k| k.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"))
-        && annotation(&c.metadata, SELECTED_NODE).is_none();
+        .is_some_and(|k| k.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"));
+    let selected = annotation(&c.metadata, SELECTED_NODE).is_some();
     if let Some(pv) = best_match(&ctx, &c, delayed) {
         return ctx.bind(&pv, &c).await;
     }
     ctx.claim_pending(&c).await?;
-    if delayed {
+    if delayed && !selected {
         ctx.claim_event(
             &c,
             Normal,
@@ -463,18 +545,25 @@ async fn sync_claim(c: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Acti
         ),
         Some(k) if k.provisioner == NO_PROVISIONER => ctx.claim_event(
             &c,
-            Normal,
-            "FailedBinding",
-            format!("no persistent volumes available for this claim and storage class {class_name:?} has no provisioner"),
+            Warning,
+            "ProvisioningFailed",
+            format!("no volume plugin matched name: {NO_PROVISIONER}"),
         ),
         Some(k) => {
             // Dynamic provisioning is the provisioner's (CSI's external-provisioner watches this annotation).
             if annotation(&c.metadata, STORAGE_PROVISIONER) != Some(k.provisioner.as_str()) {
                 let mut next = (*c).clone();
-                let a = next.metadata.annotations.get_or_insert_with(Default::default);
+                let a = next
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default);
                 a.insert(STORAGE_PROVISIONER.into(), k.provisioner.clone());
                 a.insert(STORAGE_PROVISIONER_BETA.into(), k.provisioner.clone());
-                settled(ctx.claims_api(&c).replace(&c.name_any(), &PostParams::default(), &next).await)?;
+                settled(
+                    ctx.claims_api(&c)
+                        .replace(&c.name_any(), &PostParams::default(), &next)
+                        .await,
+                )?;
             }
             ctx.claim_event(
                 &c,
@@ -489,11 +578,10 @@ async fn sync_claim(c: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Acti
 
 async fn sync_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {
     use basalt_events::Type::Warning;
-    if pv.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let Some(r) = claim_ref(&pv).cloned() else {
-        ctx.volume_phase(&pv, "Available", None).await?;
+        if pv.metadata.deletion_timestamp.is_none() {
+            ctx.volume_phase(&pv, "Available", None).await?;
+        }
         return Ok(Action::await_change());
     };
     let (ns, name) = (
@@ -501,10 +589,12 @@ async fn sync_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action,
         r.name.clone().unwrap_or_default(),
     );
     if r.uid.as_deref().is_none_or(str::is_empty) {
-        // Pre-bound, by a person or the scheduler: its claim binds it.
-        if phase(&pv) != "Bound" {
-            ctx.volume_phase(&pv, "Available", None).await?;
-        }
+        // Pre-bound by a person: its claim binds it; until then it is Available.
+        ctx.volume_phase(&pv, "Available", None).await?;
+        return Ok(Action::await_change());
+    }
+    if matches!(phase(&pv), "Released" | "Failed") {
+        // Released once: reclaimed (or left) by its policy then; nothing to look up again.
         return Ok(Action::await_change());
     }
     let mut claim = ctx.claims.get(&ObjectRef::new(&name).within(&ns));
@@ -515,35 +605,59 @@ async fn sync_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action,
     }
     match claim.filter(|c| c.metadata.uid == r.uid) {
         None => release(&pv, &ctx).await,
-        Some(c) if volume_name(&c).is_empty() || volume_name(&c) == pv.name_any() => {
+        Some(c) if volume_name(&c) == pv.name_any() => {
             ctx.volume_phase(&pv, "Bound", None).await?;
             Ok(Action::await_change())
         }
+        // Its claim binds it next (the claim loop is woken by this volume).
+        Some(c) if volume_name(&c).is_empty() => Ok(Action::await_change()),
         Some(c) => {
-            // The claim went to another volume: a volume this controller bound is freed again.
-            if annotation(&pv.metadata, BOUND_BY_CONTROLLER).is_some() {
+            let external_delete = annotation(&pv.metadata, PROVISIONED_BY).is_some()
+                && pv
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+                    == Some("Delete");
+            if annotation(&pv.metadata, BOUND_BY_CONTROLLER).is_some() && !external_delete {
+                // Bound here to a claim that went elsewhere: free again.
                 let mut next = (*pv).clone();
                 next.spec.get_or_insert_with(Default::default).claim_ref = None;
                 if let Some(a) = next.metadata.annotations.as_mut() {
                     a.remove(BOUND_BY_CONTROLLER);
                 }
-                if let Some(written) = settled(
+                if let Some(w) = settled(
                     ctx.volumes_api()
                         .replace(&pv.name_any(), &PostParams::default(), &next)
                         .await,
                 )? {
-                    ctx.volume_phase(&written, "Available", None).await?;
+                    ctx.volume_phase(&w, "Available", None).await?;
                 }
+            } else if external_delete {
+                release(&pv, &ctx).await?;
             } else {
+                // Pre-bound by a person to a claim bound elsewhere: it waits for that claim again.
                 ctx.volume_event(
                     &pv,
                     Warning,
                     "VolumeMismatch",
                     format!(
-                        "Volume is bound to claim {ns}/{} that is bound to another volume",
-                        c.name_any()
+                        "claim {ns}/{} is bound to volume {:?}",
+                        c.name_any(),
+                        volume_name(&c)
                     ),
                 );
+                let mut next = (*pv).clone();
+                if let Some(r) = next.spec.as_mut().and_then(|s| s.claim_ref.as_mut()) {
+                    r.uid = None;
+                    r.resource_version = None;
+                }
+                if let Some(w) = settled(
+                    ctx.volumes_api()
+                        .replace(&pv.name_any(), &PostParams::default(), &next)
+                        .await,
+                )? {
+                    ctx.volume_phase(&w, "Available", None).await?;
+                }
             }
             Ok(Action::await_change())
         }
@@ -553,9 +667,6 @@ async fn sync_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action,
 /// The claim is gone: the volume is Released and reclaimed by its policy.
 async fn release(pv: &PersistentVolume, ctx: &Ctx) -> Result<Action, kube::Error> {
     use basalt_events::Type::Warning;
-    if phase(pv) == "Failed" {
-        return Ok(Action::await_change());
-    }
     let policy = pv
         .spec
         .as_ref()
@@ -563,6 +674,8 @@ async fn release(pv: &PersistentVolume, ctx: &Ctx) -> Result<Action, kube::Error
         .unwrap_or("Retain");
     let external = annotation(&pv.metadata, PROVISIONED_BY).is_some();
     let (to, message, event) = match policy {
+        // No in-tree deleter here: a provisioner deletes what it made; anything else fails as upstream's
+        // does for a volume type without a deleter.
         "Delete" if !external => (
             "Failed",
             Some(format!("error getting deleter volume plugin for volume {:?}: no deletable volume plugin matched", pv.name_any())),
@@ -608,6 +721,10 @@ mod tests {
     fn a_volume_satisfies_a_claim_by_class_modes_size_and_selector() {
         let v = volume("5Gi", &["ReadWriteOnce", "ReadOnlyMany"], "");
         assert!(satisfies(&v, &claim("2Gi", &["ReadWriteOnce"], "", None)));
+        assert_eq!(
+            mismatch(&v, &claim("6Gi", &["ReadWriteOnce"], "", None)),
+            Some("requested PV is too small")
+        );
         assert!(satisfies(&v, &claim("5Gi", &["ReadOnlyMany"], "", None)));
         assert!(!satisfies(&v, &claim("6Gi", &["ReadWriteOnce"], "", None)));
         assert!(!satisfies(&v, &claim("1Gi", &["ReadWriteMany"], "", None)));

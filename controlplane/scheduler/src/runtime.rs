@@ -739,12 +739,35 @@ async fn bind_volumes(
     for a in actions {
         match a {
             volumes::Action::BindVolume { claim, volume } => {
+                // As upstream's binder: the claim's uid in the reference and the volume replaced at the
+                // version this scheduler saw, so two pods never reserve one volume.
+                let (pv, uid) = {
+                    let cache = shared.cache.lock().unwrap();
+                    let pv = cache.volumes.get(volume).cloned();
+                    let uid = cache
+                        .claims
+                        .get(&(pod.namespace.clone(), claim.clone()))
+                        .and_then(|c| c.metadata.uid.clone());
+                    (pv, uid)
+                };
+                let Some(mut pv) = pv else {
+                    return Err(format!("binding volumes: volume {volume:?} is gone"));
+                };
+                pv.spec.get_or_insert_with(Default::default).claim_ref =
+                    Some(k8s_openapi::api::core::v1::ObjectReference {
+                        kind: Some("PersistentVolumeClaim".into()),
+                        api_version: Some("v1".into()),
+                        namespace: Some(pod.namespace.clone()),
+                        name: Some(claim.clone()),
+                        uid,
+                        ..Default::default()
+                    });
+                pv.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert("pv.kubernetes.io/bound-by-controller".into(), "yes".into());
                 let api: Api<PersistentVolume> = Api::all(shared.client.clone());
-                let patch = serde_json::json!({"spec": {"claimRef": {
-                    "kind": "PersistentVolumeClaim", "apiVersion": "v1",
-                    "namespace": pod.namespace, "name": claim,
-                }}});
-                api.patch(volume, &PatchParams::default(), &Patch::Merge(&patch))
+                api.replace(volume, &kube::api::PostParams::default(), &pv)
                     .await
                     .map_err(|e| format!("binding volumes: {e}"))?;
             }
