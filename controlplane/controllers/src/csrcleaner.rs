@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::{Api, Client, ResourceExt};
 
@@ -76,17 +75,8 @@ async fn reconcile(
         return Ok(Action::requeue(Duration::from_secs(left as u64)));
     }
     let api: Api<CertificateSigningRequest> = Api::all((*client).clone());
-    let dp = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: csr.uid(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match api.delete(&csr.name_any(), &dp).await {
-        Ok(_) => tracing::info!(csr = %csr.name_any(), "deleted: expired or long decided"),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-        Err(e) => return Err(e),
+    if owners::delete_exact(&api, &csr.name_any(), csr.uid(), None).await? {
+        tracing::info!(csr = %csr.name_any(), "deleted: expired or long decided");
     }
     Ok(Action::await_change())
 }

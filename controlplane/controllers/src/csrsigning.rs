@@ -148,16 +148,10 @@ async fn reconcile(
         },
     }
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    match api
-        .replace_status(&req.name_any(), &PostParams::default(), &out)
-        .await
-    {
-        Ok(_) => {
-            tracing::debug!(csr = %req.name_any(), signer = %req.spec.signer_name, "status written")
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-        Err(e) => return Err(e),
-    }
+    owners::settled(
+        api.replace_status(&req.name_any(), &PostParams::default(), &out)
+            .await,
+    )?;
     Ok(Action::await_change())
 }
 

@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -132,14 +132,42 @@ where
 {
     let patch = json!({"metadata": {"ownerReferences": [owner], "uid": child.uid}});
     let name = child.name.clone().unwrap_or_default();
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-        .await
-    {
-        Ok(c) => Ok(Some(c)),
+    settled(
+        api.patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await,
+    )
+}
+
+/// 404 and 409 are answers, not failures: the object went or changed since it was read, and its next
+/// event brings it back. `None` for those.
+pub fn settled<T>(r: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Deletes `name` only while it is still the object with `uid` (a namesake made since is not it);
+/// whether this call deleted it.
+pub async fn delete_exact<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: Option<String>,
+    propagation: Option<PropagationPolicy>,
+) -> Result<bool, kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let dp = DeleteParams {
+        propagation_policy: propagation,
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    Ok(settled(api.delete(name, &dp).await)?.is_some())
 }
 
 /// The pods of `ns` (all of them, then those `owner` controls), as upstream's ControllerRefManager claims

@@ -256,15 +256,6 @@ fn claim_phase(c: &PersistentVolumeClaim) -> &str {
         .unwrap_or("Pending")
 }
 
-/// 404 and 409 are answers, not failures: the object changed or went, and its next event brings it back.
-fn settled<T>(r: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 impl Ctx {
     fn claim_event(
         &self,
@@ -322,7 +313,7 @@ impl Ctx {
             message,
             ..old
         });
-        settled(
+        owners::settled(
             self.volumes_api()
                 .replace_status(&pv.name_any(), &PostParams::default(), &next)
                 .await,
@@ -340,7 +331,7 @@ impl Ctx {
             phase: Some("Pending".into()),
             ..Default::default()
         });
-        settled(
+        owners::settled(
             self.claims_api(c)
                 .replace_status(&c.name_any(), &PostParams::default(), &next)
                 .await,
@@ -359,7 +350,7 @@ impl Ctx {
         if claim_phase(c) != "Lost" {
             let mut next = c.clone();
             next.status.get_or_insert_with(Default::default).phase = Some("Lost".into());
-            settled(
+            owners::settled(
                 self.claims_api(c)
                     .replace_status(&c.name_any(), &PostParams::default(), &next)
                     .await,
@@ -394,7 +385,7 @@ impl Ctx {
             }
             pv.spec.get_or_insert_with(Default::default).claim_ref = Some(want);
             // Replaced at the resourceVersion this pass saw: a volume taken meanwhile is a conflict.
-            match settled(
+            match owners::settled(
                 self.volumes_api()
                     .replace(&pv.name_any(), &PostParams::default(), &pv)
                     .await,
@@ -413,7 +404,7 @@ impl Ctx {
                 annotations.insert(BOUND_BY_CONTROLLER.into(), "yes".into());
             }
             c.spec.get_or_insert_with(Default::default).volume_name = Some(pv.name_any());
-            match settled(
+            match owners::settled(
                 self.claims_api(&c)
                     .replace(&c.name_any(), &PostParams::default(), &c)
                     .await,
@@ -431,7 +422,7 @@ impl Ctx {
         };
         if c.status.as_ref() != Some(&status) {
             c.status = Some(status);
-            settled(
+            owners::settled(
                 self.claims_api(&c)
                     .replace_status(&c.name_any(), &PostParams::default(), &c)
                     .await,
@@ -559,7 +550,7 @@ async fn sync_claim(c: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Acti
                     .get_or_insert_with(Default::default);
                 a.insert(STORAGE_PROVISIONER.into(), k.provisioner.clone());
                 a.insert(STORAGE_PROVISIONER_BETA.into(), k.provisioner.clone());
-                settled(
+                owners::settled(
                     ctx.claims_api(&c)
                         .replace(&c.name_any(), &PostParams::default(), &next)
                         .await,
@@ -625,7 +616,7 @@ async fn sync_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action,
                 if let Some(a) = next.metadata.annotations.as_mut() {
                     a.remove(BOUND_BY_CONTROLLER);
                 }
-                if let Some(w) = settled(
+                if let Some(w) = owners::settled(
                     ctx.volumes_api()
                         .replace(&pv.name_any(), &PostParams::default(), &next)
                         .await,
@@ -651,7 +642,7 @@ async fn sync_volume(pv: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> Result<Action,
                     r.uid = None;
                     r.resource_version = None;
                 }
-                if let Some(w) = settled(
+                if let Some(w) = owners::settled(
                     ctx.volumes_api()
                         .replace(&pv.name_any(), &PostParams::default(), &next)
                         .await,

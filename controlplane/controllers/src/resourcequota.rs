@@ -218,14 +218,10 @@ async fn reconcile(q: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, kube:
         let mut next = (*q).clone();
         next.status = Some(status);
         let api: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .replace_status(&q.name_any(), &PostParams::default(), &next)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+        owners::settled(
+            api.replace_status(&q.name_any(), &PostParams::default(), &next)
+                .await,
+        )?;
     }
     Ok(if polled {
         Action::requeue(RESYNC)

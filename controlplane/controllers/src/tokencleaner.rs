@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -54,18 +53,8 @@ async fn reconcile(secret: Arc<Secret>, client: Arc<Client>) -> Result<Action, k
         Some(_) => {}
     }
     let api: Api<Secret> = Api::namespaced((*client).clone(), NAMESPACE);
-    // Guarded by uid: a token of the same name made since is not this one.
-    let dp = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: secret.uid(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match api.delete(&secret.name_any(), &dp).await {
-        Ok(_) => tracing::info!(secret = %secret.name_any(), "deleted expired bootstrap token"),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-        Err(e) => return Err(e),
+    if owners::delete_exact(&api, &secret.name_any(), secret.uid(), None).await? {
+        tracing::info!(secret = %secret.name_any(), "deleted expired bootstrap token");
     }
     Ok(Action::await_change())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
+use kube::api::PropagationPolicy;
 use kube::runtime::controller::{Action, Controller};
 use kube::{Api, Client, ResourceExt};
 
@@ -53,19 +53,9 @@ async fn reconcile(job: Arc<Job>, client: Arc<Client>) -> Result<Action, kube::E
         return Ok(Action::requeue(Duration::from_secs(left as u64)));
     }
     let api: Api<Job> = Api::namespaced((*client).clone(), &job.namespace().unwrap_or_default());
-    // Guarded by uid: a Job of the same name created since is not this one.
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        preconditions: Some(Preconditions {
-            uid: job.uid(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match api.delete(&job.name_any(), &dp).await {
-        Ok(_) => tracing::info!(job = %job.name_any(), "deleted: ttlSecondsAfterFinished passed"),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-        Err(e) => return Err(e),
+    let background = Some(PropagationPolicy::Background);
+    if owners::delete_exact(&api, &job.name_any(), job.uid(), background).await? {
+        tracing::info!(job = %job.name_any(), "deleted: ttlSecondsAfterFinished passed");
     }
     Ok(Action::await_change())
 }
