@@ -1161,6 +1161,78 @@ fn join_refusals(c: &Cluster) -> Result<()> {
     );
     let err = agent("not-a-token")?;
     ensure!(err.contains("agent.token") && err.contains("K10"), "{err}");
+    renewal(c, &token)
+}
+
+/// The client certificate of a `system:node:<name>` user in a kubeconfig.
+fn kept_certificate(path: &Path) -> Result<String> {
+    let kc = kube::config::Kubeconfig::read_from(path)?;
+    let data = kc.auth_infos[0]
+        .auth_info
+        .as_ref()
+        .and_then(|a| a.client_certificate_data.clone())
+        .context("client-certificate-data")?;
+    use base64::Engine;
+    Ok(String::from_utf8(
+        base64::engine::general_purpose::STANDARD.decode(data)?,
+    )?)
+}
+
+/// A joined node renews its credentials with its current certificate: a new key and certificate,
+/// approved as the node renewing itself (selfnodeclient), which the apiserver knows as the node.
+fn renewal(c: &Cluster, token: &str) -> Result<()> {
+    let token = basalt_join::Token::parse(token)?;
+    let dir = tempfile::tempdir()?;
+    let path =
+        c.rt.block_on(basalt_join::join(&c.s.url, &token, "renewer", dir.path()))?;
+    let before = kept_certificate(&path)?;
+    ensure!(
+        !dir.path().join("kubelet-client-pending.key").exists(),
+        "the pending key stayed"
+    );
+    ensure!(
+        basalt_join::bootstrap::renewal_at(&path, 0.5).is_some(),
+        "no renewal time for the kept credentials"
+    );
+    c.rt.block_on(basalt_join::bootstrap::renew(&path, "renewer"))?;
+    let after = kept_certificate(&path)?;
+    ensure!(before != after, "the certificate was not renewed");
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    let api: Api<CertificateSigningRequest> = Api::all(c.client.clone());
+    let by_node: Vec<_> =
+        c.rt.block_on(api.list(&ListParams::default()))?
+            .items
+            .into_iter()
+            .filter(|r| r.spec.username.as_deref() == Some("system:node:renewer"))
+            .collect();
+    let messages: Vec<String> = by_node
+        .iter()
+        .flat_map(|r| r.status.iter().flat_map(|s| s.conditions.iter().flatten()))
+        .filter_map(|c| c.message.clone())
+        .collect();
+    ensure!(
+        messages == ["Auto approving self kubelet client certificate after SubjectAccessReview."],
+        "the renewal's approval: {messages:?}"
+    );
+    let renewed = c.rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&path)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        anyhow::Ok(kube::Client::try_from(cfg)?)
+    })?;
+    let review: k8s_openapi::api::authentication::v1::SelfSubjectReview = c.rt.block_on(
+        renewed.request(
+            http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(
+                    &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+                )?)?,
+        ),
+    )?;
+    let user = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    ensure!(
+        user.username.as_deref() == Some("system:node:renewer"),
+        "{user:?}"
+    );
     Ok(())
 }
 

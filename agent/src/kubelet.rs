@@ -37,6 +37,46 @@ pub async fn join(config: &basalt_config::Config, args: &mut AgentConfig) -> any
     Ok(())
 }
 
+/// For a node that joined with a token: renews its client certificate at 70–90% of its life (with the
+/// certificate itself, approved as the node renewing itself). Resolves once renewed; never without
+/// joined credentials.
+pub fn renew_credentials(
+    config: &basalt_config::Config,
+    args: &AgentConfig,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (Some(_), Some(path)) = (&args.server, args.kubeconfig.clone()) else {
+        return Ok(rx);
+    };
+    let node = node_name(config)?;
+    tokio::spawn(async move {
+        let jitter = basalt_join::bootstrap::jitter();
+        loop {
+            let Some(at) = basalt_join::bootstrap::renewal_at(&path, jitter) else {
+                tracing::warn!(path = %path.display(), "node credentials unreadable: not renewed");
+                return;
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if at > now {
+                tokio::time::sleep(std::time::Duration::from_secs((at - now) as u64)).await;
+            }
+            match basalt_join::bootstrap::renew(&path, &node).await {
+                Ok(()) => {
+                    let _ = tx.send(());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing the node credentials; trying again in a minute");
+                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
 /// Starts the kubelet and its API; returns the task running its pods.
 pub async fn start(
     config: &basalt_config::Config,

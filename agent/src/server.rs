@@ -66,9 +66,12 @@ pub async fn run(config: &basalt_config::Config, mut args: AgentConfig) -> anyho
     } else {
         Some(crate::kubelet::start(config, &args, &endpoint).await?)
     };
+    let mut renewed = crate::kubelet::renew_credentials(config, &args)?;
+    let mut restart = false;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        Ok(()) = &mut renewed => restart = true,
     }
     tracing::info!("stopping; pods keep running");
     // The kubelet first: its PLEG holds a GetContainerEvents stream open, which the CRI server's graceful
@@ -80,6 +83,18 @@ pub async fn run(config: &basalt_config::Config, mut args: AgentConfig) -> anyho
     let _ = stop_tx.send(true);
     if let Some(t) = cri_task {
         t.await.context("CRI server task")??;
+    }
+    if restart {
+        // The kubelet's clients hold the old certificate: the agent starts again on the new one, as
+        // after a crash (pods kept running; the agent recovers them from its state).
+        use std::os::unix::process::CommandExt;
+        tracing::info!("node credentials renewed: restarting the agent on them");
+        let err = std::process::Command::new("/proc/self/exe")
+            .args(std::env::args_os().skip(1))
+            .exec();
+        return Err(anyhow::anyhow!(
+            "restarting the agent after renewing its credentials: {err}"
+        ));
     }
     Ok(())
 }

@@ -119,21 +119,41 @@ fn client(server: &str, ca_pem: &str, auth: kube::config::AuthInfo) -> Result<Cl
 /// How long a request may wait for approval (the kubelet's bootstrap waits as long).
 const APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// When the kept credentials' certificate expires (seconds since the epoch), if they can be read.
-fn kept_until(path: &Path) -> Option<i64> {
+/// The credentials a node keeps: where its apiserver is, the CA, its certificate and key (PEM), and
+/// the certificate's validity (seconds since the epoch).
+struct Kept {
+    server: String,
+    ca: String,
+    cert: String,
+    key: String,
+    not_before: i64,
+    not_after: i64,
+}
+
+fn read_kept(path: &Path) -> Option<Kept> {
     let kc = kube::config::Kubeconfig::read_from(path).ok()?;
-    let data = kc
-        .auth_infos
-        .first()?
-        .auth_info
-        .as_ref()?
-        .client_certificate_data
-        .clone()?;
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .ok()?;
-    let cert = rcgen::CertificateParams::from_ca_cert_pem(std::str::from_utf8(&pem).ok()?).ok()?;
-    Some(cert.not_after.unix_timestamp())
+    let user = kc.auth_infos.first()?.auth_info.clone()?;
+    let cluster = kc.clusters.first()?.cluster.clone()?;
+    let decode = |b: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .ok()
+            .and_then(|v| String::from_utf8(v).ok())
+    };
+    let cert = decode(user.client_certificate_data.as_deref()?)?;
+    let key = {
+        use secrecy::ExposeSecret;
+        decode(user.client_key_data.as_ref()?.expose_secret())?
+    };
+    let params = rcgen::CertificateParams::from_ca_cert_pem(&cert).ok()?;
+    Some(Kept {
+        server: cluster.server?,
+        ca: decode(cluster.certificate_authority_data.as_deref()?)?,
+        cert,
+        key,
+        not_before: params.not_before.unix_timestamp(),
+        not_after: params.not_after.unix_timestamp(),
+    })
 }
 
 fn now_secs() -> i64 {
@@ -142,10 +162,11 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The node's key, kept (0600) from before its request is sent: a restart while waiting for approval
-/// asks again with the same key, under the same request name, instead of leaving a dead request.
-fn node_key(dir: &Path) -> Result<rcgen::KeyPair, Error> {
-    let path = dir.join("kubelet-client.key");
+/// The key of a request in flight, kept (0600) from before the request is sent until its certificate is
+/// written: a restart while waiting asks again with the same key, under the same request name, instead
+/// of leaving a dead request. Gone once the credentials are kept, so the next request has a new key.
+fn pending_key(dir: &Path) -> Result<rcgen::KeyPair, Error> {
+    let path = dir.join("kubelet-client-pending.key");
     if let Ok(pem) = std::fs::read_to_string(&path) {
         if let Ok(k) = rcgen::KeyPair::from_pem(&pem) {
             return Ok(k);
@@ -156,42 +177,17 @@ fn node_key(dir: &Path) -> Result<rcgen::KeyPair, Error> {
     Ok(key)
 }
 
-/// The node's credentials: kept ones while their certificate is valid, else a new certificate through
-/// a CSR. Returns the kubeconfig's path.
-pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result<PathBuf, Error> {
-    let path = kubeconfig_path(dir);
-    match kept_until(&path) {
-        Some(until) if until > now_secs() => return Ok(path),
-        Some(_) => {
-            tracing::warn!(path = %path.display(), "join: the kept node certificate has expired; joining again")
-        }
-        None if path.exists() => {
-            tracing::warn!(path = %path.display(), "join: the kept node credentials are unreadable; joining again")
-        }
-        None => {}
-    }
-    let ca = fetch_ca(server, token).await?;
-    let bootstrap = client(
-        server,
-        &ca,
-        kube::config::AuthInfo {
-            token: Some(token.bearer().into()),
-            ..Default::default()
-        },
-    )?;
-    // The token is tried before anything is written: a refused join leaves nothing behind.
-    retrying("checking the join token", || async {
-        let req = http::Request::get("/api")
-            .body(Vec::new())
-            .map_err(|e| Error::Server(server.into(), e.to_string()))?;
-        bootstrap
-            .request_text(req)
-            .await
-            .map(drop)
-            .map_err(|e| classify(server, e))
-    })
-    .await?;
-    let key = node_key(dir)?;
+/// Asks `client`'s apiserver for a client certificate of `system:node:<node>` and waits until it is
+/// issued; then keeps it with its key as the kubeconfig at `path`.
+async fn request_certificate(
+    client: Client,
+    server: &str,
+    ca: &str,
+    node: &str,
+    path: &Path,
+) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let key = pending_key(dir)?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
         .map_err(|e| Error::Key(e.to_string()))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -223,7 +219,7 @@ pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result
         },
         ..Default::default()
     };
-    let api: Api<CertificateSigningRequest> = Api::all(bootstrap);
+    let api: Api<CertificateSigningRequest> = Api::all(client);
     retrying("sending the certificate request", || async {
         match api.create(&PostParams::default(), &csr).await {
             Ok(_) => Ok(()),
@@ -233,7 +229,7 @@ pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result
         }
     })
     .await?;
-    tracing::info!(csr = %name, "join: waiting for the certificate request to be approved and signed (kubectl certificate approve {name}, if no one approves it)");
+    tracing::info!(csr = %name, "waiting for the certificate request to be approved and signed (kubectl certificate approve {name}, if no one approves it)");
     let deadline = tokio::time::Instant::now() + APPROVAL_TIMEOUT;
     let cert = loop {
         let now = retrying("reading the certificate request", || async {
@@ -265,9 +261,92 @@ pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    write_kubeconfig(&path, server, &ca, &cert, &key.serialize_pem())?;
-    tracing::info!(csr = %name, path = %path.display(), "join: node credentials issued");
+    write_kubeconfig(path, server, ca, &cert, &key.serialize_pem())?;
+    let _ = std::fs::remove_file(dir.join("kubelet-client-pending.key"));
+    tracing::info!(csr = %name, path = %path.display(), "node credentials issued");
+    Ok(())
+}
+
+/// The node's credentials: kept ones while their certificate is valid, else a new certificate through
+/// a CSR sent with the bootstrap token. Returns the kubeconfig's path.
+pub async fn join(server: &str, token: &Token, node: &str, dir: &Path) -> Result<PathBuf, Error> {
+    let path = kubeconfig_path(dir);
+    match read_kept(&path) {
+        Some(k) if k.not_after > now_secs() => return Ok(path),
+        Some(_) => {
+            tracing::warn!(path = %path.display(), "join: the kept node certificate has expired; joining again")
+        }
+        None if path.exists() => {
+            tracing::warn!(path = %path.display(), "join: the kept node credentials are unreadable; joining again")
+        }
+        None => {}
+    }
+    let ca = fetch_ca(server, token).await?;
+    let bootstrap = client(
+        server,
+        &ca,
+        kube::config::AuthInfo {
+            token: Some(token.bearer().into()),
+            ..Default::default()
+        },
+    )?;
+    // The token is tried before anything is written: a refused join leaves nothing behind.
+    retrying("checking the join token", || async {
+        let req = http::Request::get("/api")
+            .body(Vec::new())
+            .map_err(|e| Error::Server(server.into(), e.to_string()))?;
+        bootstrap
+            .request_text(req)
+            .await
+            .map(drop)
+            .map_err(|e| classify(server, e))
+    })
+    .await?;
+    request_certificate(bootstrap, server, &ca, node, &path).await?;
     Ok(path)
+}
+
+/// When the kept certificate is to be renewed (seconds since the epoch): at 70–90% of its life, the
+/// point drawn at random (`jitter` in 0..1) as the kubelet's certificate manager draws it, so nodes
+/// joined together do not all renew at once. `None` without readable credentials.
+pub fn renewal_at(path: &Path, jitter: f64) -> Option<i64> {
+    let k = read_kept(path)?;
+    Some(renewal_point(k.not_before, k.not_after, jitter))
+}
+
+fn renewal_point(not_before: i64, not_after: i64, jitter: f64) -> i64 {
+    let life = (not_after - not_before).max(0) as f64;
+    not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64
+}
+
+/// A random number in 0..1 for [`renewal_at`].
+pub fn jitter() -> f64 {
+    let mut b = [0u8; 2];
+    let _ = crate::token::random(&mut b);
+    f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+}
+
+/// Renews the node's client certificate with its current one: a new key and a request the controllers
+/// approve as the node renewing itself (`selfnodeclient`), written over the kept kubeconfig. The old
+/// credentials stay in place until the new ones are issued.
+pub async fn renew(path: &Path, node: &str) -> Result<(), Error> {
+    let k = read_kept(path).ok_or_else(|| {
+        Error::Server(
+            path.display().to_string(),
+            "no readable node credentials to renew".into(),
+        )
+    })?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let current = client(
+        &k.server,
+        &k.ca,
+        kube::config::AuthInfo {
+            client_certificate_data: Some(b64(&k.cert)),
+            client_key_data: Some(b64(&k.key).into()),
+            ..Default::default()
+        },
+    )?;
+    request_certificate(current, &k.server, &k.ca, node, path).await
 }
 
 /// A kubeconfig holding the node's credentials, written whole (mode 0600) and renamed into place.
@@ -321,6 +400,15 @@ mod tests {
         let pem = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nAwQF\n-----END CERTIFICATE-----\n";
         assert_eq!(pem_certs(pem), vec![vec![0, 1, 2], vec![3, 4, 5]]);
         assert!(pem_certs("junk").is_empty());
+    }
+
+    #[test]
+    fn renewal_is_at_seventy_to_ninety_percent_of_the_life() {
+        assert_eq!(renewal_point(1000, 2000, 0.0), 1700);
+        assert_eq!(renewal_point(1000, 2000, 1.0), 1900);
+        assert_eq!(renewal_point(1000, 2000, 7.0), 1900);
+        let j = jitter();
+        assert!((0.0..=1.0).contains(&j));
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Token {
     /// A new token for the CA in `ca_pem`, its id and secret from the kernel's random source.
     pub fn generate(ca_pem: &[u8]) -> Result<Token, Error> {
         let mut raw = [0u8; 22];
-        getrandom(&mut raw)?;
+        random(&mut raw)?;
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         // 256 = 7 * 36 + 4: the 4 values past the last whole round are rare enough not to matter for a
         // token that is also rate limited by the apiserver's authentication.
@@ -111,7 +111,7 @@ impl Token {
     }
 }
 
-fn getrandom(buf: &mut [u8]) -> Result<(), Error> {
+pub(crate) fn random(buf: &mut [u8]) -> Result<(), Error> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(buf))

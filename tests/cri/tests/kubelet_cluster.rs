@@ -912,6 +912,20 @@ async fn a_node_survives_its_agent_being_killed() {
     let out = server.run(&["delete", "pod", "doomed", "--wait=false"]);
     assert!(out.status.success());
 
+    // Its credentials near their end (past 90% of their life, two minutes left): back, it renews them
+    // with themselves and restarts on the new ones.
+    let kept = format!("{d}/data/kubelet.kubeconfig");
+    let aging = server
+        .kubeconfig_aging(
+            &format!("system:node:{name}"),
+            "system:nodes",
+            Duration::from_secs(3600),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    std::fs::copy(&aging, &kept).unwrap();
+    let aging = std::fs::read_to_string(&aging).unwrap();
+
     // Back: Ready, untainted; the kept pod is the same container; the deleted one is cleaned up.
     agent.spawn();
     wait("the node Ready again", || node_ready("True")).await;
@@ -925,6 +939,30 @@ async fn a_node_survives_its_agent_being_killed() {
     .await;
     wait("the pod deleted while the agent was down to go", || {
         get(&server, &["pod", "doomed"]).is_none().then_some(())
+    })
+    .await;
+    // Renewed: the node's own request, approved as the node renewing itself, and new credentials kept;
+    // the agent restarted on them and the node is Ready on them.
+    wait("the node's credentials renewed", || {
+        let csrs = get(&server, &["csr"])?;
+        let renewed = csrs["items"].as_array()?.iter().any(|c| {
+            c["spec"]["username"] == format!("system:node:{name}").as_str()
+                && c["status"]["conditions"][0]["message"]
+                    == "Auto approving self kubelet client certificate after SubjectAccessReview."
+                && c["status"]["certificate"].as_str().is_some()
+        });
+        let now = std::fs::read_to_string(&kept).ok()?;
+        (renewed && now != aging).then_some(())
+    })
+    .await;
+    // Restarted: the log says so, and the new process's CRI socket answers below.
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(
+        log.contains("node credentials renewed: restarting the agent on them"),
+        "{log}"
+    );
+    wait("the node Ready on its renewed credentials", || {
+        node_ready("True")
     })
     .await;
     let cri = basalt_cri_tests::Cri::wait_ready(

@@ -103,6 +103,16 @@ impl KubeServer {
     }
 
     fn sign_client(&self, cn: &str, org: &str) -> Result<(String, String)> {
+        self.sign_client_valid(cn, org, None)
+    }
+
+    /// As `sign_client`, valid from `age` ago until `left` from now when given.
+    fn sign_client_valid(
+        &self,
+        cn: &str,
+        org: &str,
+        validity: Option<(std::time::Duration, std::time::Duration)>,
+    ) -> Result<(String, String)> {
         let tls = self.data_dir().join("server/tls");
         let ca_pem = std::fs::read_to_string(tls.join("server-ca.crt"))?;
         let ca_key =
@@ -117,6 +127,11 @@ impl KubeServer {
             .distinguished_name
             .push(rcgen::DnType::OrganizationName, org);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        if let Some((age, left)) = validity {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - age;
+            params.not_after = now + left;
+        }
         let cert = params.signed_by(&key, &ca, &ca_key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
@@ -124,9 +139,30 @@ impl KubeServer {
     /// A kubeconfig for the user `cn` in the group `org`, with a client certificate signed by the
     /// server's cluster CA (what a node's `system:node:<name>` credentials are).
     pub fn kubeconfig_for(&self, cn: &str, org: &str) -> Result<PathBuf> {
+        self.kubeconfig_valid(cn, org, None)
+    }
+
+    /// As `kubeconfig_for`, with a certificate issued `age` ago that expires `left` from now (what a
+    /// node's credentials near their end look like).
+    pub fn kubeconfig_aging(
+        &self,
+        cn: &str,
+        org: &str,
+        age: std::time::Duration,
+        left: std::time::Duration,
+    ) -> Result<PathBuf> {
+        self.kubeconfig_valid(cn, org, Some((age, left)))
+    }
+
+    fn kubeconfig_valid(
+        &self,
+        cn: &str,
+        org: &str,
+        validity: Option<(std::time::Duration, std::time::Duration)>,
+    ) -> Result<PathBuf> {
         use base64::Engine;
         let ca_pem = std::fs::read_to_string(self.data_dir().join("server/tls/server-ca.crt"))?;
-        let (cert, key) = self.sign_client(cn, org)?;
+        let (cert, key) = self.sign_client_valid(cn, org, validity)?;
         let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: basalt\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {cn}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: basalt\n  context:\n    cluster: basalt\n    user: {cn}\ncurrent-context: basalt\n",
