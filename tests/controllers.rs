@@ -951,16 +951,7 @@ fn certificates(c: &Cluster) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let review: k8s_openapi::api::authentication::v1::SelfSubjectReview = c.rt.block_on(
-        node.request(
-            http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
-                .header("content-type", "application/json")
-                .body(serde_json::to_vec(
-                    &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
-                )?)?,
-        ),
-    )?;
-    let user = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    let user = whoami(c, &node)?;
     ensure!(
         user.username.as_deref() == Some("system:node:joiner")
             && user
@@ -1219,8 +1210,21 @@ fn renewal(c: &Cluster, token: &str) -> Result<()> {
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
         anyhow::Ok(kube::Client::try_from(cfg)?)
     })?;
+    let user = whoami(c, &renewed)?;
+    ensure!(
+        user.username.as_deref() == Some("system:node:renewer"),
+        "{user:?}"
+    );
+    Ok(())
+}
+
+/// Who the apiserver takes `client` for (`kubectl auth whoami`).
+fn whoami(
+    c: &Cluster,
+    client: &kube::Client,
+) -> Result<k8s_openapi::api::authentication::v1::UserInfo> {
     let review: k8s_openapi::api::authentication::v1::SelfSubjectReview = c.rt.block_on(
-        renewed.request(
+        client.request(
             http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
                 .header("content-type", "application/json")
                 .body(serde_json::to_vec(
@@ -1228,12 +1232,7 @@ fn renewal(c: &Cluster, token: &str) -> Result<()> {
                 )?)?,
         ),
     )?;
-    let user = review.status.and_then(|s| s.user_info).unwrap_or_default();
-    ensure!(
-        user.username.as_deref() == Some("system:node:renewer"),
-        "{user:?}"
-    );
-    Ok(())
+    Ok(review.status.and_then(|s| s.user_info).unwrap_or_default())
 }
 
 fn base64_of(s: &str) -> String {
