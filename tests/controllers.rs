@@ -1336,6 +1336,32 @@ fn scenarios(c: Cluster) -> Result<()> {
     node_ipam(&c).context("node ipam")?;
     certificates(&c).context("certificates")?;
     cron(&c).context("cronjob")?;
+    loop_metrics(&c).context("metrics")?;
+    Ok(())
+}
+
+/// Each loop's passes at the apiserver's `/metrics` (controller-runtime's names): the loops that ran
+/// above counted successful passes.
+fn loop_metrics(c: &Cluster) -> Result<()> {
+    let text = c.kubectl(&["get", "--raw", "/metrics"])?;
+    for controller in [
+        "replicaset",
+        "deployment",
+        "job",
+        "persistentvolume-binder",
+        "csrapproving",
+    ] {
+        let line = format!(
+            "controller_runtime_reconcile_total{{controller=\"{controller}\",result=\"success\"}} "
+        );
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .with_context(|| format!("no {line}"))?
+            .trim()
+            .parse()?;
+        ensure!(n > 0, "{controller}: {n} passes");
+    }
     Ok(())
 }
 

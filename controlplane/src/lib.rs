@@ -225,6 +225,9 @@ pub async fn serve(
     api.max_inflight = args.max_requests_inflight;
     api.max_mutating_inflight = args.max_mutating_requests_inflight;
     api.garbage_collector = !args.runs(Component::Controllers);
+    if args.runs(Component::Controllers) {
+        api.extra_metrics = Some(basalt_controllers::metrics::render);
+    }
     let server = basalt_apiserver::ApiServer::start(api, store.clone()).await?;
 
     let kubeconfig = args

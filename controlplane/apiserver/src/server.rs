@@ -483,6 +483,9 @@ fn non_resource(
                 .metrics
                 .render(state.watches.open.load(Ordering::Relaxed), state.backend);
             state.flow.render(&mut text);
+            if let Some(more) = state.config.extra_metrics {
+                text.push_str(&more());
+            }
             let mut r = text_response(StatusCode::OK, text);
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,

@@ -54,6 +54,9 @@ pub struct Config {
     pub garbage_collector: bool,
     /// PEM certificate and key the apiserver presents to kubelets (logs, exec, attach, port-forward).
     pub kubelet_client_cert: Option<(PathBuf, PathBuf)>,
+    /// More metrics served at `/metrics` (what runs beside the apiserver in the same process: the
+    /// controllers), so no second listener is needed for them.
+    pub extra_metrics: Option<fn() -> String>,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
             event_ttl: std::time::Duration::from_secs(3600),
             garbage_collector: true,
             kubelet_client_cert: None,
+            extra_metrics: None,
         }
     }
 }

@@ -27,6 +27,7 @@
 //! - [`gc`]: the garbage collector: background, foreground and orphan deletion by ownerReferences.
 //! - [`expectations`]: what an owner created or deleted, awaited until its watch shows it.
 //! - [`informers`]: one watch and store per kind, shared by the loops.
+//! - [`metrics`]: each loop's passes and failures, served at the apiserver's `/metrics`.
 //!
 //! Each controller is a kube-rs `Controller` (watcher → reflector → reconciler).
 
@@ -45,6 +46,7 @@ pub mod expectations;
 pub mod gc;
 pub mod informers;
 pub mod job;
+pub mod metrics;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;

@@ -165,7 +165,9 @@ pub async fn run(
         let all = nodes.state();
         probes.retain(|name, _| all.iter().any(|n| n.name_any() == *name));
         for node in all {
-            if let Err(e) = monitor(&client, &settings, &node, &leases, &pods, &mut probes).await {
+            let r = monitor(&client, &settings, &node, &leases, &pods, &mut probes).await;
+            crate::metrics::record("node-lifecycle", r.is_ok());
+            if let Err(e) = r {
                 tracing::warn!(node = %node.name_any(), error = %e, "node lifecycle");
             }
         }

@@ -231,8 +231,12 @@ where
 }
 
 /// Drives a controller's stream of reconciliations until it ends.
-pub async fn drive<T, E: std::fmt::Display>(name: &str, s: impl Stream<Item = Result<T, E>>) {
+pub async fn drive<T, E: std::fmt::Display>(
+    name: &'static str,
+    s: impl Stream<Item = Result<T, E>>,
+) {
     s.for_each(|r| async move {
+        crate::metrics::record(name, r.is_ok());
         if let Err(e) = r {
             tracing::debug!(controller = name, error = %e, "reconcile");
         }

@@ -47,6 +47,7 @@ pub async fn run(
     loop {
         tick.tick().await;
         gc.pass().await;
+        crate::metrics::record("pod-garbage-collector", true);
     }
 }
 
