@@ -293,6 +293,8 @@ impl Cluster {
         let (reader, writer) = kube::runtime::reflector::store();
         let stream = kube::runtime::reflector(writer, watcher(api, config)).default_backoff();
         futures_util::pin_mut!(stream);
+        // Pods refused by admission, until their Failed status comes back through the watch.
+        let mut rejected: HashSet<String> = HashSet::new();
         while let Some(event) = stream.next().await {
             match event {
                 Err(e) => {
@@ -305,7 +307,14 @@ impl Cluster {
                 Ok(_) => {}
             }
             let mut snap = Snapshot::default();
-            for p in reader.state() {
+            // Pods already admitted first, then new ones oldest first: the earlier pod keeps its room.
+            let mut pods = reader.state();
+            pods.sort_by_key(|p| {
+                let known = p.metadata.uid.as_deref().is_some_and(|u| self.is_known(u));
+                (!known, p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            });
+            let mut node: Option<Option<Node>> = None;
+            for p in pods {
                 let Some(uid) = p.metadata.uid.clone() else {
                     continue;
                 };
@@ -317,10 +326,50 @@ impl Cluster {
                 if p.metadata.deletion_timestamp.is_some() || finished_elsewhere || mirror {
                     continue;
                 }
+                if !self.is_known(&uid) {
+                    if rejected.contains(&uid) {
+                        continue;
+                    }
+                    if node.is_none() {
+                        let nodes: Api<Node> = Api::all(self.client.clone());
+                        node = Some(nodes.get_opt(&self.node).await.ok().flatten());
+                    }
+                    if let Some(Some(n)) = &node {
+                        let running: Vec<&Pod> = snap.pods.values().collect();
+                        if let Err(r) = crate::admission::admit(&p, n, &running) {
+                            rejected.insert(uid);
+                            tokio::spawn(self.clone().reject((*p).clone(), r));
+                            continue;
+                        }
+                    }
+                }
                 snap.pods.insert(uid, (*p).clone());
             }
             *self.known.lock().unwrap() = snap.pods.keys().cloned().collect();
             tx.send_replace(snap);
+        }
+    }
+
+    /// A pod refused by admission: Failed, with the reason and message, and never run here.
+    async fn reject(self: Arc<Self>, pod: Pod, r: crate::admission::Rejection) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        tracing::warn!(pod = %format!("{ns}/{name}"), reason = %r.reason, message = %r.message, "pod rejected");
+        let about = basalt_events::reference("v1", "Pod", &pod.metadata, None);
+        self.events.record(
+            about,
+            basalt_events::Type::Warning,
+            &r.reason,
+            r.message.clone(),
+        );
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let patch =
+            json!({"status": {"phase": "Failed", "reason": r.reason, "message": r.message}});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(pod = %name, error = %e, "writing a rejected pod's status");
         }
     }
 

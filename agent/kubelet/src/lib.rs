@@ -5,7 +5,8 @@
 //! annotations on sandboxes and containers) and in the manifests, so a restart adopts running pods.
 //!
 //! - Pods come from a [`source`] (the manifest dir and an HTTP URL, parsed by [`manifest`]) and, in API
-//!   mode, from the [`cluster`], which also registers the Node, heartbeats and writes pod statuses back.
+//!   mode, from the [`cluster`], which also registers the Node, heartbeats and writes pod statuses back;
+//!   a pod bound to the node is first checked by [`admission`] (room, node affinity, NoExecute taints).
 //! - The [`Kubelet`] ([`manager`]) keeps one [`worker`] per pod, run with [`Settings`] and counted in
 //!   [`Metrics`]; the [`pleg`] wakes a worker when its containers change; [`housekeeping`] tears down the
 //!   pods no source wants any more (removed while the kubelet was down, or cut short by a restart).
@@ -16,6 +17,7 @@
 //! - [`api`] serves the kubelet API, with [`stream_proxy`] for exec/attach/port-forward and [`node`] for the
 //!   eviction signals; [`quantity`] reads resource quantities.
 
+pub mod admission;
 pub mod api;
 pub mod backoff;
 pub mod cluster;

@@ -196,6 +196,46 @@ async fn a_node_joins_runs_its_pods_and_reports_them() {
     .await;
     assert!(!dir.path().join("pods").join(&uid).exists());
 
+    // Node admission: a pod placed here by name (no scheduler) asking for more CPU than the machine has
+    // is refused by the kubelet with upstream's reason, and never gets a sandbox.
+    let cpus = node["status"]["allocatable"]["cpu"]
+        .as_str()
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    let greedy = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: greedy, namespace: default}}\nspec:\n  nodeName: {name}\n  automountServiceAccountToken: false\n  containers:\n  - {{name: c, image: \"{img}\", resources: {{requests: {{cpu: \"{}\"}}}}}}\n",
+        cpus + 1
+    );
+    let out = server.run_with_input(&["apply", "-f", "-"], &greedy);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = wait("greedy refused", || {
+        let p = get(&server, &["pod", "greedy"])?;
+        (p["status"]["phase"] == "Failed").then_some(p)
+    })
+    .await;
+    assert_eq!(refused["status"]["reason"], "OutOfcpu", "{refused}");
+    let message = refused["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: {}",
+            (cpus + 1) * 1000
+        )),
+        "{message}"
+    );
+    let greedy_uid = refused["metadata"]["uid"].as_str().unwrap().to_string();
+    assert_eq!(sandboxes_of(&h, &greedy_uid).await, 0);
+    let out = server.run(&["delete", "pod", "greedy", "--wait", "--timeout=60s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     task.abort();
     remove_kubelet_cgroups(&cgroup_root);
 }
