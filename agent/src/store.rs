@@ -305,8 +305,7 @@ fn remove_json(dir: &Path, id: &str) -> Result<(), RecordError> {
 /// A new random 64-hex-digit ID, as containerd and CRI-O make them.
 pub fn new_id() -> String {
     let mut b = [0u8; 32];
-    let mut f = std::fs::File::open("/dev/urandom").expect("/dev/urandom");
-    std::io::Read::read_exact(&mut f, &mut b).expect("read /dev/urandom");
+    getrandom::fill(&mut b).expect("getrandom(2)");
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

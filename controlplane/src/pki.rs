@@ -4,9 +4,8 @@
 //!
 //! Every file is written to a temporary name, fsynced and renamed, so a crash never leaves half a key.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -25,26 +24,9 @@ pub struct Pki {
     pub service_account_key: PathBuf,
 }
 
-/// Writes `data` atomically with `mode`.
+/// Writes `data` whole with `mode` (see `basalt_atomic_file`).
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = path.parent().context("a file in a directory")?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("write {}", tmp.display()))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("rename {}", path.display()))?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    basalt_atomic_file::write(path, data, mode).with_context(|| format!("write {}", path.display()))
 }
 
 fn years(n: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {

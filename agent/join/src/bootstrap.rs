@@ -5,7 +5,6 @@
 //! `system:nodes`), wait until the controllers approve and sign it, and keep key and certificate as a
 //! kubeconfig (mode 0600) that the kubelet uses from then on.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -369,26 +368,9 @@ fn write_kubeconfig(
     write_private(path, text.as_bytes())
 }
 
-/// `data` at `path` (mode 0600), written whole and renamed into place.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
-    let io = |e| Error::Io(path.display().to_string(), e);
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(data).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)
+    basalt_atomic_file::write_private(path, data)
+        .map_err(|e| Error::Io(path.display().to_string(), e))
 }
 
 #[cfg(test)]

@@ -112,10 +112,7 @@ impl Token {
 }
 
 pub(crate) fn random(buf: &mut [u8]) -> Result<(), Error> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .map_err(|e| Error::Io("/dev/urandom".into(), e))
+    getrandom::fill(buf).map_err(|e| Error::Io("getrandom(2)".into(), e.into()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod};
 
 /// Why a pod was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,81 +55,15 @@ fn amount(resource: &str, q: &str) -> Option<i64> {
     }
 }
 
-fn labels_match(req: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
-    let values = req.values.clone().unwrap_or_default();
-    let value = labels.get(&req.key);
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if req.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-/// The pod's node selector and required node affinity, against the node.
+/// The pod's node selector and required node affinity, against the node (the scheduler's own rule).
 fn affinity_matches(pod: &Pod, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
     let Some(spec) = pod.spec.as_ref() else {
         return true;
     };
-    let selector_ok = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    let name = node.metadata.name.clone().unwrap_or_default();
-    let fields = BTreeMap::from([("metadata.name".to_string(), name)]);
-    let affinity_ok = required.is_none_or(|r| {
-        r.node_selector_terms.iter().any(|t| {
-            let exprs = t.match_expressions.iter().flatten();
-            let flds = t.match_fields.iter().flatten();
-            (t.match_expressions.is_some() || t.match_fields.is_some())
-                && exprs.clone().all(|e| labels_match(e, &labels))
-                && flds.clone().all(|e| labels_match(e, &fields))
-        })
-    });
-    selector_ok && affinity_ok
-}
-
-fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect
-        .as_deref()
-        .is_some_and(|e| !e.is_empty() && e != taint.effect)
-    {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => t
-            .key
-            .as_deref()
-            .is_none_or(|k| k.is_empty() || k == taint.key),
-        _ => {
-            t.key.as_deref() == Some(taint.key.as_str())
-                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-    }
+    let no_labels = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    basalt_scheduling::RequiredNodeAffinity::of(spec).matches(labels, name)
 }
 
 /// Whether `pod` may run on `node` beside `running` (the pods already admitted there).
@@ -182,18 +116,14 @@ pub fn admit(pod: &Pod, node: &Node, running: &[&Pod]) -> Result<(), Rejection> 
     let tolerations = pod
         .spec
         .as_ref()
-        .and_then(|s| s.tolerations.clone())
+        .and_then(|s| s.tolerations.as_deref())
         .unwrap_or_default();
     let taints = node
         .spec
         .as_ref()
-        .and_then(|s| s.taints.clone())
+        .and_then(|s| s.taints.as_deref())
         .unwrap_or_default();
-    if let Some(t) = taints
-        .iter()
-        .filter(|t| t.effect == "NoExecute")
-        .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
-    {
+    if let Some(t) = basalt_scheduling::untolerated(taints, tolerations, &["NoExecute"]) {
         return Err(rejected(
             "Taint",
             format!(

@@ -43,9 +43,9 @@ pub fn credentials(dir: &Path, hostnames: &[String]) -> std::io::Result<Credenti
         Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
         _ => {
             let mut b = [0u8; 32];
-            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+            getrandom::fill(&mut b).map_err(std::io::Error::from)?;
             let t = hex::encode(b);
-            write_private(&token_path, t.as_bytes())?;
+            basalt_atomic_file::write_private(&token_path, t.as_bytes())?;
             t
         }
     };
@@ -62,7 +62,7 @@ pub fn credentials(dir: &Path, hostnames: &[String]) -> std::io::Result<Credenti
             let params = rcgen::CertificateParams::new(names).map_err(std::io::Error::other)?;
             let cert = params.self_signed(&key).map_err(std::io::Error::other)?;
             std::fs::create_dir_all(dir.join("pki"))?;
-            write_private(&key_path, key.serialize_pem().as_bytes())?;
+            basalt_atomic_file::write_private(&key_path, key.serialize_pem().as_bytes())?;
             std::fs::write(&cert_path, cert.pem())?;
             (cert.pem(), key.serialize_pem())
         }
@@ -72,21 +72,6 @@ pub fn credentials(dir: &Path, hostnames: &[String]) -> std::io::Result<Credenti
         cert_pem,
         key_pem,
     })
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 /// Serves the API on `addr` until the process ends. Returns the bound address.

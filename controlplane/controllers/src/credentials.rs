@@ -4,7 +4,6 @@
 //! token expires (kube-rs rereads a token file every minute). What each loop may do is then its
 //! `system:controller:<controller>` role, not the manager's.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -65,15 +64,8 @@ async fn issue(manager: &Client, dir: &Path, sa: &str) -> Result<PathBuf, Error>
         path: path.display().to_string(),
         source,
     };
-    // The directory is the server's alone; the file is written whole, then renamed into place.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, token).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    // The directory and the token are the server's alone.
+    basalt_atomic_file::write_private(&path, token.as_bytes()).map_err(err)?;
     Ok(path)
 }
 

@@ -84,11 +84,8 @@ impl Authority {
 
 /// A random 127-bit serial (positive, as RFC 5280 asks).
 fn serial() -> Result<[u8; 16], String> {
-    use std::io::Read;
     let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| format!("serial: {e}"))?;
+    getrandom::fill(&mut b).map_err(|e| format!("serial: {e}"))?;
     b[0] &= 0x7f;
     b[0] |= 0x01;
     Ok(b)

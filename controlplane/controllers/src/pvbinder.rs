@@ -339,6 +339,19 @@ impl Ctx {
         Ok(())
     }
 
+    /// A claim that cannot bind yet: said why (when there is a why), Pending, looked at again later.
+    async fn claim_waits(
+        &self,
+        c: &PersistentVolumeClaim,
+        why: Option<(basalt_events::Type, &str, String)>,
+    ) -> Result<Action, kube::Error> {
+        if let Some((type_, reason, message)) = why {
+            self.claim_event(c, type_, reason, message);
+        }
+        self.claim_pending(c).await?;
+        Ok(Action::requeue(RESYNC))
+    }
+
     /// A bound claim whose volume is gone or taken: Lost, as upstream marks it.
     async fn claim_lost(
         &self,
@@ -461,8 +474,7 @@ async fn sync_claim(c: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Acti
                     )
                     .await;
             }
-            ctx.claim_pending(&c).await?;
-            return Ok(Action::requeue(RESYNC));
+            return ctx.claim_waits(&c, None).await;
         };
         if names_claim(&pv, &c) {
             return ctx.bind(&pv, &c).await;
@@ -477,24 +489,16 @@ async fn sync_claim(c: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Acti
                 .await;
         }
         if claim_ref(&pv).is_some() {
-            ctx.claim_event(
-                &c,
-                Normal,
-                "FailedBinding",
-                format!("volume {wanted:?} already bound to a different claim."),
-            );
-            ctx.claim_pending(&c).await?;
-            return Ok(Action::requeue(RESYNC));
+            let why = format!("volume {wanted:?} already bound to a different claim.");
+            return ctx
+                .claim_waits(&c, Some((Normal, "FailedBinding", why)))
+                .await;
         }
         if let Some(why) = mismatch(&pv, &c) {
-            ctx.claim_event(
-                &c,
-                Warning,
-                "VolumeMismatch",
-                format!("Cannot bind to requested volume {wanted:?}: {why}"),
-            );
-            ctx.claim_pending(&c).await?;
-            return Ok(Action::requeue(RESYNC));
+            let why = format!("Cannot bind to requested volume {wanted:?}: {why}");
+            return ctx
+                .claim_waits(&c, Some((Warning, "VolumeMismatch", why)))
+                .await;
         }
         return ctx.bind(&pv, &c).await;
     }

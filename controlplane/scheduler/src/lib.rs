@@ -56,13 +56,10 @@ pub fn identity(id_file: &Path, host: &str) -> Result<String, Error> {
         Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
         _ => {
             let mut bytes = [0u8; 8];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-                .map_err(err)?;
+            getrandom::fill(&mut bytes).map_err(|e| err(e.into()))?;
             let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            let tmp = id_file.with_extension("tmp");
-            std::fs::write(&tmp, &id).map_err(err)?;
-            std::fs::rename(&tmp, id_file).map_err(err)?;
+            basalt_atomic_file::write(id_file, id.as_bytes(), basalt_atomic_file::PUBLIC)
+                .map_err(err)?;
             id
         }
     };

@@ -157,62 +157,7 @@ pub fn pod_requests(spec: &core::PodSpec) -> (Resources, Resources) {
     (compute(false), compute(true))
 }
 
-/// One term of a node selector: every requirement on labels and on fields (`metadata.name`) holds.
-#[derive(Clone, Debug, Default)]
-pub struct NodeSelectorTerm {
-    pub labels: LabelSelector,
-    pub fields: LabelSelector,
-}
-
-impl NodeSelectorTerm {
-    pub fn from_api(t: &core::NodeSelectorTerm) -> NodeSelectorTerm {
-        let conv = |reqs: &Option<Vec<core::NodeSelectorRequirement>>| LabelSelector {
-            requirements: reqs
-                .iter()
-                .flatten()
-                .map(|r| {
-                    let values = r.values.clone().unwrap_or_default();
-                    let num = || values.first().and_then(|v| v.parse::<i64>().ok());
-                    let op = match r.operator.as_str() {
-                        "In" => Op::In(values.clone()),
-                        "NotIn" => Op::NotIn(values.clone()),
-                        "Exists" => Op::Exists,
-                        "DoesNotExist" => Op::DoesNotExist,
-                        // A bad number matches nothing, as upstream's parse error does.
-                        "Gt" => num().map(Op::GreaterThan).unwrap_or(Op::In(vec![])),
-                        "Lt" => num().map(Op::LessThan).unwrap_or(Op::In(vec![])),
-                        _ => Op::In(vec![]),
-                    };
-                    Requirement {
-                        key: r.key.clone(),
-                        op,
-                    }
-                })
-                .collect(),
-        };
-        NodeSelectorTerm {
-            labels: conv(&t.match_expressions),
-            fields: conv(&t.match_fields),
-        }
-    }
-
-    /// An empty term matches no node (upstream).
-    pub fn matches(&self, node: &NodeData) -> bool {
-        if self.labels.is_empty() && self.fields.is_empty() {
-            return false;
-        }
-        if !self.labels.matches(&node.labels) {
-            return false;
-        }
-        self.fields.requirements.iter().all(|r| {
-            r.key == "metadata.name" && {
-                let mut m = Labels::new();
-                m.insert(r.key.clone(), node.name.clone());
-                r.matches(&m)
-            }
-        })
-    }
-}
+pub use basalt_scheduling::NodeSelectorTerm;
 
 /// A pod affinity term, parsed: which pods it selects (by namespace and labels) and the topology key.
 #[derive(Clone, Debug)]
@@ -385,8 +330,8 @@ pub struct PodInfo {
     pub requests: Resources,
     pub non_zero: Resources,
     pub host_ports: Vec<HostPort>,
-    pub node_selector: Labels,
-    pub required_node_affinity: Option<Vec<NodeSelectorTerm>>,
+    /// nodeSelector and required node affinity.
+    pub node_affinity: basalt_scheduling::RequiredNodeAffinity,
     pub preferred_node_affinity: Vec<(i32, NodeSelectorTerm)>,
     pub tolerations: Vec<core::Toleration>,
     pub spread: Vec<SpreadConstraint>,
@@ -439,17 +384,6 @@ impl PodInfo {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref());
-        let required_node_affinity = node_aff
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .map(|s| {
-                s.node_selector_terms
-                    .iter()
-                    .map(NodeSelectorTerm::from_api)
-                    .collect()
-            });
         let preferred_node_affinity = node_aff
             .and_then(|n| {
                 n.preferred_during_scheduling_ignored_during_execution
@@ -538,8 +472,7 @@ impl PodInfo {
             requests,
             non_zero,
             host_ports,
-            node_selector: spec.node_selector.clone().unwrap_or_default(),
-            required_node_affinity,
+            node_affinity: basalt_scheduling::RequiredNodeAffinity::of(spec),
             preferred_node_affinity,
             tolerations: spec.tolerations.clone().unwrap_or_default(),
             spread,

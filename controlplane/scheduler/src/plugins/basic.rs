@@ -17,30 +17,7 @@ pub fn node_name(pod: &PodInfo, node: &NodeData) -> Result<(), Rejection> {
     }
 }
 
-/// Upstream's ToleratesTaint.
-pub fn tolerates(t: &core::Toleration, taint: &core::Taint) -> bool {
-    if t.effect
-        .as_deref()
-        .is_some_and(|e| !e.is_empty() && e != taint.effect)
-    {
-        return false;
-    }
-    if t.key
-        .as_deref()
-        .is_some_and(|k| !k.is_empty() && k != taint.key)
-    {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        _ => false,
-    }
-}
-
-pub fn tolerated(tolerations: &[core::Toleration], taint: &core::Taint) -> bool {
-    tolerations.iter().any(|t| tolerates(t, taint))
-}
+pub use basalt_scheduling::{tolerated, tolerates};
 
 pub fn node_unschedulable(pod: &PodInfo, node: &NodeData) -> Result<(), Rejection> {
     if !node.unschedulable {
@@ -63,9 +40,7 @@ pub fn node_unschedulable(pod: &PodInfo, node: &NodeData) -> Result<(), Rejectio
 
 /// The NoSchedule and NoExecute taints of the node the pod does not tolerate, first one.
 pub fn untolerated_taint<'a>(pod: &PodInfo, node: &'a NodeData) -> Option<&'a core::Taint> {
-    node.taints.iter().find(|t| {
-        (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerated(&pod.tolerations, t)
-    })
+    basalt_scheduling::untolerated(&node.taints, &pod.tolerations, &["NoSchedule", "NoExecute"])
 }
 
 pub fn taint_toleration(pod: &PodInfo, node: &NodeData) -> Result<(), Rejection> {
@@ -107,17 +82,7 @@ pub fn taint_toleration_score(pod: &PodInfo, nodes: &[(&NodeInfo, &NodeData)]) -
 
 /// The pod's nodeSelector and required node affinity (the latter's terms ORed).
 pub fn affinity_matches(pod: &PodInfo, node: &NodeData) -> bool {
-    if !pod
-        .node_selector
-        .iter()
-        .all(|(k, v)| node.labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    match &pod.required_node_affinity {
-        None => true,
-        Some(terms) => terms.iter().any(|t| t.matches(node)),
-    }
+    pod.node_affinity.matches(&node.labels, &node.name)
 }
 
 pub fn node_affinity(pod: &PodInfo, node: &NodeData) -> Result<(), Rejection> {
@@ -137,7 +102,7 @@ pub fn node_affinity_score(pod: &PodInfo, nodes: &[(&NodeInfo, &NodeData)]) -> V
         .map(|(_, n)| {
             pod.preferred_node_affinity
                 .iter()
-                .filter(|(_, t)| t.matches(n))
+                .filter(|(_, t)| t.matches(&n.labels, &n.name))
                 .map(|(w, _)| *w as i64)
                 .sum()
         })
@@ -202,32 +167,6 @@ mod tests {
             effect: effect.into(),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn tolerations_match_as_upstreams() {
-        let t = taint("dedicated", "gpu", "NoSchedule");
-        let exists_all = core::Toleration {
-            operator: Some("Exists".into()),
-            ..Default::default()
-        };
-        assert!(tolerates(&exists_all, &t));
-        let equal = core::Toleration {
-            key: Some("dedicated".into()),
-            value: Some("gpu".into()),
-            ..Default::default()
-        };
-        assert!(tolerates(&equal, &t));
-        let wrong_effect = core::Toleration {
-            effect: Some("NoExecute".into()),
-            ..equal.clone()
-        };
-        assert!(!tolerates(&wrong_effect, &t));
-        let wrong_value = core::Toleration {
-            value: Some("cpu".into()),
-            ..equal
-        };
-        assert!(!tolerates(&wrong_value, &t));
     }
 
     #[test]

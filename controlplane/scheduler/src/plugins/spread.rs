@@ -68,7 +68,7 @@ fn min_of(
 /// Every node counts for every constraint (the pod's node affinity and taints do not narrow the nodes)
 /// and every node has every key: the cache's counters answer without walking the cluster.
 fn indexed(cache: &Cache, pod: &PodInfo, constraints: &[SpreadConstraint]) -> Option<FilterState> {
-    let no_affinity = pod.node_selector.is_empty() && pod.required_node_affinity.is_none();
+    let no_affinity = pod.node_affinity.is_empty();
     if !constraints
         .iter()
         .all(|c| (!c.honor_affinity || no_affinity) && !c.honor_taints)

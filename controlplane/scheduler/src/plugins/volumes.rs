@@ -92,7 +92,7 @@ fn reachable(pv: &core::PersistentVolume, node: &NodeData) -> bool {
     terms
         .node_selector_terms
         .iter()
-        .any(|t| NodeSelectorTerm::from_api(t).matches(node))
+        .any(|t| NodeSelectorTerm::from_api(t).matches(&node.labels, &node.name))
 }
 
 /// An available volume for a delayed claim on `node`: the smallest that fits, as upstream picks.
