@@ -16,8 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use basalt_scheduler::model::{NodeData, PodInfo};
-use basalt_scheduler::plugins::basic::{affinity_matches, tolerated};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -31,7 +29,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use crate::expectations::{self, Expectations, Owner};
-use crate::informers::Informer;
+use crate::informers::{Indexed, Informer};
 use crate::owners;
 use crate::revisions::{self, HASH_LABEL};
 
@@ -48,7 +46,7 @@ pub enum Error {
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Indexed<Pod>,
     nodes: Store<Node>,
     revisions: Store<ControllerRevision>,
     expectations: Arc<Expectations>,
@@ -163,31 +161,23 @@ fn new_pod(ds: &DaemonSet, template: &PodTemplateSpec, node: &str) -> Pod {
 
 /// Whether the node should run the daemon pod, and whether one already there may stay.
 fn placement(template: &PodTemplateSpec, node: &Node) -> (bool, bool) {
-    let probe = Pod {
-        metadata: template.metadata.clone().unwrap_or_default(),
-        spec: template.spec.clone(),
-        status: None,
+    let Some(spec) = template.spec.as_ref() else {
+        return (false, false);
     };
-    let pod = PodInfo::new(&probe);
-    let data = NodeData::new(node);
-    if !affinity_matches(&pod, &data) {
+    let no_labels = Default::default();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    if !basalt_scheduling::RequiredNodeAffinity::of(spec).matches(labels, name) {
         return (false, false);
     }
-    let tolerations = template
-        .spec
-        .as_ref()
-        .and_then(|s| s.tolerations.clone())
-        .unwrap_or_default();
+    let tolerations = spec.tolerations.as_deref().unwrap_or_default();
     let taints = node
         .spec
         .as_ref()
-        .and_then(|s| s.taints.clone())
+        .and_then(|s| s.taints.as_deref())
         .unwrap_or_default();
-    let untolerated = |effect: &str| {
-        taints
-            .iter()
-            .any(|t| t.effect == effect && !tolerated(&tolerations, t))
-    };
+    let untolerated =
+        |effect: &str| basalt_scheduling::untolerated(taints, tolerations, &[effect]).is_some();
     let stay = !untolerated("NoExecute");
     (stay && !untolerated("NoSchedule"), stay)
 }

@@ -24,7 +24,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
-use crate::informers::Informer;
+use crate::informers::{Indexed, Informer};
 use crate::owners;
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -55,14 +55,14 @@ struct Ctx {
     replicasets: Store<ReplicaSet>,
     /// Pods, for Recreate: no new pod while an old one still runs, terminating or not (upstream's
     /// oldPodsRunning).
-    pods: Store<Pod>,
+    pods: Indexed<Pod>,
     events: Arc<basalt_events::Recorder>,
 }
 
 /// Runs the controller until the future is dropped.
 pub async fn run(client: Client, pods: Arc<Informer<Pod>>, replicasets: Arc<Informer<ReplicaSet>>) {
     let (replicasets, rs_events) = (replicasets.store(), replicasets.subscribe());
-    let (pods, pod_events) = (pods.store(), pods.subscribe());
+    let (pods, pod_events) = (pods.indexed(), pods.subscribe());
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
@@ -302,12 +302,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return s.sync_status(new.as_ref(), &old, false).await;
     }
     if is_recreate(&s.d) {
-        let pods = ctx
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-            .collect();
+        let pods = ctx.pods.in_namespace(&ns);
         s.rollout_recreate(owned, pods).await
     } else {
         s.rollout_rolling(owned).await

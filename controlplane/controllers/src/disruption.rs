@@ -20,10 +20,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
-use crate::informers::Informer;
+use crate::informers::{Indexed, Informer};
 use crate::owners;
 
 /// How long an evicted pod not yet deleted counts as disrupted (upstream's `DeletionTimeout`).
@@ -31,7 +31,7 @@ const DISRUPTED_FOR: Duration = Duration::from_secs(120);
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Indexed<Pod>,
 }
 
 /// Runs the controller until the future is dropped.
@@ -42,7 +42,7 @@ pub async fn run(
 ) {
     let ctx = Arc::new(Ctx {
         client,
-        pods: pods.store(),
+        pods: pods.indexed(),
     });
     let of_pod = budgets.store();
     let run = Controller::for_shared_stream(budgets.subscribe(), budgets.store())
@@ -185,9 +185,8 @@ async fn reconcile(b: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Action,
     let now = Timestamp::now();
     let pods: Vec<Arc<Pod>> = ctx
         .pods
-        .state()
+        .in_namespace(&ns)
         .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
         .filter(|p| covers(&b, p))
         .collect();
     let old = b.status.clone().unwrap_or_default();

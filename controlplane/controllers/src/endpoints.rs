@@ -28,7 +28,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
-use crate::informers::Informer;
+use crate::informers::{Indexed, Informer};
 use crate::owners;
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -311,7 +311,7 @@ fn services_of(pod: &Pod, services: &Store<Service>) -> Vec<ObjectRef<Service>> 
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Indexed<Pod>,
     nodes: Store<Node>,
     slices: Store<EndpointSlice>,
 }
@@ -326,7 +326,7 @@ pub async fn run_slices(
 ) {
     let ctx = Arc::new(Ctx {
         client,
-        pods: pods.store(),
+        pods: pods.indexed(),
         nodes: nodes.store(),
         slices: slices.store(),
     });
@@ -371,7 +371,7 @@ async fn sync_slices(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, kube::E
         .filter(|s| owners::controlled_by(&s.metadata, &uid))
         .collect();
     have.sort_by_key(|s| s.name_any());
-    let pods = ctx.pods.state();
+    let pods = ctx.pods.in_namespace(&ns);
     let Some(backends) =
         backends(&svc, &pods).filter(|_| svc.metadata.deletion_timestamp.is_none())
     else {
@@ -434,7 +434,7 @@ async fn delete_slice(api: &Api<EndpointSlice>, s: &EndpointSlice) -> Result<(),
 
 struct EndpointsCtx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Indexed<Pod>,
     endpoints: Store<Endpoints>,
 }
 
@@ -447,7 +447,7 @@ pub async fn run_endpoints(
 ) {
     let ctx = Arc::new(EndpointsCtx {
         client,
-        pods: pods.store(),
+        pods: pods.indexed(),
         endpoints: endpoints.store(),
     });
     // A Service deleted takes its Endpoints along (the controller never sees a Service that is gone): the
@@ -502,7 +502,7 @@ async fn sync_endpoints(svc: Arc<Service>, ctx: Arc<EndpointsCtx>) -> Result<Act
     let name = svc.name_any();
     let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &ns);
     let have = ctx.endpoints.get(&ObjectRef::new(&name).within(&ns));
-    let pods = ctx.pods.state();
+    let pods = ctx.pods.in_namespace(&ns);
     let Some(backends) =
         backends(&svc, &pods).filter(|_| svc.metadata.deletion_timestamp.is_none())
     else {

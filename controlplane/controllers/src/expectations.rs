@@ -10,10 +10,9 @@ use basalt_events::{Recorder, Type};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 
-use crate::informers::Informer;
+use crate::informers::{Indexed, Informer};
 use crate::owners;
 
 /// A pod created or deleted but never seen is given up on after this long (upstream's expectations TTL).
@@ -98,14 +97,14 @@ impl Owner<'_> {
 pub fn watch_pods(
     pods: &Informer<Pod>,
 ) -> (
-    Store<Pod>,
+    Indexed<Pod>,
     impl Stream<Item = Arc<Pod>> + Send + 'static,
     Arc<Expectations>,
 ) {
     let expectations = Arc::new(Expectations::default());
     let seen = expectations.clone();
     let events = pods.subscribe().inspect(move |p| seen.observe(p));
-    (pods.store(), events, expectations)
+    (pods.indexed(), events, expectations)
 }
 
 impl Expectations {

@@ -10,7 +10,8 @@
 //! The watches run with the manager's own credentials (`system:kube-controller-manager` may list and
 //! watch everything), as upstream's informers do; each loop still writes with its own service account.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, ReplicaSet};
@@ -29,10 +30,56 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+/// Objects by namespace and name, kept beside an informer's store (upstream's namespace indexer).
+type ByNamespace<K> = RwLock<HashMap<String, HashMap<String, Arc<K>>>>;
+
+/// An informer's store with its namespace index: a loop that needs one namespace's pods reads them
+/// without walking (and cloning a handle to) every pod of the cluster. Reads as the store otherwise.
+pub struct Indexed<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    by_namespace: Arc<ByNamespace<K>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Indexed<K> {
+    fn clone(&self) -> Self {
+        Indexed {
+            store: self.store.clone(),
+            by_namespace: self.by_namespace.clone(),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> std::ops::Deref for Indexed<K> {
+    type Target = Store<K>;
+    fn deref(&self) -> &Store<K> {
+        &self.store
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Indexed<K> {
+    /// The objects of namespace `ns`, in no particular order.
+    pub fn in_namespace(&self, ns: &str) -> Vec<Arc<K>> {
+        self.by_namespace
+            .read()
+            .unwrap()
+            .get(ns)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn index_key<K: Resource<DynamicType = ()>>(o: &K) -> (String, String) {
+    (
+        o.meta().namespace.clone().unwrap_or_default(),
+        o.meta().name.clone().unwrap_or_default(),
+    )
+}
+
 /// One kind's watch, store and subscribers.
 pub struct Informer<K: Resource<DynamicType = ()> + Clone + 'static> {
     api: Api<K>,
     store: Store<K>,
+    by_namespace: Arc<ByNamespace<K>>,
     writer: Mutex<Option<Writer<K>>>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
 }
@@ -52,6 +99,7 @@ where
         Informer {
             api,
             store: writer.as_reader(),
+            by_namespace: Arc::default(),
             writer: Mutex::new(Some(writer)),
             subscribers: Mutex::default(),
         }
@@ -60,6 +108,14 @@ where
     /// The store every subscriber reads; ready once the first list is in.
     pub fn store(&self) -> Store<K> {
         self.store.clone()
+    }
+
+    /// The store with its namespace index.
+    pub fn indexed(&self) -> Indexed<K> {
+        Indexed {
+            store: self.store.clone(),
+            by_namespace: self.by_namespace.clone(),
+        }
     }
 
     /// Every object in the store now, then every one added, changed or deleted (and all of them again
@@ -106,15 +162,42 @@ where
             writer.apply_watcher_event(&event);
             match event {
                 watcher::Event::Apply(o) => {
-                    let stored = self.store.get(&ObjectRef::from_obj(&o));
-                    self.send(stored.or_else(|| Some(Arc::new(o))));
+                    let stored = self
+                        .store
+                        .get(&ObjectRef::from_obj(&o))
+                        .unwrap_or_else(|| Arc::new(o));
+                    let (ns, name) = index_key(&*stored);
+                    self.by_namespace
+                        .write()
+                        .unwrap()
+                        .entry(ns)
+                        .or_default()
+                        .insert(name, stored.clone());
+                    self.send([stored]);
                 }
-                watcher::Event::Delete(o) => self.send([Arc::new(o)]),
+                watcher::Event::Delete(o) => {
+                    let (ns, name) = index_key(&o);
+                    let mut index = self.by_namespace.write().unwrap();
+                    if let Some(m) = index.get_mut(&ns) {
+                        m.remove(&name);
+                        if m.is_empty() {
+                            index.remove(&ns);
+                        }
+                    }
+                    drop(index);
+                    self.send([Arc::new(o)]);
+                }
                 watcher::Event::InitDone => {
                     let gone = std::mem::take(&mut before)
                         .into_iter()
                         .filter(|o| self.store.get(&ObjectRef::from_obj(&**o)).is_none());
                     let now = self.store.state();
+                    let mut index: HashMap<String, HashMap<String, Arc<K>>> = HashMap::new();
+                    for o in &now {
+                        let (ns, name) = index_key(&**o);
+                        index.entry(ns).or_default().insert(name, o.clone());
+                    }
+                    *self.by_namespace.write().unwrap() = index;
                     self.send(gone.chain(now));
                 }
                 watcher::Event::Init | watcher::Event::InitApply(_) => {}

@@ -25,12 +25,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::expectations::{self, Expectations, Owner};
-use crate::informers::Informer;
+use crate::informers::{Indexed, Informer};
 use crate::owners;
 
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -69,7 +68,7 @@ impl Backoff {
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Indexed<Pod>,
     expectations: Arc<Expectations>,
     backoff: Mutex<HashMap<String, Backoff>>,
     events: basalt_events::Recorder,

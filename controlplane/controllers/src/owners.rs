@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::informers::Indexed;
 use basalt_apimachinery::selector;
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -173,7 +174,7 @@ where
 /// The pods of `ns` (all of them, then those `owner` controls), as upstream's ControllerRefManager claims
 /// them: an orphan the selector matches is adopted when `adopt` allows and `fits` accepts it.
 pub async fn claim_pods(
-    store: &Store<Pod>,
+    store: &Indexed<Pod>,
     api: &Api<Pod>,
     owner: &OwnerReference,
     selector: &selector::LabelSelector,
@@ -181,11 +182,7 @@ pub async fn claim_pods(
     fits: impl Fn(&Pod) -> bool,
 ) -> Result<(Vec<Arc<Pod>>, Vec<Arc<Pod>>), kube::Error> {
     let ns = api.namespace().unwrap_or_default().to_string();
-    let in_ns: Vec<Arc<Pod>> = store
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .collect();
+    let in_ns = store.in_namespace(&ns);
     let mut owned = Vec::new();
     for p in &in_ns {
         if controlled_by(&p.metadata, &owner.uid) {

@@ -12,11 +12,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use crate::expectations::{self, Expectations, Owner};
-use crate::informers::Informer;
+use crate::informers::{Indexed, Informer};
 use crate::owners;
 
 /// Upstream's burst: at most this many creations or deletions in one sync.
@@ -26,7 +25,7 @@ pub use crate::owners::SyncError as Error;
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Indexed<Pod>,
     expectations: Arc<Expectations>,
     events: basalt_events::Recorder,
 }

@@ -21,16 +21,16 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 
-use crate::informers::Informer;
+use crate::informers::{Indexed, Informer};
 use crate::owners;
 
 const RESYNC: Duration = Duration::from_secs(30);
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
-    services: Store<Service>,
-    claims: Store<PersistentVolumeClaim>,
+    pods: Indexed<Pod>,
+    services: Indexed<Service>,
+    claims: Indexed<PersistentVolumeClaim>,
 }
 
 /// Runs the controller until the future is dropped.
@@ -43,9 +43,9 @@ pub async fn run(
 ) {
     let ctx = Arc::new(Ctx {
         client,
-        pods: pods.store(),
-        services: services.store(),
-        claims: claims.store(),
+        pods: pods.indexed(),
+        services: services.indexed(),
+        claims: claims.indexed(),
     });
     // The quotas of an object's namespace: any of them may count it.
     let of_namespace = |store: Store<ResourceQuota>| {
@@ -115,18 +115,15 @@ fn source(resource: &str) -> Option<Source> {
     })
 }
 
-/// The usage of every object of `store` in `ns` that still counts.
+/// The usage of every object of `ns` in `store` that still counts.
 fn sum_store<K: Serialize + kube::Resource<DynamicType = ()> + Clone + 'static>(
-    store: &Store<K>,
+    store: &Indexed<K>,
     ns: &str,
     group: &str,
     plural: &str,
     total: &mut Vec<(String, Quantity)>,
 ) {
-    for o in store.state() {
-        if o.meta().namespace.as_deref() != Some(ns) {
-            continue;
-        }
+    for o in store.in_namespace(ns) {
         let Ok(v) = serde_json::to_value(&*o) else {
             continue;
         };

@@ -25,7 +25,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use crate::informers::Informer;
+use crate::informers::{Indexed, Informer};
 use crate::owners;
 use crate::revisions::{self, template_of, HASH_LABEL};
 
@@ -42,7 +42,7 @@ pub enum Error {
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Indexed<Pod>,
     revisions: Store<ControllerRevision>,
     events: basalt_events::Recorder,
 }
@@ -53,7 +53,7 @@ pub async fn run(
     pods: Arc<Informer<Pod>>,
     revisions: Arc<Informer<ControllerRevision>>,
 ) {
-    let (pods, pod_events) = (pods.store(), pods.subscribe());
+    let (pods, pod_events) = (pods.indexed(), pods.subscribe());
     let (revisions, revision_events) = (revisions.store(), revisions.subscribe());
     let ctx = Arc::new(Ctx {
         events: basalt_events::Recorder::new(client.clone(), "statefulset-controller", None),
