@@ -5,7 +5,7 @@
 //! being parked, so the event is not lost.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,9 +110,11 @@ pub struct Queue {
     entries: HashMap<String, Entry>,
     active: BinaryHeap<ActiveKey>,
     backoff: BinaryHeap<Reverse<(Instant, u64, String)>>,
-    /// Uids of parked pods (possibly stale: checked against the entry), so that events and flushes
-    /// look at the parked pods only, not at every pending one.
-    parked: std::collections::HashSet<String>,
+    /// Parked pods in the order they were parked: (when, the entry's seq then, uid). An item is stale
+    /// once the entry moved on (its seq changed); stale items are dropped as they are met. In time
+    /// order, a flush looks only at the front: with 10,000 parked pods, scanning them all at every
+    /// cycle was most of the scheduler's CPU.
+    parked: VecDeque<(Instant, u64, String)>,
     seq: u64,
     move_seq: u64,
     initial_backoff: Duration,
@@ -271,27 +273,25 @@ impl Queue {
                 self.activate(&uid);
             }
         }
-        let entries = &self.entries;
-        self.parked.retain(|u| {
-            entries
-                .get(u)
-                .is_some_and(|e| e.place == Place::Unschedulable)
-        });
-        let stale: Vec<String> = self
-            .parked
-            .iter()
-            .filter(|u| {
-                self.entries[*u]
-                    .parked_at
-                    .is_some_and(|t| now - t > MAX_IN_UNSCHEDULABLE)
-            })
-            .cloned()
-            .collect();
-        for uid in stale {
-            self.parked.remove(&uid);
+        while let Some((at, seq, uid)) = self.parked.front() {
+            if !self.is_parked(*seq, uid) {
+                self.parked.pop_front();
+                continue;
+            }
+            if now.duration_since(*at) <= MAX_IN_UNSCHEDULABLE {
+                break;
+            }
+            let (_, _, uid) = self.parked.pop_front().expect("front");
             self.requeue(&uid);
         }
         self.backoff.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Whether a `parked` item is current: its pod is still parked since then.
+    fn is_parked(&self, seq: u64, uid: &str) -> bool {
+        self.entries
+            .get(uid)
+            .is_some_and(|e| e.place == Place::Unschedulable && e.seq == seq)
     }
 
     /// The next pod to schedule, if one is active.
@@ -346,9 +346,12 @@ impl Queue {
         if error || e.move_seq_at_pop != move_seq {
             self.requeue(uid);
         } else {
+            let seq = self.next();
+            let e = self.entries.get_mut(uid).expect("entry");
             e.place = Place::Unschedulable;
+            e.seq = seq;
             e.parked_at = Some(now);
-            self.parked.insert(uid.to_string());
+            self.parked.push_back((now, seq, uid.to_string()));
         }
     }
 
@@ -379,19 +382,26 @@ impl Queue {
         if self.parked.is_empty() {
             return 0;
         }
-        let moved: Vec<String> = self
-            .parked
-            .iter()
-            .filter(|u| {
-                self.entries.get(*u).is_some_and(|e| {
-                    e.place == Place::Unschedulable
-                        && (e.rejectors.is_empty() || e.rejectors.iter().any(|p| ev.helps(*p)))
-                })
-            })
-            .cloned()
-            .collect();
+        // Every parked pod is looked at (as upstream's MoveAllToActiveOrBackoffQueue); the stale items
+        // go on the way, the ones the event may help leave.
+        let mut moved = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.parked.len());
+        for (at, seq, uid) in std::mem::take(&mut self.parked) {
+            let Some(e) = self
+                .entries
+                .get(&uid)
+                .filter(|e| e.place == Place::Unschedulable && e.seq == seq)
+            else {
+                continue;
+            };
+            if e.rejectors.is_empty() || e.rejectors.iter().any(|p| ev.helps(*p)) {
+                moved.push(uid);
+            } else {
+                kept.push_back((at, seq, uid));
+            }
+        }
+        self.parked = kept;
         for uid in &moved {
-            self.parked.remove(uid);
             self.requeue(uid);
         }
         moved.len()
@@ -401,11 +411,7 @@ impl Queue {
     pub fn unschedulable(&self) -> usize {
         self.parked
             .iter()
-            .filter(|u| {
-                self.entries
-                    .get(*u)
-                    .is_some_and(|e| e.place == Place::Unschedulable)
-            })
+            .filter(|(_, seq, uid)| self.is_parked(*seq, uid))
             .count()
     }
 }
@@ -446,6 +452,33 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         q.flush();
         assert_eq!(q.pop().unwrap().attempts, 2);
+    }
+
+    #[test]
+    fn a_pod_parked_again_counts_once_and_an_updated_one_leaves_the_parking() {
+        let mut q = Queue::new(Duration::from_millis(1), Duration::from_millis(1));
+        q.upsert(pod("a", 0));
+        q.upsert(pod("b", 0));
+        for _ in 0..2 {
+            let p = q.pop().unwrap();
+            q.failed(&p.pod.uid, vec![PluginName::NodeAffinity], false);
+        }
+        assert_eq!(q.unschedulable(), 2);
+        // `a` helped out, tried and parked again: its first parking is stale, not a second pod.
+        assert_eq!(q.on_event(ClusterEvent::NodeLabels), 2);
+        std::thread::sleep(Duration::from_millis(2));
+        q.flush();
+        while let Some(p) = q.pop() {
+            q.failed(&p.pod.uid, vec![PluginName::NodeAffinity], false);
+        }
+        assert_eq!(q.unschedulable(), 2);
+        // A changed pod is requeued; its parking goes stale and the next event moves only `b`.
+        let mut changed = pod("a", 0);
+        Arc::get_mut(&mut changed).unwrap().fingerprint += 1;
+        q.upsert(changed);
+        assert_eq!(q.unschedulable(), 1);
+        assert_eq!(q.on_event(ClusterEvent::NodeAdd), 1);
+        assert_eq!(q.unschedulable(), 0);
     }
 
     #[test]
