@@ -4,10 +4,17 @@
 //!
 //! A watcher that falls more than [`QUEUE`] events behind is dropped: its stream ends and the client watches
 //! again from its last revision, as upstream does with slow watchers.
+//!
+//! The ring must cover the time between a client's list and its watch: an informer that lists 10,000 pods
+//! while 1,500 writes a second go on starts its watch thousands of events back. Missing the ring sends it
+//! to a store watch of its own (a copy of every event, decoded again, dropped when it lags), which under
+//! such load cost more than the writes themselves. So the ring holds the store's raw events (bytes, not
+//! decoded objects, which are several times larger) for [`FRESH`] and up to [`RING`] of them, as upstream's watch
+//! cache keeps 75 s of events; a watcher starting in it decodes only its own backlog.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use basalt_store::{EventKind, Revision, Store};
 use bytes::Bytes;
@@ -16,8 +23,10 @@ use tokio::sync::mpsc;
 
 /// Events a slow watcher may have queued before it is dropped.
 pub const QUEUE: usize = 1000;
-/// Recent events kept for watchers that start a little in the past.
-const RING: usize = 1024;
+/// Recent events kept for watchers that start a little in the past: at most this many…
+const RING: usize = 8192;
+/// …and none older than this (upstream's eventFreshDuration), so a burst does not pin memory.
+const FRESH: Duration = Duration::from_secs(75);
 
 /// One change, decoded once for every watcher.
 pub struct Cached {
@@ -63,7 +72,7 @@ struct Subscriber {
 }
 
 struct Inner {
-    ring: VecDeque<Arc<Cached>>,
+    ring: VecDeque<(Instant, Arc<basalt_store::Event>)>,
     /// Every event up to this revision has been handed out.
     last: Revision,
     subscribers: Vec<Subscriber>,
@@ -107,11 +116,10 @@ impl Cacher {
             };
             loop {
                 match w.next().await {
-                    Some(Ok(batch)) => {
-                        let events: Vec<Arc<Cached>> =
-                            batch.iter().filter_map(Cached::from_event).collect();
-                        self.publish(events);
-                    }
+                    Some(Ok(batch)) => self.publish(batch),
+                    // Fallen behind the store's writers: the store still has the history, so the cache
+                    // picks up from its last revision and its own watchers notice nothing.
+                    Some(Err(basalt_store::StoreError::WatchLagged(_))) => break,
                     Some(Err(e)) => {
                         self.reset(&store, &e).await;
                         break;
@@ -139,35 +147,49 @@ impl Cacher {
         }
     }
 
-    fn publish(&self, events: Vec<Arc<Cached>>) {
+    fn publish(&self, batch: Vec<basalt_store::Event>) {
+        // Decoded once, outside the lock, for every live watcher.
+        let events: Vec<Arc<Cached>> = batch.iter().filter_map(Cached::from_event).collect();
+        let now = Instant::now();
         let mut inner = self.inner.lock().expect("cacher lock");
         for e in events {
-            inner.last = e.revision;
             inner.subscribers.retain(|s| {
                 if !e.key.starts_with(&s.prefix) {
                     return !s.tx.is_closed();
                 }
                 s.tx.try_send(e.clone()).is_ok()
             });
-            if inner.ring.len() == RING {
-                inner.ring.pop_front();
-            }
-            inner.ring.push_back(e);
+        }
+        for e in batch {
+            inner.last = e.revision();
+            inner.ring.push_back((now, Arc::new(e)));
+        }
+        while inner.ring.len() > RING
+            || inner
+                .ring
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > FRESH)
+        {
+            inner.ring.pop_front();
         }
     }
 
     /// A feed of events under `prefix` after `after`, if the ring still covers it.
     fn subscribe(&self, prefix: &str, after: Revision) -> Option<Feed> {
         let mut inner = self.inner.lock().expect("cacher lock");
-        let covered =
-            after >= inner.last || inner.ring.front().is_some_and(|o| o.revision <= after + 1);
+        let covered = after >= inner.last
+            || inner
+                .ring
+                .front()
+                .is_some_and(|(_, o)| o.revision() <= after + 1);
         if !covered {
             return None;
         }
-        let backlog = inner
+        let missed: Vec<Arc<basalt_store::Event>> = inner
             .ring
             .iter()
-            .filter(|e| e.revision > after && e.key.starts_with(prefix))
+            .map(|(_, e)| e)
+            .filter(|e| e.revision() > after && e.kv.key.starts_with(prefix))
             .cloned()
             .collect();
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -175,11 +197,14 @@ impl Cacher {
             prefix: prefix.to_string(),
             tx,
         });
-        Some(Feed {
-            backlog,
-            rx,
-            last: inner.last,
-        })
+        let last = inner.last;
+        drop(inner);
+        // Live events queue meanwhile; the backlog is this watcher's alone to decode.
+        let backlog = missed
+            .iter()
+            .filter_map(|e| Cached::from_event(e))
+            .collect();
+        Some(Feed { backlog, rx, last })
     }
 }
 
@@ -218,5 +243,88 @@ impl Cachers {
             }
         };
         cacher.subscribe(prefix, after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+        }))
+        .unwrap()
+    }
+
+    /// An informer lists, then watches from the list's revision while thousands of writes go on: the
+    /// ring still covers it (the old ring of 1,024 did not), and only its own namespace's events come.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_thousands_of_events_back_is_served_from_the_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(basalt_store::SqliteStore::open(&dir.path().join("db")).unwrap());
+        let cachers = Cachers::default();
+        let start = store.current_revision().await.unwrap();
+        // The cache starts with the first watcher.
+        assert!(cachers
+            .feed(&store, "/registry/pods/", "/registry/pods/", start)
+            .await
+            .is_some());
+        let listed = store.current_revision().await.unwrap();
+        for i in 0..3000 {
+            let ns = if i % 3 == 0 { "other" } else { "default" };
+            store
+                .create(&format!("/registry/pods/{ns}/p{i}"), pod(&format!("p{i}")))
+                .await
+                .unwrap();
+        }
+        let now = store.current_revision().await.unwrap();
+        let mut feed = None;
+        // The cache follows the store asynchronously: wait until it has handed out the last write.
+        for _ in 0..500 {
+            let f = cachers
+                .feed(&store, "/registry/pods/", "/registry/pods/default/", listed)
+                .await
+                .expect("the ring covers a watch 3,000 events back");
+            if f.last >= now {
+                feed = Some(f);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let feed = feed.expect("the cache caught up with the store");
+        assert_eq!(feed.backlog.len(), 2000);
+        assert!(feed
+            .backlog
+            .iter()
+            .all(|e| e.key.starts_with("/registry/pods/default/") && e.is_create));
+        assert!(feed
+            .backlog
+            .windows(2)
+            .all(|w| w[0].revision < w[1].revision));
+        // Past the ring's reach, a watcher reads history from the store itself.
+        for i in 0..RING {
+            store
+                .create(&format!("/registry/pods/default/q{i}"), pod("q"))
+                .await
+                .unwrap();
+        }
+        let now = store.current_revision().await.unwrap();
+        for _ in 0..500 {
+            let last = cachers
+                .feed(&store, "/registry/pods/", "/registry/pods/", now)
+                .await
+                .map(|f| f.last);
+            if last >= Some(now) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(cachers
+            .feed(&store, "/registry/pods/", "/registry/pods/", listed)
+            .await
+            .is_none());
     }
 }

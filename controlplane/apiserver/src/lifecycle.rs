@@ -243,6 +243,9 @@ fn locate(
     }
 }
 
+/// The least time between two sweeps of the garbage collector.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
 /// Cascading deletion along owner references, as upstream's garbage collector does it.
 async fn garbage_collector(state: Arc<State>) {
     loop {
@@ -271,17 +274,27 @@ async fn collect(state: &Arc<State>) -> Result<(), basalt_store::StoreError> {
     let mut w = store.watch("/registry/", page.revision).await?;
     let internal = Internal::new(state.clone());
     let mut dirty = true;
+    let mut swept = tokio::time::Instant::now() - SWEEP_EVERY;
     loop {
-        if dirty {
+        if dirty && swept.elapsed() >= SWEEP_EVERY {
             dirty = false;
             sweep(state, &internal, &by_uid).await;
+            swept = tokio::time::Instant::now();
         }
-        let next = tokio::time::timeout(Duration::from_millis(500), w.next()).await;
+        // Under a stream of writes a sweep (a walk of every object) ran after each batch, costing more
+        // than the writes: changes are gathered for SWEEP_EVERY between sweeps instead.
+        let wait = if dirty {
+            SWEEP_EVERY.saturating_sub(swept.elapsed())
+        } else {
+            Duration::from_millis(500)
+        };
+        let next = tokio::time::timeout(wait, w.next()).await;
         match next {
             Err(_) => {
-                dirty = by_uid
-                    .values()
-                    .any(|n| n.deleting && !n.finalizers.is_empty())
+                dirty = dirty
+                    || by_uid
+                        .values()
+                        .any(|n| n.deleting && !n.finalizers.is_empty())
             }
             Ok(None) => return Err(basalt_store::StoreError::Unavailable("watch ended".into())),
             Ok(Some(batch)) => {

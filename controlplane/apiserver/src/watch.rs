@@ -197,6 +197,9 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response<Body>> {
                     let batch = match batch {
                         Ok(Some(b)) => b,
                         Ok(None) => return,
+                        // A slow watcher's stream just ends, as upstream's cacher ends it: the client
+                        // watches again from its last revision (an ERROR would read as a server fault).
+                        Err(basalt_store::StoreError::WatchLagged(_)) => return,
                         Err(e) => {
                             let _ = tx.send(enc.owned_event(&owned, "ERROR", expired(&e, last))).await;
                             return;

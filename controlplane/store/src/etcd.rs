@@ -587,7 +587,7 @@ impl Store for EtcdStore {
                 if batch.is_empty() {
                     continue;
                 }
-                match tx.try_send(Ok(batch)) {
+                match tx.try_send(Ok(crate::types::Batch::Owned(batch))) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         let _ = tx.send(Err(StoreError::WatchLagged(after))).await;
@@ -599,6 +599,7 @@ impl Store for EtcdStore {
         });
         Ok(Watch::new(
             rx,
+            prefix,
             None,
             after,
             Some(Box::new(AbortOnDrop(task))),

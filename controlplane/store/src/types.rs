@@ -92,10 +92,20 @@ pub fn prefix_end(prefix: &str) -> String {
     "\u{7f}".repeat(prefix.len() + 1)
 }
 
+/// A batch as its producer hands it over: a watcher's own (etcd: a stream per watcher), or one committed
+/// batch shared by every watcher of the in-process hub, of which each takes the events under its prefix
+/// when it reads them. Shared, a batch queued for many watchers (or for one that lags) is held once.
+pub(crate) enum Batch {
+    Owned(Vec<Event>),
+    Shared(Arc<Vec<Event>>),
+}
+
 /// A stream of events in revision order. An `Err` item ends it (compaction, a lagging reader, a lost backend):
 /// the consumer restarts from the last revision it saw.
 pub struct Watch {
-    events: mpsc::Receiver<Result<Vec<Event>, StoreError>>,
+    events: mpsc::Receiver<Result<Batch, StoreError>>,
+    /// The keys this watch is for (what it takes from a shared batch).
+    prefix: String,
     /// Set by the producer when it dropped this watcher for falling behind.
     lagged: Option<Arc<AtomicBool>>,
     last: Revision,
@@ -108,13 +118,15 @@ pub struct Watch {
 
 impl Watch {
     pub(crate) fn new(
-        events: mpsc::Receiver<Result<Vec<Event>, StoreError>>,
+        events: mpsc::Receiver<Result<Batch, StoreError>>,
+        prefix: &str,
         lagged: Option<Arc<AtomicBool>>,
         after: Revision,
         guard: Option<Box<dyn Send + Sync>>,
     ) -> Self {
         Watch {
             events,
+            prefix: prefix.to_string(),
             lagged,
             last: after,
             ended: false,
@@ -140,29 +152,41 @@ impl Watch {
             self.last = batch.last().map(Event::revision).unwrap_or(self.last);
             return Some(Ok(batch));
         }
-        match self.events.recv().await {
-            Some(Ok(batch)) => {
-                if let Some(e) = batch.last() {
-                    self.last = e.revision();
+        loop {
+            let batch = match self.events.recv().await {
+                Some(Ok(Batch::Owned(batch))) => batch,
+                Some(Ok(Batch::Shared(shared))) => shared
+                    .iter()
+                    .filter(|e| e.kv.key.starts_with(&self.prefix))
+                    .cloned()
+                    .collect(),
+                Some(Err(e)) => {
+                    self.ended = true;
+                    return Some(Err(e));
                 }
-                Some(Ok(batch))
+                None => {
+                    self.ended = true;
+                    return Some(Err(self.closed()));
+                }
+            };
+            // A shared batch may hold nothing under this prefix.
+            if let Some(e) = batch.last() {
+                self.last = e.revision();
+                return Some(Ok(batch));
             }
-            Some(Err(e)) => {
-                self.ended = true;
-                Some(Err(e))
-            }
-            None => {
-                self.ended = true;
-                let lagged = self
-                    .lagged
-                    .as_ref()
-                    .is_some_and(|l| l.load(Ordering::Acquire));
-                Some(Err(if lagged {
-                    StoreError::WatchLagged(self.last)
-                } else {
-                    StoreError::Unavailable("the store closed the watch".into())
-                }))
-            }
+        }
+    }
+
+    /// Why the producer closed the stream.
+    fn closed(&self) -> StoreError {
+        let lagged = self
+            .lagged
+            .as_ref()
+            .is_some_and(|l| l.load(Ordering::Acquire));
+        if lagged {
+            StoreError::WatchLagged(self.last)
+        } else {
+            StoreError::Unavailable("the store closed the watch".into())
         }
     }
 

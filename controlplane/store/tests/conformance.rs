@@ -434,3 +434,50 @@ async fn sqlite_state_survives_reopening() {
         "revisions continue where they stopped"
     );
 }
+
+/// A watcher that stops reading is closed once it is far behind, at the last revision it was handed, and
+/// a watch from there carries on without a gap; a watcher of another prefix, and one that reads, are not
+/// disturbed. (The hub shares each committed batch between its watchers; this is what it must keep.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_lagging_watcher_is_closed_and_resumes_where_it_was() {
+    let (s, _dir) = sqlite();
+    let start = s.current_revision().await.unwrap();
+    let mut stalled = s.watch("/lag/a/", start).await.unwrap();
+    let mut other = s.watch("/lag/b/", start).await.unwrap();
+    let writes = 1100;
+    let mut last = start;
+    for i in 0..writes {
+        last = s
+            .create(&format!("/lag/a/{i:04}"), b"x".to_vec())
+            .await
+            .unwrap()
+            .mod_revision;
+    }
+    let b = s.create("/lag/b/x", b"y".to_vec()).await.unwrap();
+    let mut seen = Vec::new();
+    let at = loop {
+        match stalled.next().await.expect("the watch ends with an error") {
+            Ok(batch) => seen.extend(batch.into_iter().map(|e| e.kv.key)),
+            Err(StoreError::WatchLagged(at)) => break at,
+            Err(e) => panic!("unexpected watch error: {e}"),
+        }
+    };
+    assert!(
+        seen.len() < writes,
+        "closed before the end: saw {}",
+        seen.len()
+    );
+    assert_eq!(at, stalled.last_revision());
+    let mut resumed = s.watch("/lag/a/", at).await.unwrap();
+    seen.extend(
+        next_events(&mut resumed, writes - seen.len())
+            .await
+            .into_iter()
+            .map(|e| e.kv.key),
+    );
+    let expected: Vec<String> = (0..writes).map(|i| format!("/lag/a/{i:04}")).collect();
+    assert_eq!(seen, expected, "every write once, in order");
+    assert_eq!(resumed.last_revision(), last);
+    let got = next_events(&mut other, 1).await;
+    assert_eq!((got.len(), got[0].revision()), (1, b.mod_revision));
+}

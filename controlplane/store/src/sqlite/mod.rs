@@ -157,7 +157,7 @@ impl Store for SqliteStore {
             });
         }
         let reg = self.hub.register(prefix, after);
-        let watch = Watch::new(reg.rx, Some(reg.lagged), after, None);
+        let watch = Watch::new(reg.rx, prefix, Some(reg.lagged), after, None);
         let backlog = match reg.backlog {
             Some(events) => events,
             None => {
