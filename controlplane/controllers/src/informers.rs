@@ -121,14 +121,24 @@ where
     /// Every object in the store now, then every one added, changed or deleted (and all of them again
     /// after each relist). Unbounded: a controller's trigger stream only queues keys, so it keeps up.
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::unbounded_channel();
         let mut subscribers = self.subscribers.lock().unwrap();
         // Under the lock: an event applied before this is in the snapshot, one after is sent to us.
         for o in self.store.state() {
             let _ = tx.send(o);
         }
         subscribers.push(tx);
-        tokio_stream_from(rx)
+        let mut reported = 1000;
+        futures_util::stream::poll_fn(move |cx| {
+            let next = rx.poll_recv(cx);
+            // A loop that reads its changes slower than they come holds every version queued.
+            let queued = rx.len();
+            if queued >= reported {
+                tracing::warn!(kind = %K::kind(&()), queued, "a controller is behind its informer");
+                reported *= 10;
+            }
+            next
+        })
     }
 
     fn send(&self, objects: impl IntoIterator<Item = Arc<K>>) {
@@ -204,12 +214,6 @@ where
             }
         }
     }
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: mpsc::UnboundedReceiver<T>,
-) -> impl Stream<Item = T> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// The informers the selected loops asked for, each watched once [`Informers::start`] runs.
