@@ -5,9 +5,9 @@
 //! synced so the rename itself survives. The mode is set on the sibling before any data is written,
 //! so a private key is never readable by others, not even for a moment and whatever the umask.
 
-use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Readable and writable by the owner alone: keys, tokens, credentials.
@@ -15,23 +15,30 @@ pub const PRIVATE: u32 = 0o600;
 /// Readable by all: certificates and other public files.
 pub const PUBLIC: u32 = 0o644;
 
-/// Replaces `path` with `data`, file mode `mode`. Missing parent directories are made owner-only
-/// (0700): they hold what this crate is for.
+/// Replaces `path` with `data`, file mode `mode`. Missing parent directories are made with the
+/// default mode: the file's own mode guards it, and a parent may be a whole data directory (a joining
+/// agent's key is the first file under `/var/lib/basalt`) that other readers need.
 pub fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::create_dir_all(dir)?;
     let tmp = sibling(path)?;
+    // A sibling left by a crash is removed, never reused: whoever opened it (it may have had a wider
+    // mode) would keep reading through that handle, and a symlink put there would be followed.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let written = (|| {
+        // O_EXCL: fails on anything already there, a symlink included.
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
-        // The sibling may be left from a crash with another mode; the umask may have narrowed this one.
+        // The umask may have narrowed the mode asked for.
         f.set_permissions(Permissions::from_mode(mode))?;
         f.write_all(data)?;
         f.sync_all()
@@ -77,7 +84,6 @@ mod tests {
         write_private(&p, b"one").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"one");
         assert_eq!(mode(&p), 0o600);
-        assert_eq!(mode(p.parent().unwrap()), 0o700);
         write(&p, b"two", PUBLIC).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(mode(&p), 0o644);
@@ -99,6 +105,17 @@ mod tests {
         assert_eq!(mode(&p), 0o600);
         assert_eq!(std::fs::read(&p).unwrap(), b"secret");
         assert!(!stale.exists());
+    }
+
+    #[test]
+    fn a_symlink_left_as_the_sibling_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"untouched").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, d.path().join(".key.tmp")).unwrap();
+        write_private(&d.path().join("key"), b"secret").unwrap();
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"untouched");
+        assert_eq!(std::fs::read(d.path().join("key")).unwrap(), b"secret");
     }
 
     #[test]

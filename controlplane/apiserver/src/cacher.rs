@@ -25,8 +25,11 @@ use tokio::sync::mpsc;
 pub const QUEUE: usize = 1000;
 /// Recent events kept for watchers that start a little in the past: at most this many…
 const RING: usize = 8192;
-/// …and none older than this (upstream's eventFreshDuration), so a burst does not pin memory.
+/// …and none older than this (upstream's eventFreshDuration), so a burst does not pin memory…
 const FRESH: Duration = Duration::from_secs(75);
+/// …but at least this many, whatever their age (upstream's lower bound): a quiet resource keeps its
+/// recent history for the watcher that resumes after a pause.
+const RING_FLOOR: usize = 1024;
 
 /// One change, decoded once for every watcher.
 pub struct Cached {
@@ -73,6 +76,10 @@ struct Subscriber {
 
 struct Inner {
     ring: VecDeque<(Instant, Arc<basalt_store::Event>)>,
+    /// The ring holds every event of the resource after this revision (the newest one it let go, or
+    /// where it started). Revisions count every resource's writes, so the ring's oldest event alone
+    /// cannot tell whether a watcher missed nothing.
+    floor: Revision,
     /// Every event up to this revision has been handed out.
     last: Revision,
     subscribers: Vec<Subscriber>,
@@ -95,6 +102,7 @@ impl Cacher {
         let c = Arc::new(Cacher {
             inner: Mutex::new(Inner {
                 ring: VecDeque::new(),
+                floor: from,
                 last: from,
                 subscribers: Vec::new(),
             }),
@@ -139,10 +147,13 @@ impl Cacher {
             let mut inner = self.inner.lock().expect("cacher lock");
             inner.subscribers.clear();
             inner.ring.clear();
+            inner.floor = inner.last;
         }
         if matches!(e, basalt_store::StoreError::Compacted { .. }) {
             if let Ok(now) = store.current_revision().await {
-                self.inner.lock().expect("cacher lock").last = now;
+                let mut inner = self.inner.lock().expect("cacher lock");
+                inner.last = now;
+                inner.floor = now;
             }
         }
     }
@@ -165,24 +176,22 @@ impl Cacher {
             inner.ring.push_back((now, Arc::new(e)));
         }
         while inner.ring.len() > RING
-            || inner
-                .ring
-                .front()
-                .is_some_and(|(at, _)| now.duration_since(*at) > FRESH)
+            || (inner.ring.len() > RING_FLOOR
+                && inner
+                    .ring
+                    .front()
+                    .is_some_and(|(at, _)| now.duration_since(*at) > FRESH))
         {
-            inner.ring.pop_front();
+            if let Some((_, e)) = inner.ring.pop_front() {
+                inner.floor = e.revision();
+            }
         }
     }
 
     /// A feed of events under `prefix` after `after`, if the ring still covers it.
     fn subscribe(&self, prefix: &str, after: Revision) -> Option<Feed> {
         let mut inner = self.inner.lock().expect("cacher lock");
-        let covered = after >= inner.last
-            || inner
-                .ring
-                .front()
-                .is_some_and(|(_, o)| o.revision() <= after + 1);
-        if !covered {
+        if after < inner.floor {
             return None;
         }
         let missed: Vec<Arc<basalt_store::Event>> = inner

@@ -4,6 +4,7 @@
 //! token expires (kube-rs rereads a token file every minute). What each loop may do is then its
 //! `system:controller:<controller>` role, not the manager's.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -65,6 +66,11 @@ async fn issue(manager: &Client, dir: &Path, sa: &str) -> Result<PathBuf, Error>
         source,
     };
     // The directory and the token are the server's alone.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
     basalt_atomic_file::write_private(&path, token.as_bytes()).map_err(err)?;
     Ok(path)
 }

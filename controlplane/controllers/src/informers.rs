@@ -80,6 +80,9 @@ pub struct Informer<K: Resource<DynamicType = ()> + Clone + 'static> {
     api: Api<K>,
     store: Store<K>,
     by_namespace: Arc<ByNamespace<K>>,
+    /// True once the index holds the first list: the store is ready a moment earlier (kube-rs marks
+    /// it as it applies the list), and a loop must not claim pods from an empty index.
+    indexed: tokio::sync::watch::Sender<bool>,
     writer: Mutex<Option<Writer<K>>>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
 }
@@ -100,6 +103,7 @@ where
             api,
             store: writer.as_reader(),
             by_namespace: Arc::default(),
+            indexed: tokio::sync::watch::Sender::new(false),
             writer: Mutex::new(Some(writer)),
             subscribers: Mutex::default(),
         }
@@ -131,11 +135,14 @@ where
         let mut reported = 1000;
         futures_util::stream::poll_fn(move |cx| {
             let next = rx.poll_recv(cx);
-            // A loop that reads its changes slower than they come holds every version queued.
+            // A loop that reads its changes slower than they come holds every version queued. (Seen
+            // as the loop reads: one that stopped reading altogether is not caught here.)
             let queued = rx.len();
             if queued >= reported {
                 tracing::warn!(kind = %K::kind(&()), queued, "a controller is behind its informer");
                 reported *= 10;
+            } else if queued == 0 {
+                reported = 1000;
             }
             next
         })
@@ -208,6 +215,7 @@ where
                         index.entry(ns).or_default().insert(name, o.clone());
                     }
                     *self.by_namespace.write().unwrap() = index;
+                    self.indexed.send_replace(true);
                     self.send(gone.chain(now));
                 }
                 watcher::Event::Init | watcher::Event::InitApply(_) => {}
@@ -245,6 +253,7 @@ macro_rules! informers {
                 $(
                     if let Some(i) = self.$name.get() {
                         let _ = i.store.wait_until_ready().await;
+                        let _ = i.indexed.subscribe().wait_for(|done| *done).await;
                     }
                 )*
             }

@@ -81,7 +81,6 @@ struct Entry {
     since: u64,
     seq: u64,
     last_failure: Option<Instant>,
-    parked_at: Option<Instant>,
     rejectors: Vec<PluginName>,
     move_seq_at_pop: u64,
 }
@@ -205,7 +204,6 @@ impl Queue {
                         since: 0,
                         seq: 0,
                         last_failure: None,
-                        parked_at: None,
                         rejectors: Vec::new(),
                         move_seq_at_pop: 0,
                     },
@@ -350,7 +348,6 @@ impl Queue {
             let e = self.entries.get_mut(uid).expect("entry");
             e.place = Place::Unschedulable;
             e.seq = seq;
-            e.parked_at = Some(now);
             self.parked.push_back((now, seq, uid.to_string()));
         }
     }
@@ -368,7 +365,6 @@ impl Queue {
                 since: 0,
                 seq: 0,
                 last_failure: Some(Instant::now()),
-                parked_at: None,
                 rejectors: Vec::new(),
                 move_seq_at_pop: 0,
             },
