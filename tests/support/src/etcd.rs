@@ -33,6 +33,20 @@ impl EtcdCluster {
     /// Starts `n` members and waits until every one reports healthy.
     pub fn start(n: usize) -> Result<Self> {
         crate::require_tool("etcd", "etcd-server")?;
+        // The ports are free when picked, but another test may bind one before etcd does; such a
+        // start is thrown away (its members killed) and tried again on new ports.
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(n) {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_start(n: usize) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let token = format!("basalt-test-{}", std::process::id());
         let mut members = Vec::new();
